@@ -1,0 +1,21 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PY ?= python3
+
+.PHONY: test demo install redis-server bench
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+install:
+	$(PY) -m pip install -q -e '.[test]'
+
+test: redis-server install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) -m taskmesh demo
+
+bench: redis-server install
+	$(PY) -m benchmarks

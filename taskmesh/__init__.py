@@ -1,0 +1,51 @@
+"""taskmesh: a distributed task manager for Python, backed by Redis."""
+
+from .context import TaskContext, current_task
+from .exceptions import (
+    DependencyFailedError,
+    PayloadDecodeError,
+    PayloadTooLargeError,
+    SerializationError,
+    SignatureError,
+    StoreError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskmeshError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnsafePayloadError,
+    WorkerLostError,
+)
+from .manager import TaskManager
+from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .worker import Worker, WorkerHandle, WorkerOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DependencyFailedError",
+    "Event",
+    "EventType",
+    "PayloadDecodeError",
+    "PayloadTooLargeError",
+    "SerializationError",
+    "SignatureError",
+    "StoreError",
+    "TaskCancelledError",
+    "TaskContext",
+    "TaskError",
+    "TaskFailedError",
+    "TaskInfo",
+    "TaskManager",
+    "TaskNotFoundError",
+    "TaskPriority",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TaskmeshError",
+    "UnsafePayloadError",
+    "Worker",
+    "WorkerHandle",
+    "WorkerLostError",
+    "WorkerOptions",
+    "current_task",
+]

@@ -1,0 +1,79 @@
+"""Turns a taskmesh URL into Redis clients.
+
+``redis://``, ``rediss://`` (TLS) and ``unix://`` go to redis-py (AUTH/ACL
+user and password ride in the URL). ``memory://`` is an in-process
+fakeredis server with Lua, one per process, shared by every manager,
+worker and subscription in it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import redis
+import redis.asyncio
+
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_NAMESPACE = "default"
+
+_memory_lock = threading.Lock()
+_memory_server: Any = None
+
+
+def resolve_url(url: str | None) -> str:
+    url = url or os.environ.get("TASKMESH_URL") or DEFAULT_URL
+    if not isinstance(url, str):
+        raise TypeError("url must be a string")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix", "memory"):
+        raise ValueError(
+            f"unsupported URL {url!r}: use redis://, rediss://, unix:// or memory://"
+        )
+    return url
+
+
+def resolve_namespace(namespace: str | None) -> str:
+    return namespace or os.environ.get("TASKMESH_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def is_memory(url: str) -> bool:
+    return url.lower().startswith("memory://")
+
+
+def memory_server() -> Any:
+    global _memory_server
+    with _memory_lock:
+        if _memory_server is None:
+            import fakeredis
+
+            _memory_server = fakeredis.FakeServer()
+        return _memory_server
+
+
+def sync_client(url: str, **options: Any) -> redis.Redis:
+    if is_memory(url):
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=memory_server())
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **options)
+
+
+def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
+    if is_memory(url):
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=memory_server())
+    return redis.asyncio.Redis.from_url(
+        url, socket_keepalive=True, health_check_interval=30, **options
+    )
+
+
+# Errors that mean "Redis is unreachable for now": callers back off and retry.
+CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    OSError,
+)

@@ -1,0 +1,104 @@
+"""Every error taskmesh raises, under one root.
+
+    TaskmeshError
+    ├── TaskNotFoundError        unknown (or expired) task id
+    ├── SerializationError       func, args, kwargs or result cannot be encoded
+    │   └── PayloadTooLargeError serialized task over max_payload_bytes
+    ├── PayloadDecodeError       stored bytes are not a taskmesh envelope
+    ├── SignatureError           HMAC missing or wrong (secret configured)
+    ├── UnsafePayloadError       pickled payload refused (--no-pickle)
+    ├── TaskFailedError          a waited-for task ended FAILED (carries .error)
+    ├── TaskCancelledError       a waited-for task ended CANCELLED
+    ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
+    ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
+    ├── WorkerLostError          the task's worker died too often (remote type)
+    └── StoreError               Redis answered something the store cannot use
+
+The "remote types" are raised inside workers and recorded as a TaskError's
+``type``; producers see them through TaskFailedError / TaskCancelledError.
+Builtin ``ValueError``/``TypeError``/``TimeoutError`` are used where Python
+code would expect them (bad arguments, wait timeouts).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import TaskError
+
+
+class TaskmeshError(Exception):
+    """Root of every taskmesh exception."""
+
+
+class TaskNotFoundError(TaskmeshError, KeyError):
+    def __init__(self, task_id: str):
+        super().__init__(task_id)
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return f"task {self.task_id!r} does not exist (unknown id or expired record)"
+
+
+class SerializationError(TaskmeshError):
+    """``part`` names what failed: ``func``, ``args[1]``, ``kwargs['x']``, ``result``."""
+
+    def __init__(self, part: str, cause: BaseException | str):
+        self.part = part
+        self.cause = cause
+        super().__init__(f"cannot serialize {part}: {cause}")
+
+
+class PayloadTooLargeError(SerializationError):
+    def __init__(self, size: int, limit: int):
+        self.size = size
+        self.limit = limit
+        TaskmeshError.__init__(
+            self, f"serialized task is {size} bytes, over max_payload_bytes={limit}"
+        )
+        self.part = "payload"
+        self.cause = self.args[0]
+
+
+class PayloadDecodeError(TaskmeshError):
+    """Stored bytes do not decode as a taskmesh envelope."""
+
+
+class SignatureError(TaskmeshError):
+    """Payload is unsigned or its HMAC does not match the configured secret."""
+
+
+class UnsafePayloadError(TaskmeshError):
+    """A pickled payload reached a worker that refuses pickles (--no-pickle)."""
+
+
+class TaskFailedError(TaskmeshError):
+    def __init__(self, task_id: str, error: "TaskError"):
+        self.task_id = task_id
+        self.error = error
+        super().__init__(f"task {task_id} failed: {error.type}: {error.message}")
+
+
+class TaskCancelledError(TaskmeshError):
+    def __init__(self, task_id: str, error: "TaskError | None" = None):
+        self.task_id = task_id
+        self.error = error
+        why = f" ({error.type}: {error.message})" if error else ""
+        super().__init__(f"task {task_id} was cancelled{why}")
+
+
+class TaskTimeoutError(TaskmeshError):
+    """An attempt ran longer than the task's ``timeout``."""
+
+
+class DependencyFailedError(TaskmeshError):
+    """A dependency ended FAILED or CANCELLED, so the dependent never runs."""
+
+
+class WorkerLostError(TaskmeshError):
+    """The task's worker stopped renewing its lease more times than allowed."""
+
+
+class StoreError(TaskmeshError):
+    """Redis returned something the store does not understand."""

@@ -1,0 +1,143 @@
+"""How a claimed task's function is run: one strategy object per executor_type.
+
+* ``async``       coroutine functions run as asyncio tasks on the worker loop;
+                  a plain function given to ``async`` runs in the thread pool
+                  so it never blocks the loop.
+* ``thread_pool`` the worker's thread pool (``--threads``).
+* ``sequential``  one at a time, in claim order: a FIFO lane that is held
+                  until the function really returns, even past its timeout.
+
+Every strategy produces an asyncio future for "the function finished" and
+hands it to :func:`supervise`, which applies the timeout: an async function
+is cancelled at the deadline; a thread cannot be killed, so its task is
+failed at the deadline, ``current_task().cancelled`` is set, and the future
+is left to finish (the worker keeps the slot until it does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .context import TaskContext, _current
+from .exceptions import TaskTimeoutError
+from .store import ClaimedTask
+
+
+@dataclass(eq=False)
+class Job:
+    """A claimed task on its way through this worker."""
+
+    claimed: ClaimedTask
+    context: TaskContext
+    func: Callable[..., Any] | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+    runner: asyncio.Task | None = None  # the worker's coroutine driving this job
+    execution: asyncio.Future | None = None  # the function itself
+    cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
+
+    @property
+    def id(self) -> str:
+        return self.claimed.id
+
+    @property
+    def timeout(self) -> float | None:
+        return self.claimed.timeout
+
+    @property
+    def is_coroutine(self) -> bool:
+        return inspect.iscoroutinefunction(self.func) or inspect.iscoroutinefunction(
+            getattr(self.func, "__call__", None)
+        )
+
+    def fresh_context(self) -> contextvars.Context:
+        ctx = contextvars.copy_context()
+        ctx.run(_current.set, self.context)
+        return ctx
+
+    def request_cancel(self) -> None:
+        """User cancellation: asyncio cancel for coroutines, a flag for threads."""
+        self.cancel_reason = self.cancel_reason or "cancel"
+        self.context._cancel_event.set()
+        if self.is_coroutine and self.execution is not None:
+            self.execution.cancel()
+
+
+async def supervise(job: Job, execution: asyncio.Future) -> Any:
+    job.execution = execution
+    job.started = True
+    try:
+        return await asyncio.wait_for(asyncio.shield(execution), job.timeout)
+    except TimeoutError:
+        job.context._cancel_event.set()
+        execution.cancel()  # effective for coroutines; a thread runs on
+        raise TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s") from None
+
+
+class Executor:
+    async def run(self, job: Job) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ThreadExecutor(Executor):
+    def __init__(self, pool: ThreadPoolExecutor):
+        self.pool = pool
+
+    def submit(self, job: Job) -> asyncio.Future:
+        call = functools.partial(job.fresh_context().run, job.func, *job.args, **job.kwargs)
+        return asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+    async def run(self, job: Job) -> Any:
+        return await supervise(job, self.submit(job))
+
+
+class AsyncExecutor(Executor):
+    def __init__(self, threads: ThreadExecutor):
+        self.threads = threads
+
+    def submit(self, job: Job) -> asyncio.Future:
+        if not job.is_coroutine:
+            return self.threads.submit(job)
+        coro = job.func(*job.args, **job.kwargs)  # type: ignore[misc]
+        return asyncio.get_running_loop().create_task(coro, context=job.fresh_context())
+
+    async def run(self, job: Job) -> Any:
+        return await supervise(job, self.submit(job))
+
+
+class SequentialExecutor(Executor):
+    def __init__(self, inner: AsyncExecutor):
+        self.inner = inner
+        self.lane = asyncio.Lock()  # FIFO: waiters acquire in arrival order
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmesh-seq")
+        self.lane_threads = ThreadExecutor(self.pool)
+
+    async def run(self, job: Job) -> Any:
+        await self.lane.acquire()
+        try:
+            if job.is_coroutine:
+                execution = self.inner.submit(job)
+            else:
+                execution = self.lane_threads.submit(job)
+        except BaseException:
+            self.lane.release()
+            raise
+        # The lane frees when the function returns, not when we stop waiting.
+        execution.add_done_callback(lambda _: self.lane.release())
+        return await supervise(job, execution)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def build_executors(pool: ThreadPoolExecutor) -> dict[str, Executor]:
+    threads = ThreadExecutor(pool)
+    async_ = AsyncExecutor(threads)
+    return {"thread_pool": threads, "async": async_, "sequential": SequentialExecutor(async_)}

@@ -1,0 +1,141 @@
+"""The one home of taskmesh's Redis key schema.
+
+Every key of a namespace starts with ``taskmesh:{<namespace>}:`` — the braces
+are a Redis Cluster hash tag, so all keys of one namespace live in one slot and
+every Lua script touching them runs on one node.
+
+Scripts get the fixed keys they touch through ``KEYS`` and the prefix as
+``ARGV[1]``; keys that depend on data (another task's hash, a dependents set)
+are derived inside Lua by ``lua/prelude.lua``, which mirrors the functions
+below (``tests/test_keys.py`` pins the two together). Being prefix-derived,
+those keys are always in the same slot as the declared ones.
+
+=====================  ======  ===================================================
+key (after prefix)     type    meaning
+=====================  ======  ===================================================
+task:<id>              hash    the task record (fields in docs/design.md)
+deps:<id>              set     ids of tasks waiting for <id> to complete
+queue:<name>           zset    QUEUED ids; score = (255-priority)*2^44 + seq,
+                               so ZPOPMIN is highest priority, FIFO within one
+wake:<name>            list    wake-up tokens for idle workers (BLPOP), capped
+scheduled:<name>       zset    SCHEDULED ids (retry delay); score = due ms
+running                zset    RUNNING ids; score = lease deadline ms
+waiting                set     WAITING ids (dependencies unfinished)
+pending                set     PENDING ids (deferred)
+done:<status>          zset    terminal ids per status; score = record expiry ms
+queues                 set     names of every queue ever used
+workers                zset    worker ids; score = last heartbeat ms
+worker:<id>            hash    worker info (host, pid, queues, counters)
+stats                  hash    monotonic counters (registered, completed, ...)
+config                 hash    namespace settings (max_concurrent_tasks, ...)
+seq                    string  global FIFO sequence counter
+claims                 string  claim-token counter (fencing)
+events                 stream  capped replay of every event
+events (channel)       pubsub  every event, JSON
+done:<id> (channel)    pubsub  terminal status of one task, for waiters
+control (channel)      pubsub  cancel signals to workers
+=====================  ======  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .models import TaskStatus
+
+
+def validate_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError("namespace must be a non-empty string")
+    if any(ch in namespace for ch in "{}:\n\r "):
+        raise ValueError(f"namespace {namespace!r} may not contain braces, ':' or spaces")
+    return namespace
+
+
+def validate_queue_name(queue: str) -> str:
+    if not isinstance(queue, str) or not queue:
+        raise ValueError("queue must be a non-empty string")
+    if any(ch in queue for ch in "{},\n\r "):
+        raise ValueError(f"queue name {queue!r} may not contain braces, commas or spaces")
+    return queue
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return f"taskmesh:{{{self.namespace}}}:"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def dependents(self, task_id: str) -> str:
+        return f"{self.prefix}deps:{task_id}"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}queue:{name}"
+
+    def wake(self, name: str) -> str:
+        return f"{self.prefix}wake:{name}"
+
+    def scheduled(self, name: str) -> str:
+        return f"{self.prefix}scheduled:{name}"
+
+    def done(self, status: TaskStatus | str) -> str:
+        return f"{self.prefix}done:{status}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def done_channel(self, task_id: str) -> str:
+        return f"{self.prefix}done:{task_id}"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}running"
+
+    @property
+    def waiting(self) -> str:
+        return f"{self.prefix}waiting"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}pending"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}queues"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}config"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}seq"
+
+    @property
+    def claims(self) -> str:
+        return f"{self.prefix}claims"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def events_channel(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def control_channel(self) -> str:
+        return f"{self.prefix}control"

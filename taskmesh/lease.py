@@ -1,0 +1,78 @@
+"""Heartbeats, lease renewal and the reaper, on a thread of their own.
+
+They run off the worker's event loop on purpose: a task that blocks the loop
+(``time.sleep`` inside ``async def``) must not cost the worker its leases,
+or another worker would re-run tasks that are still running here.
+
+Every ``lease/3`` seconds the keeper renews the worker's heartbeat and the
+leases of the tasks it holds (token-checked, see renew.lua), tells the
+worker which of them it lost or which were asked to cancel, then runs one
+pass of the reaper (recover.lua) for the whole namespace. Every worker runs
+the reaper; the script is atomic, so two passes never recover a task twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from . import scripts
+from .connection import CONNECTION_ERRORS
+from .store import Commands
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper(threading.Thread):
+    def __init__(
+        self,
+        client: Any,
+        commands: Commands,
+        worker_id: str,
+        lease_s: float,
+        held: Callable[[], dict[str, str]],
+        info: Callable[[], dict[str, Any]],
+        on_renewed: Callable[[list[str], list[str]], None],
+    ):
+        super().__init__(name=f"taskmesh-lease-{worker_id}", daemon=True)
+        self.client = client
+        self.commands = commands
+        self.worker_id = worker_id
+        self.lease_ms = int(lease_s * 1000)
+        self.interval = lease_s / 3
+        self.held = held
+        self.info = info
+        self.on_renewed = on_renewed
+        self.stopped = threading.Event()
+        self._redis_down = False
+
+    def beat(self) -> bool:
+        """One renewal + reaper pass. Returns False if Redis was unreachable."""
+        try:
+            renewed = scripts.run(
+                self.client,
+                self.commands.renew(self.worker_id, self.lease_ms, self.held(), self.info()),
+            )
+            scripts.run(self.client, self.commands.recover())
+        except CONNECTION_ERRORS as exc:
+            if not self._redis_down:
+                log.warning("worker %s cannot reach Redis to renew leases: %s", self.worker_id, exc)
+            self._redis_down = True
+            return False
+        if self._redis_down:
+            log.info("worker %s reconnected to Redis", self.worker_id)
+            self._redis_down = False
+        if renewed.lost or renewed.cancel_requested:
+            self.on_renewed(renewed.lost, renewed.cancel_requested)
+        return True
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:
+                log.exception("lease keeper pass failed; retrying next beat")
+
+    def stop(self) -> None:
+        self.stopped.set()

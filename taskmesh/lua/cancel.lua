@@ -1,0 +1,16 @@
+-- cancel.lua: cancel a task on a producer's request.
+-- KEYS[1] task hash   ARGV[1] prefix   ARGV[2] id
+-- Returns -1 unknown id, 0 already terminal, 1 cancelled now,
+-- 2 running: cancellation requested and signalled to its worker, which ends
+-- it CANCELLED (report.lua honours the flag whatever the task returns; the
+-- lease reaper honours it if the worker dies).
+local t = load(ARGV[2])
+if not t then return -1 end
+if is_terminal(t.status) then return 0 end
+if t.status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('PUBLISH', K_CONTROL, cjson.encode({action = 'cancel', task_id = t.id, worker = t.worker}))
+  return 2
+end
+finish(t, 'cancelled', {})
+return 1

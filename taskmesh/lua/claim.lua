@@ -1,0 +1,96 @@
+-- claim.lua: atomically move up to N queued tasks into RUNNING for a worker.
+-- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
+-- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
+-- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6..] queue names
+-- Returns {flags, next_due_ms, task...}; each task is 8 entries:
+--   id, token, attempt, executor, timeout, payload, metadata, name
+-- flags: 'c' = cluster cap reached, 'l' = skipped sequential tasks (lane
+-- full), 'q' = tasks still queued. next_due_ms: ms until the next SCHEDULED
+-- task of these queues is due, -1 if none.
+--
+-- First promotes due SCHEDULED tasks (retries) of these queues, so retries
+-- need no separate scheduler process. A claimed task is RUNNING with a lease
+-- in this same step: no task is ever held by a worker outside `running`.
+local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local seq_slots = tonumber(ARGV[5])
+local queues = {}
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+local now = now_ms()
+
+for _, q in ipairs(queues) do
+  local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    local t = load(id)
+    if t then enqueue(t, true) else redis.call('ZREM', k_scheduled(q), id) end
+  end
+end
+
+local flags = ''
+local cap = redis.call('HGET', KEYS[2], 'max_concurrent_tasks')
+if cap then
+  local room = tonumber(cap) - redis.call('ZCARD', KEYS[1])
+  if room < want then
+    want = math.max(room, 0)
+    flags = flags .. 'c'
+  end
+end
+
+-- Merge the heads of all queues: scores order by priority, then global seq.
+local candidates = {}
+if want > 0 then
+  for _, q in ipairs(queues) do
+    local head = redis.call('ZRANGE', k_queue(q), 0, want + 7, 'WITHSCORES')
+    for i = 1, #head, 2 do
+      candidates[#candidates + 1] = {id = head[i], score = tonumber(head[i + 1]), q = q}
+    end
+  end
+  table.sort(candidates, function(a, b) return a.score < b.score end)
+end
+
+local out, claimed = {}, 0
+for _, c in ipairs(candidates) do
+  if claimed >= want then break end
+  local t = load(c.id)
+  if not t then
+    redis.call('ZREM', k_queue(c.q), c.id)
+  elseif t.executor == 'sequential' and seq_slots <= 0 then
+    if not string.find(flags, 'l') then flags = flags .. 'l' end
+  else
+    if t.executor == 'sequential' then seq_slots = seq_slots - 1 end
+    leave(t)
+    local token = redis.call('INCR', KEYS[3])
+    local attempt = tonumber(t.attempts) + 1
+    local key = k_task(c.id)
+    redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
+      'attempts', attempt, 'started_at', now_s())
+    redis.call('ZADD', KEYS[1], now + lease, c.id)
+    t.status, t.worker = 'running', wid
+    emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
+    local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')
+    for _, v in ipairs({c.id, token, attempt, t.executor, extra[1] or '', extra[2] or '', extra[3] or '', t.name or ''}) do
+      out[#out + 1] = v
+    end
+    claimed = claimed + 1
+  end
+end
+
+local next_due = -1
+for _, q in ipairs(queues) do
+  if redis.call('ZCARD', k_queue(q)) > 0 then
+    if not string.find(flags, 'q') then flags = flags .. 'q' end
+    -- We took all we asked for and work remains: wake the next idle worker.
+    if claimed > 0 and claimed >= want then
+      redis.call('LPUSH', k_wake(q), '1')
+      redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
+    end
+  end
+  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = math.max(tonumber(first[2]) - now, 0)
+    if next_due < 0 or wait < next_due then next_due = wait end
+  end
+end
+
+table.insert(out, 1, next_due)
+table.insert(out, 1, flags)
+return out

@@ -1,0 +1,15 @@
+-- execute.lua: release a deferred (PENDING) task; a no-op in any other status.
+-- KEYS[1] task hash   KEYS[2] pending
+-- ARGV[1] prefix   ARGV[2] id
+-- Returns the status after the call, or false if the task does not exist.
+local t = load(ARGV[2])
+if not t then return false end
+if t.status ~= 'pending' then return t.status end
+if tonumber(t.pending_deps or '0') > 0 then
+  leave(t)
+  redis.call('SADD', K_WAITING, t.id)
+  redis.call('HSET', KEYS[1], 'status', 'waiting')
+  return 'waiting'
+end
+enqueue(t, true)
+return 'queued'

@@ -1,0 +1,164 @@
+-- prelude.lua: prepended to every taskmesh script (see taskmesh/scripts.py).
+--
+-- Contract shared by all scripts: ARGV[1] is the namespace key prefix
+-- "taskmesh:{ns}:". Keys that depend on data (another task's hash, a queue
+-- named in a record) are derived from it here, mirroring taskmesh/keys.py;
+-- being prefix-derived they share the {ns} hash tag, so every script touches
+-- one Redis Cluster slot. Fixed keys are also passed in KEYS for routing.
+--
+-- A script runs atomically: no other client observes the state between two
+-- of its commands, which is what makes every transition below all-or-nothing.
+
+local PREFIX = ARGV[1]
+local function k_task(id) return PREFIX .. 'task:' .. id end
+local function k_deps(id) return PREFIX .. 'deps:' .. id end
+local function k_queue(q) return PREFIX .. 'queue:' .. q end
+local function k_wake(q) return PREFIX .. 'wake:' .. q end
+local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
+local function k_done(status) return PREFIX .. 'done:' .. status end
+local function k_worker(id) return PREFIX .. 'worker:' .. id end
+local function k_done_channel(id) return PREFIX .. 'done:' .. id end
+local K_RUNNING = PREFIX .. 'running'
+local K_WAITING = PREFIX .. 'waiting'
+local K_PENDING = PREFIX .. 'pending'
+local K_QUEUES = PREFIX .. 'queues'
+local K_WORKERS = PREFIX .. 'workers'
+local K_STATS = PREFIX .. 'stats'
+local K_CONFIG = PREFIX .. 'config'
+local K_SEQ = PREFIX .. 'seq'
+local K_CLAIMS = PREFIX .. 'claims'
+local K_EVENTS = PREFIX .. 'events'
+local K_CONTROL = PREFIX .. 'control'
+
+local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
+local MAX_RECOVERIES = 3
+
+local _now_ms
+local function now_ms()
+  if not _now_ms then
+    local t = redis.call('TIME')
+    _now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return _now_ms
+end
+local function now_s() return string.format('%.3f', now_ms() / 1000) end
+
+-- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
+-- "highest priority first, oldest first". Exact up to 2^53.
+local function queue_score(priority, seq)
+  return string.format('%.0f', (255 - tonumber(priority)) * 17592186044416 + tonumber(seq))
+end
+
+local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
+  'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
+  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at'}
+
+-- Returns the task as a table, or nil if the record does not exist.
+local function load(id)
+  local values = redis.call('HMGET', k_task(id), unpack(FIELDS))
+  if not values[1] then return nil end
+  local t = {id = id}
+  for i, f in ipairs(FIELDS) do t[f] = values[i] end
+  return t
+end
+
+local function is_terminal(status)
+  return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+-- Events --------------------------------------------------------------------
+local _maxlen
+local function emit(etype, t, data)
+  if not _maxlen then
+    _maxlen = tonumber(redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000')
+  end
+  data = data or {}
+  data.name = t.name
+  data.queue = t.queue
+  data.priority = tonumber(t.priority)
+  data.status = t.status
+  local ts = now_s()
+  local payload = cjson.encode(data)
+  local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
+    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload)
+  redis.call('PUBLISH', K_EVENTS, cjson.encode({id = xid, type = etype, task_id = t.id, ts = ts, data = data}))
+end
+
+-- Structures ----------------------------------------------------------------
+-- Each non-terminal status has exactly one home structure; a transition is
+-- leave(old home) + enter(new home) + HSET status, inside one script.
+local function leave(t)
+  local s = t.status
+  if s == 'pending' then redis.call('SREM', K_PENDING, t.id)
+  elseif s == 'waiting' then redis.call('SREM', K_WAITING, t.id)
+  elseif s == 'queued' then redis.call('ZREM', k_queue(t.queue), t.id)
+  elseif s == 'scheduled' then redis.call('ZREM', k_scheduled(t.queue), t.id)
+  elseif s == 'running' then redis.call('ZREM', K_RUNNING, t.id) end
+end
+
+-- Puts t in its queue at its original place in line (seq never changes).
+local function enqueue(t, announce)
+  leave(t)
+  redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id)
+  redis.call('LPUSH', k_wake(t.queue), '1')
+  redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
+  redis.call('HSET', k_task(t.id), 'status', 'queued')
+  redis.call('HDEL', k_task(t.id), 'token')
+  t.status = 'queued'
+  if announce then emit('TASK_QUEUED', t) end
+end
+
+-- Writes a terminal status: the one place a task record gets its expiry.
+-- `fields` are extra HSET pairs (result, error); `data` goes into the event.
+local function mark_terminal(t, status, fields, data, quiet)
+  leave(t)
+  local key = k_task(t.id)
+  redis.call('HSET', key, 'status', status, 'finished_at', now_s(), unpack(fields))
+  redis.call('HDEL', key, 'token', 'payload')
+  local ttl = tonumber(t.ttl or '-1')
+  local expires = '+inf'
+  if ttl >= 0 then
+    redis.call('EXPIRE', key, math.max(ttl, 1))
+    expires = now_ms() + ttl * 1000
+  end
+  redis.call('ZADD', k_done(status), expires, t.id)
+  redis.call('HINCRBY', K_STATS, status, 1)
+  if t.status == 'running' and t.worker then
+    redis.call('HINCRBY', k_worker(t.worker), status == 'completed' and 'processed' or status, 1)
+  end
+  t.status = status
+  redis.call('PUBLISH', k_done_channel(t.id), status)
+  if not quiet then emit('TASK_' .. string.upper(status), t, data) end
+end
+
+-- Completion promotes each dependent whose last dependency this was; failure
+-- or cancellation cancels dependents transitively. Iterative (a stack, not
+-- recursion) so a deep chain cannot overflow the Lua stack.
+local function resolve_dependents(root)
+  local stack = {root}
+  while #stack > 0 do
+    local t = table.remove(stack)
+    local dkey = k_deps(t.id)
+    local dependents = redis.call('SMEMBERS', dkey)
+    redis.call('DEL', dkey)
+    for _, did in ipairs(dependents) do
+      local d = load(did)
+      if d and not is_terminal(d.status) then
+        if t.status == 'completed' then
+          local left = redis.call('HINCRBY', k_task(did), 'pending_deps', -1)
+          if left <= 0 and d.status == 'waiting' then enqueue(d, true) end
+        else
+          local err = {type = 'DependencyFailedError', attempt = 0,
+            message = 'dependency ' .. t.id .. ' ended ' .. string.upper(t.status)}
+          mark_terminal(d, 'cancelled', {'error', cjson.encode(err)}, {error = err})
+          table.insert(stack, d)
+        end
+      end
+    end
+  end
+end
+
+local function finish(t, status, fields, data)
+  mark_terminal(t, status, fields, data)
+  resolve_dependents(t)
+end

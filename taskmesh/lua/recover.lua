@@ -1,0 +1,38 @@
+-- recover.lua: the lease reaper, run periodically by every worker.
+-- KEYS[1] running   KEYS[2] workers   KEYS[3] stats
+-- ARGV[1] prefix   ARGV[2] max tasks to recover in this call
+-- Returns the number of expired leases handled.
+--
+-- A RUNNING task whose lease deadline passed lost its worker. It goes back
+-- to its queue at its original place (recoveries + 1, claim token cleared so
+-- the old worker's late reports are discarded), or ends FAILED with
+-- WorkerLostError on the fourth loss, or CANCELLED if cancellation was asked.
+-- Also prunes dead workers and expired entries of the done:* indexes.
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(expired) do
+  local t = load(id)
+  if not t or t.status ~= 'running' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('HINCRBY', KEYS[3], 'lease_expiries', 1)
+    local lost_from = t.worker
+    if t.cancel_requested == '1' then
+      finish(t, 'cancelled', {}, {worker = lost_from})
+    elseif tonumber(t.recoveries) >= MAX_RECOVERIES then
+      local err = {type = 'WorkerLostError', attempt = tonumber(t.attempts),
+        message = 'worker ' .. tostring(lost_from) .. ' stopped renewing its lease; '
+          .. MAX_RECOVERIES .. ' recoveries already made'}
+      finish(t, 'failed', {'error', cjson.encode(err)}, {error = err, worker = lost_from})
+    else
+      redis.call('HINCRBY', k_task(id), 'recoveries', 1)
+      redis.call('HINCRBY', KEYS[3], 'recoveries', 1)
+      enqueue(t, true)
+    end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, status in ipairs({'completed', 'failed', 'cancelled'}) do
+  redis.call('ZREMRANGEBYSCORE', k_done(status), '-inf', now)
+end
+return #expired

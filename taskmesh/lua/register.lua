@@ -1,0 +1,59 @@
+-- register.lua: store a new task and place it, in one step.
+-- KEYS[1] the new task's hash   KEYS[2] seq   KEYS[3] stats   KEYS[4] queues
+-- ARGV[1] prefix   ARGV[2] id   ARGV[3] '1' to defer (PENDING)
+-- ARGV[4] n, the number of field/value pairs that follow
+-- ARGV[5 .. 4+2n] record fields (name, queue, priority, ttl, payload, ...)
+-- ARGV[5+2n ..] dependency ids (deduplicated by the caller)
+-- Returns {'exists'} | {'missing', dep_id} | {'created', status}
+--
+-- Placement: a dependency already FAILED/CANCELLED stores the task CANCELLED
+-- (DependencyFailedError); else defer -> PENDING; else unfinished
+-- dependencies -> WAITING (registered in each deps:<dep> set); else QUEUED.
+-- Only TASK_CREATED is published; it carries the status stored.
+local id = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local npairs = tonumber(ARGV[4])
+local first_dep = 5 + 2 * npairs
+
+local unfinished, failed_dep, failed_status = {}, nil, nil
+for i = first_dep, #ARGV do
+  local dep = ARGV[i]
+  local status = redis.call('HGET', k_task(dep), 'status')
+  if not status then return {'missing', dep} end
+  if (status == 'failed' or status == 'cancelled') and not failed_dep then
+    failed_dep, failed_status = dep, status
+  elseif not is_terminal(status) then
+    table.insert(unfinished, dep)
+  end
+end
+
+local fields = {}
+for i = 5, first_dep - 1 do fields[#fields + 1] = ARGV[i] end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(), 'attempts', 0,
+  'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished, 'progress', 0,
+  unpack(fields))
+local t = load(id)
+t.status = 'new'
+redis.call('HINCRBY', KEYS[3], 'registered', 1)
+redis.call('SADD', KEYS[4], t.queue)
+
+if failed_dep then
+  local err = {type = 'DependencyFailedError', attempt = 0,
+    message = 'dependency ' .. failed_dep .. ' ended ' .. string.upper(failed_status)}
+  mark_terminal(t, 'cancelled', {'error', cjson.encode(err)}, nil, true)
+else
+  for _, dep in ipairs(unfinished) do redis.call('SADD', k_deps(dep), id) end
+  if ARGV[3] == '1' then
+    redis.call('SADD', K_PENDING, id)
+    t.status = 'pending'
+  elseif #unfinished > 0 then
+    redis.call('SADD', K_WAITING, id)
+    t.status = 'waiting'
+  else
+    enqueue(t, false)
+  end
+  redis.call('HSET', KEYS[1], 'status', t.status)
+end
+emit('TASK_CREATED', t)
+return {'created', t.status}

@@ -1,0 +1,45 @@
+-- report.lua: a worker reports how an attempt ended. Fenced by claim token.
+-- KEYS[1] task hash   KEYS[2] running   KEYS[3] stats
+-- ARGV[1] prefix   ARGV[2] id   ARGV[3] claim token
+-- ARGV[4] outcome: 'completed' | 'failed' | 'cancelled'
+-- ARGV[5] result envelope (completed) or error JSON (failed)
+-- ARGV[6] '1' if the failure may be retried (task exceptions, timeouts)
+-- Returns 'stale' if the claim is no longer current (the lease was taken
+-- over, the task was handed back), else the task's new status.
+--
+-- Completed: stores the result and promotes dependents. Failed with retries
+-- left: SCHEDULED after retry_delay * retry_backoff^(failures-1) seconds
+-- (TASK_RETRYING). Otherwise terminal, cascading to dependents. A task whose
+-- cancellation was requested ends CANCELLED whatever it returned.
+local t = load(ARGV[2])
+if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
+local outcome = ARGV[4]
+local cancel_requested = t.cancel_requested == '1'
+
+if outcome == 'completed' and not cancel_requested then
+  finish(t, 'completed', {'result', ARGV[5]}, {attempt = tonumber(t.attempts),
+    worker = t.worker, runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)})
+  return 'completed'
+end
+
+if outcome == 'failed' and not cancel_requested then
+  local err = cjson.decode(ARGV[5])
+  local failures = tonumber(t.failures) + 1
+  redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
+  if ARGV[6] == '1' and failures <= tonumber(t.max_retries) then
+    local delay = tonumber(t.retry_delay) * tonumber(t.retry_backoff) ^ (failures - 1)
+    leave(t)
+    redis.call('ZADD', k_scheduled(t.queue), now_ms() + math.floor(delay * 1000), t.id)
+    redis.call('HSET', KEYS[1], 'status', 'scheduled')
+    redis.call('HDEL', KEYS[1], 'token')
+    redis.call('HINCRBY', KEYS[3], 'retried', 1)
+    t.status = 'scheduled'
+    emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
+    return 'scheduled'
+  end
+  finish(t, 'failed', {'error', ARGV[5]}, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
+  return 'failed'
+end
+
+finish(t, 'cancelled', {}, {attempt = tonumber(t.attempts), worker = t.worker})
+return 'cancelled'

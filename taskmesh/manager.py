@@ -1,0 +1,299 @@
+"""TaskManager: the producer API of SPEC §2.
+
+Sync methods run on a redis-py client; async methods on an asyncio client
+bound to the caller's event loop; the ``*_sync`` twins run the async
+implementation on a private portal loop. Every state change is a Call from
+:mod:`taskmesh.store`, so each rule exists once whichever way it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Callable, Iterable, Sequence
+
+from . import scripts
+from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
+from .context import validate_progress
+from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
+from .keys import Keys, validate_namespace
+from .models import TaskError, TaskInfo, TaskPriority, TaskStatus
+from .portal import Portal
+from .registration import NewTask, TaskOptions, build_task
+from .serialization import Codec
+from .store import Commands, decode_error
+from .waiters import DoneWaiter
+from .worker import Worker, WorkerHandle, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+REGISTER_BATCH = 1000
+_UNSET: Any = object()
+
+_embedded_lock = threading.Lock()
+_embedded: dict[str, WorkerHandle] = {}
+
+
+class _LoopState:
+    def __init__(self, url: str, keys: Keys):
+        self.client = async_client(url)
+        self.waiter = DoneWaiter(self.client, keys)
+
+
+class TaskManager:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        max_concurrent_tasks: int | None = None,
+        result_ttl: int | None = 86400,
+        secret: str | None = None,
+        max_payload_bytes: int = 16 * 1024 * 1024,
+        events_maxlen: int | None = None,
+    ):
+        self.url = resolve_url(url)
+        self.namespace = validate_namespace(resolve_namespace(namespace))
+        if result_ttl is not None and (isinstance(result_ttl, bool) or result_ttl < 0):
+            raise ValueError("result_ttl must be >= 0 seconds or None")
+        if max_payload_bytes is not None and max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be >= 1")
+        self.result_ttl = None if result_ttl is None else int(result_ttl)
+        secret = secret or os.environ.get("TASKMESH_SECRET") or None
+        self.secret = secret
+        self.codec = Codec(
+            secret=secret.encode() if secret else None, max_payload_bytes=max_payload_bytes
+        )
+        self.keys = Keys(self.namespace)
+        self.commands = Commands(self.keys)
+        self._client = sync_client(self.url)
+        self._loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self._portal = Portal()
+        self._workers: list[WorkerHandle] = []
+        if max_concurrent_tasks is not None:
+            self.set_max_concurrent_tasks(max_concurrent_tasks)
+        if events_maxlen is not None:
+            if events_maxlen < 1:
+                raise ValueError("events_maxlen must be >= 1")
+            self._client.hset(self.keys.config, "events_maxlen", int(events_maxlen))
+        if is_memory(self.url):
+            self._ensure_embedded_worker()
+
+    # ---- plumbing ---------------------------------------------------------------
+    def _run(self, call: Any) -> Any:
+        return scripts.run(self._client, call)
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState(self.url, self.keys)
+        return state
+
+    async def _arun(self, call: Any) -> Any:
+        return await scripts.arun(self._state().client, call)
+
+    def _ensure_embedded_worker(self) -> None:
+        """memory:// has no separate worker process: run one in this process."""
+        with _embedded_lock:
+            handle = _embedded.get(self.namespace)
+            if handle is None or not handle.is_alive():
+                worker = Worker(WorkerOptions(url=self.url, namespace=self.namespace,
+                                              secret=self.secret, lease_timeout=30.0))
+                _embedded[self.namespace] = WorkerHandle(worker)
+
+    # ---- registration -------------------------------------------------------------
+    def register_task(
+        self,
+        func: Callable[..., Any] | str | None = None,
+        *positional: Any,
+        args: Sequence[Any] | None = None,
+        name: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        priority: int = TaskPriority.NORMAL,
+        dependencies: Sequence[str] | None = None,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 1.0,
+        timeout: float | None = None,
+        description: str = "",
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        executor_type: str = "async",
+        queue: str = "default",
+        task_id: str | None = None,
+        defer: bool = False,
+    ) -> str:
+        """Stores a task and enqueues it (or WAITING/PENDING); returns its id."""
+        if func is None:
+            raise TypeError("register_task() needs func (a callable or 'package.module:function')")
+        if positional and args is not None:
+            raise TypeError("pass positional arguments as *args or as args=(...), not both")
+        if args is not None and (isinstance(args, (str, bytes, dict)) or not hasattr(args, "__iter__")):
+            raise TypeError("args must be a tuple or list")
+        opts = TaskOptions(
+            name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
+            retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
+            description=description, tags=tags, metadata=metadata, executor_type=executor_type,
+            queue=queue, task_id=task_id, defer=defer,
+        )
+        task = build_task(self.codec, func, tuple(args if args is not None else positional),
+                          kwargs, opts, self.result_ttl)
+        return self._store([task])[0]
+
+    def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
+                      **options: Any) -> list[str]:
+        """One task per item (a tuple item is unpacked as positional args),
+        validated first, then written in pipelined batches."""
+        for bad in ("args", "task_id"):
+            if bad in options:
+                raise TypeError(f"register_many() does not take {bad}=")
+        kwargs = options.pop("kwargs", None)
+        opts = TaskOptions(**options)
+        tasks = [
+            build_task(self.codec, func, item if type(item) is tuple else (item,), kwargs, opts,
+                       self.result_ttl)
+            for item in iterable
+        ]
+        ids: list[str] = []
+        for start in range(0, len(tasks), REGISTER_BATCH):
+            ids += self._store(tasks[start:start + REGISTER_BATCH])
+        return ids
+
+    def _store(self, tasks: list[NewTask]) -> list[str]:
+        calls = [self.commands.register(t.id, t.fields, t.dependencies, t.defer) for t in tasks]
+        results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
+            self._run(calls[0])]
+        for task, result in zip(tasks, results):
+            if isinstance(result, Exception):
+                raise result
+            if result[0] == "missing":
+                raise TaskNotFoundError(result[1] or "")
+        return [t.id for t in tasks]
+
+    # ---- execution and waiting ---------------------------------------------------------
+    async def execute_task(self, task_id: str, wait: bool = False,
+                           timeout: float | None = None) -> Any:
+        """Enqueues a PENDING task (no-op otherwise); with wait=True returns its result."""
+        await self._arun(self.commands.execute(task_id))
+        if wait:
+            return await self.wait_for_task(task_id, timeout)
+        return None
+
+    async def wait_for_task(self, task_id: str, timeout: float | None = None) -> Any:
+        """Waits (push-based) for the task to end: its result, or TaskFailedError /
+        TaskCancelledError; TimeoutError if ``timeout`` seconds pass first."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        state = self._state()
+
+        async def read_status() -> TaskStatus:
+            return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+
+        await state.waiter.wait(task_id, read_status, timeout)
+        raw = await scripts.arun(state.client, self.commands.read_fields(task_id, "result", "error"))
+        return self._outcome(task_id, raw)
+
+    def _outcome(self, task_id: str, raw: list[Any]) -> Any:
+        status, result, error = raw
+        if status is TaskStatus.COMPLETED:
+            return self.codec.decode_result(result) if result else None
+        if status is TaskStatus.FAILED:
+            raise TaskFailedError(task_id, decode_error(error) or TaskError("Unknown", ""))
+        raise TaskCancelledError(task_id, decode_error(error))
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancels now if not running; signals the worker if running. False if
+        the task was already terminal."""
+        return await self._arun(self.commands.cancel(task_id)) > 0
+
+    def execute_task_sync(self, task_id: str, wait: bool = False,
+                          timeout: float | None = None) -> Any:
+        return self._portal.call(self.execute_task(task_id, wait=wait, timeout=timeout))
+
+    def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
+        return self._portal.call(self.wait_for_task(task_id, timeout=timeout))
+
+    def cancel_task_sync(self, task_id: str) -> bool:
+        return self._portal.call(self.cancel_task(task_id))
+
+    # ---- reading ---------------------------------------------------------------------
+    def get_task_status(self, task_id: str) -> TaskStatus:
+        return self._run(self.commands.read_fields(task_id))[0]
+
+    def get_task_result(self, task_id: str) -> Any:
+        status, result = self._run(self.commands.read_fields(task_id, "result"))
+        if status is TaskStatus.COMPLETED and result:
+            return self.codec.decode_result(result)
+        return None
+
+    def get_task_error(self, task_id: str) -> TaskError | None:
+        status, error = self._run(self.commands.read_fields(task_id, "error"))
+        return decode_error(error) if status.is_terminal else None
+
+    def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
+        _, progress, message = self._run(
+            self.commands.read_fields(task_id, "progress", "progress_message"))
+        return float(progress or 0.0), message.decode() if message else None
+
+    def get_task(self, task_id: str) -> TaskInfo:
+        return self._run(self.commands.read_task(task_id))
+
+    def update_task_progress(self, task_id: str, progress: float,
+                             message: str | None = None) -> bool:
+        """Records progress and publishes TASK_PROGRESS. False if the task is terminal."""
+        value = validate_progress(progress, message)
+        return self._run(self.commands.progress(task_id, value, message))
+
+    # ---- settings --------------------------------------------------------------------------
+    def set_max_concurrent_tasks(self, limit: int | None) -> None:
+        """Cluster-wide cap on RUNNING tasks in this namespace; None removes it."""
+        if limit is None:
+            self._client.hdel(self.keys.config, "max_concurrent_tasks")
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError("max_concurrent_tasks must be an int or None")
+        if limit < 1:
+            raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
+        self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    # ---- workers and lifecycle ---------------------------------------------------------------
+    def start_worker(self, **options: Any) -> WorkerHandle:
+        """Runs a worker on a background thread of this process."""
+        options.setdefault("url", self.url)
+        options.setdefault("namespace", self.namespace)
+        options.setdefault("secret", self.secret)
+        handle = WorkerHandle(Worker(WorkerOptions(**options)))
+        self._workers.append(handle)
+        return handle
+
+    def close(self) -> None:
+        for handle in self._workers:
+            handle.stop(timeout=30)
+        self._workers.clear()
+        self._portal.close()
+        self._client.close()
+
+    def __enter__(self) -> "TaskManager":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "TaskManager":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.waiter.close()
+            await state.client.aclose()
+        await asyncio.to_thread(self.close)
+
+    def __repr__(self) -> str:
+        return f"TaskManager(url={self.url!r}, namespace={self.namespace!r})"

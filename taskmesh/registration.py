@@ -1,0 +1,166 @@
+"""Validates register_task's arguments and builds the stored record.
+
+Everything here runs before anything touches Redis, so bad input raises a
+typed exception and stores nothing (SPEC §2). ``register_task`` and
+``register_many`` both go through :func:`build_task`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import msgpack
+
+from .exceptions import SerializationError
+from .keys import validate_queue_name
+from .models import EXECUTOR_TYPES, TaskPriority
+from .serialization import Codec
+
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*|\.[A-Za-z_]\w*)$")
+MAX_TASK_ID = 256
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """register_task's keyword options (everything but func and its args)."""
+
+    name: str | None = None
+    priority: int = TaskPriority.NORMAL
+    dependencies: Sequence[str] | None = None
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    retry_backoff: float = 1.0
+    timeout: float | None = None
+    description: str = ""
+    tags: Sequence[str] | None = None
+    metadata: dict[str, Any] | None = None
+    executor_type: str = "async"
+    queue: str = "default"
+    task_id: str | None = None
+    defer: bool = False
+
+
+@dataclass(frozen=True)
+class NewTask:
+    id: str
+    fields: dict[str, Any]
+    dependencies: list[str]
+    defer: bool
+
+
+def check_func(func: Any) -> Callable[..., Any] | str:
+    if isinstance(func, str):
+        if not IMPORT_STRING.match(func):
+            raise TypeError(
+                f"func {func!r} is not an import string like 'package.module:function'"
+            )
+        return func
+    if not callable(func):
+        raise TypeError(f"func must be a callable or an import string, not {type(func).__name__}")
+    return func
+
+
+def default_name(func: Callable[..., Any] | str) -> str:
+    if isinstance(func, str):
+        return func
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return name or type(func).__qualname__
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def check_priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be a TaskPriority or an int, not {type(priority).__name__}")
+    if not 0 <= priority <= 255:
+        raise ValueError(f"priority must be in 0..255, got {priority}")
+    return int(priority)
+
+
+def check_options(opts: TaskOptions) -> None:
+    if opts.name is not None and (not isinstance(opts.name, str) or not opts.name.strip()):
+        raise ValueError("name must be a non-empty string")
+    check_priority(opts.priority)
+    if isinstance(opts.max_retries, bool) or not isinstance(opts.max_retries, int):
+        raise TypeError("max_retries must be an int")
+    if opts.max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {opts.max_retries}")
+    if _number("retry_delay", opts.retry_delay) < 0:
+        raise ValueError(f"retry_delay must be >= 0, got {opts.retry_delay}")
+    if _number("retry_backoff", opts.retry_backoff) < 1:
+        raise ValueError(f"retry_backoff must be >= 1, got {opts.retry_backoff}")
+    if opts.timeout is not None and _number("timeout", opts.timeout) <= 0:
+        raise ValueError(f"timeout must be > 0, got {opts.timeout}")
+    if opts.executor_type not in EXECUTOR_TYPES:
+        raise ValueError(
+            f"executor_type must be one of {', '.join(EXECUTOR_TYPES)}, got {opts.executor_type!r}"
+        )
+    validate_queue_name(opts.queue)
+    if not isinstance(opts.description, str):
+        raise TypeError("description must be a string")
+    if opts.tags is not None and (
+        isinstance(opts.tags, str) or not all(isinstance(t, str) for t in opts.tags)
+    ):
+        raise TypeError("tags must be a list of strings")
+    if opts.metadata is not None and not isinstance(opts.metadata, dict):
+        raise TypeError("metadata must be a dict")
+    if opts.task_id is not None:
+        if not isinstance(opts.task_id, str) or not opts.task_id or opts.task_id.isspace():
+            raise ValueError("task_id must be a non-empty string")
+        if len(opts.task_id) > MAX_TASK_ID:
+            raise ValueError(f"task_id is longer than {MAX_TASK_ID} characters")
+    if opts.dependencies is not None and (
+        isinstance(opts.dependencies, str)
+        or not all(isinstance(d, str) and d for d in opts.dependencies)
+    ):
+        raise TypeError("dependencies must be a list of task ids (strings)")
+
+
+def build_task(
+    codec: Codec,
+    func: Any,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    opts: TaskOptions,
+    result_ttl: int | None,
+) -> NewTask:
+    func = check_func(func)
+    check_options(opts)
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError("kwargs must be a dict")
+    if kwargs and not all(isinstance(k, str) for k in kwargs):
+        raise TypeError("kwargs keys must be strings")
+    payload = codec.encode_task(func, tuple(args), dict(kwargs or {}))
+    try:
+        metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
+    except Exception as exc:
+        raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
+    deps = list(dict.fromkeys(opts.dependencies or ()))
+    fields = {
+        "name": opts.name or default_name(func),
+        "description": opts.description,
+        "queue": opts.queue,
+        "priority": check_priority(opts.priority),
+        "executor": opts.executor_type,
+        "max_retries": opts.max_retries,
+        "retry_delay": repr(float(opts.retry_delay)),
+        "retry_backoff": repr(float(opts.retry_backoff)),
+        "timeout": "" if opts.timeout is None else repr(float(opts.timeout)),
+        "ttl": -1 if result_ttl is None else int(result_ttl),
+        "tags": json.dumps(list(opts.tags or [])),
+        "metadata": metadata,
+        "deps": json.dumps(deps),
+        "payload": payload,
+    }
+    return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))

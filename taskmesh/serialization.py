@@ -1,0 +1,186 @@
+"""The payload envelope: msgpack outside, cloudpickle only where it must be.
+
+Wire format (all msgpack)::
+
+    envelope = [version, body: bytes, signature: bytes | nil]
+    task body = {"f": "pkg.mod:func" | Ext(PICKLE), "a": [args...], "k": {kwargs}}
+    result body = value
+
+Values are packed with ``strict_types`` so a tuple is kept as a tuple
+(``Ext(TUPLE)``) and anything msgpack cannot carry natively becomes
+``Ext(PICKLE)`` (cloudpickle). A worker started with ``--no-pickle`` decodes
+``Ext(PICKLE)`` into an UnsafePayloadError instead of unpickling it, so the
+refusal happens before any untrusted code runs.
+
+With a secret, the body is signed with HMAC-SHA256 and the signature is
+checked before the body is unpacked at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import cloudpickle
+import msgpack
+
+from .exceptions import (
+    PayloadDecodeError,
+    PayloadTooLargeError,
+    SerializationError,
+    SignatureError,
+    UnsafePayloadError,
+)
+
+VERSION = 1
+EXT_TUPLE = 1
+EXT_PICKLE = 2
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Encodes and decodes envelopes under one security policy."""
+
+    secret: bytes | None = None
+    allow_pickle: bool = True
+    max_payload_bytes: int | None = None
+
+    # ---- encoding -------------------------------------------------------
+    def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
+        body = {"f": self._encode_func(func), "a": list(args), "k": kwargs}
+        try:
+            packed = self._pack(body)
+        except Exception:
+            self._find_culprit(args, kwargs)
+            raise
+        return self._seal(packed)
+
+    def encode_result(self, value: Any) -> bytes:
+        try:
+            return self._seal(self._pack(value))
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError("result", _describe(exc)) from exc
+
+    def _encode_func(self, func: Callable[..., Any] | str) -> Any:
+        if isinstance(func, str):
+            return func
+        try:
+            return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(func))
+        except Exception as exc:
+            raise SerializationError("func", _describe(exc)) from exc
+
+    def _pack(self, value: Any) -> bytes:
+        if not self.allow_pickle:
+            # --no-pickle: plain msgpack, tuples become lists (SPEC §10).
+            return msgpack.packb(value, use_bin_type=True)
+        try:
+            return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
+        except (OverflowError, ValueError):
+            # e.g. an int beyond 64 bits: let pickle carry the whole value.
+            return msgpack.packb(self._default(value), use_bin_type=True)
+
+    def _default(self, obj: Any) -> msgpack.ExtType:
+        if isinstance(obj, msgpack.ExtType):
+            return obj
+        if type(obj) is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self._pack(list(obj)))
+        return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(obj))
+
+    def _find_culprit(self, args: tuple, kwargs: dict) -> None:
+        """Re-pack part by part so the error names what cannot be serialized."""
+        parts = [(f"args[{i}]", v) for i, v in enumerate(args)]
+        parts += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+        for part, value in parts:
+            try:
+                self._pack(value)
+            except Exception as exc:
+                raise SerializationError(part, _describe(exc)) from exc
+
+    def _seal(self, body: bytes) -> bytes:
+        sig = hmac.new(self.secret, body, hashlib.sha256).digest() if self.secret else None
+        envelope = msgpack.packb([VERSION, body, sig], use_bin_type=True)
+        if self.max_payload_bytes is not None and len(envelope) > self.max_payload_bytes:
+            raise PayloadTooLargeError(len(envelope), self.max_payload_bytes)
+        return envelope
+
+    # ---- decoding -------------------------------------------------------
+    def decode_task(self, envelope: bytes) -> tuple[Callable[..., Any] | str, list, dict]:
+        body = self._unpack(self._open(envelope))
+        if not isinstance(body, dict) or "f" not in body:
+            raise PayloadDecodeError("task payload has no function")
+        func, args, kwargs = body["f"], body.get("a") or [], body.get("k") or {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise PayloadDecodeError("task payload has malformed arguments")
+        if not (isinstance(func, str) or callable(func)):
+            raise PayloadDecodeError(f"task payload function is a {type(func).__name__}")
+        return func, args, kwargs
+
+    def decode_result(self, envelope: bytes) -> Any:
+        return self._unpack(self._open(envelope))
+
+    def _open(self, envelope: bytes) -> bytes:
+        try:
+            outer = msgpack.unpackb(envelope, raw=False)
+        except Exception as exc:
+            raise PayloadDecodeError(f"payload is not a taskmesh envelope: {exc}") from exc
+        if (
+            not isinstance(outer, list)
+            or len(outer) != 3
+            or outer[0] != VERSION
+            or not isinstance(outer[1], bytes)
+            or not (outer[2] is None or isinstance(outer[2], bytes))
+        ):
+            raise PayloadDecodeError("payload is not a taskmesh envelope (bad header)")
+        _, body, sig = outer
+        if self.secret:
+            if sig is None:
+                raise SignatureError("payload is not signed but a secret is configured")
+            expected = hmac.new(self.secret, body, hashlib.sha256).digest()
+            if not hmac.compare_digest(sig, expected):
+                raise SignatureError("payload signature does not match (tampered or wrong secret)")
+        return body
+
+    def _unpack(self, body: bytes) -> Any:
+        try:
+            return msgpack.unpackb(body, raw=False, ext_hook=self._ext_hook, strict_map_key=False)
+        except (UnsafePayloadError, SignatureError):
+            raise
+        except Exception as exc:
+            raise PayloadDecodeError(f"payload body does not decode: {_describe(exc)}") from exc
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code == EXT_TUPLE:
+            items = self._unpack(data)
+            return tuple(items) if self.allow_pickle else list(items)
+        if code == EXT_PICKLE:
+            if not self.allow_pickle:
+                raise UnsafePayloadError("pickled payload refused: worker runs with --no-pickle")
+            return cloudpickle.loads(data)
+        raise PayloadDecodeError(f"unknown msgpack extension type {code}")
+
+
+def resolve_import(path: str) -> Callable[..., Any]:
+    """Resolve ``"package.module:function"`` (or ``module:Class.attr``)."""
+    module_name, sep, attr_path = path.partition(":")
+    if not sep:
+        module_name, _, attr_path = path.rpartition(".")
+    if not module_name or not attr_path:
+        raise ImportError(f"{path!r} is not an import string like 'package.module:function'")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise ImportError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not callable(obj):
+        raise TypeError(f"{path!r} resolves to a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,257 @@
+"""Every Redis operation taskmesh performs, as Calls built in one place.
+
+Producers (manager), workers and the CLI all build their commands here and
+execute them with :mod:`taskmesh.scripts` on whichever client they hold, sync
+or async. Each state change is one Lua script (see ``lua/`` and
+docs/design.md for the state machine); reads are plain commands.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import msgpack
+
+from .exceptions import StoreError, TaskNotFoundError
+from .keys import Keys
+from .models import TaskError, TaskInfo, TaskStatus
+from .scripts import Call, Cmd, script
+
+
+def _s(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _f(value: Any) -> float | None:
+    text = _s(value)
+    return float(text) if text not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: str
+    token: str
+    attempt: int
+    executor: str
+    timeout: float | None
+    payload: bytes
+    metadata: dict[str, Any]
+    name: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    tasks: list[ClaimedTask]
+    capped: bool
+    lane_full: bool
+    more_queued: bool
+    next_due_ms: int
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    lost: list[str]
+    cancel_requested: list[str]
+
+
+def decode_metadata(raw: Any) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def decode_error(raw: Any) -> TaskError | None:
+    if not raw:
+        return None
+    try:
+        return TaskError.from_dict(json.loads(raw))
+    except (ValueError, TypeError):
+        return TaskError("StoreError", f"undecodable error record: {raw!r}")
+
+
+class Commands:
+    """Builds the Calls for one namespace. Holds no connection."""
+
+    def __init__(self, keys: Keys):
+        self.keys = keys
+        self.prefix = keys.prefix
+
+    # ---- producer-side state changes ------------------------------------
+    def register(
+        self, task_id: str, fields: dict[str, Any], dependencies: Sequence[str], defer: bool
+    ) -> Call[tuple[str, str | None]]:
+        k = self.keys
+        pairs: list[Any] = []
+        for name, value in fields.items():
+            pairs += [name, value]
+
+        def parse(raw: list) -> tuple[str, str | None]:
+            return _s(raw[0]) or "", _s(raw[1]) if len(raw) > 1 else None
+
+        return Call(
+            script("register"),
+            [k.task(task_id), k.seq, k.stats, k.queues],
+            [self.prefix, task_id, "1" if defer else "0", len(fields), *pairs, *dependencies],
+            parse,
+        )
+
+    def execute(self, task_id: str) -> Call[TaskStatus]:
+        def parse(raw: Any) -> TaskStatus:
+            if raw is None:
+                raise TaskNotFoundError(task_id)
+            return TaskStatus(_s(raw))
+
+        return Call(script("execute"), [self.keys.task(task_id), self.keys.pending],
+                    [self.prefix, task_id], parse)
+
+    def cancel(self, task_id: str) -> Call[int]:
+        def parse(raw: Any) -> int:
+            if int(raw) < 0:
+                raise TaskNotFoundError(task_id)
+            return int(raw)
+
+        return Call(script("cancel"), [self.keys.task(task_id)], [self.prefix, task_id], parse)
+
+    def progress(
+        self, task_id: str, progress: float, message: str | None, token: str = ""
+    ) -> Call[bool]:
+        def parse(raw: Any) -> bool:
+            if int(raw) < 0:
+                raise TaskNotFoundError(task_id)
+            return int(raw) == 1
+
+        return Call(
+            script("progress"),
+            [self.keys.task(task_id)],
+            [self.prefix, task_id, repr(float(progress)), "0" if message is None else "1",
+             message or "", token],
+            parse,
+        )
+
+    # ---- worker-side state changes ---------------------------------------
+    def claim(
+        self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int
+    ) -> Call[ClaimResult]:
+        k = self.keys
+        return Call(
+            script("claim"),
+            [k.running, k.config, k.claims, k.workers],
+            [self.prefix, worker_id, count, lease_ms, seq_slots, *queues],
+            _parse_claim,
+        )
+
+    def report(self, task_id: str, token: str, outcome: str, data: bytes | str,
+               retryable: bool = False) -> Call[str]:
+        k = self.keys
+        return Call(
+            script("report"),
+            [k.task(task_id), k.running, k.stats],
+            [self.prefix, task_id, token, outcome, data, "1" if retryable else "0"],
+            lambda raw: _s(raw) or "",
+        )
+
+    def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
+              info: dict[str, Any] | None = None) -> Call[RenewResult]:
+        k = self.keys
+        info_pairs: list[Any] = []
+        for name, value in (info or {}).items():
+            info_pairs += [name, value]
+        held_pairs: list[str] = []
+        for task_id, token in held.items():
+            held_pairs += [task_id, token]
+
+        def parse(raw: list) -> RenewResult:
+            items = [_s(x) or "" for x in raw]
+            cut = items.index("")
+            return RenewResult(items[:cut], items[cut + 1:])
+
+        return Call(
+            script("renew"),
+            [k.running, k.workers, k.worker(worker_id)],
+            [self.prefix, worker_id, lease_ms, len(info or {}), *info_pairs, *held_pairs],
+            parse,
+        )
+
+    def recover(self, limit: int = 100) -> Call[int]:
+        k = self.keys
+        return Call(script("recover"), [k.running, k.workers, k.stats], [self.prefix, limit], int)
+
+    def handback(self, held: Iterable[tuple[str, str, bool]]) -> Call[int]:
+        args: list[str] = []
+        for task_id, token, started in held:
+            args += [task_id, token, "1" if started else "0"]
+        return Call(script("handback"), [self.keys.running], [self.prefix, *args], int)
+
+    def unregister_worker(self, worker_id: str) -> list[Cmd]:
+        return [Cmd(("ZREM", self.keys.workers, worker_id)),
+                Cmd(("DEL", self.keys.worker(worker_id)))]
+
+    # ---- reads -------------------------------------------------------------
+    def read_fields(self, task_id: str, *fields: str) -> Cmd[list[Any]]:
+        """HMGET status + fields; raises TaskNotFoundError if there is no record."""
+
+        def parse(raw: list) -> list[Any]:
+            if raw[0] is None:
+                raise TaskNotFoundError(task_id)
+            return [TaskStatus(_s(raw[0])), *raw[1:]]
+
+        return Cmd(("HMGET", self.keys.task(task_id), "status", *fields), parse)
+
+    def read_task(self, task_id: str) -> Cmd[TaskInfo]:
+        def parse(raw: dict) -> TaskInfo:
+            if not raw:
+                raise TaskNotFoundError(task_id)
+            return task_info(task_id, {_s(k): v for k, v in raw.items()})
+
+        return Cmd(("HGETALL", self.keys.task(task_id)), parse)
+
+
+def _parse_claim(raw: list) -> ClaimResult:
+    flags = _s(raw[0]) or ""
+    tasks = []
+    for i in range(2, len(raw), 8):
+        task_id, token, attempt, executor, timeout, payload, metadata, name = raw[i:i + 8]
+        tasks.append(ClaimedTask(
+            id=_s(task_id), token=_s(token), attempt=int(attempt), executor=_s(executor),
+            timeout=_f(timeout), payload=payload or b"", metadata=decode_metadata(metadata),
+            name=_s(name) or "",
+        ))
+    return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
+
+
+def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
+    try:
+        status = TaskStatus(_s(h.get("status")))
+    except ValueError as exc:
+        raise StoreError(f"task {task_id} has an invalid status") from exc
+    error = decode_error(h.get("error")) if status.is_terminal else None
+    return TaskInfo(
+        id=task_id,
+        name=_s(h.get("name")) or "",
+        description=_s(h.get("description")) or "",
+        status=status,
+        priority=int(h.get("priority") or 0),
+        queue=_s(h.get("queue")) or "default",
+        executor_type=_s(h.get("executor")) or "async",
+        dependencies=json.loads(h.get("deps") or "[]"),
+        attempts=int(h.get("attempts") or 0),
+        max_retries=int(h.get("max_retries") or 0),
+        worker=_s(h.get("worker")),
+        created_at=_f(h.get("created_at")),
+        started_at=_f(h.get("started_at")),
+        finished_at=_f(h.get("finished_at")),
+        progress=_f(h.get("progress")) or 0.0,
+        progress_message=_s(h.get("progress_message")),
+        tags=json.loads(h.get("tags") or "[]"),
+        metadata=decode_metadata(h.get("metadata")),
+        error=error,
+        recoveries=int(h.get("recoveries") or 0),
+    )

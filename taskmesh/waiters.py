@@ -1,0 +1,116 @@
+"""Push-based waiting for task completion.
+
+One pattern subscription (``done:*`` of the namespace) per event loop is
+shared by every wait in it. A wait subscribes first, then reads the stored
+status, so a completion between the two is never missed; the stored state
+is re-read every few seconds as well, so a lost pub/sub message (a Redis
+restart, a dropped connection) costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from .connection import CONNECTION_ERRORS
+from .keys import Keys
+from .models import TaskStatus
+
+log = logging.getLogger(__name__)
+
+RECHECK_S = 5.0
+
+
+class DoneWaiter:
+    def __init__(self, client: Any, keys: Keys):
+        self._client = client
+        self._pattern = keys.done_channel("*")
+        self._prefix_len = len(keys.done_channel(""))
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._ready: asyncio.Event | None = None
+        self._reader: asyncio.Task | None = None
+
+    async def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._ready = asyncio.Event()
+            self._reader = asyncio.create_task(self._read_forever(), name="taskmesh-done-waiter")
+        await self._ready.wait()  # type: ignore[union-attr]
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self._pattern)
+                self._ready.set()  # type: ignore[union-attr]
+                delay = 0.1
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("type") == "pmessage":
+                        channel = msg["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        self._wake(channel[self._prefix_len:])
+            except asyncio.CancelledError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                log.warning("result listener lost Redis (%s); reconnecting", exc)
+                self._wake_all()  # let every waiter re-read the stored state
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    def _wake(self, task_id: str) -> None:
+        for fut in self._waiters.pop(task_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        for task_id in list(self._waiters):
+            self._wake(task_id)
+
+    async def wait(
+        self,
+        task_id: str,
+        read_status: Callable[[], Awaitable[TaskStatus]],
+        timeout: float | None,
+    ) -> TaskStatus:
+        """Returns the terminal status; raises TimeoutError after ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        await self._ensure_reader()
+        while True:
+            fut = loop.create_future()
+            self._waiters.setdefault(task_id, []).append(fut)
+            try:
+                status = await read_status()
+                if status.is_terminal:
+                    return status
+                wait_s = RECHECK_S
+                if deadline is not None:
+                    wait_s = min(wait_s, deadline - loop.time())
+                    if wait_s <= 0:
+                        raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+                try:
+                    await asyncio.wait_for(fut, wait_s)
+                except asyncio.TimeoutError:
+                    pass
+            finally:
+                waiters = self._waiters.get(task_id)
+                if waiters and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._waiters[task_id]
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass

@@ -1,0 +1,456 @@
+"""The worker: claims tasks, runs them with the executors, reports outcomes.
+
+Life of one task here: ``claim.lua`` makes it RUNNING under a lease (in
+batches of up to the free slots) -> the payload is decoded and the function
+resolved -> an executor runs it -> the outcome goes to ``report.lua`` through
+the pipelined :class:`Reporter`. The :class:`LeaseKeeper` thread keeps the
+leases alive meanwhile; a control subscription delivers cancel requests.
+
+Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
+producer pushes a token with every enqueue, and a claim that leaves work
+behind pushes one more, so idle workers wake each other in a chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scripts
+from .connection import (
+    CONNECTION_ERRORS,
+    async_client,
+    resolve_namespace,
+    resolve_url,
+    sync_client,
+)
+from .context import TaskContext
+from .exceptions import SerializationError, TaskTimeoutError
+from .executors import Job, build_executors
+from .keys import Keys, validate_namespace, validate_queue_name
+from .lease import LeaseKeeper
+from .reporter import Reporter
+from .serialization import Codec, resolve_import
+from .store import ClaimedTask, Commands
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 100
+SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
+
+
+@dataclass
+class WorkerOptions:
+    url: str | None = None
+    namespace: str | None = None
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 10
+    threads: int | None = None
+    lease_timeout: float = 30.0
+    grace_period: float = 25.0
+    burst: bool = False
+    name: str | None = None
+    imports: list[str] = field(default_factory=list)
+    secret: str | None = None
+    no_pickle: bool = False
+
+    def __post_init__(self) -> None:
+        self.url = resolve_url(self.url)
+        self.namespace = validate_namespace(resolve_namespace(self.namespace))
+        if isinstance(self.queues, str):
+            self.queues = [q.strip() for q in self.queues.split(",") if q.strip()]
+        self.queues = [validate_queue_name(q) for q in self.queues] or ["default"]
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1")
+        if self.lease_timeout <= 0 or self.grace_period < 0:
+            raise ValueError("lease_timeout must be > 0 and grace_period >= 0")
+        if self.secret is None:
+            self.secret = os.environ.get("TASKMESH_SECRET") or None
+
+
+def _error_json(exc: BaseException, attempt: int) -> str:
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__}>"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return json.dumps(
+        {"type": type(exc).__name__, "message": message, "traceback": tb, "attempt": attempt}
+    )
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions | None = None, **kwargs: Any):
+        self.options = options or WorkerOptions(**kwargs)
+        opts = self.options
+        for module in opts.imports:
+            importlib.import_module(module)
+        self.id = opts.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = Keys(opts.namespace)  # type: ignore[arg-type]
+        self.commands = Commands(self.keys)
+        self.codec = Codec(
+            secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle
+        )
+        self.lease_ms = int(opts.lease_timeout * 1000)
+        self.started_at = time.time()
+        self.processed = 0
+        self.failed = 0
+        self._active: dict[str, Job] = {}
+        self._held: dict[str, str] = {}  # task id -> claim token; read by the lease thread
+        self._held_lock = threading.Lock()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slot_freed: asyncio.Event | None = None
+
+    # ---- state shared with the lease thread --------------------------------
+    def _held_snapshot(self) -> dict[str, str]:
+        with self._held_lock:
+            return dict(self._held)
+
+    def _info(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": ",".join(o.queues), "concurrency": o.concurrency,
+            "running": len(self._active), "processed": self.processed, "failed": self.failed,
+            "started_at": f"{self.started_at:.3f}",
+        }
+
+    def _on_renewed(self, lost: list[str], cancel: list[str]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._apply_renewal, lost, cancel)
+
+    def _apply_renewal(self, lost: list[str], cancel: list[str]) -> None:
+        for task_id in lost:
+            if task_id in self._active:
+                log.warning("task %s: lease lost (taken over); its outcome will be discarded", task_id)
+        for task_id in cancel:
+            self._cancel_local(task_id)
+
+    def _cancel_local(self, task_id: str) -> None:
+        job = self._active.get(task_id)
+        if job is not None and job.cancel_reason is None:
+            log.info("task %s: cancellation requested", task_id)
+            job.request_cancel()
+
+    # ---- main ---------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop claiming; running tasks get the grace period (thread-safe)."""
+        if self._loop is not None and not self._stopping:
+            self._loop.call_soon_threadsafe(self._begin_stop)
+
+    def _begin_stop(self) -> None:
+        if not self._stopping:
+            log.info("worker %s stopping: no new claims, %d running", self.id, len(self._active))
+            self._stopping = True
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+
+    async def run(self) -> None:
+        opts = self.options
+        self._loop = asyncio.get_running_loop()
+        self._slot_freed = asyncio.Event()
+        self.client = async_client(opts.url)  # type: ignore[arg-type]
+        self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
+        pool = ThreadPoolExecutor(
+            max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
+        )
+        self.executors = build_executors(pool)
+        self.reporter = Reporter(self.client)
+        self.reporter.start()
+        keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
+                             self._held_snapshot, self._info, self._on_renewed)
+        await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
+        keeper.start()
+        control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
+        log.info("worker %s started: queues=%s concurrency=%d", self.id,
+                 ",".join(opts.queues), opts.concurrency)
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            control.cancel()
+            keeper.stop()
+            await self.reporter.close()
+            await self._unregister()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
+            await self.client.aclose()
+            self.sync_client.close()
+            self._stopped.set()
+            log.info("worker %s stopped (processed %d, failed %d)", self.id,
+                     self.processed, self.failed)
+
+    @property
+    def busy_threads(self) -> bool:
+        return any(j.execution is not None and not j.execution.done() for j in self._active.values())
+
+    async def _claim_loop(self) -> None:
+        delay = 0.1
+        wake_keys = [self.keys.wake(q) for q in self.options.queues]
+        while not self._stopping:
+            free = self.options.concurrency - len(self._active)
+            if free <= 0:
+                await self._wait_slot(None)
+                continue
+            want = min(free, CLAIM_BATCH)
+            try:
+                res = await scripts.arun(self.client, self.commands.claim(
+                    self.id, self.options.queues, want, self.lease_ms, self._sequential_slots()))
+            except CONNECTION_ERRORS as exc:
+                log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            for claimed in res.tasks:
+                self._start(claimed)
+            if len(res.tasks) >= want:
+                continue
+            if res.more_queued and (res.capped or res.lane_full):
+                await self._wait_slot(0.1)
+            elif res.tasks:
+                continue
+            elif self.options.burst and not res.more_queued and res.next_due_ms < 0:
+                if not self._active:
+                    log.info("worker %s: burst finished, nothing left to run", self.id)
+                    return
+                await self._wait_slot(0.2)
+            else:
+                await self._wait_for_work(wake_keys, res.next_due_ms)
+
+    def _sequential_slots(self) -> int:
+        busy = sum(1 for j in self._active.values() if j.claimed.executor == "sequential")
+        return max(SEQUENTIAL_LANE - busy, 0)
+
+    async def _wait_slot(self, timeout: float | None) -> None:
+        assert self._slot_freed is not None
+        try:
+            await asyncio.wait_for(self._slot_freed.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._slot_freed.clear()
+
+    async def _wait_for_work(self, wake_keys: list[str], next_due_ms: int) -> None:
+        timeout = 1.0 if next_due_ms < 0 else min(max(next_due_ms / 1000, 0.01), 1.0)
+        if self.options.burst:
+            timeout = min(timeout, 0.2)
+        try:
+            await self.client.blpop(wake_keys, timeout=timeout)
+        except CONNECTION_ERRORS as exc:
+            log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
+            await asyncio.sleep(0.5)
+
+    # ---- one task -------------------------------------------------------------
+    def _start(self, claimed: ClaimedTask) -> None:
+        context = TaskContext(
+            task_id=claimed.id, attempt=claimed.attempt, name=claimed.name,
+            metadata=claimed.metadata,
+            _report_progress=lambda p, m, c=claimed: self._report_progress(c, p, m),
+        )
+        job = Job(claimed, context)
+        with self._held_lock:
+            self._held[claimed.id] = claimed.token
+        self._active[claimed.id] = job
+        job.runner = asyncio.create_task(self._run_job(job), name=f"taskmesh-task-{claimed.id}")
+
+    def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None) -> bool:
+        call = self.commands.progress(claimed.id, progress, message, claimed.token)
+        return scripts.run(self.sync_client, call)
+
+    def _prepare(self, job: Job) -> None:
+        func, args, kwargs = self.codec.decode_task(job.claimed.payload)
+        job.func = resolve_import(func) if isinstance(func, str) else func
+        job.args, job.kwargs = args, kwargs
+
+    async def _run_job(self, job: Job) -> None:
+        began = time.monotonic()
+        attempt = job.claimed.attempt
+        try:
+            try:
+                self._prepare(job)
+            except Exception as exc:  # bad payload, import, signature: never retried
+                outcome = ("failed", _error_json(exc, attempt), False)
+            else:
+                outcome = await self._execute(job)
+            await self._send_report(job, outcome, began)
+        except asyncio.CancelledError:
+            if job.cancel_reason != "shutdown":
+                raise
+        except Exception:
+            log.exception("task %s: could not report its outcome; its lease will expire", job.id)
+        finally:
+            self._release(job)
+
+    async def _execute(self, job: Job) -> tuple[str, Any, bool]:
+        attempt = job.claimed.attempt
+        executor = self.executors.get(job.claimed.executor, self.executors["async"])
+        try:
+            result = await executor.run(job)
+        except TaskTimeoutError as exc:
+            return "failed", _error_json(exc, attempt), True
+        except asyncio.CancelledError:
+            if job.cancel_reason == "cancel":
+                return "cancelled", "", False
+            raise
+        except BaseException as exc:  # the task's own exception, SystemExit included
+            return "failed", _error_json(exc, attempt), True
+        if job.cancel_reason == "cancel":
+            return "cancelled", "", False
+        try:
+            return "completed", self.codec.encode_result(result), False
+        except SerializationError as exc:
+            return "failed", _error_json(exc, attempt), False
+
+    async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
+        kind, data, retryable = outcome
+        status = await self.reporter.submit(
+            self.commands.report(job.id, job.claimed.token, kind, data, retryable))
+        ms = (time.monotonic() - began) * 1000
+        if status == "stale":
+            log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",
+                        job.id, kind, ms)
+            return
+        if status == "completed":
+            self.processed += 1
+        elif status in ("failed", "scheduled"):
+            self.failed += 1
+        log.info("task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
+                 status, ms, job.claimed.attempt)
+
+    def _release(self, job: Job) -> None:
+        """Frees the slot once the function has really returned (a timed-out
+        thread keeps its slot until then, SPEC §10)."""
+        with self._held_lock:
+            if self._held.get(job.id) == job.claimed.token and job.cancel_reason != "shutdown":
+                del self._held[job.id]
+
+        def free(_: Any = None) -> None:
+            if self._active.get(job.id) is job:
+                del self._active[job.id]
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+
+        if job.execution is not None and not job.execution.done():
+            job.execution.add_done_callback(free)
+        else:
+            free()
+
+    # ---- control and shutdown ----------------------------------------------------
+    async def _listen_control(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.control_channel)
+                delay = 0.1
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("type") == "message":
+                        self._on_control(msg["data"])
+            except CONNECTION_ERRORS as exc:
+                log.warning("control channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    def _on_control(self, data: Any) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return
+        if msg.get("action") == "cancel" and msg.get("task_id") in self._active:
+            self._cancel_local(msg["task_id"])
+
+    async def _drain(self) -> None:
+        """Waits up to the grace period, then hands unfinished tasks back."""
+        runners = [j.runner for j in self._active.values() if j.runner is not None]
+        if runners:
+            log.info("worker %s: waiting up to %.0fs for %d running task(s)", self.id,
+                     self.options.grace_period, len(runners))
+            await asyncio.wait(runners, timeout=self.options.grace_period)
+        leftovers = [j for j in self._active.values() if j.runner and not j.runner.done()]
+        for job in leftovers:
+            job.cancel_reason = "shutdown"
+            job.context._cancel_event.set()
+            job.runner.cancel()  # type: ignore[union-attr]
+            if job.is_coroutine and job.execution is not None:
+                job.execution.cancel()
+        if leftovers:
+            await asyncio.wait([j.runner for j in leftovers], timeout=1.0)  # type: ignore[misc]
+            held = [(j.id, j.claimed.token, j.started) for j in leftovers]
+            await self._retrying(self.commands.handback(held))
+            with self._held_lock:
+                for job in leftovers:
+                    self._held.pop(job.id, None)
+            log.info("worker %s: handed %d unfinished task(s) back to the queue",
+                     self.id, len(leftovers))
+
+    async def _retrying(self, call: Any, attempts: int = 20) -> Any:
+        delay = 0.1
+        for _ in range(attempts):
+            try:
+                return await scripts.arun(self.client, call)
+            except CONNECTION_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return None
+
+    async def _unregister(self) -> None:
+        try:
+            for cmd in self.commands.unregister_worker(self.id):
+                await scripts.arun(self.client, cmd)
+        except CONNECTION_ERRORS:
+            pass  # our heartbeat entry expires by itself
+
+
+class WorkerHandle:
+    """A worker running on a background thread of this process."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self._thread = threading.Thread(target=self._main, name=f"taskmesh-worker-{worker.id}",
+                                        daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.worker.run())
+        except Exception:
+            log.exception("embedded worker %s crashed", self.worker.id)
+        finally:
+            self.worker._stopped.set()
+
+    @property
+    def id(self) -> str:
+        return self.worker.id
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Asks the worker to stop and blocks until it has (True) or timeout (False)."""
+        while self.worker._loop is None and self._thread.is_alive():
+            time.sleep(0.01)
+        self.worker.request_stop()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
