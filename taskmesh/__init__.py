@@ -16,6 +16,7 @@ from .exceptions import (
     UnsafePayloadError,
     WorkerLostError,
 )
+from .events import Subscription, subscribe
 from .manager import TaskManager
 from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
 from .worker import Worker, WorkerHandle, WorkerOptions
@@ -31,6 +32,7 @@ __all__ = [
     "SerializationError",
     "SignatureError",
     "StoreError",
+    "Subscription",
     "TaskCancelledError",
     "TaskContext",
     "TaskError",
@@ -48,4 +50,5 @@ __all__ = [
     "WorkerLostError",
     "WorkerOptions",
     "current_task",
+    "subscribe",
 ]

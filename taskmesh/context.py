@@ -8,9 +8,12 @@ right context is visible wherever the task's code runs.
 from __future__ import annotations
 
 import threading
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+PROGRESS_MIN_INTERVAL_S = 0.05
 
 _current: ContextVar["TaskContext"] = ContextVar("taskmesh_current_task")
 
@@ -33,6 +36,8 @@ class TaskContext:
     metadata: dict[str, Any]
     _report_progress: Callable[[float, str | None], bool] = field(repr=False)
     _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _last_sent: float = field(default=0.0, repr=False)
+    _unsent: tuple[float, str | None] | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -41,8 +46,21 @@ class TaskContext:
         return self._cancel_event.is_set()
 
     def update_progress(self, progress: float, message: str | None = None) -> bool:
+        """Cheap enough for a tight loop: updates closer than PROGRESS_MIN_INTERVAL_S
+        are coalesced locally and the last one is flushed when the task ends."""
         value = validate_progress(progress, message)
+        now = time.monotonic()
+        if value < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
+            self._unsent = (value, message)
+            return True
+        self._last_sent, self._unsent = now, None
         return self._report_progress(value, message)
+
+    def flush_progress(self) -> None:
+        if self._unsent is not None:
+            value, message = self._unsent
+            self._unsent = None
+            self._report_progress(value, message)
 
 
 def current_task() -> TaskContext:

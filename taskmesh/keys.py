@@ -23,6 +23,9 @@ running                zset    RUNNING ids; score = lease deadline ms
 waiting                set     WAITING ids (dependencies unfinished)
 pending                set     PENDING ids (deferred)
 done:<status>          zset    terminal ids per status; score = record expiry ms
+qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
+rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
+runtimes               list    runtime ms of the last 1000 completions
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
@@ -86,11 +89,21 @@ class Keys:
     def done(self, status: TaskStatus | str) -> str:
         return f"{self.prefix}done:{status}"
 
+    def qcount(self, name: str) -> str:
+        return f"{self.prefix}qcount:{name}"
+
+    def rate(self, epoch_second: int) -> str:
+        return f"{self.prefix}rate:{epoch_second}"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    @property
+    def runtimes(self) -> str:
+        return f"{self.prefix}runtimes"
 
     @property
     def running(self) -> str:

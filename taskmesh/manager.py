@@ -13,14 +13,16 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
+from . import metrics
 from .context import validate_progress
+from .events import EventTypes, Handler, Subscription, decode_entry, iterate_events, subscribe
 from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace
-from .models import TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, TaskError, TaskInfo, TaskPriority, TaskStatus
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_task
 from .serialization import Codec
@@ -249,6 +251,31 @@ class TaskManager:
         """Records progress and publishes TASK_PROGRESS. False if the task is terminal."""
         value = validate_progress(progress, message)
         return self._run(self.commands.progress(task_id, value, message))
+
+    # ---- watching -----------------------------------------------------------------------
+    def get_metrics(self) -> dict[str, Any]:
+        """Counts per status, queues by priority, workers, totals, throughput,
+        runtimes and queue health (see SPEC §2 Metrics)."""
+        return metrics.collect(self._client, self.keys)
+
+    def subscribe(self, event_type: EventTypes, handler: Handler) -> Subscription:
+        return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
+
+    async def events(self, types: EventTypes = None) -> AsyncIterator[Event]:
+        """Live events of this namespace as an async iterator."""
+        async for event in iterate_events(self._state().client, self.keys, types):
+            yield event
+
+    def get_events(self, since: str | None = None, count: int = 100) -> list[Event]:
+        """Replays recent events, oldest first: those after stream id ``since``,
+        or the latest ``count`` when ``since`` is None."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError("count must be a positive int")
+        if since is None:
+            entries = list(reversed(self._client.xrevrange(self.keys.events, count=count)))
+        else:
+            entries = self._client.xrange(self.keys.events, min=f"({since}", count=count)
+        return [e for e in (decode_entry(i, f) for i, f in entries) if e is not None]
 
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:

@@ -14,6 +14,7 @@ behind pushes one more, so idle workers wake each other in a chain.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import logging
@@ -81,12 +82,21 @@ class WorkerOptions:
             self.secret = os.environ.get("TASKMESH_SECRET") or None
 
 
+_INTERNAL_DIRS = tuple(
+    os.path.dirname(m.__file__) for m in (asyncio, concurrent.futures)  # type: ignore[type-var]
+) + (os.path.dirname(__file__),)
+
+
 def _error_json(exc: BaseException, attempt: int) -> str:
+    """The TaskError record: the traceback starts at the task's own frames."""
     try:
         message = str(exc)
     except Exception:
         message = f"<unprintable {type(exc).__name__}>"
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
     return json.dumps(
         {"type": type(exc).__name__, "message": message, "traceback": tb, "attempt": attempt}
     )
@@ -287,6 +297,8 @@ class Worker:
                 outcome = ("failed", _error_json(exc, attempt), False)
             else:
                 outcome = await self._execute(job)
+                if job.context._unsent is not None:
+                    await asyncio.to_thread(job.context.flush_progress)
             await self._send_report(job, outcome, began)
         except asyncio.CancelledError:
             if job.cancel_reason != "shutdown":

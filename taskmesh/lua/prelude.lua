@@ -18,6 +18,8 @@ local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
 local function k_done(status) return PREFIX .. 'done:' .. status end
 local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
+local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
+local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
 local K_RUNNING = PREFIX .. 'running'
 local K_WAITING = PREFIX .. 'waiting'
 local K_PENDING = PREFIX .. 'pending'
@@ -29,9 +31,12 @@ local K_SEQ = PREFIX .. 'seq'
 local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
+local K_RUNTIMES = PREFIX .. 'runtimes'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
+local RATE_WINDOW_S = 120  -- per-second outcome buckets live this long
+local RUNTIME_SAMPLES = 1000  -- recent completion runtimes kept for percentiles
 
 local _now_ms
 local function now_ms()
@@ -91,7 +96,10 @@ local function leave(t)
   local s = t.status
   if s == 'pending' then redis.call('SREM', K_PENDING, t.id)
   elseif s == 'waiting' then redis.call('SREM', K_WAITING, t.id)
-  elseif s == 'queued' then redis.call('ZREM', k_queue(t.queue), t.id)
+  elseif s == 'queued' then
+    if redis.call('ZREM', k_queue(t.queue), t.id) == 1 then
+      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+    end
   elseif s == 'scheduled' then redis.call('ZREM', k_scheduled(t.queue), t.id)
   elseif s == 'running' then redis.call('ZREM', K_RUNNING, t.id) end
 end
@@ -99,10 +107,12 @@ end
 -- Puts t in its queue at its original place in line (seq never changes).
 local function enqueue(t, announce)
   leave(t)
-  redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id)
+  if redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id) == 1 then
+    redis.call('HINCRBY', k_qcount(t.queue), t.priority, 1)
+  end
   redis.call('LPUSH', k_wake(t.queue), '1')
   redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
-  redis.call('HSET', k_task(t.id), 'status', 'queued')
+  redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
   redis.call('HDEL', k_task(t.id), 'token')
   t.status = 'queued'
   if announce then emit('TASK_QUEUED', t) end
@@ -123,9 +133,9 @@ local function mark_terminal(t, status, fields, data, quiet)
   end
   redis.call('ZADD', k_done(status), expires, t.id)
   redis.call('HINCRBY', K_STATS, status, 1)
-  if t.status == 'running' and t.worker then
-    redis.call('HINCRBY', k_worker(t.worker), status == 'completed' and 'processed' or status, 1)
-  end
+  local rate_key = k_rate(math.floor(now_ms() / 1000))
+  redis.call('HINCRBY', rate_key, status, 1)
+  redis.call('EXPIRE', rate_key, RATE_WINDOW_S)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end

@@ -17,8 +17,11 @@ local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
 
 if outcome == 'completed' and not cancel_requested then
+  local runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)
+  redis.call('LPUSH', K_RUNTIMES, runtime_ms)
+  redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
   finish(t, 'completed', {'result', ARGV[5]}, {attempt = tonumber(t.attempts),
-    worker = t.worker, runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)})
+    worker = t.worker, runtime_ms = runtime_ms})
   return 'completed'
 end
 

@@ -1,0 +1,151 @@
+"""get_metrics(): one pipelined read of counters the scripts maintain.
+
+Nothing here scans tasks: per-status counts come from the status homes
+(queues, running, done:* indexes, which the reaper prunes as records
+expire), per-priority queue depth from ``qcount:<queue>``, throughput and
+failure rate from per-second ``rate:*`` buckets, runtimes from a capped
+list of recent completions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from .keys import Keys
+
+WINDOW_S = 60
+PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _hash(raw: dict) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in (raw or {}).items()}
+
+
+def collect(client: Any, keys: Keys) -> dict[str, Any]:
+    now = time.time()
+    queues = sorted(_s(q) for q in client.smembers(keys.queues))
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for q in queues:
+        pipe.zcard(keys.queue(q))
+        pipe.hgetall(keys.qcount(q))
+        pipe.zcard(keys.scheduled(q))
+    pipe.zcard(keys.running)
+    pipe.scard(keys.waiting)
+    pipe.scard(keys.pending)
+    for status in ("completed", "failed", "cancelled"):
+        pipe.zcount(keys.done(status), f"({int(now * 1000)}", "+inf")
+    pipe.hgetall(keys.stats)
+    pipe.hgetall(keys.config)
+    pipe.lrange(keys.runtimes, 0, -1)
+    pipe.zrangebyscore(keys.workers, int(now * 1000), "+inf")
+    second = int(now)
+    for sec in range(second - WINDOW_S + 1, second + 1):
+        pipe.hgetall(keys.rate(sec))
+    raw = pipe.execute()
+    redis_now = float(raw[0][0]) + float(raw[0][1]) / 1e6
+    pos = 1
+
+    queue_view: dict[str, Any] = {}
+    queued_total = scheduled_total = 0
+    oldest_probe: list[tuple[str, int]] = []
+    for q in queues:
+        depth, counts, scheduled = raw[pos], _hash(raw[pos + 1]), raw[pos + 2]
+        pos += 3
+        by_priority = {int(p): int(n) for p, n in counts.items() if int(n) > 0}
+        queue_view[q] = {"queued": int(depth), "scheduled": int(scheduled),
+                         "by_priority": dict(sorted(by_priority.items(), reverse=True))}
+        queued_total += int(depth)
+        scheduled_total += int(scheduled)
+        oldest_probe += [(q, p) for p in by_priority]
+    running, waiting, pending = raw[pos:pos + 3]
+    completed, failed, cancelled = raw[pos + 3:pos + 6]
+    stats, config = _hash(raw[pos + 6]), _hash(raw[pos + 7])
+    runtimes = [float(x) for x in raw[pos + 8]]
+    worker_ids = [_s(w) for w in raw[pos + 9]]
+    buckets = [_hash(b) for b in raw[pos + 10:]]
+
+    done_window = sum(int(b.get("completed", 0)) for b in buckets)
+    failed_window = sum(int(b.get("failed", 0)) for b in buckets)
+    finished_window = done_window + failed_window
+
+    _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now)
+    cap = config.get("max_concurrent_tasks")
+    return {
+        "namespace": keys.namespace,
+        "timestamp": redis_now,
+        "tasks": {
+            "pending": int(pending), "waiting": int(waiting), "queued": queued_total,
+            "scheduled": scheduled_total, "running": int(running), "completed": int(completed),
+            "failed": int(failed), "cancelled": int(cancelled),
+        },
+        "queues": queue_view,
+        "workers": _workers(client, keys, worker_ids),
+        "totals": {name: int(stats.get(name, 0)) for name in
+                   ("registered", "completed", "failed", "cancelled", "retried")},
+        "throughput_per_s": round(done_window / WINDOW_S, 3),
+        "runtime_ms": _runtime_summary(runtimes),
+        "max_concurrent_tasks": int(cap) if cap else None,
+        "oldest_queued_age_s": {q: v.pop("oldest_age_s") for q, v in queue_view.items()},
+        "blocked_on_dependencies": int(waiting),
+        "recoveries": int(stats.get("recoveries", 0)),
+        "lease_expiries": int(stats.get("lease_expiries", 0)),
+        "failure_rate": round(failed_window / finished_window, 4) if finished_window else 0.0,
+    }
+
+
+def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
+                     probes: list[tuple[str, int]], now: float) -> None:
+    """Age of the head (oldest in line) of each queue and priority."""
+    for q in view:
+        view[q]["oldest_age_s"] = {}
+    if not probes:
+        return
+    pipe = client.pipeline(transaction=False)
+    for q, p in probes:
+        low = (255 - p) * PRIORITY_SPAN
+        pipe.zrangebyscore(keys.queue(q), low, f"({low + PRIORITY_SPAN}", start=0, num=1)
+    heads = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for head in heads:
+        pipe.hget(keys.task(_s(head[0])), "queued_at") if head else pipe.echo("")
+    for (q, p), queued_at in zip(probes, pipe.execute()):
+        if queued_at:
+            view[q]["oldest_age_s"][p] = round(max(now - float(queued_at), 0.0), 3)
+
+
+def _workers(client: Any, keys: Keys, ids: list[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for wid in ids:
+        pipe.hgetall(keys.worker(wid))
+    out = []
+    for wid, raw in zip(ids, pipe.execute()):
+        h = _hash(raw)
+        if not h:
+            continue
+        out.append({
+            "id": wid, "host": h.get("host"), "pid": int(h.get("pid", 0)),
+            "queues": [q for q in h.get("queues", "").split(",") if q],
+            "concurrency": int(h.get("concurrency", 0)), "running": int(h.get("running", 0)),
+            "processed": int(h.get("processed", 0)), "failed": int(h.get("failed", 0)),
+            "started_at": float(h.get("started_at") or 0),
+            "last_heartbeat": float(h.get("last_heartbeat") or 0),
+        })
+    return out
+
+
+def _runtime_summary(samples: list[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"avg": None, "p50": None, "p95": None, "max": None}
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"avg": round(statistics.fmean(ordered), 3), "p50": statistics.median(ordered),
+            "p95": p95, "max": ordered[-1]}
