@@ -107,6 +107,93 @@ def run_worker_process(w: Any) -> int:
 
 @main.command()
 @connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print get_metrics() as JSON.")
+@click.option("--prometheus", is_flag=True, help="Print the Prometheus text format.")
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="S",
+              help="Refresh in place every S seconds.")
+def metrics(url: str | None, namespace: str, as_json: bool, prometheus: bool,
+            watch: float | None) -> None:
+    """Queues by priority, running, scheduled, waiting, workers, throughput, failures."""
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .manager import TaskManager
+    from .prometheus import exposition
+    from .ui import metrics_view
+
+    if as_json and prometheus:
+        raise click.UsageError("--json and --prometheus are exclusive")
+    with TaskManager(url, namespace=namespace) as tm:
+        def render() -> Any:
+            snapshot = tm.get_metrics()
+            if as_json:
+                return json.dumps(snapshot, indent=2)
+            if prometheus:
+                return exposition(snapshot)
+            return metrics_view(snapshot)
+
+        if watch is None:
+            out = render()
+            click.echo(out, nl=False) if prometheus else (
+                click.echo(out) if as_json else Console().print(out))
+            return
+        try:
+            with Live(render(), refresh_per_second=4, screen=False) as live:
+                while True:
+                    time.sleep(watch)
+                    live.update(render())
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@connection_options
+@click.option("--since", default=None, metavar="ID",
+              help="Replay events after this stream id first ('0' for all kept).")
+@click.option("--type", "types", multiple=True, help="Only these event types (repeatable).")
+def events(url: str | None, namespace: str, since: str | None, types: tuple[str, ...]) -> None:
+    """Tail the event stream live (Ctrl-C to stop)."""
+    from rich.console import Console
+
+    from .events import normalize_types
+    from .manager import TaskManager
+    from .ui import event_line
+
+    try:
+        wanted = normalize_types(list(types) or None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    console = Console()
+
+    async def tail(tm: TaskManager) -> None:
+        stream = tm.events(wanted)
+        live = asyncio.ensure_future(stream.__anext__())  # subscribe before replaying
+        await asyncio.sleep(0.05)
+        last = since
+        while since is not None:
+            batch = tm.get_events(since=last, count=1000)
+            for event in batch:
+                if wanted is None or event.type in wanted:
+                    console.print(event_line(event))
+            if len(batch) < 1000:
+                break
+            last = batch[-1].id
+        while True:
+            console.print(event_line(await live))
+            live = asyncio.ensure_future(stream.__anext__())
+
+    with TaskManager(url, namespace=namespace) as tm:
+        try:
+            asyncio.run(tail(tm))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@connection_options
 @click.argument("task_id")
 def inspect(url: str | None, namespace: str, task_id: str) -> None:
     """Show one task in full."""
