@@ -42,6 +42,7 @@ class Job:
     runner: asyncio.Task | None = None  # the worker's coroutine driving this job
     execution: asyncio.Future | None = None  # the function itself
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
+    reporting: bool = False  # its outcome is on its way to Redis
 
     @property
     def id(self) -> str:
@@ -73,6 +74,8 @@ class Job:
 async def supervise(job: Job, execution: asyncio.Future) -> Any:
     job.execution = execution
     job.started = True
+    if job.timeout is None:
+        return await execution
     try:
         return await asyncio.wait_for(asyncio.shield(execution), job.timeout)
     except TimeoutError:

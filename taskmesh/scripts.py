@@ -90,34 +90,38 @@ async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
 
 
 def run_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
-    """Pipelined (non-transactional): each script is atomic on its own."""
-    if not calls:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        pipe.evalsha(*call.evalsha_args)
-    raws = pipe.execute(raise_on_error=False)
-    return [_settle(client, call, raw) for call, raw in zip(calls, raws)]
+    """Pipelined (non-transactional): each script is atomic on its own. After
+    a NOSCRIPT (first use, or Redis restarted) the scripts are loaded once and
+    only the calls that answered NOSCRIPT are sent again, still pipelined."""
+    raws = _pipeline(client, calls)
+    missing = [i for i, raw in enumerate(raws) if isinstance(raw, NoScriptError)]
+    if missing:
+        for source in {calls[i].script.source for i in missing}:
+            client.script_load(source)
+        for i, raw in zip(missing, _pipeline(client, [calls[i] for i in missing])):
+            raws[i] = raw
+    return [_parse(call, raw) for call, raw in zip(calls, raws)]
 
 
 async def arun_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
-    if not calls:
-        return []
+    raws = await _pipeline(client, calls)
+    missing = [i for i, raw in enumerate(raws) if isinstance(raw, NoScriptError)]
+    if missing:
+        for source in {calls[i].script.source for i in missing}:
+            await client.script_load(source)
+        for i, raw in zip(missing, await _pipeline(client, [calls[i] for i in missing])):
+            raws[i] = raw
+    return [_parse(call, raw) for call, raw in zip(calls, raws)]
+
+
+def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
+    """Queues the calls on a pipeline; returns its execute() (awaitable on an
+    asyncio client) with errors returned in place rather than raised."""
     pipe = client.pipeline(transaction=False)
     for call in calls:
         pipe.evalsha(*call.evalsha_args)
-    raws = await pipe.execute(raise_on_error=False)
-    out = []
-    for call, raw in zip(calls, raws):
-        if isinstance(raw, NoScriptError):
-            raw = await arun(client, call)
-            out.append(raw)
-        else:
-            out.append(raw if isinstance(raw, Exception) else call.parse(raw))
-    return out
+    return pipe.execute(raise_on_error=False)
 
 
-def _settle(client: Any, call: Call, raw: Any) -> Any:
-    if isinstance(raw, NoScriptError):
-        return run(client, call)
+def _parse(call: Call, raw: Any) -> Any:
     return raw if isinstance(raw, Exception) else call.parse(raw)

@@ -146,7 +146,9 @@ class Worker:
 
     def _apply_renewal(self, lost: list[str], cancel: list[str]) -> None:
         for task_id in lost:
-            if task_id in self._active:
+            job = self._active.get(task_id)
+            # A job whose report is in flight may already be finished in Redis.
+            if job is not None and not job.reporting:
                 log.warning("task %s: lease lost (taken over); its outcome will be discarded", task_id)
         for task_id in cancel:
             self._cancel_local(task_id)
@@ -330,6 +332,7 @@ class Worker:
 
     async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
         kind, data, retryable = outcome
+        job.reporting = True
         status = await self.reporter.submit(
             self.commands.report(job.id, job.claimed.token, kind, data, retryable))
         ms = (time.monotonic() - began) * 1000
@@ -341,8 +344,11 @@ class Worker:
             self.processed += 1
         elif status in ("failed", "scheduled"):
             self.failed += 1
-        log.info("task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
-                 status, ms, job.claimed.attempt)
+        # One grep-friendly line per outcome; successes at DEBUG so a busy
+        # worker's log stays readable (and cheap), the rest at INFO.
+        log.log(logging.DEBUG if status == "completed" else logging.INFO,
+                "task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
+                status, ms, job.claimed.attempt)
 
     def _release(self, job: Job) -> None:
         """Frees the slot once the function has really returned (a timed-out
