@@ -21,9 +21,10 @@ import logging
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
-from .connection import CONNECTION_ERRORS, async_client, resolve_namespace, resolve_url
+from .connection import async_client, resolve_namespace, resolve_url
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
+from .pubsub import messages
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +78,17 @@ async def iterate_events(
 ) -> AsyncIterator[Event]:
     """Live events as an async iterator, reconnecting after Redis drops."""
     wanted = normalize_types(types)
-    delay = 0.1
-    while True:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(keys.events_channel)
-            if on_subscribed is not None:
-                on_subscribed()
-            delay = 0.1
-            while True:
-                msg = await pubsub.get_message(timeout=1.0)
-                if not msg or msg.get("type") != "message":
-                    continue
-                event = decode_message(msg["data"])
-                if event is not None and (wanted is None or event.type in wanted):
-                    yield event
-        except CONNECTION_ERRORS as exc:
-            log.warning("event stream lost Redis (%s); reconnecting. Live events may have "
-                        "been missed meanwhile: use get_events(since=...) to replay them", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        finally:
-            try:
-                await pubsub.aclose()
-            except Exception:
-                pass
+
+    def reconnected() -> None:
+        log.warning("live events may have been missed while Redis was unreachable: "
+                    "use get_events(since=...) to replay them")
+
+    stream = messages(client, channels=[keys.events_channel], label="event listener",
+                      on_subscribed=on_subscribed, on_reconnect=reconnected)
+    async for _, data in stream:
+        event = decode_message(data)
+        if event is not None and (wanted is None or event.type in wanted):
+            yield event
 
 
 class Subscription:

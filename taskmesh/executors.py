@@ -54,9 +54,9 @@ class Job:
 
     @property
     def is_coroutine(self) -> bool:
-        return inspect.iscoroutinefunction(self.func) or inspect.iscoroutinefunction(
-            getattr(self.func, "__call__", None)
-        )
+        # Also async callable objects (an instance with ``async def __call__``).
+        call = type(self.func).__call__ if self.func is not None else None
+        return inspect.iscoroutinefunction(self.func) or inspect.iscoroutinefunction(call)
 
     def fresh_context(self) -> contextvars.Context:
         ctx = contextvars.copy_context()

@@ -171,7 +171,7 @@ class TaskManager:
         calls = [self.commands.register(t.id, t.fields, t.dependencies, t.defer) for t in tasks]
         results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
             self._run(calls[0])]
-        for task, result in zip(tasks, results):
+        for result in results:
             if isinstance(result, Exception):
                 raise result
             if result[0] == "missing":

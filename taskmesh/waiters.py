@@ -10,14 +10,11 @@ restart, a dropped connection) costs latency, never correctness.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable
 
-from .connection import CONNECTION_ERRORS
 from .keys import Keys
 from .models import TaskStatus
-
-log = logging.getLogger(__name__)
+from .pubsub import messages
 
 RECHECK_S = 5.0
 
@@ -38,32 +35,11 @@ class DoneWaiter:
         await self._ready.wait()  # type: ignore[union-attr]
 
     async def _read_forever(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.psubscribe(self._pattern)
-                self._ready.set()  # type: ignore[union-attr]
-                delay = 0.1
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg and msg.get("type") == "pmessage":
-                        channel = msg["channel"]
-                        if isinstance(channel, bytes):
-                            channel = channel.decode()
-                        self._wake(channel[self._prefix_len:])
-            except asyncio.CancelledError:
-                raise
-            except CONNECTION_ERRORS as exc:
-                log.warning("result listener lost Redis (%s); reconnecting", exc)
-                self._wake_all()  # let every waiter re-read the stored state
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
+        stream = messages(self._client, patterns=[self._pattern], label="result listener",
+                          on_subscribed=self._ready.set,  # type: ignore[union-attr]
+                          on_reconnect=self._wake_all)  # waiters re-read the stored state
+        async for channel, _ in stream:
+            self._wake(channel[self._prefix_len:])
 
     def _wake(self, task_id: str) -> None:
         for fut in self._waiters.pop(task_id, []):

@@ -41,6 +41,7 @@ from .exceptions import SerializationError, TaskTimeoutError
 from .executors import Job, build_executors
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .pubsub import messages
 from .reporter import Reporter
 from .serialization import Codec, resolve_import
 from .store import ClaimedTask, Commands
@@ -370,25 +371,10 @@ class Worker:
 
     # ---- control and shutdown ----------------------------------------------------
     async def _listen_control(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.keys.control_channel)
-                delay = 0.1
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg and msg.get("type") == "message":
-                        self._on_control(msg["data"])
-            except CONNECTION_ERRORS as exc:
-                log.warning("control channel lost (%s); reconnecting", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
+        stream = messages(self.client, channels=[self.keys.control_channel],
+                          label=f"worker {self.id} control channel")
+        async for _, data in stream:
+            self._on_control(data)
 
     def _on_control(self, data: Any) -> None:
         try:
