@@ -17,8 +17,9 @@ from .connection import DEFAULT_NAMESPACE
 
 
 def connection_options(cmd: Callable[..., Any]) -> Callable[..., Any]:
-    cmd = click.option("--namespace", envvar="TASKMESH_NAMESPACE", default=DEFAULT_NAMESPACE,
-                       show_default=True, help="Namespace isolating one deployment.")(cmd)
+    cmd = click.option("--namespace", envvar="TASKMESH_NAMESPACE", default=None,
+                       help="Namespace isolating one deployment "
+                            f"(default: $TASKMESH_NAMESPACE, else '{DEFAULT_NAMESPACE}').")(cmd)
     cmd = click.option("--url", envvar="TASKMESH_URL", default=None,
                        help="redis://, rediss://, unix:// or memory:// "
                             "(default: $TASKMESH_URL, else redis://localhost:6379/0).")(cmd)
@@ -57,7 +58,7 @@ def main() -> None:
               help="HMAC secret: refuse unsigned or tampered payloads.")
 @click.option("--no-pickle", is_flag=True, help="Refuse pickled code and values.")
 @click.option("-v", "--verbose", is_flag=True)
-def worker(url: str | None, namespace: str, queues: str, concurrency: int, threads: int | None,
+def worker(url: str | None, namespace: str | None, queues: str, concurrency: int, threads: int | None,
            lease_timeout: float, grace_period: float, burst: bool, name: str | None,
            imports: tuple[str, ...], secret: str | None, no_pickle: bool, verbose: bool) -> None:
     """Run a worker until SIGTERM/SIGINT (or until drained, with --burst)."""
@@ -111,7 +112,7 @@ def run_worker_process(w: Any) -> int:
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text format.")
 @click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="S",
               help="Refresh in place every S seconds.")
-def metrics(url: str | None, namespace: str, as_json: bool, prometheus: bool,
+def metrics(url: str | None, namespace: str | None, as_json: bool, prometheus: bool,
             watch: float | None) -> None:
     """Queues by priority, running, scheduled, waiting, workers, throughput, failures."""
     import json
@@ -154,7 +155,7 @@ def metrics(url: str | None, namespace: str, as_json: bool, prometheus: bool,
 @click.option("--since", default=None, metavar="ID",
               help="Replay events after this stream id first ('0' for all kept).")
 @click.option("--type", "types", multiple=True, help="Only these event types (repeatable).")
-def events(url: str | None, namespace: str, since: str | None, types: tuple[str, ...]) -> None:
+def events(url: str | None, namespace: str | None, since: str | None, types: tuple[str, ...]) -> None:
     """Tail the event stream live (Ctrl-C to stop)."""
     from rich.console import Console
 
@@ -195,7 +196,7 @@ def events(url: str | None, namespace: str, since: str | None, types: tuple[str,
 @main.command()
 @connection_options
 @click.argument("task_id")
-def inspect(url: str | None, namespace: str, task_id: str) -> None:
+def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
     """Show one task in full."""
     from .exceptions import TaskNotFoundError
     from .manager import TaskManager
@@ -220,9 +221,11 @@ def server(port: int) -> None:
 
 @main.command()
 @connection_options
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
-def demo(url: str | None, namespace: str, workers: int) -> None:
-    """Run a small DAG through real worker processes and show what happened."""
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Worker processes to launch (0: use workers already running).")
+def demo(url: str | None, namespace: str | None, workers: int) -> None:
+    """Run a small DAG through real worker processes and show what happened.
+    Without --namespace it uses a fresh one."""
     from .demo import run_demo
 
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))

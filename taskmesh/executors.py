@@ -84,6 +84,10 @@ async def supervise(job: Job, execution: asyncio.Future) -> Any:
         raise TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s") from None
 
 
+def _run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return asyncio.run(func(*args, **kwargs))
+
+
 class Executor:
     async def run(self, job: Job) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -94,7 +98,10 @@ class ThreadExecutor(Executor):
         self.pool = pool
 
     def submit(self, job: Job) -> asyncio.Future:
-        call = functools.partial(job.fresh_context().run, job.func, *job.args, **job.kwargs)
+        target = job.func
+        if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
+            target = functools.partial(_run_coroutine, job.func)
+        call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def run(self, job: Job) -> Any:

@@ -44,6 +44,10 @@ class _LoopState:
         self.client = async_client(url)
         self.waiter = DoneWaiter(self.client, keys)
 
+    async def close(self) -> None:
+        await self.waiter.close()
+        await self.client.aclose()
+
 
 class TaskManager:
     def __init__(
@@ -303,6 +307,10 @@ class TaskManager:
         for handle in self._workers:
             handle.stop(timeout=30)
         self._workers.clear()
+        if self._portal.running:
+            portal_state = self._loops.pop(self._portal.loop, None)
+            if portal_state is not None:
+                self._portal.call(portal_state.close())
         self._portal.close()
         self._client.close()
 
@@ -318,8 +326,7 @@ class TaskManager:
     async def __aexit__(self, *exc: Any) -> None:
         state = self._loops.pop(asyncio.get_running_loop(), None)
         if state is not None:
-            await state.waiter.close()
-            await state.client.aclose()
+            await state.close()
         await asyncio.to_thread(self.close)
 
     def __repr__(self) -> str:

@@ -27,6 +27,10 @@ class Portal:
             return self._loop
 
     @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._ensure()
 

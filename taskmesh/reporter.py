@@ -67,13 +67,21 @@ class Reporter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def close(self) -> None:
-        """Flushes what is pending, then stops."""
-        while self._pending or self._busy:
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + (1 if self._busy else 0)
+
+    async def close(self, timeout: float) -> bool:
+        """Flushes what is pending (for at most ``timeout`` s), then stops.
+        Returns False if reports had to be abandoned (Redis unreachable)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._pending or self._busy) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
+        flushed = not (self._pending or self._busy)
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        return flushed

@@ -85,10 +85,11 @@ def localhost_answers(url: str = "redis://localhost:6379/0", timeout: float = 0.
                 client.close()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child if this process dies
-    (kill -9 included), so no redis-server or worker outlives its owner.
-    Resolved here, in the parent, so the child only makes one libc call."""
+def _die_with_parent(death_signal: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send ``death_signal`` to the child if
+    this process dies (kill -9 included), so no redis-server or worker
+    outlives its owner. Resolved here, in the parent, so the child only
+    makes one libc call."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -100,16 +101,18 @@ def _die_with_parent() -> Callable[[], None] | None:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(death_signal), 0, 0, 0)
 
     return preexec
 
 
-def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen:
+def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGTERM,
+          **popen: Any) -> subprocess.Popen:
     """Starts a helper process in its own session (a Ctrl-C in the terminal
-    reaches only us; we stop our children in order) that dies with us."""
-    return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=_die_with_parent(),
-                            **popen)
+    reaches only us; we stop our children in order) that gets
+    ``death_signal`` if we die without stopping it."""
+    return subprocess.Popen(list(argv), start_new_session=True,
+                            preexec_fn=_die_with_parent(death_signal), **popen)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int | None:
@@ -213,7 +216,7 @@ class EmbeddedRedis:
                 self.proc = None
                 raise RuntimeError(
                     f"redis-server exited with code {code} on port {self.port}: {self._log_tail()}")
-            if localhost_answers(self.url, timeout=0.2):
+            if self._answers_as_ours():
                 return
             time.sleep(0.02)
         self._kill()
@@ -221,13 +224,32 @@ class EmbeddedRedis:
             f"redis-server did not answer on {self.url} within {self.startup_timeout:g}s: "
             f"{self._log_tail()}")
 
-    def _log_tail(self, lines: int = 3) -> str:
+    def _answers_as_ours(self) -> bool:
+        """PING answered by *our* process (not another server already on the port)."""
+        import redis
+
+        assert self.proc is not None
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2,
+                             socket_timeout=0.5)
+        try:
+            pid = int(client.info("server").get("process_id", -1))
+        except Exception:
+            return False
+        finally:
+            client.close()
+        if pid != self.proc.pid:
+            time.sleep(0.1)  # ours should fail to bind and exit: reported by the caller
+        return pid == self.proc.pid
+
+    def _log_tail(self, lines: int = 2) -> str:
+        """The server's last warnings ('#' lines), without pid and timestamp."""
         try:
             with open(self.log_path or "", encoding="utf-8", errors="replace") as fh:
-                tail = [line.strip() for line in fh.readlines()[-lines:]]
-            return " | ".join(tail) or "(empty log)"
+                logged = [line.strip() for line in fh if line.strip()]
         except OSError:
             return "(no log)"
+        warnings = [line.split(" # ", 1)[1] for line in logged if " # " in line]
+        return " | ".join((warnings or logged)[-lines:]) or "(empty log)"
 
     def _kill(self) -> None:
         if self.proc is not None:

@@ -49,6 +49,7 @@ from .store import ClaimedTask, Commands
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
+FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
 SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
 
 
@@ -126,6 +127,7 @@ class Worker:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slot_freed: asyncio.Event | None = None
+        self._idle_wait: asyncio.Task | None = None
 
     # ---- state shared with the lease thread --------------------------------
     def _held_snapshot(self) -> dict[str, str]:
@@ -172,6 +174,8 @@ class Worker:
             self._stopping = True
             if self._slot_freed is not None:
                 self._slot_freed.set()
+            if self._idle_wait is not None:
+                self._idle_wait.cancel()  # an idle worker stops at once
 
     async def run(self) -> None:
         opts = self.options
@@ -198,7 +202,10 @@ class Worker:
         finally:
             control.cancel()
             keeper.stop()
-            await self.reporter.close()
+            if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
+                log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
+                            "are recovered by another worker when their lease expires",
+                            self.id, self.reporter.pending)
             await self._unregister()
             pool.shutdown(wait=False, cancel_futures=True)
             self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
@@ -262,11 +269,17 @@ class Worker:
         timeout = 1.0 if next_due_ms < 0 else min(max(next_due_ms / 1000, 0.01), 1.0)
         if self.options.burst:
             timeout = min(timeout, 0.2)
+        self._idle_wait = asyncio.ensure_future(self.client.blpop(wake_keys, timeout=timeout))
         try:
-            await self.client.blpop(wake_keys, timeout=timeout)
+            await self._idle_wait
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
         except CONNECTION_ERRORS as exc:
             log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
             await asyncio.sleep(0.5)
+        finally:
+            self._idle_wait = None
 
     # ---- one task -------------------------------------------------------------
     def _start(self, claimed: ClaimedTask) -> None:
@@ -401,14 +414,18 @@ class Worker:
         if leftovers:
             await asyncio.wait([j.runner for j in leftovers], timeout=1.0)  # type: ignore[misc]
             held = [(j.id, j.claimed.token, j.started) for j in leftovers]
-            await self._retrying(self.commands.handback(held))
+            handed = await self._retrying(self.commands.handback(held))
             with self._held_lock:
                 for job in leftovers:
                     self._held.pop(job.id, None)
-            log.info("worker %s: handed %d unfinished task(s) back to the queue",
-                     self.id, len(leftovers))
+            if handed is None:
+                log.warning("worker %s: Redis unreachable, could not hand back %d task(s); "
+                            "they are recovered when their lease expires", self.id, len(leftovers))
+            else:
+                log.info("worker %s: handed %d unfinished task(s) back to the queue",
+                         self.id, handed)
 
-    async def _retrying(self, call: Any, attempts: int = 20) -> Any:
+    async def _retrying(self, call: Any, attempts: int = 6) -> Any:
         delay = 0.1
         for _ in range(attempts):
             try:

@@ -1,0 +1,347 @@
+"""Shared fixtures: a private redis-server, per-test namespaces, managers and
+real worker subprocesses.
+
+The suite never touches a Redis on 6379: :class:`RedisServer` starts its own
+``redis-server`` (from PATH) on a free port with a private data directory and
+stops it by PID. The class is reusable for chaos tests (``restart``,
+``kill``, AOF on).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+
+from taskmesh import TaskManager
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN_PORT = 6379  # the machine's shared Redis: never ours to touch
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != FORBIDDEN_PORT:
+            return port
+
+
+class RedisServer:
+    """A private redis-server process, controlled by PID only."""
+
+    def __init__(self, *, appendonly: bool = False, appendfsync: str = "always",
+                 port: int | None = None):
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="taskmesh-redis-")
+        self.proc: subprocess.Popen | None = None
+
+    # ---- properties --------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def logfile(self) -> Path:
+        return Path(self.dir) / "redis.log"
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ---- lifecycle ---------------------------------------------------------------
+    def _command(self) -> list[str]:
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            pytest.exit("redis-server is not on PATH (make test installs it)", returncode=3)
+        cmd = [
+            redis_server,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.dir,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.logfile),
+        ]
+        if self.appendonly:
+            cmd += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        else:
+            cmd += ["--appendonly", "no"]
+        return cmd
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        """Starts the server (on a fresh free port unless one is fixed) and
+        waits until it answers PING."""
+        assert not self.is_running(), "already running"
+        fixed_port = self.port is not None
+        for _ in range(5):
+            if not fixed_port:
+                self.port = _free_port()
+            assert self.port != FORBIDDEN_PORT
+            self.proc = subprocess.Popen(
+                self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            if self._wait_ready(timeout):
+                return self
+            self._reap()
+            if fixed_port:
+                break
+        raise RuntimeError(f"redis-server did not start; log:\n{self._log_tail()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False  # exited (port taken?)
+            try:
+                c = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
+                try:
+                    if c.ping():
+                        return True
+                finally:
+                    c.close()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _reap(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.kill(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM by PID, wait; SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): no shutdown save; AOF keeps what was fsynced."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, *, hard: bool = False, timeout: float = 10.0) -> None:
+        """Stops (gracefully, or SIGKILL with hard=True) and starts again on
+        the same port and data directory."""
+        self.kill() if hard else self.stop()
+        self.start(timeout)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-n:]
+        except OSError:
+            return "<no log>"
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port}, pid={self.pid})"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    # Safety net: code that forgets to pass a URL reaches the private server,
+    # never the machine's Redis on 6379.
+    saved = os.environ.get("TASKMESH_URL")
+    os.environ["TASKMESH_URL"] = server.url
+    try:
+        yield server
+    finally:
+        if saved is None:
+            os.environ.pop("TASKMESH_URL", None)
+        else:
+            os.environ["TASKMESH_URL"] = saved
+        server.cleanup()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def rds(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A raw client on the private server, for checking stored state."""
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def tm(redis_server: RedisServer, namespace: str) -> Iterator[TaskManager]:
+    manager = TaskManager(redis_server.url, namespace=namespace)
+    yield manager
+    manager.close()
+
+
+# ---- worker subprocesses -----------------------------------------------------------
+
+class WorkerProcess:
+    """One ``python -m taskmesh worker`` subprocess."""
+
+    def __init__(self, args: list[str], logpath: Path):
+        self.args = args
+        self.logpath = logpath
+        self._logfile = open(logpath, "wb")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["PYTHONUNBUFFERED"] = "1"
+        for var in ("TASKMESH_URL", "TASKMESH_NAMESPACE", "TASKMESH_SECRET"):
+            env.pop(var, None)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=self._logfile, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def log(self) -> str:
+        if not self._logfile.closed:
+            self._logfile.flush()
+        try:
+            return self.logpath.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Waits for exit and returns the exit code; fails the test (with the
+        worker's log) if it does not exit in time."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {self.pid} did not exit within {timeout}s; log:\n{self.log()}")
+
+    def send_signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL."""
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait(10)
+        self._logfile.close()
+        return self.proc.returncode
+
+    def __repr__(self) -> str:
+        return f"WorkerProcess(pid={self.pid}, rc={self.returncode})"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def worker_factory(request, redis_server: RedisServer, namespace: str, tmp_path: Path):
+    """``worker_factory("--burst", "--concurrency", "1", namespace=..., url=...)``
+    starts a real worker process; all are stopped at teardown (SIGTERM, then
+    SIGKILL after 10 s). Their logs are printed when the test failed."""
+    workers: list[WorkerProcess] = []
+
+    def start(*flags: str, namespace: str = namespace, url: str | None = None,
+              lease_timeout: float | None = 3.0, grace_period: float | None = 2.0) -> WorkerProcess:
+        args = [sys.executable, "-m", "taskmesh", "worker",
+                "--url", url or redis_server.url, "--namespace", namespace]
+        if lease_timeout is not None and "--lease-timeout" not in flags:
+            args += ["--lease-timeout", str(lease_timeout)]
+        if grace_period is not None and "--grace-period" not in flags:
+            args += ["--grace-period", str(grace_period)]
+        args += [str(f) for f in flags]
+        w = WorkerProcess(args, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(w)
+        return w
+
+    yield start
+
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.stop(timeout=10)
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for w in workers:
+            print(f"\n===== worker {w.pid} (rc={w.returncode}) {' '.join(w.args[2:])}\n{w.log()}")
+
+
+# ---- helpers used by several test modules --------------------------------------------
+
+def namespace_keys(client: redis.Redis, namespace: str, pattern: str = "*") -> list[bytes]:
+    return sorted(client.scan_iter(match=f"taskmesh:{{{namespace}}}:{pattern}", count=1000))
+
+
+def namespace_snapshot(client: redis.Redis, namespace: str) -> dict[bytes, bytes | None]:
+    """Every key of the namespace with its DUMPed value: equal snapshots mean
+    nothing was written in between."""
+    return {k: client.dump(k) for k in namespace_keys(client, namespace)}

@@ -1,0 +1,141 @@
+"""The key schema: one prefix per namespace, one Cluster slot, and the Lua
+prelude builds exactly the keys ``taskmesh.keys.Keys`` builds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import fakeredis
+import pytest
+from redis.crc import key_slot
+
+from taskmesh.keys import Keys, validate_namespace, validate_queue_name
+from taskmesh.models import TaskStatus
+
+PRELUDE = Path(__file__).resolve().parent.parent / "taskmesh" / "lua" / "prelude.lua"
+
+# Lua names whose Keys counterpart is not simply the lower-cased suffix
+LUA_ALIASES = {"k_deps": "dependents", "K_CONTROL": "control_channel"}
+NAMESPACES = ["default", "prod-eu", "ns_1", "ünï"]
+ARGUMENTS = ["abc123", "a-b.c_d", "queue name?", "x" * 64, "1700000000"]
+
+
+def _is_property(name: str) -> bool:
+    return isinstance(getattr(Keys, name), property)
+
+
+def _builders() -> list[str]:
+    return sorted(n for n in dir(Keys) if not n.startswith("_") and n not in ("namespace", "prefix"))
+
+
+def _all_keys(keys: Keys) -> list[str]:
+    """Every key Keys can build (properties, and methods over sample arguments)."""
+    built = []
+    for name in _builders():
+        if _is_property(name):
+            built.append(getattr(keys, name))
+        else:
+            built += [getattr(keys, name)(arg) for arg in ARGUMENTS]
+    built += [keys.done(s) for s in TaskStatus]
+    return built
+
+
+def _prelude_names() -> tuple[list[str], list[str]]:
+    text = PRELUDE.read_text()
+    functions = sorted(set(re.findall(r"local function (k_\w+)\(", text)))
+    constants = sorted(set(re.findall(r"local (K_\w+)\s*=\s*PREFIX", text)))
+    return functions, constants
+
+
+def _keys_attr(lua_name: str) -> str:
+    return LUA_ALIASES.get(lua_name, lua_name[2:].lower())
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_every_key_starts_with_the_namespace_prefix(ns):
+    keys = Keys(ns)
+    prefix = f"taskmesh:{{{ns}}}:"
+    assert keys.prefix == prefix
+    for key in _all_keys(keys):
+        assert key.startswith(prefix), key
+        assert len(key) > len(prefix)
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_every_key_of_a_namespace_is_in_one_cluster_slot(ns):
+    keys = Keys(ns)
+    slots = {key_slot(key.encode()) for key in _all_keys(keys)}
+    assert slots == {key_slot(ns.encode())}
+
+
+def test_distinct_kinds_do_not_collide():
+    """Different builders never produce the same key for the same argument
+    (``events`` is both the stream and the pub/sub channel; channels live
+    apart from keys, so that is no collision)."""
+    keys = Keys("ns")
+    seen: dict[str, str] = {}
+    for name in _builders():
+        if name in ("events_channel", "control_channel", "done_channel"):
+            continue  # pub/sub channels, not keys
+        key = getattr(keys, name) if _is_property(name) else getattr(keys, name)("x")
+        assert key not in seen, f"{name} and {seen.get(key)} both build {key}"
+        seen[key] = name
+
+
+def test_every_prelude_key_has_a_keys_builder():
+    functions, constants = _prelude_names()
+    assert {"k_task", "k_queue", "k_done_channel"} <= set(functions)
+    assert {"K_RUNNING", "K_EVENTS", "K_CONTROL"} <= set(constants)
+    for name in functions:
+        attr = _keys_attr(name)
+        assert hasattr(Keys, attr) and not _is_property(attr), f"{name}: no Keys.{attr}()"
+    for name in constants:
+        attr = _keys_attr(name)
+        assert hasattr(Keys, attr) and _is_property(attr), f"{name}: no Keys.{attr} property"
+
+
+def _lua_probe() -> str:
+    """prelude.lua + a return of every key it builds, in a fixed order."""
+    functions, constants = _prelude_names()
+    parts = [f"{name}(ARGV[2])" for name in functions] + constants
+    return PRELUDE.read_text() + "\nreturn {" + ", ".join(parts) + "}\n"
+
+
+def _expected(keys: Keys, arg: str) -> list[str]:
+    functions, constants = _prelude_names()
+    return ([getattr(keys, _keys_attr(n))(arg) for n in functions]
+            + [getattr(keys, _keys_attr(n)) for n in constants])
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+@pytest.mark.parametrize("arg", ARGUMENTS + ["completed"])
+def test_lua_prelude_builds_the_same_keys_fakeredis(ns, arg):
+    keys = Keys(ns)
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    got = client.eval(_lua_probe(), 0, keys.prefix, arg)
+    assert [g.decode() for g in got] == _expected(keys, arg)
+
+
+def test_lua_prelude_builds_the_same_keys_real_redis(redis_server):
+    client = redis_server.client()
+    try:
+        for ns in NAMESPACES:
+            keys = Keys(ns)
+            for arg in ARGUMENTS:
+                got = client.eval(_lua_probe(), 0, keys.prefix, arg)
+                assert [g.decode() for g in got] == _expected(keys, arg)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("bad", ["", "a:b", "a{b", "a}b", "a b", "a\nb"])
+def test_bad_namespace_rejected(bad):
+    with pytest.raises(ValueError):
+        validate_namespace(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "a,b", "a{b", "a b"])
+def test_bad_queue_name_rejected(bad):
+    with pytest.raises(ValueError):
+        validate_queue_name(bad)

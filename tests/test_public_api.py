@@ -1,0 +1,151 @@
+"""The public names and enum values of SPEC §2 and §10."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from enum import IntEnum, StrEnum
+
+import pytest
+
+import taskmesh
+from taskmesh import (
+    Event,
+    EventType,
+    TaskError,
+    TaskFailedError,
+    TaskInfo,
+    TaskmeshError,
+    TaskNotFoundError,
+    TaskPriority,
+    TaskStatus,
+)
+
+SPEC_NAMES = [
+    "TaskManager", "TaskPriority", "TaskStatus", "EventType", "current_task",
+    "TaskError", "TaskInfo", "Event",
+]
+SPEC_EXCEPTIONS = [
+    "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
+    "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
+    "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
+]
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES + SPEC_EXCEPTIONS)
+def test_spec_names_are_exported(name):
+    assert name in taskmesh.__all__
+    assert getattr(taskmesh, name) is not None
+
+
+def test_all_names_resolve():
+    for name in taskmesh.__all__:
+        assert hasattr(taskmesh, name), name
+    assert len(set(taskmesh.__all__)) == len(taskmesh.__all__)
+
+
+def test_star_import():
+    namespace: dict = {}
+    exec("from taskmesh import *", namespace)
+    for name in SPEC_NAMES + SPEC_EXCEPTIONS:
+        assert name in namespace
+
+
+@pytest.mark.parametrize("name", SPEC_EXCEPTIONS)
+def test_exceptions_share_one_root(name):
+    exc = getattr(taskmesh, name)
+    assert inspect.isclass(exc) and issubclass(exc, Exception)
+    assert issubclass(exc, TaskmeshError)
+
+
+def test_exception_hierarchy():
+    assert issubclass(taskmesh.PayloadTooLargeError, taskmesh.SerializationError)
+    err = TaskNotFoundError("abc")
+    assert err.task_id == "abc" and "abc" in str(err)
+    remote = TaskError("ValueError", "boom", None, 1)
+    failed = TaskFailedError("t1", remote)
+    assert failed.error is remote and failed.task_id == "t1"
+
+
+def test_task_status_is_lowercase_str_enum():
+    assert issubclass(TaskStatus, StrEnum)
+    assert [s.name for s in TaskStatus] == [
+        "PENDING", "WAITING", "QUEUED", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED",
+        "CANCELLED"]
+    for status in TaskStatus:
+        assert status.value == status.name.lower()
+        assert status == status.name.lower()
+        assert str(status) == status.name.lower()
+    assert TaskStatus("queued") is TaskStatus.QUEUED
+
+
+def test_event_type_values_are_member_names():
+    assert issubclass(EventType, StrEnum)
+    assert [e.name for e in EventType] == [
+        "TASK_CREATED", "TASK_QUEUED", "TASK_STARTED", "TASK_PROGRESS", "TASK_RETRYING",
+        "TASK_COMPLETED", "TASK_FAILED", "TASK_CANCELLED"]
+    for event_type in EventType:
+        assert event_type.value == event_type.name
+        assert str(event_type) == event_type.name
+
+
+def test_task_priority_ints():
+    assert issubclass(TaskPriority, IntEnum)
+    assert {p.name: int(p) for p in TaskPriority} == {
+        "LOW": 0, "NORMAL": 5, "HIGH": 10, "CRITICAL": 15}
+    assert TaskPriority.HIGH > TaskPriority.NORMAL > TaskPriority.LOW
+
+
+def test_task_info_fields():
+    assert dataclasses.is_dataclass(TaskInfo)
+    names = {f.name for f in dataclasses.fields(TaskInfo)}
+    assert {
+        "id", "name", "description", "status", "priority", "queue", "executor_type",
+        "dependencies", "attempts", "max_retries", "worker", "created_at", "started_at",
+        "finished_at", "progress", "progress_message", "tags", "metadata", "error",
+    } <= names
+
+
+def test_task_error_fields():
+    assert [f.name for f in dataclasses.fields(TaskError)][:4] == [
+        "type", "message", "traceback", "attempt"]
+    err = TaskError("ValueError", "boom", "Traceback...", 2)
+    assert (err.type, err.message, err.traceback, err.attempt) == (
+        "ValueError", "boom", "Traceback...", 2)
+
+
+def test_event_fields():
+    assert [f.name for f in dataclasses.fields(Event)][:5] == [
+        "type", "task_id", "timestamp", "data", "id"]
+    event = Event(EventType.TASK_CREATED, "t1", 1.5, {"status": "queued"})
+    assert event.id is None
+
+
+def test_task_manager_signatures():
+    init = inspect.signature(taskmesh.TaskManager.__init__).parameters
+    assert list(init)[1] == "url" and init["url"].default is None
+    for name, default in {"namespace": None, "max_concurrent_tasks": None,
+                          "result_ttl": 86400, "secret": None,
+                          "max_payload_bytes": 16 * 1024 * 1024}.items():
+        assert init[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert init[name].default == default
+
+    reg = inspect.signature(taskmesh.TaskManager.register_task).parameters
+    assert list(reg)[1] == "func"
+    for name, default in {"name": None, "kwargs": None, "priority": TaskPriority.NORMAL,
+                          "dependencies": None, "max_retries": 0, "retry_delay": 1.0,
+                          "retry_backoff": 1.0, "timeout": None, "description": "",
+                          "tags": None, "metadata": None, "executor_type": "async",
+                          "queue": "default", "task_id": None, "defer": False}.items():
+        assert reg[name].default == default, name
+
+    for name in ("execute_task", "wait_for_task", "cancel_task"):
+        assert inspect.iscoroutinefunction(getattr(taskmesh.TaskManager, name)), name
+    for name in ("execute_task_sync", "wait_for_task_sync", "cancel_task_sync",
+                 "get_task_status", "get_task_result", "get_task_error", "get_task_progress",
+                 "get_task", "update_task_progress", "register_many", "start_worker",
+                 "set_max_concurrent_tasks", "close"):
+        fn = getattr(taskmesh.TaskManager, name)
+        assert callable(fn) and not inspect.iscoroutinefunction(fn), name
+    ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
+    assert ex["wait"].default is False and ex["timeout"].default is None
