@@ -97,7 +97,12 @@ def run_worker_process(w: Any) -> int:
             loop.add_signal_handler(sig, on_signal)
         await w.run()
 
-    asyncio.run(main_())
+    import redis.exceptions
+
+    try:
+        asyncio.run(main_())
+    except redis.exceptions.AuthenticationError as exc:
+        raise click.ClickException(f"Redis refused the credentials in the URL: {exc}") from exc
     logging.shutdown()
     if w.busy_threads:
         # A thread task outlived the grace period; it was handed back. Do not

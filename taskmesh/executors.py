@@ -88,6 +88,25 @@ def _run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return asyncio.run(func(*args, **kwargs))
 
 
+class EscapedExit(Exception):
+    """Carries a SystemExit/KeyboardInterrupt raised by a coroutine task.
+
+    asyncio re-raises those two out of the event loop, which would end the
+    worker; wrapped, they fail only the task (recorded under their own name).
+    """
+
+    def __init__(self, original: BaseException):
+        super().__init__(repr(original))
+        self.original = original
+
+
+async def _contained(coro: Any) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise EscapedExit(exc) from exc
+
+
 class Executor:
     async def run(self, job: Job) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -115,7 +134,7 @@ class AsyncExecutor(Executor):
     def submit(self, job: Job) -> asyncio.Future:
         if not job.is_coroutine:
             return self.threads.submit(job)
-        coro = job.func(*job.args, **job.kwargs)  # type: ignore[misc]
+        coro = _contained(job.func(*job.args, **job.kwargs))  # type: ignore[misc]
         return asyncio.get_running_loop().create_task(coro, context=job.fresh_context())
 
     async def run(self, job: Job) -> Any:

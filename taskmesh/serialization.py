@@ -18,9 +18,11 @@ checked before the body is unpacked at all.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +40,23 @@ from .exceptions import (
 VERSION = 1
 EXT_TUPLE = 1
 EXT_PICKLE = 2
+# Each tuple level is one nested msgpack call (C stack); bound it well below
+# where a deep value would overflow the stack and kill the process.
+MAX_TUPLE_DEPTH = 64
+
+_depth = threading.local()
+
+
+class _Nesting:
+    """Counts tuple nesting per thread, for both encoding and decoding."""
+
+    def __enter__(self) -> int:
+        level = getattr(_depth, "level", 0) + 1
+        _depth.level = level
+        return level
+
+    def __exit__(self, *exc: object) -> None:
+        _depth.level -= 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,10 @@ class Codec:
         if isinstance(obj, msgpack.ExtType):
             return obj
         if type(obj) is tuple:
-            return msgpack.ExtType(EXT_TUPLE, self._pack(list(obj)))
+            with _Nesting() as level:
+                if level > MAX_TUPLE_DEPTH:
+                    raise ValueError(f"tuples nested deeper than {MAX_TUPLE_DEPTH} levels")
+                return msgpack.ExtType(EXT_TUPLE, self._pack(list(obj)))
         return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(obj))
 
     def _find_culprit(self, args: tuple, kwargs: dict) -> None:
@@ -148,20 +170,23 @@ class Codec:
     def _unpack(self, body: bytes) -> Any:
         try:
             return msgpack.unpackb(body, raw=False, ext_hook=self._ext_hook, strict_map_key=False)
-        except (UnsafePayloadError, SignatureError):
+        except (UnsafePayloadError, SignatureError, PayloadDecodeError, asyncio.CancelledError):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # unpickling may even raise SystemExit
             raise PayloadDecodeError(f"payload body does not decode: {_describe(exc)}") from exc
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         if code == EXT_TUPLE:
-            items = self._unpack(data)
+            with _Nesting() as level:
+                if level > MAX_TUPLE_DEPTH:
+                    raise PayloadDecodeError(f"payload nests tuples deeper than {MAX_TUPLE_DEPTH} levels")
+                items = self._unpack(data)
             return tuple(items) if self.allow_pickle else list(items)
         if code == EXT_PICKLE:
             if not self.allow_pickle:
                 raise UnsafePayloadError("pickled payload refused: worker runs with --no-pickle")
             return cloudpickle.loads(data)
-        raise PayloadDecodeError(f"unknown msgpack extension type {code}")
+        raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
 
 
 def resolve_import(path: str) -> Callable[..., Any]:

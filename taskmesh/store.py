@@ -41,6 +41,7 @@ class ClaimedTask:
     payload: bytes
     metadata: dict[str, Any]
     name: str
+    defect: str | None = None  # why the stored record is unusable, if it is
 
 
 @dataclass(frozen=True)
@@ -219,10 +220,17 @@ def _parse_claim(raw: list) -> ClaimResult:
     tasks = []
     for i in range(2, len(raw), 8):
         task_id, token, attempt, executor, timeout, payload, metadata, name = raw[i:i + 8]
+        defect = None
+        try:
+            timeout_s = _f(timeout)
+            if timeout_s is not None and not timeout_s > 0:
+                raise ValueError(f"timeout {timeout_s} is not > 0")
+        except ValueError as exc:  # a corrupted record fails its task, not the worker
+            timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
         tasks.append(ClaimedTask(
             id=_s(task_id), token=_s(token), attempt=int(attempt), executor=_s(executor),
-            timeout=_f(timeout), payload=payload or b"", metadata=decode_metadata(metadata),
-            name=_s(name) or "",
+            timeout=timeout_s, payload=payload or b"", metadata=decode_metadata(metadata),
+            name=_s(name) or "", defect=defect,
         ))
     return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
 

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.exceptions
+
 from . import scripts
 from .connection import (
     CONNECTION_ERRORS,
@@ -37,8 +39,8 @@ from .connection import (
     sync_client,
 )
 from .context import TaskContext
-from .exceptions import SerializationError, TaskTimeoutError
-from .executors import Job, build_executors
+from .exceptions import SerializationError, StoreError, TaskTimeoutError
+from .executors import EscapedExit, Job, build_executors
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages
@@ -91,6 +93,8 @@ _INTERNAL_DIRS = tuple(
 
 def _error_json(exc: BaseException, attempt: int) -> str:
     """The TaskError record: the traceback starts at the task's own frames."""
+    if isinstance(exc, EscapedExit):
+        exc = exc.original
     try:
         message = str(exc)
     except Exception:
@@ -187,6 +191,7 @@ class Worker:
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
         self.executors = build_executors(pool)
+        await self._check_credentials()
         self.reporter = Reporter(self.client)
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
@@ -214,6 +219,18 @@ class Worker:
             self._stopped.set()
             log.info("worker %s stopped (processed %d, failed %d)", self.id,
                      self.processed, self.failed)
+
+    async def _check_credentials(self) -> None:
+        """Wrong credentials will not fix themselves: fail at start instead of
+        retrying forever. (Redis merely being down is waited out.)"""
+        try:
+            await self.client.ping()
+        except redis.exceptions.AuthenticationError:
+            await self.client.aclose()
+            self.sync_client.close()
+            raise
+        except CONNECTION_ERRORS as exc:
+            log.warning("worker %s: Redis not reachable yet (%s); will keep trying", self.id, exc)
 
     @property
     def busy_threads(self) -> bool:
@@ -299,6 +316,8 @@ class Worker:
         return scripts.run(self.sync_client, call)
 
     def _prepare(self, job: Job) -> None:
+        if job.claimed.defect:
+            raise StoreError(job.claimed.defect)
         func, args, kwargs = self.codec.decode_task(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
@@ -309,7 +328,9 @@ class Worker:
         try:
             try:
                 self._prepare(job)
-            except Exception as exc:  # bad payload, import, signature: never retried
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # bad payload, import, signature: never retried
                 outcome = ("failed", _error_json(exc, attempt), False)
             else:
                 outcome = await self._execute(job)
