@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 import redis
@@ -43,10 +43,11 @@ class RedisServer:
     """A private redis-server process, controlled by PID only."""
 
     def __init__(self, *, appendonly: bool = False, appendfsync: str = "always",
-                 port: int | None = None):
+                 port: int | None = None, extra_args: Sequence[str] = ()):
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.port = port
+        self.extra_args = list(extra_args)  # e.g. ["--requirepass", "pw"]
         self.dir = tempfile.mkdtemp(prefix="taskmesh-redis-")
         self.proc: subprocess.Popen | None = None
 
@@ -87,7 +88,7 @@ class RedisServer:
             cmd += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
             cmd += ["--appendonly", "no"]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         """Starts the server (on a fresh free port unless one is fixed) and

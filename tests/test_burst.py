@@ -46,7 +46,8 @@ def test_burst_on_empty_queue_exits_promptly(worker_factory):
     started = time.monotonic()
     worker = worker_factory("--burst")
     assert worker.wait(WAIT) == 0
-    assert time.monotonic() - started < 5.0, worker.log()
+    # interpreter start-up included; an idle burst worker must not linger
+    assert time.monotonic() - started < 6.0, worker.log()
 
 
 def test_burst_runs_dependency_chain(tm, worker_factory):

@@ -4,6 +4,8 @@ thread_pool runs off the loop thread, async tasks run concurrently, and
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from taskmesh import TaskStatus, current_task
@@ -14,7 +16,7 @@ WAIT = 30.0
 
 def _assert_no_overlap(intervals: list[tuple[float, float]]) -> None:
     ordered = sorted(intervals)
-    for (s1, e1), (s2, e2) in zip(ordered, ordered[1:]):
+    for (s1, e1), (s2, e2) in pairwise(ordered):
         assert s1 <= e1 <= s2 <= e2, f"overlap: [{s1}, {e1}] and [{s2}, {e2}]"
 
 

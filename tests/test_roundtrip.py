@@ -12,6 +12,7 @@ from taskmesh import (
     TaskFailedError,
     TaskInfo,
     TaskManager,
+    TaskNotFoundError,
     TaskPriority,
     TaskStatus,
 )
@@ -301,9 +302,8 @@ def test_namespaces_isolate(redis_server, worker_factory, namespace):
             TaskManager(redis_server.url, namespace=ns_b) as tm_b:
         in_b = tm_b.register_task(tasks.add, 1, 1)
         in_a = tm_a.register_task(tasks.add, 2, 2)
-        with pytest.raises(Exception) as excinfo:
+        with pytest.raises(TaskNotFoundError):
             tm_a.get_task(in_b)
-        assert type(excinfo.value).__name__ == "TaskNotFoundError"
 
         worker_a = worker_factory("--burst", namespace=ns_a)
         assert worker_a.wait(WAIT) == 0

@@ -84,6 +84,7 @@ def test_import_string_payload_contains_no_pickle():
     # a --no-pickle worker accepts it
     func, args, kwargs = no_pickle.decode_task(envelope)
     assert func == "tests.tasks:add"
+    assert args == [1, "a", [2.5], {"k": None}]
     assert kwargs == {"x": b"y"}
 
 
