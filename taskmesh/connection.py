@@ -14,6 +14,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_NAMESPACE = "default"
@@ -52,12 +55,28 @@ def memory_server() -> Any:
         return _memory_server
 
 
+# A pooled connection that died with a Redis restart fails on first use; a
+# few quick retries on a fresh connection make that invisible to callers.
+# Safe for taskmesh's commands: scripts are idempotent or fenced by claim
+# tokens, so one that ran before its reply was lost is harmless to resend.
+_RETRIES = 3
+
+
+def _retry_options(retry_class: type) -> dict[str, Any]:
+    return {
+        "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+
+
 def sync_client(url: str, **options: Any) -> redis.Redis:
     if is_memory(url):
         import fakeredis
 
         return fakeredis.FakeRedis(server=memory_server())
-    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30, **options)
+    return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
 
 
 def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
@@ -65,9 +84,7 @@ def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=memory_server())
-    return redis.asyncio.Redis.from_url(
-        url, socket_keepalive=True, health_check_interval=30, **options
-    )
+    return redis.asyncio.Redis.from_url(url, **{**_retry_options(AsyncRetry), **options})
 
 
 # Errors that mean "Redis is unreachable for now": callers back off and retry.
