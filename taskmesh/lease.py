@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from . import scripts
@@ -46,6 +47,7 @@ class LeaseKeeper(threading.Thread):
         self.on_renewed = on_renewed
         self.stopped = threading.Event()
         self._redis_down = False
+        self._reap_after = 0.0  # monotonic time before which this keeper does not reap
 
     def beat(self) -> bool:
         """One renewal + reaper pass. Returns False if Redis was unreachable."""
@@ -54,15 +56,19 @@ class LeaseKeeper(threading.Thread):
                 self.client,
                 self.commands.renew(self.worker_id, self.lease_ms, self.held(), self.info()),
             )
-            scripts.run(self.client, self.commands.recover())
+            if time.monotonic() >= self._reap_after:
+                scripts.run(self.client, self.commands.recover())
         except CONNECTION_ERRORS as exc:
             if not self._redis_down:
                 log.warning("worker %s cannot reach Redis to renew leases: %s", self.worker_id, exc)
             self._redis_down = True
             return False
         if self._redis_down:
+            # After an outage every lease may have lapsed. Give live workers
+            # one renewal round to reclaim theirs before this one reaps.
             log.info("worker %s reconnected to Redis", self.worker_id)
             self._redis_down = False
+            self._reap_after = time.monotonic() + self.interval * 1.5
         if renewed.lost or renewed.cancel_requested:
             self.on_renewed(renewed.lost, renewed.cancel_requested)
         return True

@@ -65,7 +65,7 @@ class Reporter:
             except CONNECTION_ERRORS as exc:
                 log.warning("cannot report %d outcome(s) to Redis (%s); retrying", len(calls), exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # results flow soon after Redis is back
 
     @property
     def pending(self) -> int:
