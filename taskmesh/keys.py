@@ -26,6 +26,7 @@ done:<status>          zset    terminal ids per status; score = record expiry ms
 qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
+resolve                list    "<id>|<status>": dependents still to resolve
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
@@ -100,6 +101,10 @@ class Keys:
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    @property
+    def resolve(self) -> str:
+        return f"{self.prefix}resolve"
 
     @property
     def runtimes(self) -> str:

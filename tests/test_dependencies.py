@@ -95,3 +95,18 @@ def test_unknown_dependency_is_refused(tm):
     with pytest.raises(Exception) as info:
         tm.register_task(st.noop, dependencies=["no-such-task"])
     assert type(info.value).__name__ == "TaskNotFoundError"
+
+
+def test_wide_cascade_is_resolved_in_bounded_steps(tm, rds, namespace, worker_factory):
+    """One script call handles at most 200 dependents (RESOLVE_BUDGET), so a
+    wide fan-out never blocks Redis for long; claims finish the rest."""
+    root = tm.register_task(st.noop, defer=True)
+    children = tm.register_many(st.noop, range(1000), dependencies=[root])
+    assert tm.cancel_task_sync(root) is True
+    cancelled_now = sum(tm.get_task_status(c) is TaskStatus.CANCELLED for c in children)
+    assert cancelled_now == 200
+    assert rds.llen(f"taskmesh:{{{namespace}}}:resolve") == 1
+    worker_factory("--burst").wait(60)
+    assert {tm.get_task_status(c) for c in children} == {TaskStatus.CANCELLED}
+    assert tm.get_task_error(children[-1]).type == "DependencyFailedError"
+    assert rds.llen(f"taskmesh:{{{namespace}}}:resolve") == 0

@@ -5,17 +5,19 @@
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
 -- flags: 'c' = cluster cap reached, 'l' = skipped sequential tasks (lane
--- full), 'q' = tasks still queued. next_due_ms: ms until the next SCHEDULED
+-- full), 'q' = tasks still queued (or dependency resolution still pending). next_due_ms: ms until the next SCHEDULED
 -- task of these queues is due, -1 if none.
 --
--- First promotes due SCHEDULED tasks (retries) of these queues, so retries
--- need no separate scheduler process. A claimed task is RUNNING with a lease
+-- First continues pending dependency resolution (bounded, see resolve() in
+-- the prelude) and promotes due SCHEDULED tasks (retries) of these queues,
+-- so neither needs a separate scheduler process. A claimed task is RUNNING with a lease
 -- in this same step: no task is ever held by a worker outside `running`.
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq_slots = tonumber(ARGV[5])
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
+local unresolved = resolve_pending()
 
 for _, q in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
@@ -91,6 +93,7 @@ for _, q in ipairs(queues) do
   end
 end
 
+if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)
 return out

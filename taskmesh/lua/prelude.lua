@@ -32,11 +32,13 @@ local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
+local K_RESOLVE = PREFIX .. 'resolve'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
 local RATE_WINDOW_S = 120  -- per-second outcome buckets live this long
 local RUNTIME_SAMPLES = 1000  -- recent completion runtimes kept for percentiles
+local RESOLVE_BUDGET = 200  -- dependents handled per script call (see resolve())
 
 local _now_ms
 local function now_ms()
@@ -142,30 +144,62 @@ local function mark_terminal(t, status, fields, data, quiet)
 end
 
 -- Completion promotes each dependent whose last dependency this was; failure
--- or cancellation cancels dependents transitively. Iterative (a stack, not
--- recursion) so a deep chain cannot overflow the Lua stack.
-local function resolve_dependents(root)
-  local stack = {root}
+-- or cancellation cancels dependents transitively (DependencyFailedError).
+-- The walk uses a stack, not recursion, and handles at most RESOLVE_BUDGET
+-- dependents per script call so a wide fan-out never blocks Redis for long:
+-- what is left is queued on the `resolve` list as "<id>|<status>" and
+-- continued by the next claim.lua calls (every worker's claim drains some).
+local function resolve(stack)
+  local budget = RESOLVE_BUDGET
   while #stack > 0 do
-    local t = table.remove(stack)
-    local dkey = k_deps(t.id)
-    local dependents = redis.call('SMEMBERS', dkey)
-    redis.call('DEL', dkey)
-    for _, did in ipairs(dependents) do
+    local parent = table.remove(stack)
+    local dkey = k_deps(parent.id)
+    local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
+    budget = budget - #batch
+    for _, did in ipairs(batch) do
       local d = load(did)
       if d and not is_terminal(d.status) then
-        if t.status == 'completed' then
+        if parent.status == 'completed' then
           local left = redis.call('HINCRBY', k_task(did), 'pending_deps', -1)
           if left <= 0 and d.status == 'waiting' then enqueue(d, true) end
         else
           local err = {type = 'DependencyFailedError', attempt = 0,
-            message = 'dependency ' .. t.id .. ' ended ' .. string.upper(t.status)}
+            message = 'dependency ' .. parent.id .. ' ended ' .. string.upper(parent.status)}
           mark_terminal(d, 'cancelled', {'error', cjson.encode(err)}, {error = err})
-          table.insert(stack, d)
+          table.insert(stack, {id = did, status = 'cancelled'})
         end
       end
     end
+    if budget <= 0 then
+      table.insert(stack, parent)
+      for _, left in ipairs(stack) do
+        if redis.call('EXISTS', k_deps(left.id)) == 1 then
+          redis.call('RPUSH', K_RESOLVE, left.id .. '|' .. left.status)
+        end
+      end
+      -- Wake idle workers so the rest is resolved promptly.
+      for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
+        redis.call('LPUSH', k_wake(q), '1')
+        redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
+      end
+      return
+    end
   end
+end
+
+local function resolve_dependents(t)
+  resolve({{id = t.id, status = t.status}})
+end
+
+-- Continues resolutions left over by earlier scripts (see resolve()).
+local function resolve_pending()
+  local stack = {}
+  for _, entry in ipairs(redis.call('LPOP', K_RESOLVE, RESOLVE_BUDGET) or {}) do
+    local id, status = string.match(entry, '^(.*)|(%a+)$')
+    if id then table.insert(stack, 1, {id = id, status = status}) end
+  end
+  if #stack > 0 then resolve(stack) end
+  return redis.call('LLEN', K_RESOLVE)
 end
 
 local function finish(t, status, fields, data)
