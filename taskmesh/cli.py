@@ -216,9 +216,13 @@ def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
 
 
 @main.command()
+@connection_options
 @click.option("--port", default=0, type=int, help="Port (default: a free one).")
-def server(port: int) -> None:
-    """Start a local Redis for development and print its URL."""
+def server(url: str | None, namespace: str | None, port: int) -> None:
+    """Start a local Redis for development and print its URL.
+
+    (--url and --namespace are accepted like everywhere else and ignored: the
+    server prints the URL that clients should use.)"""
     from .server import serve_forever
 
     serve_forever(port)
