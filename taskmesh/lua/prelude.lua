@@ -74,6 +74,9 @@ local function is_terminal(status)
 end
 
 -- Events --------------------------------------------------------------------
+-- Every event goes to the capped stream (replay) and the pub/sub channel
+-- (live) in the same script as the transition it reports. The data is
+-- JSON-encoded once; the live message is assembled around it.
 local _maxlen
 local function emit(etype, t, data)
   if not _maxlen then
@@ -88,7 +91,8 @@ local function emit(etype, t, data)
   local payload = cjson.encode(data)
   local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
     'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload)
-  redis.call('PUBLISH', K_EVENTS, cjson.encode({id = xid, type = etype, task_id = t.id, ts = ts, data = data}))
+  redis.call('PUBLISH', K_EVENTS, '{"id":"' .. xid .. '","type":"' .. etype .. '","task_id":'
+    .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
 
 -- Structures ----------------------------------------------------------------

@@ -28,13 +28,17 @@ for i = first_dep, #ARGV do
 end
 
 local fields = {}
-for i = 5, first_dep - 1 do fields[#fields + 1] = ARGV[i] end
+local t = {id = id, status = 'new'}  -- the record as load() would return it
+for i = 5, first_dep - 1, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  t[ARGV[i]] = ARGV[i + 1]
+end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(), 'attempts', 0,
+t.seq = seq
+redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
   'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished, 'progress', 0,
   unpack(fields))
-local t = load(id)
-t.status = 'new'
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
 redis.call('SADD', KEYS[4], t.queue)
 
@@ -51,9 +55,9 @@ else
     redis.call('SADD', K_WAITING, id)
     t.status = 'waiting'
   else
-    enqueue(t, false)
+    enqueue(t, false)  -- writes status 'queued' itself
   end
-  redis.call('HSET', KEYS[1], 'status', t.status)
+  if t.status ~= 'queued' then redis.call('HSET', KEYS[1], 'status', t.status) end
 end
 emit('TASK_CREATED', t)
 return {'created', t.status}
