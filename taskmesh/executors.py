@@ -43,6 +43,7 @@ class Job:
     execution: asyncio.Future | None = None  # the function itself
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
     reporting: bool = False  # its outcome is on its way to Redis
+    slot_freed: bool = False
 
     @property
     def id(self) -> str:

@@ -132,6 +132,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Task | None = None
+        self._reports_in_flight = 0
 
     # ---- state shared with the lease thread --------------------------------
     def _held_snapshot(self) -> dict[str, str]:
@@ -240,7 +241,10 @@ class Worker:
         delay = 0.1
         wake_keys = [self.keys.wake(q) for q in self.options.queues]
         while not self._stopping:
-            free = self.options.concurrency - len(self._active)
+            # Reports in flight beyond one round of slots hold claiming back,
+            # so a slow Redis cannot make the worker run ahead of its reports.
+            backlog = max(self._reports_in_flight - self.options.concurrency, 0)
+            free = self.options.concurrency - len(self._active) - backlog
             if free <= 0:
                 await self._wait_slot(None)
                 continue
@@ -263,7 +267,8 @@ class Worker:
             elif res.tasks:
                 continue
             elif self.options.burst and not res.more_queued and res.next_due_ms < 0:
-                if not self._active:
+                # A report still in flight may promote dependents: not done yet.
+                if not self._active and not self._reports_in_flight:
                     log.info("worker %s: burst finished, nothing left to run", self.id)
                     return
                 await self._wait_slot(0.2)
@@ -336,14 +341,23 @@ class Worker:
                 outcome = await self._execute(job)
                 if job.context._unsent is not None:
                     await asyncio.to_thread(job.context.flush_progress)
-            await self._send_report(job, outcome, began)
+            # The function is done: its slot can take new work while the
+            # report travels (the lease stays held until the report lands).
+            self._free_slot(job)
+            self._reports_in_flight += 1
+            try:
+                await self._send_report(job, outcome, began)
+            finally:
+                self._reports_in_flight -= 1
+                self._slot_freed.set()  # type: ignore[union-attr]  # may unblock claiming
         except asyncio.CancelledError:
             if job.cancel_reason != "shutdown":
                 raise
         except Exception:
             log.exception("task %s: could not report its outcome; its lease will expire", job.id)
         finally:
-            self._release(job)
+            self._free_slot(job)
+            self._unhold(job)
 
     async def _execute(self, job: Job) -> tuple[str, Any, bool]:
         attempt = job.claimed.attempt
@@ -385,12 +399,18 @@ class Worker:
                 "task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
                 status, ms, job.claimed.attempt)
 
-    def _release(self, job: Job) -> None:
-        """Frees the slot once the function has really returned (a timed-out
-        thread keeps its slot until then, SPEC §10)."""
+    def _unhold(self, job: Job) -> None:
+        """Stops renewing the lease (a shut-down job keeps it until handed back)."""
         with self._held_lock:
             if self._held.get(job.id) == job.claimed.token and job.cancel_reason != "shutdown":
                 del self._held[job.id]
+
+    def _free_slot(self, job: Job) -> None:
+        """Frees the slot once the function has really returned (a timed-out
+        thread keeps its slot until then, SPEC §10)."""
+        if job.slot_freed:
+            return
+        job.slot_freed = True
 
         def free(_: Any = None) -> None:
             if self._active.get(job.id) is job:
