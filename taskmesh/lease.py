@@ -4,7 +4,7 @@ They run off the worker's event loop on purpose: a task that blocks the loop
 (``time.sleep`` inside ``async def``) must not cost the worker its leases,
 or another worker would re-run tasks that are still running here.
 
-Every ``lease/3`` seconds the keeper renews the worker's heartbeat and the
+Every ``lease/3`` seconds (at most 2 s) the keeper renews the worker's heartbeat and the
 leases of the tasks it holds (token-checked, see renew.lua), tells the
 worker which of them it lost or which were asked to cancel, then runs one
 pass of the reaper (recover.lua) for the whole namespace. Every worker runs
@@ -24,6 +24,8 @@ from .store import Commands
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_MAX_S = 2.0
+
 
 class LeaseKeeper(threading.Thread):
     def __init__(
@@ -41,7 +43,9 @@ class LeaseKeeper(threading.Thread):
         self.commands = commands
         self.worker_id = worker_id
         self.lease_ms = int(lease_s * 1000)
-        self.interval = lease_s / 3
+        # At least every third of the lease (SPEC), and often enough that the
+        # worker's counters in metrics are fresh.
+        self.interval = min(lease_s / 3, HEARTBEAT_MAX_S)
         self.held = held
         self.info = info
         self.on_renewed = on_renewed
