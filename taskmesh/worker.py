@@ -86,9 +86,10 @@ class WorkerOptions:
             self.secret = os.environ.get("TASKMESH_SECRET") or None
 
 
-_INTERNAL_DIRS = tuple(
-    os.path.dirname(m.__file__) for m in (asyncio, concurrent.futures)  # type: ignore[type-var]
-) + (os.path.dirname(__file__),)
+_INTERNAL_DIRS: tuple[str, ...] = tuple(
+    os.path.dirname(path) for path in (asyncio.__file__, concurrent.futures.__file__, __file__)
+    if path
+)
 
 
 def _error_json(exc: BaseException, attempt: int) -> str:
@@ -305,10 +306,12 @@ class Worker:
 
     # ---- one task -------------------------------------------------------------
     def _start(self, claimed: ClaimedTask) -> None:
+        def report_progress(progress: float, message: str | None) -> bool:
+            return self._report_progress(claimed, progress, message)
+
         context = TaskContext(
             task_id=claimed.id, attempt=claimed.attempt, name=claimed.name,
-            metadata=claimed.metadata,
-            _report_progress=lambda p, m, c=claimed: self._report_progress(c, p, m),
+            metadata=claimed.metadata, _report_progress=report_progress,
         )
         job = Job(claimed, context)
         with self._held_lock:
@@ -446,14 +449,16 @@ class Worker:
                      self.options.grace_period, len(runners))
             await asyncio.wait(runners, timeout=self.options.grace_period)
         leftovers = [j for j in self._active.values() if j.runner and not j.runner.done()]
+        runners = [j.runner for j in leftovers if j.runner is not None]
         for job in leftovers:
             job.cancel_reason = "shutdown"
             job.context._cancel_event.set()
-            job.runner.cancel()  # type: ignore[union-attr]
             if job.is_coroutine and job.execution is not None:
                 job.execution.cancel()
+        for runner in runners:
+            runner.cancel()
         if leftovers:
-            await asyncio.wait([j.runner for j in leftovers], timeout=1.0)  # type: ignore[misc]
+            await asyncio.wait(runners, timeout=1.0)
             held = [(j.id, j.claimed.token, j.started) for j in leftovers]
             handed = await self._retrying(self.commands.handback(held))
             with self._held_lock:
