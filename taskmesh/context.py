@@ -13,7 +13,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-PROGRESS_MIN_INTERVAL_S = 0.05
+# In-task updates go to Redis through a token bucket: bursts of this many at
+# once, then this many per second; the rest are coalesced locally and the
+# last one is flushed when the task ends.
+PROGRESS_BURST = 10
+PROGRESS_WRITES_PER_S = 20.0
 
 _current: ContextVar["TaskContext"] = ContextVar("taskmesh_current_task")
 
@@ -36,7 +40,9 @@ class TaskContext:
     metadata: dict[str, Any]
     _report_progress: Callable[[float, str | None], bool] = field(repr=False)
     _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    _last_sent: float = field(default=0.0, repr=False)
+    _report_final: Callable[[float, str | None], bool] | None = field(default=None, repr=False)
+    _tokens: float = field(default=PROGRESS_BURST, repr=False)
+    _tokens_at: float = field(default_factory=time.monotonic, repr=False)
     _unsent: tuple[float, str | None] | None = field(default=None, repr=False)
 
     @property
@@ -46,21 +52,26 @@ class TaskContext:
         return self._cancel_event.is_set()
 
     def update_progress(self, progress: float, message: str | None = None) -> bool:
-        """Cheap enough for a tight loop: updates closer than PROGRESS_MIN_INTERVAL_S
-        are coalesced locally and the last one is flushed when the task ends."""
+        """Cheap enough for a tight loop: beyond a burst of PROGRESS_BURST,
+        updates are coalesced locally and the last one is flushed (and
+        published) when the task ends."""
         value = validate_progress(progress, message)
         now = time.monotonic()
-        if value < 1.0 and now - self._last_sent < PROGRESS_MIN_INTERVAL_S:
+        self._tokens = min(PROGRESS_BURST,
+                           self._tokens + (now - self._tokens_at) * PROGRESS_WRITES_PER_S)
+        self._tokens_at = now
+        if value < 1.0 and self._tokens < 1:
             self._unsent = (value, message)
             return True
-        self._last_sent, self._unsent = now, None
+        self._tokens -= 1
+        self._unsent = None
         return self._report_progress(value, message)
 
     def flush_progress(self) -> None:
         if self._unsent is not None:
             value, message = self._unsent
             self._unsent = None
-            self._report_progress(value, message)
+            (self._report_final or self._report_progress)(value, message)
 
 
 def current_task() -> TaskContext:

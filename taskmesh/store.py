@@ -126,7 +126,8 @@ class Commands:
         return Call(script("cancel"), [self.keys.task(task_id)], [self.prefix, task_id], parse)
 
     def progress(
-        self, task_id: str, progress: float, message: str | None, token: str = ""
+        self, task_id: str, progress: float, message: str | None, token: str = "",
+        force: bool = False,
     ) -> Call[bool]:
         def parse(raw: Any) -> bool:
             if int(raw) < 0:
@@ -137,7 +138,7 @@ class Commands:
             script("progress"),
             [self.keys.task(task_id)],
             [self.prefix, task_id, repr(float(progress)), "0" if message is None else "1",
-             message or "", token],
+             message or "", token, "1" if force else "0"],
             parse,
         )
 

@@ -309,9 +309,13 @@ class Worker:
         def report_progress(progress: float, message: str | None) -> bool:
             return self._report_progress(claimed, progress, message)
 
+        def report_final(progress: float, message: str | None) -> bool:
+            return self._report_progress(claimed, progress, message, force=True)
+
         context = TaskContext(
             task_id=claimed.id, attempt=claimed.attempt, name=claimed.name,
             metadata=claimed.metadata, _report_progress=report_progress,
+            _report_final=report_final,
         )
         job = Job(claimed, context)
         with self._held_lock:
@@ -319,8 +323,9 @@ class Worker:
         self._active[claimed.id] = job
         job.runner = asyncio.create_task(self._run_job(job), name=f"taskmesh-task-{claimed.id}")
 
-    def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None) -> bool:
-        call = self.commands.progress(claimed.id, progress, message, claimed.token)
+    def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None,
+                         force: bool = False) -> bool:
+        call = self.commands.progress(claimed.id, progress, message, claimed.token, force)
         return scripts.run(self.sync_client, call)
 
     def _prepare(self, job: Job) -> None:

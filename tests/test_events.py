@@ -159,3 +159,26 @@ def test_metrics_queues_by_priority_and_workers(tm, worker_factory):
     assert info["pid"] == w.pid and info["queues"] == ["other"] and info["concurrency"] == 10
     w.stop()
     assert tm.get_metrics()["workers"] == []
+
+
+def test_progress_updates_publish_and_tight_loops_are_throttled(tm, worker_factory):
+    few = tm.register_task(st.progress_steps, 3)
+    many = tm.register_task(st.progress_steps, 5000)
+    worker_factory()
+    assert tm.wait_for_task_sync(few, timeout=20) == 3
+    assert tm.wait_for_task_sync(many, timeout=60) == 5000
+    events = tm.get_events(count=10_000)
+
+    def progress_of(task_id):
+        return [e.data["progress"] for e in events
+                if e.task_id == task_id and e.type is EventType.TASK_PROGRESS]
+
+    assert progress_of(few) == pytest.approx([0.3, 0.6, 0.9])  # each update published
+    published = progress_of(many)
+    assert 1 < len(published) < 200  # a tight loop does not flood subscribers
+    assert published[-1] == pytest.approx(0.9)  # the final value always goes out
+    assert tm.get_task_progress(many)[0] == pytest.approx(0.9)
+    producer = tm.register_task(st.noop, defer=True)  # producer updates are never throttled
+    for value in (0.1, 0.2, 0.3):
+        tm.update_task_progress(producer, value)
+    assert [e.data["progress"] for e in tm.get_events(count=3)] == [0.1, 0.2, 0.3]
