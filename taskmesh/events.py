@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import json
 import logging
 import threading
@@ -190,16 +191,37 @@ def _log_failure(task: asyncio.Task) -> None:
 _hubs_lock = threading.Lock()
 _hubs: dict[tuple[str, str], _Hub] = {}
 
+# The most recently created TaskManager's (url, namespace): a module-level
+# subscribe() without url/namespace (and no TASKMESH_* variables) follows it,
+# so the seed example's `subscribe(EventType.X, handler)` listens where `tm`
+# publishes (memory:// included).
+_last_manager: tuple[str, str] | None = None
+
+
+def remember_manager(url: str, namespace: str) -> None:
+    global _last_manager
+    _last_manager = (url, namespace)
+
+
+def _target(url: str | None, namespace: str | None) -> tuple[str, str]:
+    if _last_manager is not None and not os.environ.get("TASKMESH_URL"):
+        if url is None:
+            url = _last_manager[0]
+            if namespace is None and not os.environ.get("TASKMESH_NAMESPACE"):
+                namespace = _last_manager[1]
+    return resolve_url(url), validate_namespace(resolve_namespace(namespace))
+
 
 def subscribe(event_type: EventTypes, handler: Handler, *, url: str | None = None,
               namespace: str | None = None) -> Subscription:
     """Calls ``handler(event)`` for each live event of the given type(s)
-    (one type, a list, or None for all)."""
+    (one type, a list, or None for all). Without ``url``: $TASKMESH_URL, else
+    the URL and namespace of this process's most recent TaskManager, else
+    redis://localhost:6379/0."""
     if not callable(handler):
         raise TypeError("handler must be callable")
     types = normalize_types(event_type)
-    url = resolve_url(url)
-    namespace = validate_namespace(resolve_namespace(namespace))
+    url, namespace = _target(url, namespace)
     with _hubs_lock:
         hub = _hubs.get((url, namespace))
         if hub is None or not hub.thread.is_alive():

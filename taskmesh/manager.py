@@ -19,7 +19,15 @@ from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
 from . import metrics
 from .context import validate_progress
-from .events import EventTypes, Handler, Subscription, decode_entry, iterate_events, subscribe
+from .events import (
+    EventTypes,
+    Handler,
+    Subscription,
+    decode_entry,
+    iterate_events,
+    remember_manager,
+    subscribe,
+)
 from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace
 from .models import Event, TaskError, TaskInfo, TaskPriority, TaskStatus
@@ -87,6 +95,7 @@ class TaskManager:
             if events_maxlen < 1:
                 raise ValueError("events_maxlen must be >= 1")
             self._client.hset(self.keys.config, "events_maxlen", int(events_maxlen))
+        remember_manager(self.url, self.namespace)
         if is_memory(self.url):
             self._ensure_embedded_worker()
 

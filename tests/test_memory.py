@@ -112,3 +112,23 @@ def test_memory_managers_share_one_store(namespace):
     with TaskManager("memory://", namespace=namespace + "other") as c:
         with pytest.raises(TaskNotFoundError):
             c.get_task(task_id)
+
+
+def test_module_subscribe_without_url_follows_the_manager(monkeypatch):
+    """The seed example calls subscribe() with no URL after creating its
+    manager; over memory:// the handler must see that manager's events."""
+    import threading
+
+    monkeypatch.delenv("TASKMESH_URL", raising=False)
+    monkeypatch.delenv("TASKMESH_NAMESPACE", raising=False)
+    from taskmesh import EventType, TaskManager, subscribe
+
+    seen = threading.Event()
+    tm = TaskManager("memory://", namespace="seed-subscribe")
+    sub = subscribe(EventType.TASK_COMPLETED, lambda event: seen.set())
+    try:
+        tm.wait_for_task_sync(tm.register_task(len, "abc"), timeout=10)
+        assert seen.wait(5)
+    finally:
+        sub.close()
+        tm.close()
