@@ -76,6 +76,7 @@ def decode_entry(entry_id: bytes | str, fields: dict) -> Event | None:
 async def iterate_events(
     client: Any, keys: Keys, types: EventTypes = None,
     on_subscribed: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Event]:
     """Live events as an async iterator, reconnecting after Redis drops."""
     wanted = normalize_types(types)
@@ -85,7 +86,7 @@ async def iterate_events(
                     "use get_events(since=...) to replay them")
 
     stream = messages(client, channels=[keys.events_channel], label="event listener",
-                      on_subscribed=on_subscribed, on_reconnect=reconnected)
+                      on_subscribed=on_subscribed, on_reconnect=reconnected, stop=stop)
     async for _, data in stream:
         event = decode_message(data)
         if event is not None and (wanted is None or event.type in wanted):
@@ -127,6 +128,7 @@ class _Hub:
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name=f"taskmesh-events-{namespace}")
         self.task: asyncio.Task | None = None
+        self.stop = asyncio.Event()
         self.thread.start()
 
     def _main(self) -> None:
@@ -144,7 +146,8 @@ class _Hub:
         try:
             # `ready` is set once subscribed, so subscribe() returns only when
             # an event published right after it will be delivered.
-            async for event in iterate_events(client, self.keys, on_subscribed=self.ready.set):
+            async for event in iterate_events(client, self.keys, on_subscribed=self.ready.set,
+                                              stop=self.stop):
                 self._dispatch(event)
         finally:
             self.ready.set()
@@ -176,9 +179,9 @@ class _Hub:
                 return
             if _hubs.get((self.url, self.keys.namespace)) is self:
                 del _hubs[(self.url, self.keys.namespace)]
-        if self.task is not None and not self.loop.is_closed():
+        if not self.loop.is_closed():
             try:
-                self.loop.call_soon_threadsafe(self.task.cancel)
+                self.loop.call_soon_threadsafe(self.stop.set)
             except RuntimeError:
                 pass  # the loop closed meanwhile
 

@@ -305,7 +305,14 @@ class TaskManager:
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> WorkerHandle:
-        """Runs a worker on a background thread of this process."""
+        """Runs a worker on a background thread of this process. Options are
+        the CLI flags in snake_case (``--import`` as ``imports``, ``import_``
+        or ``**{"import": ...}``)."""
+        for alias in ("import", "import_"):
+            if alias in options:
+                options["imports"] = options.pop(alias)
+        if isinstance(options.get("imports"), str):
+            options["imports"] = [options["imports"]]
         options.setdefault("url", self.url)
         options.setdefault("namespace", self.namespace)
         options.setdefault("secret", self.secret)

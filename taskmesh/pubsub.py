@@ -20,12 +20,19 @@ async def messages(
     label: str,
     on_subscribed: Callable[[], None] | None = None,
     on_reconnect: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Yields ``(channel, data)`` forever. After a dropped connection it backs
-    off, resubscribes and calls ``on_reconnect`` (messages published while it
-    was away are lost: callers that must not miss anything re-read state)."""
+    """Yields ``(channel, data)`` until ``stop`` is set. After a dropped
+    connection it backs off, resubscribes and calls ``on_reconnect``
+    (messages published while it was away are lost: callers that must not
+    miss anything re-read state).
+
+    Stopping is by the event, checked between reads of at most 1 s, rather
+    than by cancellation alone: some clients (fakeredis) can swallow a
+    cancellation that lands inside a pub/sub read."""
+    stop = stop or asyncio.Event()
     delay = 0.1
-    while True:
+    while not stop.is_set():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             if channels:
@@ -35,13 +42,15 @@ async def messages(
             if on_subscribed is not None:
                 on_subscribed()
             delay = 0.1
-            while True:
+            while not stop.is_set():
                 msg = await pubsub.get_message(timeout=1.0)
                 if msg and msg.get("type") in ("message", "pmessage"):
                     channel = msg["channel"]
                     yield (channel.decode() if isinstance(channel, bytes) else channel,
                            msg["data"])
         except CONNECTION_ERRORS as exc:
+            if stop.is_set():
+                return
             log.warning("%s lost Redis (%s); reconnecting in %.1fs", label, exc, delay)
             if on_reconnect is not None:
                 on_reconnect()
@@ -49,6 +58,18 @@ async def messages(
             delay = min(delay * 2, 5.0)
         finally:
             try:
-                await pubsub.aclose()
+                await asyncio.wait_for(pubsub.aclose(), 2.0)
             except Exception:
                 pass
+
+
+async def stop_listener(task: asyncio.Task | None, stop: asyncio.Event,
+                        timeout: float = 2.5) -> None:
+    """Ends a task consuming :func:`messages`: cancels it, and sets its stop
+    event so that it still ends (within one read) if the cancellation is
+    swallowed by the client. Waits at most ``timeout`` s."""
+    stop.set()
+    if task is None or task.done():
+        return
+    task.cancel()
+    await asyncio.wait([task], timeout=timeout)

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from .keys import Keys
 from .models import TaskStatus
-from .pubsub import messages
+from .pubsub import messages, stop_listener
 
 RECHECK_S = 5.0
 
@@ -27,17 +27,20 @@ class DoneWaiter:
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._ready: asyncio.Event | None = None
         self._reader: asyncio.Task | None = None
+        self._stop: asyncio.Event | None = None
 
     async def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._ready = asyncio.Event()
+            self._stop = asyncio.Event()
             self._reader = asyncio.create_task(self._read_forever(), name="taskmesh-done-waiter")
         await self._ready.wait()  # type: ignore[union-attr]
 
     async def _read_forever(self) -> None:
         stream = messages(self._client, patterns=[self._pattern], label="result listener",
                           on_subscribed=self._ready.set,  # type: ignore[union-attr]
-                          on_reconnect=self._wake_all)  # waiters re-read the stored state
+                          on_reconnect=self._wake_all,  # waiters re-read the stored state
+                          stop=self._stop)
         async for channel, _ in stream:
             self._wake(channel[self._prefix_len:])
 
@@ -84,9 +87,5 @@ class DoneWaiter:
                         del self._waiters[task_id]
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._stop is not None:
+            await stop_listener(self._reader, self._stop)

@@ -43,7 +43,7 @@ from .exceptions import SerializationError, StoreError, TaskTimeoutError
 from .executors import EscapedExit, Job, build_executors
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
-from .pubsub import messages
+from .pubsub import messages, stop_listener
 from .reporter import Reporter
 from .serialization import Codec, resolve_import
 from .store import ClaimedTask, Commands
@@ -172,7 +172,10 @@ class Worker:
     def request_stop(self) -> None:
         """Stop claiming; running tasks get the grace period (thread-safe)."""
         if self._loop is not None and not self._stopping:
-            self._loop.call_soon_threadsafe(self._begin_stop)
+            try:
+                self._loop.call_soon_threadsafe(self._begin_stop)
+            except RuntimeError:
+                pass  # its loop is closed: the worker has already stopped
 
     def _begin_stop(self) -> None:
         if not self._stopping:
@@ -200,6 +203,7 @@ class Worker:
                              self._held_snapshot, self._info, self._on_renewed)
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
+        self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
         log.info("worker %s started: queues=%s concurrency=%d", self.id,
                  ",".join(opts.queues), opts.concurrency)
@@ -207,7 +211,7 @@ class Worker:
             await self._claim_loop()
             await self._drain()
         finally:
-            control.cancel()
+            await stop_listener(control, self._control_stop)
             keeper.stop()
             if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
@@ -434,7 +438,7 @@ class Worker:
     # ---- control and shutdown ----------------------------------------------------
     async def _listen_control(self) -> None:
         stream = messages(self.client, channels=[self.keys.control_channel],
-                          label=f"worker {self.id} control channel")
+                          label=f"worker {self.id} control channel", stop=self._control_stop)
         async for _, data in stream:
             self._on_control(data)
 
@@ -523,6 +527,8 @@ class WorkerHandle:
         """Asks the worker to stop and blocks until it has (True) or timeout (False)."""
         while self.worker._loop is None and self._thread.is_alive():
             time.sleep(0.01)
+        if not self._thread.is_alive():
+            return True
         self.worker.request_stop()
         self._thread.join(timeout)
         return not self._thread.is_alive()

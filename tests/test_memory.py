@@ -132,3 +132,17 @@ def test_module_subscribe_without_url_follows_the_manager(monkeypatch):
     finally:
         sub.close()
         tm.close()
+
+
+def test_in_process_workers_always_stop():
+    """start_worker()/stop() in quick succession, burst or not, never hangs
+    (a cancellation swallowed inside a fakeredis pub/sub read once did)."""
+    from taskmesh import TaskManager
+
+    tm = TaskManager("memory://", namespace="stop-often")
+    try:
+        for i in range(12):
+            handle = tm.start_worker(queues="a,b", burst=i % 2 == 0, concurrency=2)
+            assert handle.stop(timeout=10), f"worker {i} did not stop"
+    finally:
+        tm.close()
