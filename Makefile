@@ -14,7 +14,7 @@ install:
 test: redis-server install
 	$(PY) -m pytest
 
-demo: install
+demo: redis-server install
 	$(PY) -m taskmesh demo
 
 bench: redis-server install
