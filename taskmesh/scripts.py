@@ -89,6 +89,14 @@ async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
     return call.parse(raw)
 
 
+async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+    """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
+    pipe = client.pipeline(transaction=True)
+    for cmd in cmds:
+        pipe.execute_command(*cmd.args)
+    return [cmd.parse(raw) for cmd, raw in zip(cmds, await pipe.execute())]
+
+
 def run_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
     """Pipelined (non-transactional): each script is atomic on its own. After
     a NOSCRIPT (first use, or Redis restarted) the scripts are loaded once and

@@ -492,8 +492,7 @@ class Worker:
 
     async def _unregister(self) -> None:
         try:
-            for cmd in self.commands.unregister_worker(self.id):
-                await scripts.arun(self.client, cmd)
+            await scripts.arun_atomic(self.client, self.commands.unregister_worker(self.id))
         except CONNECTION_ERRORS:
             pass  # our heartbeat entry expires by itself
 
