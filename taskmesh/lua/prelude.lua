@@ -48,7 +48,11 @@ local function now_ms()
   end
   return _now_ms
 end
-local function now_s() return string.format('%.3f', now_ms() / 1000) end
+local _now_s
+local function now_s()  -- string.format costs ~3 us: format once per script
+  if not _now_s then _now_s = string.format('%.3f', now_ms() / 1000) end
+  return _now_s
+end
 
 -- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
 -- "highest priority first, oldest first". Exact up to 2^53.
