@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,6 +28,8 @@ from typing import Any, Callable
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
 from .store import ClaimedTask
+
+LANE_WAIT_REPORT_MS = 5  # shorter local waits are not worth a correction
 
 
 @dataclass(eq=False)
@@ -44,6 +47,17 @@ class Job:
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
     reporting: bool = False  # its outcome is on its way to Redis
     slot_freed: bool = False
+    claimed_at: float = field(default_factory=time.monotonic)
+    executed_at: float | None = None  # monotonic time the function started
+
+    @property
+    def queued_locally_ms(self) -> int:
+        """How long the claimed task waited here before its function started
+        (only a sequential lane makes this more than a few ms)."""
+        if self.executed_at is None:
+            return 0
+        waited = int((self.executed_at - self.claimed_at) * 1000)
+        return waited if waited >= LANE_WAIT_REPORT_MS else 0
 
     @property
     def id(self) -> str:
@@ -75,6 +89,7 @@ class Job:
 async def supervise(job: Job, execution: asyncio.Future) -> Any:
     job.execution = execution
     job.started = True
+    job.executed_at = time.monotonic()
     if job.timeout is None:
         return await execution
     try:

@@ -155,12 +155,13 @@ class Commands:
         )
 
     def report(self, task_id: str, token: str, outcome: str, data: bytes | str,
-               retryable: bool = False) -> Call[str]:
+               retryable: bool = False, queued_locally_ms: int = 0) -> Call[str]:
         k = self.keys
         return Call(
             script("report"),
             [k.task(task_id), k.running, k.stats],
-            [self.prefix, task_id, token, outcome, data, "1" if retryable else "0"],
+            [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
+             queued_locally_ms],
             lambda raw: _s(raw) or "",
         )
 

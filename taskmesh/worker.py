@@ -395,7 +395,8 @@ class Worker:
         kind, data, retryable = outcome
         job.reporting = True
         status = await self.reporter.submit(
-            self.commands.report(job.id, job.claimed.token, kind, data, retryable))
+            self.commands.report(job.id, job.claimed.token, kind, data, retryable,
+                                 job.queued_locally_ms))
         ms = (time.monotonic() - began) * 1000
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",

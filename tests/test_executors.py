@@ -107,3 +107,18 @@ def test_current_task_outside_a_task_raises():
         current_task()
     with pytest.raises(RuntimeError):
         tasks.context_info()
+
+
+def test_sequential_started_at_is_when_the_function_started(tm, worker_factory):
+    """A sequential task that waited in the worker's lane reports started_at
+    as its function's start, not its claim time, and a runtime without the wait."""
+    first = tm.register_task(tasks.interval, 0.5, executor_type="sequential")
+    second = tm.register_task(tasks.interval, 0.1, executor_type="sequential")
+    worker_factory("--burst", "--concurrency", "4").wait(30)
+    a, b = tm.get_task(first), tm.get_task(second)
+    b_start, _, _, _ = tm.get_task_result(second)
+    assert b.started_at >= a.finished_at - 0.1  # claimed at once, but started after `first`
+    assert abs(b.started_at - b_start) < 0.1
+    runtimes = [e.data["runtime_ms"] for e in tm.get_events(count=100)
+                if e.task_id == second and e.type == "TASK_COMPLETED"]
+    assert runtimes and runtimes[0] < 400  # 0.1 s of work, not the 0.5 s wait

@@ -4,6 +4,10 @@
 -- ARGV[4] outcome: 'completed' | 'failed' | 'cancelled'
 -- ARGV[5] result envelope (completed) or error JSON (failed)
 -- ARGV[6] '1' if the failure may be retried (task exceptions, timeouts)
+-- ARGV[7] ms the claimed task waited in the worker before its function
+--         started (a sequential lane), measured on the worker's own clock:
+--         started_at moves forward by that much, so it and the runtime
+--         describe the function, not the wait
 -- Returns 'stale' if the claim is no longer current (the lease was taken
 -- over, the task was handed back), else the task's new status.
 --
@@ -15,6 +19,11 @@ local t = load(ARGV[2])
 if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
 local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
+local waited_ms = tonumber(ARGV[7] or '0') or 0
+if waited_ms > 0 and t.started_at then
+  t.started_at = string.format('%.3f', tonumber(t.started_at) + waited_ms / 1000)
+  redis.call('HSET', KEYS[1], 'started_at', t.started_at)
+end
 
 if outcome == 'completed' and not cancel_requested then
   local runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)
