@@ -198,7 +198,7 @@ class Commands:
         return Call(script("handback"), [self.keys.running], [self.prefix, *args], int)
 
     def unregister_worker(self, worker_id: str) -> list[Cmd]:
-        """Blind writes, sent together in one MULTI (see scripts.run_atomic)."""
+        """Blind writes, sent together in one MULTI (see scripts.arun_atomic)."""
         return [Cmd(("ZREM", self.keys.workers, worker_id)),
                 Cmd(("DEL", self.keys.worker(worker_id)))]
 
