@@ -19,6 +19,7 @@ checked before the body is unpacked at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import importlib
@@ -189,8 +190,11 @@ class Codec:
         raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
 
 
+@functools.lru_cache(maxsize=1024)
 def resolve_import(path: str) -> Callable[..., Any]:
-    """Resolve ``"package.module:function"`` (or ``module:Class.attr``)."""
+    """Resolve ``"package.module:function"`` (or ``module:Class.attr``).
+    Cached: a worker resolves the same few strings for every task (failures
+    raise and are not cached)."""
     module_name, sep, attr_path = path.partition(":")
     if not sep:
         module_name, _, attr_path = path.rpartition(".")
