@@ -53,3 +53,20 @@ def test_inspect_and_events(tm, redis_server, namespace):
 def test_worker_rejects_bad_flags():
     out = _cli("worker", "--concurrency", "0")
     assert out.returncode == 2
+
+
+def test_metrics_watch_refreshes_until_interrupted(tm, redis_server, namespace):
+    import signal
+    import time
+
+    tm.register_task(st.noop)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskmesh", "metrics", "--watch", "0.2",
+         "--url", redis_server.url, "--namespace", namespace],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"COLUMNS": "100", "PATH": ""})
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "queues by priority" in out and "queued 1" in out
