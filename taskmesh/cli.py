@@ -143,8 +143,12 @@ def metrics(url: str | None, namespace: str | None, as_json: bool, prometheus: b
 
         if watch is None:
             out = render()
-            click.echo(out, nl=False) if prometheus else (
-                click.echo(out) if as_json else Console().print(out))
+            if prometheus:
+                click.echo(out, nl=False)
+            elif as_json:
+                click.echo(out)
+            else:
+                Console().print(out)
             return
         try:
             with Live(render(), refresh_per_second=4, screen=False) as live:

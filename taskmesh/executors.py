@@ -45,7 +45,6 @@ class Job:
     runner: asyncio.Task | None = None  # the worker's coroutine driving this job
     execution: asyncio.Future | None = None  # the function itself
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
-    reporting: bool = False  # its outcome is on its way to Redis
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
     executed_at: float | None = None  # monotonic time the function started

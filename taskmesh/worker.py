@@ -155,9 +155,7 @@ class Worker:
 
     def _apply_renewal(self, lost: list[str], cancel: list[str]) -> None:
         for task_id in lost:
-            job = self._active.get(task_id)
-            # A job whose report is in flight may already be finished in Redis.
-            if job is not None and not job.reporting:
+            if task_id in self._active:
                 log.warning("task %s: lease lost (taken over); its outcome will be discarded", task_id)
         for task_id in cancel:
             self._cancel_local(task_id)
@@ -393,7 +391,6 @@ class Worker:
 
     async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
         kind, data, retryable = outcome
-        job.reporting = True
         status = await self.reporter.submit(
             self.commands.report(job.id, job.claimed.token, kind, data, retryable,
                                  job.queued_locally_ms))

@@ -206,7 +206,8 @@ local function resolve_pending()
     local id, status = string.match(entry, '^(.*)|(%a+)$')
     if id then table.insert(stack, 1, {id = id, status = status}) end
   end
-  if #stack > 0 then resolve(stack) end
+  if #stack == 0 then return 0 end  -- the usual case: one LPOP, nothing else
+  resolve(stack)
   return redis.call('LLEN', K_RESOLVE)
 end
 

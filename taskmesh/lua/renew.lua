@@ -3,7 +3,7 @@
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] lease ms
 -- ARGV[4] n, the number of worker-info field/value pairs that follow
 -- ARGV[5 .. 4+2n] worker info   then pairs of task id, claim token
--- Returns {lost ids..., '', cancel-requested ids...}. A lease is extended only
+-- Returns {lost ids..., '', cancel-requested ids...}; "lost" = taken over. A lease is extended only
 -- while the token still matches: a worker whose task was recovered and
 -- re-claimed elsewhere learns it lost it instead of stealing it back.
 local wid, lease = ARGV[2], tonumber(ARGV[3])
@@ -26,7 +26,9 @@ for i = first_task, #ARGV, 2 do
   if v[1] == 'running' and v[2] == token then
     redis.call('ZADD', KEYS[1], 'XX', deadline, id)
     if v[3] == '1' then cancels[#cancels + 1] = id end
-  else
+  elseif v[1] == 'running' or v[1] == 'queued' then
+    -- Taken over (recovered, maybe re-claimed). Any other status means our
+    -- own report landed after the worker's snapshot: nothing was lost.
     lost[#lost + 1] = id
   end
 end
