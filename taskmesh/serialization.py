@@ -73,17 +73,24 @@ class Codec:
         body = {"f": self._encode_func(func), "a": list(args), "k": kwargs}
         try:
             packed = self._pack(body)
-        except Exception:
-            self._find_culprit(args, kwargs)
+        except asyncio.CancelledError:
             raise
+        except BaseException as exc:  # a __reduce__ may raise anything, SystemExit too
+            self._find_culprit(args, kwargs)
+            raise SerializationError("args", _describe(exc)) from exc
         return self._seal(packed)
 
     def encode_result(self, value: Any) -> bytes:
+        """Runs on a worker: whatever the result's own code raises (SystemExit
+        from a ``__reduce__`` included) becomes a SerializationError, so it
+        fails that one task instead of ending the worker."""
         try:
             return self._seal(self._pack(value))
         except SerializationError:
             raise
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise SerializationError("result", _describe(exc)) from exc
 
     def _encode_func(self, func: Callable[..., Any] | str) -> Any:
@@ -91,7 +98,9 @@ class Codec:
             return func
         try:
             return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(func))
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise SerializationError("func", _describe(exc)) from exc
 
     def _pack(self, value: Any) -> bytes:
@@ -121,7 +130,9 @@ class Codec:
         for part, value in parts:
             try:
                 self._pack(value)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 raise SerializationError(part, _describe(exc)) from exc
 
     def _seal(self, body: bytes) -> bytes:
@@ -212,4 +223,14 @@ def resolve_import(path: str) -> Callable[..., Any]:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: message`` even for an exception whose ``__str__`` raises."""
+    return f"{type(exc).__name__}: {safe_str(exc)}"
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__``
+    raises (SystemExit included): describing an error must never fail."""
+    try:
+        return str(exc)
+    except BaseException:
+        return f"<unprintable {type(exc).__name__}>"

@@ -45,7 +45,7 @@ from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages, stop_listener
 from .reporter import Reporter
-from .serialization import Codec, resolve_import
+from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
 
 log = logging.getLogger(__name__)
@@ -96,14 +96,15 @@ def _error_json(exc: BaseException, attempt: int) -> str:
     """The TaskError record: the traceback starts at the task's own frames."""
     if isinstance(exc, EscapedExit):
         exc = exc.original
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
+    message = safe_str(exc)
     frames = exc.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
         frames = frames.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
+    except BaseException:  # traceback calls the exception's __str__, which may raise SystemExit
+        tb = "".join(traceback.format_tb(frames or exc.__traceback__))
+        tb += f"{type(exc).__name__}: {message}\n"
     return json.dumps(
         {"type": type(exc).__name__, "message": message, "traceback": tb, "attempt": attempt}
     )
