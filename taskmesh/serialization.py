@@ -72,7 +72,17 @@ class Codec:
     def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
         body = {"f": self._encode_func(func), "a": list(args), "k": kwargs}
         try:
-            packed = self._pack(body)
+            try:
+                packed = self._pack_strict(body)
+            except (OverflowError, ValueError):
+                if not self.allow_pickle:
+                    raise
+                # A part msgpack cannot carry (int over 64 bits, lone
+                # surrogate): pickle that part alone. Pickling the whole body
+                # would also bury the function's own envelope inside the pickle.
+                body["a"] = [self._carry(v) for v in args]
+                body["k"] = {k: self._carry(v) for k, v in kwargs.items()}
+                packed = self._pack(body)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a __reduce__ may raise anything, SystemExit too
@@ -103,15 +113,28 @@ class Codec:
         except BaseException as exc:
             raise SerializationError("func", _describe(exc)) from exc
 
-    def _pack(self, value: Any) -> bytes:
+    def _pack_strict(self, value: Any) -> bytes:
         if not self.allow_pickle:
             # --no-pickle: plain msgpack, tuples become lists (SPEC §10).
             return msgpack.packb(value, use_bin_type=True)
+        return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
+
+    def _pack(self, value: Any) -> bytes:
+        if not self.allow_pickle:
+            return self._pack_strict(value)
         try:
-            return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
+            return self._pack_strict(value)
         except (OverflowError, ValueError):
             # e.g. an int beyond 64 bits: let pickle carry the whole value.
             return msgpack.packb(self._default(value), use_bin_type=True)
+
+    def _carry(self, value: Any) -> Any:
+        """``value`` itself if msgpack takes it, else its pickle as an Ext."""
+        try:
+            self._pack_strict(value)
+        except (OverflowError, ValueError):
+            return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(value))
+        return value
 
     def _default(self, obj: Any) -> msgpack.ExtType:
         if isinstance(obj, msgpack.ExtType):
