@@ -95,7 +95,7 @@ class Codec:
         from a ``__reduce__`` included) becomes a SerializationError, so it
         fails that one task instead of ending the worker."""
         try:
-            return self._seal(self._pack(value))
+            return self._seal(self._pack(value), part="result")
         except SerializationError:
             raise
         except asyncio.CancelledError:
@@ -158,11 +158,11 @@ class Codec:
             except BaseException as exc:
                 raise SerializationError(part, _describe(exc)) from exc
 
-    def _seal(self, body: bytes) -> bytes:
+    def _seal(self, body: bytes, part: str = "payload") -> bytes:
         sig = hmac.new(self.secret, body, hashlib.sha256).digest() if self.secret else None
         envelope = msgpack.packb([VERSION, body, sig], use_bin_type=True)
         if self.max_payload_bytes is not None and len(envelope) > self.max_payload_bytes:
-            raise PayloadTooLargeError(len(envelope), self.max_payload_bytes)
+            raise PayloadTooLargeError(len(envelope), self.max_payload_bytes, part)
         return envelope
 
     # ---- decoding -------------------------------------------------------

@@ -175,3 +175,11 @@ def raise_exit_on_str():
 
 async def async_raise_exit_on_str():
     raise ExitOnStrError()
+
+
+def return_bytes(n):
+    return b"\0" * n
+
+
+def raise_huge_message(n):
+    raise ValueError("x" * n)
