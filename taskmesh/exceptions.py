@@ -3,7 +3,7 @@
     TaskmeshError
     ├── TaskNotFoundError        unknown (or expired) task id
     ├── SerializationError       func, args, kwargs or result cannot be encoded
-    │   └── PayloadTooLargeError serialized task over max_payload_bytes
+    │   └── PayloadTooLargeError serialized task or result over max_payload_bytes
     ├── PayloadDecodeError       stored bytes are not a taskmesh envelope
     ├── SignatureError           HMAC missing or wrong (secret configured)
     ├── UnsafePayloadError       pickled payload refused (--no-pickle)
@@ -51,14 +51,21 @@ class SerializationError(TaskmeshError):
 
 
 class PayloadTooLargeError(SerializationError):
-    def __init__(self, size: int, limit: int):
+    """A serialized task (``part="payload"``) or result (``part="result"``)
+    over ``max_payload_bytes``; ``limit`` is None when Redis itself refused
+    to store the bytes (over its ``proto-max-bulk-len``)."""
+
+    def __init__(self, size: int, limit: int | None, part: str = "payload"):
         self.size = size
         self.limit = limit
-        TaskmeshError.__init__(
-            self, f"serialized task is {size} bytes, over max_payload_bytes={limit}"
-        )
-        self.part = "payload"
-        self.cause = self.args[0]
+        what = "task" if part == "payload" else part
+        if limit is None:
+            message = f"serialized {what} is {size} bytes, more than Redis accepts (proto-max-bulk-len)"
+        else:
+            message = f"serialized {what} is {size} bytes, over max_payload_bytes={limit}"
+        TaskmeshError.__init__(self, message)
+        self.part = part
+        self.cause = message
 
 
 class PayloadDecodeError(TaskmeshError):

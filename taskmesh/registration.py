@@ -127,6 +127,25 @@ def check_options(opts: TaskOptions) -> None:
         raise TypeError("dependencies must be a list of task ids (strings)")
 
 
+def _check_text(opts: TaskOptions, func: Callable[..., Any] | str) -> None:
+    """Every string that goes to Redis as text must encode as UTF-8: a lone
+    surrogate would otherwise fail inside redis-py with nothing stored but a
+    bare UnicodeEncodeError. (Arguments are carried by the codec, which
+    pickles such a string intact.)"""
+    texts: list[tuple[str, Any]] = [
+        ("func", func), ("name", opts.name), ("description", opts.description),
+        ("queue", opts.queue), ("task_id", opts.task_id),
+    ]
+    texts += [(f"tags[{i}]", t) for i, t in enumerate(opts.tags or ())]
+    texts += [(f"dependencies[{i}]", d) for i, d in enumerate(opts.dependencies or ())]
+    for part, value in texts:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SerializationError(part, f"{type(exc).__name__}: {exc}") from exc
+
+
 def build_task(
     codec: Codec,
     func: Any,
@@ -141,10 +160,11 @@ def build_task(
         raise TypeError("kwargs must be a dict")
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise TypeError("kwargs keys must be strings")
+    _check_text(opts, func)
     payload = codec.encode_task(func, tuple(args), dict(kwargs or {}))
     try:
         metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
-    except Exception as exc:
+    except BaseException as exc:  # a value's own code may raise SystemExit too
         raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     deps = list(dict.fromkeys(opts.dependencies or ()))
     fields = {

@@ -39,13 +39,13 @@ from .connection import (
     sync_client,
 )
 from .context import TaskContext
-from .exceptions import SerializationError, StoreError, TaskTimeoutError
+from .exceptions import PayloadTooLargeError, SerializationError, StoreError, TaskTimeoutError
 from .executors import EscapedExit, Job, build_executors
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages, stop_listener
-from .reporter import Reporter
-from .serialization import Codec, resolve_import
+from .reporter import ReportRefusedError, Reporter
+from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class WorkerOptions:
     imports: list[str] = field(default_factory=list)
     secret: str | None = None
     no_pickle: bool = False
+    # Results are held to the same bound as payloads (TaskManager's default).
+    max_payload_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         self.url = resolve_url(self.url)
@@ -80,6 +82,8 @@ class WorkerOptions:
             raise ValueError("concurrency must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be >= 1")
         if self.lease_timeout <= 0 or self.grace_period < 0:
             raise ValueError("lease_timeout must be > 0 and grace_period >= 0")
         if self.secret is None:
@@ -92,21 +96,32 @@ _INTERNAL_DIRS: tuple[str, ...] = tuple(
 )
 
 
+MAX_ERROR_TEXT = 64 * 1024  # an error report must stay small enough for Redis to take
+
+
 def _error_json(exc: BaseException, attempt: int) -> str:
-    """The TaskError record: the traceback starts at the task's own frames."""
+    """The TaskError record: the traceback starts at the task's own frames.
+    Message and traceback are capped (a huge exception message would make
+    the report itself too large to store)."""
     if isinstance(exc, EscapedExit):
         exc = exc.original
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
+    message = safe_str(exc)
     frames = exc.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
         frames = frames.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
-    return json.dumps(
-        {"type": type(exc).__name__, "message": message, "traceback": tb, "attempt": attempt}
-    )
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
+    except BaseException:  # traceback calls the exception's __str__, which may raise SystemExit
+        tb = "".join(traceback.format_tb(frames or exc.__traceback__))
+        tb += f"{type(exc).__name__}: {message}\n"
+    return json.dumps({"type": type(exc).__name__, "message": _cap(message),
+                       "traceback": _cap(tb), "attempt": attempt})
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT]}... [{len(text) - MAX_ERROR_TEXT} more characters cut]"
 
 
 class Worker:
@@ -119,7 +134,8 @@ class Worker:
         self.keys = Keys(opts.namespace)  # type: ignore[arg-type]
         self.commands = Commands(self.keys)
         self.codec = Codec(
-            secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle
+            secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
+            max_payload_bytes=opts.max_payload_bytes,
         )
         self.lease_ms = int(opts.lease_timeout * 1000)
         self.started_at = time.time()
@@ -391,9 +407,22 @@ class Worker:
 
     async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
         kind, data, retryable = outcome
-        status = await self.reporter.submit(
-            self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                 job.queued_locally_ms))
+        try:
+            status = await self.reporter.submit(
+                self.commands.report(job.id, job.claimed.token, kind, data, retryable,
+                                     job.queued_locally_ms))
+        except ReportRefusedError:
+            if kind == "cancelled":
+                raise
+            # Redis will not store this outcome (too large for it): fail the
+            # task with a small error instead of leaving it RUNNING forever.
+            part = "result" if kind == "completed" else "error"
+            refused = PayloadTooLargeError(len(data), None, part)
+            log.warning("task %s: Redis refused its %s (%d bytes)", job.id, part, len(data))
+            kind, data = "failed", _error_json(refused, job.claimed.attempt)
+            status = await self.reporter.submit(
+                self.commands.report(job.id, job.claimed.token, kind, data, False,
+                                     job.queued_locally_ms))
         ms = (time.monotonic() - began) * 1000
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",
