@@ -242,7 +242,7 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
     pct = f'{t["progress"] * 100:.0f}%'
     progress = (f'<div class="progress-row"><progress id="task-progress" max="1" '
                 f'value="{t["progress"]}" aria-label="progress"></progress> '
-                f'<span id="progress-text">{pct}</span> '
+                f'<span id="progress-text" class="progress-pct">{pct}</span> '
                 f'<span id="progress-message">{esc(t["progress_message"] or "")}</span></div>')
     meta = dict(t["metadata"] or {})
     retry_of = meta.get("retry_of")
@@ -256,7 +256,7 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
         ("worker", esc(t["worker"] or "—")),
         ("created_at", fmt_time(t["created_at"])), ("started_at", fmt_time(t["started_at"])),
         ("finished_at", fmt_time(t["finished_at"])),
-        ("progress", f'{pct} <span class="muted">{esc(t["progress_message"] or "")}</span>'),
+        ("progress", f'<span class="progress-pct">{pct}</span>'),
         ("tags", esc(", ".join(t["tags"])) or '<span class="muted">none</span>'),
         ("metadata", _pre(json.dumps(meta, indent=1, default=str, sort_keys=True)) +
          (f' retry of {task_link(str(retry_of))}' if retry_of else "")),

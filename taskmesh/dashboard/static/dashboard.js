@@ -47,6 +47,7 @@
       banner("");
       body.dataset.down = "0";
       document.getElementById("content").innerHTML = html;
+      body.dataset.refreshes = String(Number(body.dataset.refreshes || 0) + 1);
     } catch (err) {
       banner("The dashboard server is unreachable; retrying.");
     } finally {
@@ -130,8 +131,9 @@
       if (event.type === "TASK_PROGRESS" && event.data && event.data.progress !== undefined) {
         const bar = document.getElementById("task-progress");
         if (bar) bar.value = event.data.progress;
-        const text = document.getElementById("progress-text");
-        if (text) text.textContent = Math.round(event.data.progress * 100) + "%";
+        document.querySelectorAll(".progress-pct").forEach(function (el) {
+          el.textContent = Math.round(event.data.progress * 100) + "%";
+        });
         const message = document.getElementById("progress-message");
         if (message) message.textContent = event.data.message || "";
         return;
