@@ -12,7 +12,8 @@
     ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
-    └── StoreError               Redis answered something the store cannot use
+    ├── StoreError               Redis answered something the store cannot use
+    └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
 ``type``; producers see them through TaskFailedError / TaskCancelledError.
@@ -109,3 +110,10 @@ class WorkerLostError(TaskmeshError):
 
 class StoreError(TaskmeshError):
     """Redis returned something the store does not understand."""
+
+
+class TaskmeshConnectionError(TaskmeshError, ConnectionError):
+    """Redis (a whole cluster, or every sentinel) could not be reached.
+
+    Also a builtin ``ConnectionError`` (an ``OSError``), so code that waits
+    out an unreachable Redis treats it like a dropped socket."""
