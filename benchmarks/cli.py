@@ -175,6 +175,9 @@ def summary(case: C.Case, res: dict) -> str:
                 f"{res['startup_s']:.2f}s, rss {res.get('rss_mb', 0):.0f} MB{extra}")
     if case.workload == "latency":
         return f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+    if case.workload == "delays":
+        return (f"lateness p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
+                f"max {res['max_ms']:.1f} ms")
     if case.workload == "backlog":
         return ", ".join(f"{k[:-6]}: {v:,.0f}/s" for k, v in res.items() if k.endswith("_per_s")
                          and "fill" not in k)

@@ -38,9 +38,8 @@ from typing import Any, Callable
 import msgpack
 
 from .context import TaskContext, _current
-from .exceptions import SerializationError
 from .executors import is_coroutine_callable, run_coroutine
-from .serialization import Codec, resolve_import
+from .serialization import Codec, resolve_import, safe_str
 
 def pack(*frame: Any) -> bytes:
     return msgpack.packb(list(frame), use_bin_type=True)
@@ -127,10 +126,8 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
     _flush(context)
     try:
         data = codec.encode_result(result)
-    except BaseException as exc:  # encode_result lets SystemExit from __reduce__ through
-        err = exc if isinstance(exc, SerializationError) else SerializationError(
-            "result", f"{_type_name(exc)}: {_safe_str(exc)}")
-        send(pack("done", "failed", describe(err, attempt), False))
+    except BaseException as exc:  # a SerializationError: encode_result wraps anything
+        send(pack("done", "failed", describe(exc, attempt), False))
         return
     send(pack("done", "completed", data, False))
 
@@ -155,21 +152,7 @@ def describe(exc: BaseException, attempt: int) -> str:
 
     try:
         return _error_json(exc, attempt)
-    except BaseException:
-        name = _type_name(exc)
-        return json.dumps({"type": name, "message": f"<unprintable {name}>",
-                           "traceback": None, "attempt": attempt})
-
-
-def _type_name(exc: BaseException) -> str:
-    try:
-        return str(type(exc).__name__)
-    except BaseException:
-        return "BaseException"
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except BaseException:
-        return f"<unprintable {_type_name(exc)}>"
+    except BaseException:  # last resort: the child must answer whatever happens
+        name = type(exc).__name__
+        return json.dumps({"type": name, "message": safe_str(exc), "traceback": None,
+                           "attempt": attempt})
