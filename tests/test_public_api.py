@@ -149,3 +149,9 @@ def test_task_manager_signatures():
         assert callable(fn) and not inspect.iscoroutinefunction(fn), name
     ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
     assert ex["wait"].default is False and ex["timeout"].default is None
+
+
+def test_server_busy_error_is_a_store_error():
+    """Issue 8: OOM/BUSY replies reach producers as a typed taskmesh error."""
+    assert "ServerBusyError" in taskmesh.__all__
+    assert issubclass(taskmesh.ServerBusyError, taskmesh.StoreError)
