@@ -79,12 +79,21 @@ def sync_client(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
 
 
-def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
+def async_client(url: str, *, max_connections: int | None = None,
+                 **options: Any) -> redis.asyncio.Redis:
+    """With ``max_connections``, a *blocking* pool of that size: a caller
+    beyond it waits for a free connection instead of failing with
+    MaxConnectionsError (thousands of waiters in one loop share a few)."""
     if is_memory(url):
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=memory_server())
-    return redis.asyncio.Redis.from_url(url, **{**_retry_options(AsyncRetry), **options})
+    options = {**_retry_options(AsyncRetry), **options}
+    if max_connections is None:
+        return redis.asyncio.Redis.from_url(url, **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=None, **options)
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 # Errors that mean "Redis is unreachable for now": callers back off and retry.

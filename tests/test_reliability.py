@@ -6,6 +6,7 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -237,3 +238,37 @@ def test_progress_during_a_redis_restart_never_fails_the_task(private_redis, nam
         assert tm.wait_for_task_sync(task_id, timeout=WAIT) > 0
         assert tm.get_task_status(task_id) is TaskStatus.COMPLETED
         assert worker.returncode is None
+
+
+# ---- 6: thousands of waiters in one loop, bounded connections --------------------------
+
+def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_factory):
+    n = 2000
+    ids = tm.register_many(tasks.add, [(i, i) for i in range(n)])
+    baseline = rds.info("clients")["connected_clients"]
+    peak = [baseline]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        probe = redis.Redis(connection_pool=rds.connection_pool)
+        while not sampling.is_set():
+            peak[0] = max(peak[0], probe.info("clients")["connected_clients"])
+            time.sleep(0.01)
+
+    async def main() -> list[int]:
+        waits = [asyncio.ensure_future(tm.wait_for_task(t, timeout=60)) for t in ids]
+        await asyncio.sleep(0.5)  # every waiter is subscribed and parked
+        assert not any(w.done() for w in waits)
+        worker_factory("--burst", "--concurrency", "50")
+        return await asyncio.gather(*waits)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results = asyncio.run(main())
+    finally:
+        sampling.set()
+        sampler.join(5)
+    assert results == [2 * i for i in range(n)]
+    # The waiters' loop used at most its pool (+1 pub/sub); the worker a handful.
+    assert peak[0] - baseline <= 64 + 1 + 10, peak[0] - baseline
