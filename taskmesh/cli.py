@@ -21,7 +21,8 @@ def connection_options(cmd: Callable[..., Any]) -> Callable[..., Any]:
                        help="Namespace isolating one deployment "
                             f"(default: $TASKMESH_NAMESPACE, else '{DEFAULT_NAMESPACE}').")(cmd)
     cmd = click.option("--url", envvar="TASKMESH_URL", default=None,
-                       help="redis://, rediss://, unix:// or memory:// "
+                       help="redis://, rediss://, unix://, memory://, redis+cluster://h:p,h:p, "
+                            "rediss+cluster:// or redis+sentinel://h:p/service[/db] "
                             "(default: $TASKMESH_URL, else redis://localhost:6379/0).")(cmd)
     return cmd
 

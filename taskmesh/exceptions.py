@@ -12,8 +12,9 @@
     ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
-    └── StoreError               Redis answered something the store cannot use
-        └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
+    ├── StoreError               Redis answered something the store cannot use
+    │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
+    └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
 ``type``; producers see them through TaskFailedError / TaskCancelledError.
@@ -123,3 +124,10 @@ class ServerBusyError(StoreError):
         self.detail = detail
         what = "is out of memory (maxmemory)" if reason == "oom" else "is busy running a script"
         super().__init__(f"Redis {what}; nothing was changed, retry later ({detail})")
+
+
+class TaskmeshConnectionError(TaskmeshError, ConnectionError):
+    """Redis (a whole cluster, or every sentinel) could not be reached.
+
+    Also a builtin ``ConnectionError`` (an ``OSError``), so code that waits
+    out an unreachable Redis treats it like a dropped socket."""

@@ -31,7 +31,7 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
     now = time.time()
     queues = sorted(_s(q) for q in client.smembers(keys.queues))
     pipe = client.pipeline(transaction=False)
-    pipe.time()
+    pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses that method
     for q in queues:
         pipe.zcard(keys.queue(q))
         pipe.hgetall(keys.qcount(q))

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import redis.exceptions
 
-from .connection import CONNECTION_ERRORS
+from .connection import CONNECTION_ERRORS, pubsub_for
 from .scripts import busy_error
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,10 @@ async def messages(
     cancellation that lands inside a pub/sub read."""
     stop = stop or asyncio.Event()
     delay = 0.1
+    attempt = 0
     while not stop.is_set():
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub, node = pubsub_for(client, attempt)
+        attempt += 1  # after a failure, a cluster listener tries another node
         try:
             if channels:
                 await pubsub.subscribe(*channels)
@@ -66,6 +68,8 @@ async def messages(
         finally:
             try:
                 await asyncio.wait_for(pubsub.aclose(), 2.0)
+                if node is not None:
+                    await asyncio.wait_for(node.aclose(), 2.0)
             except Exception:
                 pass
 

@@ -155,7 +155,9 @@ def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
     asyncio client) with errors returned in place rather than raised."""
     pipe = client.pipeline(transaction=False)
     for call in calls:
-        pipe.evalsha(*call.evalsha_args)
+        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline
+        # refuses the evalsha() method but routes the command by its keys.
+        pipe.execute_command("EVALSHA", *call.evalsha_args)
     return pipe.execute(raise_on_error=False)
 
 
