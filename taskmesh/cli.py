@@ -48,6 +48,9 @@ def main() -> None:
               help="Tasks running at once in this worker.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Thread pool size (default: --concurrency).")
+@click.option("--processes", default=None, type=click.IntRange(min=1),
+              help="Child processes for executor_type='process' (default: the number of "
+                   "CPUs; started on the first process task).")
 @click.option("--lease-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds before another worker may take over this worker's tasks.")
 @click.option("--grace-period", default=25.0, show_default=True, type=click.FloatRange(min=0),
@@ -62,9 +65,9 @@ def main() -> None:
               type=click.IntRange(min=1), help="Largest serialized result a task may return.")
 @click.option("-v", "--verbose", is_flag=True)
 def worker(url: str | None, namespace: str | None, queues: str, concurrency: int, threads: int | None,
-           lease_timeout: float, grace_period: float, burst: bool, name: str | None,
-           imports: tuple[str, ...], secret: str | None, no_pickle: bool, max_payload_bytes: int,
-           verbose: bool) -> None:
+           processes: int | None, lease_timeout: float, grace_period: float, burst: bool,
+           name: str | None, imports: tuple[str, ...], secret: str | None, no_pickle: bool,
+           max_payload_bytes: int, verbose: bool) -> None:
     """Run a worker until SIGTERM/SIGINT (or until drained, with --burst)."""
     from .worker import Worker, WorkerOptions
 
@@ -73,7 +76,7 @@ def worker(url: str | None, namespace: str | None, queues: str, concurrency: int
     try:
         options = WorkerOptions(
             url=url, namespace=namespace, queues=queues, concurrency=concurrency,  # type: ignore[arg-type]
-            threads=threads, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
+            threads=threads, processes=processes, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
             name=name, imports=list(imports), secret=secret, no_pickle=no_pickle,
             max_payload_bytes=max_payload_bytes,
         )

@@ -12,6 +12,7 @@
     ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
+    ├── ProcessCrashedError      a process-executor child died mid-task (remote type)
     ├── StoreError               Redis answered something the store cannot use
     │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
@@ -107,6 +108,13 @@ class DependencyFailedError(TaskmeshError):
 
 class WorkerLostError(TaskmeshError):
     """The task's worker stopped renewing its lease more times than allowed."""
+
+
+class ProcessCrashedError(TaskmeshError):
+    """The child process running a ``process`` task died before it answered
+    (segfault, ``os._exit``, killed from outside). The worker goes on with a
+    fresh child; the attempt is a failure like any other (retried if retries
+    are left)."""
 
 
 class StoreError(TaskmeshError):

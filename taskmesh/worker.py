@@ -47,10 +47,11 @@ from .exceptions import (
     StoreError,
     TaskTimeoutError,
 )
-from .executors import EscapedExit, Job, build_executors
+from .executors import EncodedOutcome, EscapedExit, Job, build_executors
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
@@ -81,6 +82,7 @@ class WorkerOptions:
     no_pickle: bool = False
     # Results are held to the same bound as payloads (TaskManager's default).
     max_payload_bytes: int = 16 * 1024 * 1024
+    processes: int | None = None  # process-executor children; None: os.cpu_count()
 
     def __post_init__(self) -> None:
         self.url = resolve_url(self.url)
@@ -94,6 +96,12 @@ class WorkerOptions:
             raise ValueError("threads must be >= 1")
         if self.max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
+        if self.processes is None:
+            self.processes = os.cpu_count() or 1
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int):
+            raise TypeError("processes must be an int")
+        if self.processes < 1:
+            raise ValueError("processes must be >= 1")
         if self.lease_timeout <= 0 or self.grace_period < 0:
             raise ValueError("lease_timeout must be > 0 and grace_period >= 0")
         if self.secret is None:
@@ -222,7 +230,9 @@ class Worker:
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
-        self.executors = build_executors(pool)
+        # Starts no process until the first process task (process_pool.py).
+        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
+        self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
         self.reporter = Reporter(self.client)
         self.reporter.start()
@@ -245,6 +255,7 @@ class Worker:
                             "are recovered by another worker when their lease expires",
                             self.id, self.reporter.pending)
             await self._unregister()
+            await self.process_pool.close()
             pool.shutdown(wait=False, cancel_futures=True)
             self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
             await self.client.aclose()
@@ -410,6 +421,8 @@ class Worker:
     def _prepare(self, job: Job) -> None:
         if job.claimed.defect:
             raise StoreError(job.claimed.defect)
+        if job.runs_in_child:
+            return  # a process task's payload is decoded in its child (process_child.py)
         func, args, kwargs = self.codec.decode_task(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
@@ -461,6 +474,8 @@ class Worker:
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
+        if isinstance(result, EncodedOutcome):  # encoded by a process child already
+            return result.kind, result.data, result.retryable
         try:
             return "completed", self.codec.encode_result(result), False
         except SerializationError as exc:

@@ -29,7 +29,7 @@ SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
     "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
     "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
-    "TaskmeshConnectionError",
+    "ProcessCrashedError", "TaskmeshConnectionError",
 ]
 
 
