@@ -14,6 +14,7 @@
     ├── WorkerLostError          the task's worker died too often (remote type)
     ├── ProcessCrashedError      a process-executor child died mid-task (remote type)
     ├── StoreError               Redis answered something the store cannot use
+    │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
@@ -118,6 +119,19 @@ class ProcessCrashedError(TaskmeshError):
 
 class StoreError(TaskmeshError):
     """Redis returned something the store does not understand."""
+
+
+class ServerBusyError(StoreError):
+    """Redis is up but refuses commands for now: ``reason`` is ``"oom"``
+    (``maxmemory`` reached under ``noeviction``) or ``"busy"`` (another
+    client's script ran past ``busy-reply-threshold``). Nothing was changed;
+    retrying later is safe. Workers back off and resume by themselves."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        what = "is out of memory (maxmemory)" if reason == "oom" else "is busy running a script"
+        super().__init__(f"Redis {what}; nothing was changed, retry later ({detail})")
 
 
 class TaskmeshConnectionError(TaskmeshError, ConnectionError):
