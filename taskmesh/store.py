@@ -17,6 +17,7 @@ import msgpack
 from .exceptions import StoreError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
+from .retry_policy import jitter_factor
 from .scripts import Call, Cmd, script
 
 
@@ -172,7 +173,7 @@ class Commands:
             script("report"),
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
-             queued_locally_ms],
+             queued_locally_ms, repr(jitter_factor())],
             lambda raw: _s(raw) or "",
         )
 
