@@ -5,6 +5,8 @@ from .exceptions import (
     DependencyFailedError,
     PayloadDecodeError,
     PayloadTooLargeError,
+    ProcessCrashedError,
+    RemoteTaskError,
     SerializationError,
     SignatureError,
     StoreError,
@@ -18,7 +20,7 @@ from .exceptions import (
 )
 from .events import Subscription, subscribe
 from .manager import TaskManager
-from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -29,6 +31,8 @@ __all__ = [
     "EventType",
     "PayloadDecodeError",
     "PayloadTooLargeError",
+    "ProcessCrashedError",
+    "RemoteTaskError",
     "SerializationError",
     "SignatureError",
     "StoreError",
@@ -39,6 +43,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInfo",
     "TaskManager",
+    "TaskPage",
     "TaskNotFoundError",
     "TaskPriority",
     "TaskStatus",

@@ -12,6 +12,8 @@
     ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
+    ├── ProcessCrashedError      a process-executor child died (remote type)
+    ├── RemoteTaskError          a task's exception that cannot be rebuilt here
     └── StoreError               Redis answered something the store cannot use
 
 The "remote types" are raised inside workers and recorded as a TaskError's
@@ -98,6 +100,25 @@ class DependencyFailedError(TaskmeshError):
 
 class WorkerLostError(TaskmeshError):
     """The task's worker stopped renewing its lease more times than allowed."""
+
+
+class ProcessCrashedError(TaskmeshError):
+    """The child process running a process-executor task died (segfault, os._exit)."""
+
+
+class RemoteTaskError(TaskmeshError):
+    """A task's exception as the caller sees it when the original cannot be
+    rebuilt (it did not pickle on the worker, its class is unknown here, or
+    its pickle is unsigned while this side has a secret): ``TaskError.exception()``."""
+
+    def __init__(self, type: str, message: str, traceback: str | None = None):
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple:
+        return (RemoteTaskError, (self.type, self.message, self.traceback))
 
 
 class StoreError(TaskmeshError):

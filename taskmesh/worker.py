@@ -44,6 +44,7 @@ from .executors import EscapedExit, Job, build_executors
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages, stop_listener
+from .remote import pickle_exception
 from .reporter import Reporter
 from .serialization import Codec, resolve_import
 from .store import ClaimedTask, Commands
@@ -381,6 +382,8 @@ class Worker:
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            job.error_pickle = pickle_exception(
+                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -393,7 +396,7 @@ class Worker:
         kind, data, retryable = outcome
         status = await self.reporter.submit(
             self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                 job.queued_locally_ms))
+                                 job.queued_locally_ms, job.error_pickle))
         ms = (time.monotonic() - began) * 1000
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",

@@ -12,6 +12,8 @@
 -- the prelude) and promotes due SCHEDULED tasks (retries) of these queues,
 -- so neither needs a separate scheduler process. A claimed task is RUNNING with a lease
 -- in this same step: no task is ever held by a worker outside `running`.
+-- Also touches: scheduled:<q>, queue:<q>, qcount:<q>, wake:<q>, task:<id>,
+-- byseq:scheduled / byseq:running (listing indexes, with the homes).
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq_slots = tonumber(ARGV[5])
 local queues = {}
@@ -23,7 +25,10 @@ for _, q in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     local t = load(id)
-    if t then enqueue(t, true) else redis.call('ZREM', k_scheduled(q), id) end
+    if t then enqueue(t, true) else
+      redis.call('ZREM', k_scheduled(q), id)
+      redis.call('ZREM', k_byseq('scheduled'), id)
+    end
   end
 end
 
@@ -65,7 +70,7 @@ for _, c in ipairs(candidates) do
     local key = k_task(c.id)
     redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
       'attempts', attempt, 'started_at', now_s())
-    redis.call('ZADD', KEYS[1], now + lease, c.id)
+    enter_running(t, now + lease)
     t.status, t.worker = 'running', wid
     emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
     local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')

@@ -10,6 +10,8 @@
 -- (DependencyFailedError); else defer -> PENDING; else unfinished
 -- dependencies -> WAITING (registered in each deps:<dep> set); else QUEUED.
 -- Only TASK_CREATED is published; it carries the status stored.
+-- Listing: each of the task's tags gets the id in tag:<tag> (score seq); the
+-- status homes it enters are the status indexes (see leave() in the prelude).
 local id = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local npairs = tonumber(ARGV[4])
@@ -41,6 +43,9 @@ redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
   unpack(fields))
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
 redis.call('SADD', KEYS[4], t.queue)
+if t.tags and t.tags ~= '[]' then
+  for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
+end
 
 if failed_dep then
   local err = {type = 'DependencyFailedError', attempt = 0,
@@ -49,10 +54,10 @@ if failed_dep then
 else
   for _, dep in ipairs(unfinished) do redis.call('SADD', k_deps(dep), id) end
   if ARGV[3] == '1' then
-    redis.call('SADD', K_PENDING, id)
+    enter_pending(t)
     t.status = 'pending'
   elseif #unfinished > 0 then
-    redis.call('SADD', K_WAITING, id)
+    enter_waiting(t)
     t.status = 'waiting'
   else
     enqueue(t, false)  -- writes status 'queued' itself
