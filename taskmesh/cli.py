@@ -21,7 +21,8 @@ def connection_options(cmd: Callable[..., Any]) -> Callable[..., Any]:
                        help="Namespace isolating one deployment "
                             f"(default: $TASKMESH_NAMESPACE, else '{DEFAULT_NAMESPACE}').")(cmd)
     cmd = click.option("--url", envvar="TASKMESH_URL", default=None,
-                       help="redis://, rediss://, unix:// or memory:// "
+                       help="redis://, rediss://, unix://, memory://, redis+cluster://h:p,h:p, "
+                            "rediss+cluster:// or redis+sentinel://h:p/service[/db] "
                             "(default: $TASKMESH_URL, else redis://localhost:6379/0).")(cmd)
     return cmd
 
@@ -57,10 +58,13 @@ def main() -> None:
 @click.option("--secret", envvar="TASKMESH_SECRET", default=None,
               help="HMAC secret: refuse unsigned or tampered payloads.")
 @click.option("--no-pickle", is_flag=True, help="Refuse pickled code and values.")
+@click.option("--max-payload-bytes", default=16 * 1024 * 1024, show_default=True,
+              type=click.IntRange(min=1), help="Largest serialized result a task may return.")
 @click.option("-v", "--verbose", is_flag=True)
 def worker(url: str | None, namespace: str | None, queues: str, concurrency: int, threads: int | None,
            lease_timeout: float, grace_period: float, burst: bool, name: str | None,
-           imports: tuple[str, ...], secret: str | None, no_pickle: bool, verbose: bool) -> None:
+           imports: tuple[str, ...], secret: str | None, no_pickle: bool, max_payload_bytes: int,
+           verbose: bool) -> None:
     """Run a worker until SIGTERM/SIGINT (or until drained, with --burst)."""
     from .worker import Worker, WorkerOptions
 
@@ -71,6 +75,7 @@ def worker(url: str | None, namespace: str | None, queues: str, concurrency: int
             url=url, namespace=namespace, queues=queues, concurrency=concurrency,  # type: ignore[arg-type]
             threads=threads, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
             name=name, imports=list(imports), secret=secret, no_pickle=no_pickle,
+            max_payload_bytes=max_payload_bytes,
         )
         w = Worker(options)
     except (ValueError, ImportError) as exc:

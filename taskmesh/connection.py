@@ -1,24 +1,39 @@
 """Turns a taskmesh URL into Redis clients.
 
 ``redis://``, ``rediss://`` (TLS) and ``unix://`` go to redis-py (AUTH/ACL
-user and password ride in the URL). ``memory://`` is an in-process
-fakeredis server with Lua, one per process, shared by every manager,
-worker and subscription in it.
+user and password ride in the URL). ``redis+cluster://`` and
+``rediss+cluster://`` go to redis-py's cluster client, ``redis+sentinel://``
+to a Sentinel-managed master client (SPEC §14). ``memory://`` is an
+in-process fakeredis server with Lua, one per process, shared by every
+manager, worker and subscription in it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .exceptions import TaskmeshConnectionError
+
 DEFAULT_URL = "redis://localhost:6379/0"
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SCHEMES = ("redis", "rediss", "unix", "memory", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
+CONNECT_TIMEOUT_S = 5.0  # default socket_connect_timeout of cluster and sentinel URLs
 DEFAULT_NAMESPACE = "default"
 
 _memory_lock = threading.Lock()
@@ -30,10 +45,13 @@ def resolve_url(url: str | None) -> str:
     if not isinstance(url, str):
         raise TypeError("url must be a string")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ("redis", "rediss", "unix", "memory"):
+    if scheme not in SCHEMES:
         raise ValueError(
-            f"unsupported URL {url!r}: use redis://, rediss://, unix:// or memory://"
+            f"unsupported URL {url!r}: use redis://, rediss://, unix://, memory://, "
+            "redis+cluster://, rediss+cluster:// or redis+sentinel://"
         )
+    if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
+        parse_multi_host(url)  # bad host lists and options fail here, before any I/O
     return url
 
 
@@ -71,26 +89,262 @@ def _retry_options(retry_class: type) -> dict[str, Any]:
     }
 
 
-def sync_client(url: str, **options: Any) -> redis.Redis:
+# Query parameters of cluster/sentinel URLs that are not connection-pool
+# options redis-py already knows how to cast.
+_OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
+    **URL_QUERY_ARGUMENT_PARSERS,
+    "read_from_replicas": to_bool,
+    "require_full_coverage": to_bool,
+    "dynamic_startup_nodes": to_bool,
+    "reinitialize_steps": int,
+    "cluster_error_retry_attempts": int,
+    "ssl_cert_reqs": str,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_check_hostname": to_bool,
+    "sentinel_password": str,
+    "sentinel_username": str,
+    "min_other_sentinels": int,
+}
+
+
+@dataclass(frozen=True)
+class MultiHostURL:
+    """A parsed ``redis+cluster://`` or ``redis+sentinel://`` URL."""
+
+    kind: str  # "cluster" | "sentinel"
+    hosts: tuple[tuple[str, int], ...]
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+    service: str | None = None  # sentinel only
+    db: int = 0  # sentinel only (a cluster has db 0 alone)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def connection_kwargs(self) -> dict[str, Any]:
+        """What a plain client to one of the data nodes needs."""
+        kwargs: dict[str, Any] = {k: v for k, v in self.options.items()
+                                  if k.startswith("ssl_") or k.startswith("socket_")}
+        kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+        if self.tls:
+            kwargs["ssl"] = True
+        if self.username:
+            kwargs["username"] = self.username
+        if self.password:
+            kwargs["password"] = self.password
+        return kwargs
+
+
+def _split_host(item: str, url: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"bad host {item!r} in URL {url!r}: use host:port")
+    try:
+        port = int(port_text) if port_text else (26379 if "sentinel" in url.split("://")[0]
+                                                 else 6379)
+    except ValueError:
+        raise ValueError(f"bad port in {item!r} of URL {url!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {item!r} of URL {url!r}")
+    return host, port
+
+
+def parse_multi_host(url: str) -> MultiHostURL:
+    """Parses ``scheme://[user:password@]host:port[,host:port...][/path][?options]``.
+
+    The path is empty for a cluster and ``service_name[/db]`` for Sentinel;
+    query parameters become client options, cast like redis-py casts its own
+    URL options (``?read_from_replicas=false``)."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    kind = "cluster" if scheme in CLUSTER_SCHEMES else "sentinel"
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, pw = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(pw) or None
+    hosts = tuple(_split_host(item, url) for item in netloc.split(",") if item.strip())
+    if not hosts:
+        raise ValueError(f"URL {url!r} names no host")
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=False):
+        parser = _OPTION_PARSERS.get(name, _auto_cast)
+        try:
+            options[name] = parser(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid value {value!r} for {name!r} in URL {url!r}") from None
+    if "password" in options:
+        password = options.pop("password")
+    if "username" in options:
+        username = options.pop("username")
+    service, db = None, 0
+    parts = [unquote(p) for p in path.split("/") if p]
+    if kind == "sentinel":
+        if not parts:
+            raise ValueError(f"sentinel URL {url!r} needs a service name: "
+                             "redis+sentinel://host:port/service_name[/db]")
+        service = parts[0]
+        try:
+            db = int(parts[1]) if len(parts) > 1 else int(options.pop("db", 0))
+        except ValueError:
+            raise ValueError(f"bad db number in URL {url!r}") from None
+        if len(parts) > 2:
+            raise ValueError(f"sentinel URL {url!r}: path is /service_name[/db]")
+    elif parts and parts != ["0"]:
+        raise ValueError(f"cluster URL {url!r}: a Redis Cluster has only db 0, no path")
+    options.pop("db", None) if kind == "cluster" else None
+    return MultiHostURL(kind, hosts, scheme.startswith("rediss"), username, password,
+                        service, db, options)
+
+
+def _auto_cast(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _multi(url: str) -> MultiHostURL | None:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
+        return parse_multi_host(url)
+    return None
+
+
+def _cluster_kwargs(target: MultiHostURL, options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {**target.connection_kwargs, "socket_keepalive": True,
+              **{k: v for k, v in target.options.items()
+                 if not k.startswith("sentinel_") and k != "min_other_sentinels"},
+              **options}
+    kwargs.pop("retry", None)  # the cluster client has its own retry policy
+    kwargs.pop("retry_on_error", None)
+    return kwargs
+
+
+def _cluster_unreachable(target: MultiHostURL, exc: BaseException) -> "TaskmeshConnectionError":
+    hosts = ",".join(f"{h}:{p}" for h, p in target.hosts)
+    timeout = target.connection_kwargs["socket_connect_timeout"]
+    return TaskmeshConnectionError(
+        f"cannot use the Redis Cluster at {hosts} (connect timeout {timeout} s): {exc}")
+
+
+def _sentinel_parts(target: MultiHostURL, options: dict[str, Any]) -> tuple[dict, dict]:
+    sentinel_kwargs = {"socket_connect_timeout": target.connection_kwargs["socket_connect_timeout"],
+                       "socket_timeout": target.options.get("socket_timeout", 5.0)}
+    if "sentinel_password" in target.options:
+        sentinel_kwargs["password"] = target.options["sentinel_password"]
+    if "sentinel_username" in target.options:
+        sentinel_kwargs["username"] = target.options["sentinel_username"]
+    conn = {**target.connection_kwargs,
+            **{k: v for k, v in target.options.items()
+               if not k.startswith("sentinel_") and k != "min_other_sentinels"},
+            **options}
+    return sentinel_kwargs, conn
+
+
+def sync_client(url: str, **options: Any) -> Any:
+    """A redis-py client for ``url``: Redis, RedisCluster, or a Sentinel
+    master client (which re-asks the sentinels for the master after a
+    failover). Raises TaskmeshConnectionError when no cluster node answers."""
     if is_memory(url):
         import fakeredis
 
         return fakeredis.FakeRedis(server=memory_server())
-    return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
+    target = _multi(url)
+    if target is None:
+        return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
+    if target.kind == "cluster":
+        nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.hosts]
+        try:
+            client = redis.cluster.RedisCluster(startup_nodes=nodes,
+                                                **_cluster_kwargs(target, options))
+        except redis.exceptions.RedisClusterException as exc:
+            raise _cluster_unreachable(target, exc) from exc
+        client._taskmesh_target = target
+        return client
+    sentinel_kwargs, conn = _sentinel_parts(target, options)
+    sentinel = redis.sentinel.Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs,
+                                       min_other_sentinels=target.options.get(
+                                           "min_other_sentinels", 0),
+                                       **{**_retry_options(Retry), **conn})
+    client = sentinel.master_for(target.service, db=target.db)
+    client._taskmesh_target = target
+    return client
 
 
-def async_client(url: str, **options: Any) -> redis.asyncio.Redis:
+def async_client(url: str, **options: Any) -> Any:
+    """The asyncio twin of :func:`sync_client` (connects lazily)."""
     if is_memory(url):
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=memory_server())
-    return redis.asyncio.Redis.from_url(url, **{**_retry_options(AsyncRetry), **options})
+    target = _multi(url)
+    if target is None:
+        return redis.asyncio.Redis.from_url(url, **{**_retry_options(AsyncRetry), **options})
+    if target.kind == "cluster":
+        nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]
+        client: Any = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes,
+                                                         **_cluster_kwargs(target, options))
+    else:
+        sentinel_kwargs, conn = _sentinel_parts(target, options)
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            list(target.hosts), sentinel_kwargs=sentinel_kwargs,
+            min_other_sentinels=target.options.get("min_other_sentinels", 0),
+            **{**_retry_options(AsyncRetry), **conn})
+        client = sentinel.master_for(target.service, db=target.db)
+    client._taskmesh_target = target
+    return client
+
+
+def is_cluster_client(client: Any) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def pubsub_for(client: Any, attempt: int) -> tuple[Any, Any]:
+    """A pub/sub object for ``client`` and the extra client to close with it
+    (or None).
+
+    On a cluster, classic PUBLISH reaches every node, so listening on any one
+    node hears the whole namespace. A plain connection to one node is used
+    (the async cluster client's own pub/sub follows a slot map that only
+    other commands refresh); ``attempt`` rotates over the known nodes, so a
+    listener whose node died re-subscribes on another one."""
+    if not is_cluster_client(client):
+        return client.pubsub(ignore_subscribe_messages=True), None
+    target: MultiHostURL = client._taskmesh_target
+    known = [(n.host, n.port) for n in client.get_nodes()] if client.get_nodes() else []
+    candidates = list(dict.fromkeys(known + list(target.hosts)))
+    host, port = candidates[attempt % len(candidates)]
+    node = redis.asyncio.Redis(host=host, port=port, **target.connection_kwargs)
+    return node.pubsub(ignore_subscribe_messages=True), node
 
 
 # Errors that mean "Redis is unreachable for now": callers back off and retry.
+# On a cluster or behind Sentinel that includes a failover in progress: a
+# slot without a master, a node still loading, a demoted master refusing writes.
 CONNECTION_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ReadOnlyError,
     OSError,
 )

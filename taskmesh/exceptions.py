@@ -3,7 +3,7 @@
     TaskmeshError
     ├── TaskNotFoundError        unknown (or expired) task id
     ├── SerializationError       func, args, kwargs or result cannot be encoded
-    │   └── PayloadTooLargeError serialized task over max_payload_bytes
+    │   └── PayloadTooLargeError serialized task or result over max_payload_bytes
     ├── PayloadDecodeError       stored bytes are not a taskmesh envelope
     ├── SignatureError           HMAC missing or wrong (secret configured)
     ├── UnsafePayloadError       pickled payload refused (--no-pickle)
@@ -14,7 +14,8 @@
     ├── WorkerLostError          the task's worker died too often (remote type)
     ├── ProcessCrashedError      a process-executor child died (remote type)
     ├── RemoteTaskError          a task's exception that cannot be rebuilt here
-    └── StoreError               Redis answered something the store cannot use
+    ├── StoreError               Redis answered something the store cannot use
+    └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
 ``type``; producers see them through TaskFailedError / TaskCancelledError.
@@ -53,14 +54,21 @@ class SerializationError(TaskmeshError):
 
 
 class PayloadTooLargeError(SerializationError):
-    def __init__(self, size: int, limit: int):
+    """A serialized task (``part="payload"``) or result (``part="result"``)
+    over ``max_payload_bytes``; ``limit`` is None when Redis itself refused
+    to store the bytes (over its ``proto-max-bulk-len``)."""
+
+    def __init__(self, size: int, limit: int | None, part: str = "payload"):
         self.size = size
         self.limit = limit
-        TaskmeshError.__init__(
-            self, f"serialized task is {size} bytes, over max_payload_bytes={limit}"
-        )
-        self.part = "payload"
-        self.cause = self.args[0]
+        what = "task" if part == "payload" else part
+        if limit is None:
+            message = f"serialized {what} is {size} bytes, more than Redis accepts (proto-max-bulk-len)"
+        else:
+            message = f"serialized {what} is {size} bytes, over max_payload_bytes={limit}"
+        TaskmeshError.__init__(self, message)
+        self.part = part
+        self.cause = message
 
 
 class PayloadDecodeError(TaskmeshError):
@@ -123,3 +131,10 @@ class RemoteTaskError(TaskmeshError):
 
 class StoreError(TaskmeshError):
     """Redis returned something the store does not understand."""
+
+
+class TaskmeshConnectionError(TaskmeshError, ConnectionError):
+    """Redis (a whole cluster, or every sentinel) could not be reached.
+
+    Also a builtin ``ConnectionError`` (an ``OSError``), so code that waits
+    out an unreachable Redis treats it like a dropped socket."""

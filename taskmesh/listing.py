@@ -35,7 +35,7 @@ SCRIPT_BUDGET = 10_000  # index entries one list.lua call examines at most
 MAX_STEPS = 5  # list.lua calls one page makes at most (a sparse filter)
 READS_PER_LIMIT = 10  # record reads a metadata-filtered page may spend per slot
 CURSOR_VERSION = 1
-PHASES = ("q", "u", "f")
+PHASES = ("q", "p", "u", "f")
 
 Position = tuple[str, str, str]  # (phase, score, task id), see lua/list.lua
 

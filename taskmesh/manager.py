@@ -13,11 +13,12 @@ import logging
 import os
 import threading
 import weakref
+from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
-from . import metrics
+from . import flow, metrics
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -145,8 +146,12 @@ class TaskManager:
         queue: str = "default",
         task_id: str | None = None,
         defer: bool = False,
+        delay: float | None = None,
+        eta: datetime | float | None = None,
+        rate_key: str | None = None,
     ) -> str:
-        """Stores a task and enqueues it (or WAITING/PENDING); returns its id."""
+        """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
+        until ``delay`` seconds / the ``eta`` have passed); returns its id."""
         if func is None:
             raise TypeError("register_task() needs func (a callable or 'package.module:function')")
         if positional and args is not None:
@@ -157,7 +162,8 @@ class TaskManager:
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
-            queue=queue, task_id=task_id, defer=defer,
+            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
+            rate_key=rate_key,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -352,6 +358,14 @@ class TaskManager:
         if limit < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
         self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    def set_rate_limit(self, key: str, per_second: float | None, *,
+                       burst: int | None = None) -> None:
+        """Tasks registered with ``rate_key=key`` start at most ``per_second``
+        times per second across all workers (a token bucket of ``burst``
+        tokens, default ``per_second``); None removes the limit."""
+        limit = flow.check_rate_limit(key, per_second, burst)
+        flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> WorkerHandle:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Callable, Sequence
 
-from .connection import CONNECTION_ERRORS
+from .connection import CONNECTION_ERRORS, pubsub_for
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,10 @@ async def messages(
     cancellation that lands inside a pub/sub read."""
     stop = stop or asyncio.Event()
     delay = 0.1
+    attempt = 0
     while not stop.is_set():
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub, node = pubsub_for(client, attempt)
+        attempt += 1  # after a failure, a cluster listener tries another node
         try:
             if channels:
                 await pubsub.subscribe(*channels)
@@ -59,6 +61,8 @@ async def messages(
         finally:
             try:
                 await asyncio.wait_for(pubsub.aclose(), 2.0)
+                if node is not None:
+                    await asyncio.wait_for(node.aclose(), 2.0)
             except Exception:
                 pass
 

@@ -12,12 +12,13 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import msgpack
 
 from .exceptions import SerializationError
-from .keys import validate_queue_name
+from .keys import validate_queue_name, validate_rate_key
 from .models import EXECUTOR_TYPES, TaskPriority
 from .serialization import Codec
 
@@ -43,13 +44,17 @@ class TaskOptions:
     queue: str = "default"
     task_id: str | None = None
     defer: bool = False
+    delay: float | None = None
+    eta: datetime | float | None = None
+    rate_key: str | None = None
 
 
 # Record fields a retry copies verbatim (SPEC §17): the function and its
 # arguments ride in ``payload``; dependencies and defer are not copied.
 # A registration option stored in a new field belongs here too.
 RETRY_COPIED_FIELDS = ("name", "description", "queue", "priority", "executor", "max_retries",
-                       "retry_delay", "retry_backoff", "timeout", "tags", "metadata", "payload")
+                       "retry_delay", "retry_backoff", "timeout", "tags", "metadata", "payload",
+                       "rate_key")
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ def check_options(opts: TaskOptions) -> None:
             f"executor_type must be one of {', '.join(EXECUTOR_TYPES)}, got {opts.executor_type!r}"
         )
     validate_queue_name(opts.queue)
+    if opts.rate_key is not None:
+        validate_rate_key(opts.rate_key)
     if not isinstance(opts.description, str):
         raise TypeError("description must be a string")
     if opts.tags is not None and (
@@ -134,6 +141,49 @@ def check_options(opts: TaskOptions) -> None:
         raise TypeError("dependencies must be a list of task ids (strings)")
 
 
+def check_timing(delay: Any, eta: Any) -> dict[str, int]:
+    """The record fields for ``delay=`` / ``eta=`` (SPEC §12): ``delay_ms``
+    counts from when register.lua runs, on the Redis clock (the clock that
+    promotes SCHEDULED tasks, so client skew does not matter); ``eta_ms`` is
+    an absolute epoch time, which assumes the hosts' clocks agree."""
+    if delay is not None and eta is not None:
+        raise ValueError("pass delay= or eta=, not both")
+    if delay is not None:
+        if _number("delay", delay) < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        return {"delay_ms": round(delay * 1000)}
+    if eta is None:
+        return {}
+    if isinstance(eta, datetime):
+        if eta.tzinfo is None or eta.utcoffset() is None:
+            raise ValueError("eta must be a timezone-aware datetime (or epoch seconds), "
+                             f"got the naive {eta.isoformat()}")
+        return {"eta_ms": round(eta.timestamp() * 1000)}
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+        raise TypeError(f"eta must be a timezone-aware datetime or epoch seconds, "
+                        f"not {type(eta).__name__}")
+    return {"eta_ms": round(_number("eta", eta) * 1000)}
+
+
+def _check_text(opts: TaskOptions, func: Callable[..., Any] | str) -> None:
+    """Every string that goes to Redis as text must encode as UTF-8: a lone
+    surrogate would otherwise fail inside redis-py with nothing stored but a
+    bare UnicodeEncodeError. (Arguments are carried by the codec, which
+    pickles such a string intact.)"""
+    texts: list[tuple[str, Any]] = [
+        ("func", func), ("name", opts.name), ("description", opts.description),
+        ("queue", opts.queue), ("task_id", opts.task_id),
+    ]
+    texts += [(f"tags[{i}]", t) for i, t in enumerate(opts.tags or ())]
+    texts += [(f"dependencies[{i}]", d) for i, d in enumerate(opts.dependencies or ())]
+    for part, value in texts:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SerializationError(part, f"{type(exc).__name__}: {exc}") from exc
+
+
 def build_task(
     codec: Codec,
     func: Any,
@@ -144,14 +194,16 @@ def build_task(
 ) -> NewTask:
     func = check_func(func)
     check_options(opts)
+    timing = check_timing(opts.delay, opts.eta)
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError("kwargs must be a dict")
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise TypeError("kwargs keys must be strings")
+    _check_text(opts, func)
     payload = codec.encode_task(func, tuple(args), dict(kwargs or {}))
     try:
         metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
-    except Exception as exc:
+    except BaseException as exc:  # a value's own code may raise SystemExit too
         raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     deps = list(dict.fromkeys(opts.dependencies or ()))
     fields = {
@@ -169,7 +221,10 @@ def build_task(
         "metadata": metadata,
         "deps": json.dumps(deps),
         "payload": payload,
+        **timing,
     }
+    if opts.rate_key is not None:
+        fields["rate_key"] = opts.rate_key
     return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))
 
 

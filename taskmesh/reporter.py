@@ -6,6 +6,13 @@ worker's throughput. When Redis is unreachable the batch is retried with
 backoff until it goes through: a report is never dropped by the worker.
 Re-sending is safe because report.lua is fenced by the claim token: a
 report that did run once answers 'stale' the second time.
+
+A report Redis refuses outright (a result over its ``proto-max-bulk-len``:
+Redis answers a protocol error and drops the connection) must not hold up
+the reports batched with it. A batch that loses its connection while Redis
+still answers PING is resent one report at a time; the one still dropped
+gets :class:`ReportRefusedError` (the worker then fails that task with a
+small error report), the others go through.
 """
 
 from __future__ import annotations
@@ -14,13 +21,26 @@ import asyncio
 import logging
 from typing import Any
 
+import redis.exceptions
+
 from . import scripts
 from .connection import CONNECTION_ERRORS
+from .exceptions import StoreError
 from .scripts import Call
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+PING_TIMEOUT_S = 2.0
+
+
+class ReportRefusedError(StoreError):
+    """Redis refused this one report (and dropped the connection over it)."""
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, redis.exceptions.ResponseError) and (
+        "protocol error" in str(exc).lower())
 
 
 class Reporter:
@@ -59,13 +79,34 @@ class Reporter:
 
     async def _send(self, calls: list[Call]) -> list[Any]:
         delay = 0.1
+        strikes = 0
         while True:
             try:
-                return await scripts.arun_batch(self.client, calls)
+                results = await scripts.arun_batch(self.client, calls)
             except CONNECTION_ERRORS as exc:
+                if await self._reachable():
+                    # Redis is up, yet dropped this batch: a report in it may
+                    # be refused. Find it by sending them one at a time; one
+                    # dropped twice while Redis answers is refused (a single
+                    # drop may just have been a restart).
+                    if len(calls) > 1:
+                        return [r for call in calls for r in await self._send([call])]
+                    strikes += 1
+                    if strikes >= 2:
+                        return [ReportRefusedError(f"Redis refused the report: {exc}")]
+                    continue
                 log.warning("cannot report %d outcome(s) to Redis (%s); retrying", len(calls), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)  # results flow soon after Redis is back
+                continue
+            return [ReportRefusedError(f"Redis refused the report: {r}") if _is_refusal(r) else r
+                    for r in results]
+
+    async def _reachable(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT_S))
+        except (TimeoutError, *CONNECTION_ERRORS):
+            return False
 
     @property
     def pending(self) -> int:

@@ -1,10 +1,10 @@
 """Loads the Lua scripts in ``lua/`` and runs them on sync or async clients.
 
-Each script is the prelude plus its own file, sent once per connection pool
-with SCRIPT LOAD and then called by EVALSHA (SHA computed locally, as
-redis-py's ``register_script`` does). A NOSCRIPT reply (Redis restarted, or
-flushed its script cache) reloads and retries; that is safe because a script
-that answered NOSCRIPT did not run.
+Each script is the shared libraries (prelude, flow) plus its own file, sent
+once per connection pool with SCRIPT LOAD and then called by EVALSHA (SHA
+computed locally, as redis-py's ``register_script`` does). A NOSCRIPT reply
+(Redis restarted, or flushed its script cache) reloads and retries; that is
+safe because a script that answered NOSCRIPT did not run.
 
 A :class:`Call` is a script invocation plus the function that parses its
 reply. The same Call object is executed by :func:`run` (sync client),
@@ -23,6 +23,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
+LIBRARIES = ("prelude", "flow")  # prepended to every script, in this order
 T = TypeVar("T")
 
 
@@ -38,9 +39,9 @@ class LuaScript:
 
 @cache
 def script(name: str) -> LuaScript:
-    prelude = (LUA_DIR / "prelude.lua").read_text()
+    libraries = "\n".join((LUA_DIR / f"{lib}.lua").read_text() for lib in LIBRARIES)
     body = (LUA_DIR / f"{name}.lua").read_text()
-    return LuaScript(name, f"{prelude}\n-- ===== {name}.lua =====\n{body}")
+    return LuaScript(name, f"{libraries}\n-- ===== {name}.lua =====\n{body}")
 
 
 def _identity(raw: Any) -> Any:
@@ -127,7 +128,9 @@ def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
     asyncio client) with errors returned in place rather than raised."""
     pipe = client.pipeline(transaction=False)
     for call in calls:
-        pipe.evalsha(*call.evalsha_args)
+        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline
+        # refuses the evalsha() method but routes the command by its keys.
+        pipe.execute_command("EVALSHA", *call.evalsha_args)
     return pipe.execute(raise_on_error=False)
 
 

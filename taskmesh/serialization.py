@@ -72,18 +72,35 @@ class Codec:
     def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
         body = {"f": self._encode_func(func), "a": list(args), "k": kwargs}
         try:
-            packed = self._pack(body)
-        except Exception:
-            self._find_culprit(args, kwargs)
+            try:
+                packed = self._pack_strict(body)
+            except (OverflowError, ValueError):
+                if not self.allow_pickle:
+                    raise
+                # A part msgpack cannot carry (int over 64 bits, lone
+                # surrogate): pickle that part alone. Pickling the whole body
+                # would also bury the function's own envelope inside the pickle.
+                body["a"] = [self._carry(v) for v in args]
+                body["k"] = {k: self._carry(v) for k, v in kwargs.items()}
+                packed = self._pack(body)
+        except asyncio.CancelledError:
             raise
+        except BaseException as exc:  # a __reduce__ may raise anything, SystemExit too
+            self._find_culprit(args, kwargs)
+            raise SerializationError("args", _describe(exc)) from exc
         return self._seal(packed)
 
     def encode_result(self, value: Any) -> bytes:
+        """Runs on a worker: whatever the result's own code raises (SystemExit
+        from a ``__reduce__`` included) becomes a SerializationError, so it
+        fails that one task instead of ending the worker."""
         try:
-            return self._seal(self._pack(value))
+            return self._seal(self._pack(value), part="result")
         except SerializationError:
             raise
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise SerializationError("result", _describe(exc)) from exc
 
     def _encode_func(self, func: Callable[..., Any] | str) -> Any:
@@ -91,18 +108,33 @@ class Codec:
             return func
         try:
             return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(func))
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise SerializationError("func", _describe(exc)) from exc
 
-    def _pack(self, value: Any) -> bytes:
+    def _pack_strict(self, value: Any) -> bytes:
         if not self.allow_pickle:
             # --no-pickle: plain msgpack, tuples become lists (SPEC §10).
             return msgpack.packb(value, use_bin_type=True)
+        return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
+
+    def _pack(self, value: Any) -> bytes:
+        if not self.allow_pickle:
+            return self._pack_strict(value)
         try:
-            return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
+            return self._pack_strict(value)
         except (OverflowError, ValueError):
             # e.g. an int beyond 64 bits: let pickle carry the whole value.
             return msgpack.packb(self._default(value), use_bin_type=True)
+
+    def _carry(self, value: Any) -> Any:
+        """``value`` itself if msgpack takes it, else its pickle as an Ext."""
+        try:
+            self._pack_strict(value)
+        except (OverflowError, ValueError):
+            return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(value))
+        return value
 
     def _default(self, obj: Any) -> msgpack.ExtType:
         if isinstance(obj, msgpack.ExtType):
@@ -121,14 +153,16 @@ class Codec:
         for part, value in parts:
             try:
                 self._pack(value)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 raise SerializationError(part, _describe(exc)) from exc
 
-    def _seal(self, body: bytes) -> bytes:
+    def _seal(self, body: bytes, part: str = "payload") -> bytes:
         sig = hmac.new(self.secret, body, hashlib.sha256).digest() if self.secret else None
         envelope = msgpack.packb([VERSION, body, sig], use_bin_type=True)
         if self.max_payload_bytes is not None and len(envelope) > self.max_payload_bytes:
-            raise PayloadTooLargeError(len(envelope), self.max_payload_bytes)
+            raise PayloadTooLargeError(len(envelope), self.max_payload_bytes, part)
         return envelope
 
     # ---- decoding -------------------------------------------------------
@@ -212,4 +246,14 @@ def resolve_import(path: str) -> Callable[..., Any]:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: message`` even for an exception whose ``__str__`` raises."""
+    return f"{type(exc).__name__}: {safe_str(exc)}"
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__``
+    raises (SystemExit included): describing an error must never fail."""
+    try:
+        return str(exc)
+    except BaseException:
+        return f"<unprintable {type(exc).__name__}>"

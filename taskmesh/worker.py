@@ -8,7 +8,8 @@ leases alive meanwhile; a control subscription delivers cancel requests.
 
 Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
 producer pushes a token with every enqueue, and a claim that leaves work
-behind pushes one more, so idle workers wake each other in a chain.
+behind pushes one more, so idle workers wake each other in a chain. Due
+times of SCHEDULED tasks are kept by a local alarm (see :mod:`taskmesh.idle`).
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from .connection import (
     sync_client,
 )
 from .context import TaskContext
-from .exceptions import SerializationError, StoreError, TaskTimeoutError
+from .exceptions import PayloadTooLargeError, SerializationError, StoreError, TaskTimeoutError
 from .executors import EscapedExit, Job, build_executors
+from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages, stop_listener
 from .remote import pickle_exception
-from .reporter import Reporter
-from .serialization import Codec, resolve_import
+from .reporter import ReportRefusedError, Reporter
+from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class WorkerOptions:
     imports: list[str] = field(default_factory=list)
     secret: str | None = None
     no_pickle: bool = False
+    # Results are held to the same bound as payloads (TaskManager's default).
+    max_payload_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         self.url = resolve_url(self.url)
@@ -81,6 +85,8 @@ class WorkerOptions:
             raise ValueError("concurrency must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be >= 1")
         if self.lease_timeout <= 0 or self.grace_period < 0:
             raise ValueError("lease_timeout must be > 0 and grace_period >= 0")
         if self.secret is None:
@@ -93,21 +99,32 @@ _INTERNAL_DIRS: tuple[str, ...] = tuple(
 )
 
 
+MAX_ERROR_TEXT = 64 * 1024  # an error report must stay small enough for Redis to take
+
+
 def _error_json(exc: BaseException, attempt: int) -> str:
-    """The TaskError record: the traceback starts at the task's own frames."""
+    """The TaskError record: the traceback starts at the task's own frames.
+    Message and traceback are capped (a huge exception message would make
+    the report itself too large to store)."""
     if isinstance(exc, EscapedExit):
         exc = exc.original
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
+    message = safe_str(exc)
     frames = exc.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
         frames = frames.tb_next
-    tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
-    return json.dumps(
-        {"type": type(exc).__name__, "message": message, "traceback": tb, "attempt": attempt}
-    )
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, frames or exc.__traceback__))
+    except BaseException:  # traceback calls the exception's __str__, which may raise SystemExit
+        tb = "".join(traceback.format_tb(frames or exc.__traceback__))
+        tb += f"{type(exc).__name__}: {message}\n"
+    return json.dumps({"type": type(exc).__name__, "message": _cap(message),
+                       "traceback": _cap(tb), "attempt": attempt})
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT]}... [{len(text) - MAX_ERROR_TEXT} more characters cut]"
 
 
 class Worker:
@@ -120,7 +137,8 @@ class Worker:
         self.keys = Keys(opts.namespace)  # type: ignore[arg-type]
         self.commands = Commands(self.keys)
         self.codec = Codec(
-            secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle
+            secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
+            max_payload_bytes=opts.max_payload_bytes,
         )
         self.lease_ms = int(opts.lease_timeout * 1000)
         self.started_at = time.time()
@@ -191,6 +209,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
+        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
@@ -243,7 +262,6 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         delay = 0.1
-        wake_keys = [self.keys.wake(q) for q in self.options.queues]
         while not self._stopping:
             # Reports in flight beyond one round of slots hold claiming back,
             # so a slow Redis cannot make the worker run ahead of its reports.
@@ -277,7 +295,7 @@ class Worker:
                     return
                 await self._wait_slot(0.2)
             else:
-                await self._wait_for_work(wake_keys, res.next_due_ms)
+                await self._wait_for_work(res.next_due_ms)
 
     def _sequential_slots(self) -> int:
         busy = sum(1 for j in self._active.values() if j.claimed.executor == "sequential")
@@ -291,11 +309,9 @@ class Worker:
             pass
         self._slot_freed.clear()
 
-    async def _wait_for_work(self, wake_keys: list[str], next_due_ms: int) -> None:
-        timeout = 1.0 if next_due_ms < 0 else min(max(next_due_ms / 1000, 0.01), 1.0)
-        if self.options.burst:
-            timeout = min(timeout, 0.2)
-        self._idle_wait = asyncio.ensure_future(self.client.blpop(wake_keys, timeout=timeout))
+    async def _wait_for_work(self, next_due_ms: int) -> None:
+        self._idle_wait = asyncio.ensure_future(
+            self._idle.wait(next_due_ms, 0.2 if self.options.burst else IDLE_MAX_S))
         try:
             await self._idle_wait
         except asyncio.CancelledError:
@@ -394,9 +410,22 @@ class Worker:
 
     async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
         kind, data, retryable = outcome
-        status = await self.reporter.submit(
-            self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                 job.queued_locally_ms, job.error_pickle))
+        try:
+            status = await self.reporter.submit(
+                self.commands.report(job.id, job.claimed.token, kind, data, retryable,
+                                     job.queued_locally_ms, job.error_pickle))
+        except ReportRefusedError:
+            if kind == "cancelled":
+                raise
+            # Redis will not store this outcome (too large for it): fail the
+            # task with a small error instead of leaving it RUNNING forever.
+            part = "result" if kind == "completed" else "error"
+            refused = PayloadTooLargeError(len(data), None, part)
+            log.warning("task %s: Redis refused its %s (%d bytes)", job.id, part, len(data))
+            kind, data = "failed", _error_json(refused, job.claimed.attempt)
+            status = await self.reporter.submit(
+                self.commands.report(job.id, job.claimed.token, kind, data, False,
+                                     job.queued_locally_ms))
         ms = (time.monotonic() - began) * 1000
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",

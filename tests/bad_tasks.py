@@ -129,3 +129,57 @@ class RaiseOnUnpickle:
 
 def first_arg_type(value, *rest):
     return type(value).__name__
+
+
+# ---- objects whose own code raises interpreter-exit exceptions (issue 8) ---------------
+
+class ExitOnPickle:
+    """``pickle.dumps`` of it raises SystemExit (from ``__reduce__``)."""
+
+    def __reduce__(self):
+        raise SystemExit(7)
+
+
+class InterruptOnPickle:
+    """``pickle.dumps`` of it raises KeyboardInterrupt (from ``__reduce__``)."""
+
+    def __reduce__(self):
+        raise KeyboardInterrupt("ctrl-c while pickling")
+
+
+class ExitOnStrError(Exception):
+    """Describing it (``str``, ``repr``) raises SystemExit."""
+
+    def __str__(self):
+        raise SystemExit(9)
+
+    def __repr__(self):
+        raise SystemExit(9)
+
+
+def return_exit_on_pickle():
+    return ExitOnPickle()
+
+
+def return_interrupt_on_pickle():
+    return InterruptOnPickle()
+
+
+async def async_return_exit_on_pickle():
+    return ExitOnPickle()
+
+
+def raise_exit_on_str():
+    raise ExitOnStrError()
+
+
+async def async_raise_exit_on_str():
+    raise ExitOnStrError()
+
+
+def return_bytes(n):
+    return b"\0" * n
+
+
+def raise_huge_message(n):
+    raise ValueError("x" * n)

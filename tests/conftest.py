@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -208,6 +209,55 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:16]}"
 
 
+# ---- backends: one contract suite, run against a single Redis and a cluster -----------
+#
+# A module opts in with ``pytestmark = pytest.mark.all_backends``; its tests
+# that use ``backend`` (directly or through ``tm`` / ``worker_factory``) then
+# run once per entry of BACKENDS. ``@pytest.mark.single_backend`` keeps one
+# test on the single server (it inspects raw keys there, say). Side channels
+# the test tasks write to (stamp lists, gates) stay on ``redis_server``.
+
+BACKENDS = ("redis", "cluster")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+    manager_options: dict = field(default_factory=dict)
+
+    def manager(self, namespace: str, **options) -> TaskManager:
+        return TaskManager(self.url, namespace=namespace, **{**self.manager_options, **options})
+
+
+def pytest_generate_tests(metafunc):
+    if ("backend" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("all_backends") is not None
+            and metafunc.definition.get_closest_marker("single_backend") is None):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-master + 3-replica Redis Cluster, started on first use."""
+    from tests.cluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def backend(request, redis_server: RedisServer) -> Backend:
+    kind = getattr(request, "param", "redis")
+    if kind == "redis":
+        return Backend("redis", redis_server.url)
+    cluster = request.getfixturevalue("redis_cluster")
+    return Backend(kind, cluster.url)
+
+
 @pytest.fixture
 def rds(redis_server: RedisServer) -> Iterator[redis.Redis]:
     """A raw client on the private server, for checking stored state."""
@@ -217,8 +267,8 @@ def rds(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def tm(redis_server: RedisServer, namespace: str) -> Iterator[TaskManager]:
-    manager = TaskManager(redis_server.url, namespace=namespace)
+def tm(backend: Backend, namespace: str) -> Iterator[TaskManager]:
+    manager = backend.manager(namespace)
     yield manager
     manager.close()
 
@@ -305,16 +355,16 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def worker_factory(request, redis_server: RedisServer, namespace: str, tmp_path: Path):
+def worker_factory(request, backend: Backend, namespace: str, tmp_path: Path):
     """``worker_factory("--burst", "--concurrency", "1", namespace=..., url=...)``
-    starts a real worker process; all are stopped at teardown (SIGTERM, then
+    starts a real worker process (on the test's backend unless ``url`` is given); all are stopped at teardown (SIGTERM, then
     SIGKILL after 10 s). Their logs are printed when the test failed."""
     workers: list[WorkerProcess] = []
 
     def start(*flags: str, namespace: str = namespace, url: str | None = None,
               lease_timeout: float | None = 3.0, grace_period: float | None = 2.0) -> WorkerProcess:
         args = [sys.executable, "-m", "taskmesh", "worker",
-                "--url", url or redis_server.url, "--namespace", namespace]
+                "--url", url or backend.url, "--namespace", namespace]
         if lease_timeout is not None and "--lease-timeout" not in flags:
             args += ["--lease-timeout", str(lease_timeout)]
         if grace_period is not None and "--grace-period" not in flags:

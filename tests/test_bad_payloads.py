@@ -370,3 +370,33 @@ def test_corrupt_timeout_field_does_not_kill_worker(tm, rds, namespace, worker):
     expect_failed(tm, worker, task_id, ("PayloadDecodeError", "StoreError", "ValueError"),
                   execute=True)
     assert_worker_goes_on(tm, worker)
+
+
+# ---- a task's own objects raising SystemExit / KeyboardInterrupt (issue 8 item 1) --------
+
+@pytest.mark.parametrize(
+    "func, executor_type",
+    [("tests.bad_tasks:return_exit_on_pickle", "thread_pool"),
+     ("tests.bad_tasks:return_exit_on_pickle", "sequential"),
+     ("tests.bad_tasks:return_interrupt_on_pickle", "thread_pool"),
+     ("tests.bad_tasks:async_return_exit_on_pickle", "async")],
+)
+def test_result_whose_reduce_raises_exit_fails_only_that_task(tm, worker, func, executor_type):
+    """Serializing the result runs the result's ``__reduce__``: SystemExit or
+    KeyboardInterrupt from it is a SerializationError for that task, never the
+    end of the worker (else the task is a poison pill for the whole fleet)."""
+    task_id = tm.register_task(func, executor_type=executor_type)
+    error = expect_failed(tm, worker, task_id, "SerializationError")
+    assert "result" in error.message
+    assert ("SystemExit" in error.message) or ("KeyboardInterrupt" in error.message)
+    assert_worker_goes_on(tm, worker)
+
+
+@pytest.mark.parametrize("func", ["tests.bad_tasks:raise_exit_on_str",
+                                  "tests.bad_tasks:async_raise_exit_on_str"])
+def test_exception_whose_str_raises_exit_fails_only_that_task(tm, worker, func):
+    task_id = tm.register_task(func)
+    error = expect_failed(tm, worker, task_id, "ExitOnStrError")
+    assert "unprintable" in error.message
+    assert "ExitOnStrError" in error.traceback
+    assert_worker_goes_on(tm, worker)

@@ -10,6 +10,8 @@ from taskmesh import TaskCancelledError, TaskNotFoundError, TaskStatus
 from tests import semantics_tasks as st
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 
 def test_cancel_pending(tm):
     t = tm.register_task(st.noop, defer=True)

@@ -8,6 +8,8 @@ from taskmesh import TaskStatus
 from tests import semantics_tasks as st
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 
 def test_cap_holds_across_two_workers(tm, rds, redis_server, worker_factory, namespace):
     tm.set_max_concurrent_tasks(2)

@@ -7,6 +7,8 @@ import pytest
 from taskmesh import DependencyFailedError, TaskStatus
 from tests import semantics_tasks as st
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 
 def _stamps(rds, key):
     out = {}
@@ -97,6 +99,7 @@ def test_unknown_dependency_is_refused(tm):
     assert type(info.value).__name__ == "TaskNotFoundError"
 
 
+@pytest.mark.single_backend  # reads the raw resolve list on the single server
 def test_wide_cascade_is_resolved_in_bounded_steps(tm, rds, namespace, worker_factory):
     """One script call handles at most 200 dependents (RESOLVE_BUDGET), so a
     wide fan-out never blocks Redis for long; claims finish the rest."""

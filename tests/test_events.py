@@ -16,6 +16,8 @@ from tests import semantics_tasks as st
 from tests.conftest import REPO_ROOT
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 TERMINAL = {"TASK_COMPLETED", "TASK_FAILED", "TASK_CANCELLED"}
 
 
@@ -34,10 +36,10 @@ def _workload(tm, redis_server, namespace):
 
 
 def test_subscriber_in_another_process_sees_every_type_in_order(
-        tm, redis_server, worker_factory, namespace, tmp_path):
+        tm, backend, redis_server, worker_factory, namespace, tmp_path):
     out, stop = tmp_path / "events.jsonl", tmp_path / "stop"
     listener = subprocess.Popen(
-        [sys.executable, "-m", "tests.event_listener", redis_server.url, namespace,
+        [sys.executable, "-m", "tests.event_listener", backend.url, namespace,
          str(out), str(stop)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout.readline().strip() == "ready"
@@ -69,7 +71,7 @@ def test_subscriber_in_another_process_sees_every_type_in_order(
     assert failed["data"]["name"] and failed["data"]["queue"] == "default"
 
 
-def test_handler_errors_do_not_stop_delivery_and_close_stops(tm, redis_server, namespace):
+def test_handler_errors_do_not_stop_delivery_and_close_stops(tm, backend, namespace):
     seen, done = [], threading.Event()
 
     def good(event):
@@ -77,7 +79,7 @@ def test_handler_errors_do_not_stop_delivery_and_close_stops(tm, redis_server, n
         if len(seen) >= 2:
             done.set()
 
-    bad = subscribe(None, lambda e: 1 / 0, url=redis_server.url, namespace=namespace)
+    bad = subscribe(None, lambda e: 1 / 0, url=backend.url, namespace=namespace)
     sub = tm.subscribe(EventType.TASK_CREATED, good)
     tm.register_task(st.noop)
     tm.register_task(st.noop)

@@ -29,7 +29,7 @@ SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
     "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
     "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
-    "RemoteTaskError", "ProcessCrashedError",
+    "RemoteTaskError", "ProcessCrashedError", "TaskmeshConnectionError",
 ]
 
 
@@ -137,7 +137,8 @@ def test_task_manager_signatures():
                           "dependencies": None, "max_retries": 0, "retry_delay": 1.0,
                           "retry_backoff": 1.0, "timeout": None, "description": "",
                           "tags": None, "metadata": None, "executor_type": "async",
-                          "queue": "default", "task_id": None, "defer": False}.items():
+                          "queue": "default", "task_id": None, "defer": False,
+                          "delay": None, "eta": None, "rate_key": None}.items():
         assert reg[name].default == default, name
 
     for name in ("execute_task", "wait_for_task", "cancel_task"):
@@ -145,8 +146,11 @@ def test_task_manager_signatures():
     for name in ("execute_task_sync", "wait_for_task_sync", "cancel_task_sync",
                  "get_task_status", "get_task_result", "get_task_error", "get_task_progress",
                  "get_task", "update_task_progress", "register_many", "start_worker",
-                 "set_max_concurrent_tasks", "close"):
+                 "set_max_concurrent_tasks", "set_rate_limit", "close"):
         fn = getattr(taskmesh.TaskManager, name)
         assert callable(fn) and not inspect.iscoroutinefunction(fn), name
+    rate = inspect.signature(taskmesh.TaskManager.set_rate_limit).parameters
+    assert list(rate)[1:3] == ["key", "per_second"]
+    assert rate["burst"].kind is inspect.Parameter.KEYWORD_ONLY and rate["burst"].default is None
     ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
     assert ex["wait"].default is False and ex["timeout"].default is None

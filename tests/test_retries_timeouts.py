@@ -9,6 +9,8 @@ import pytest
 from taskmesh import TaskFailedError, TaskStatus
 from tests import semantics_tasks as st
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 
 def test_retry_succeeds_on_third_attempt(tm, rds, redis_server, worker_factory, namespace):
     key = f"{namespace}:attempts"

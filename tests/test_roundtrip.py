@@ -19,6 +19,8 @@ from taskmesh import (
 from tests import tasks
 from tests.conftest import namespace_keys
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 WAIT = 20.0  # generous upper bound on any single wait; never a sleep
 
 
@@ -60,11 +62,11 @@ def test_thread_pool_runs_coroutine_function(tm, worker_factory):
     assert tm.wait_for_task_sync(task_id, timeout=WAIT) == 5
 
 
-def test_async_execute_and_wait(redis_server, namespace, worker_factory):
+def test_async_execute_and_wait(backend, namespace, worker_factory):
     worker_factory()
 
     async def main():
-        async with TaskManager(redis_server.url, namespace=namespace) as tm:
+        async with backend.manager(namespace=namespace) as tm:
             deferred = tm.register_task(tasks.async_add, 20, 22, defer=True)
             assert tm.get_task_status(deferred) is TaskStatus.PENDING
             result = await tm.execute_task(deferred, wait=True, timeout=WAIT)
@@ -128,10 +130,10 @@ def test_none_result(tm, worker_factory):
     assert tm.get_task_result(task_id) is None
 
 
-def test_wait_timeout_raises_timeout_error(redis_server, namespace):
+def test_wait_timeout_raises_timeout_error(backend, namespace):
     # No worker: the task stays QUEUED and the wait must give up.
     async def main():
-        async with TaskManager(redis_server.url, namespace=namespace) as tm:
+        async with backend.manager(namespace=namespace) as tm:
             task_id = tm.register_task(tasks.add, 1, 2)
             started = time.monotonic()
             with pytest.raises(TimeoutError):
@@ -143,7 +145,7 @@ def test_wait_timeout_raises_timeout_error(redis_server, namespace):
 
     task_id, elapsed = run(main)
     assert 0.25 <= elapsed < 3.0
-    with TaskManager(redis_server.url, namespace=namespace) as tm:
+    with backend.manager(namespace=namespace) as tm:
         with pytest.raises(TimeoutError):
             tm.wait_for_task_sync(task_id, timeout=0.2)
         assert tm.get_task_status(task_id) is TaskStatus.QUEUED
@@ -189,9 +191,9 @@ def test_sync_twins(tm, worker_factory):
     assert tm.wait_for_task_sync(other, timeout=WAIT) == 2
 
 
-def test_async_cancel(redis_server, namespace):
+def test_async_cancel(backend, namespace):
     async def main():
-        async with TaskManager(redis_server.url, namespace=namespace) as tm:
+        async with backend.manager(namespace=namespace) as tm:
             pending = tm.register_task(tasks.add, 1, 2, defer=True)
             queued = tm.register_task(tasks.add, 1, 2)
             assert await tm.cancel_task(pending) is True
@@ -204,6 +206,7 @@ def test_async_cancel(redis_server, namespace):
     assert run(main) == [TaskStatus.CANCELLED, TaskStatus.CANCELLED]
 
 
+@pytest.mark.single_backend  # counts the raw task keys on the single server
 def test_idempotent_task_id(tm, rds, namespace, worker_factory):
     first = tm.register_task(tasks.add, 1, 2, task_id="job-1", name="first")
     second = tm.register_task(tasks.add, 100, 200, task_id="job-1", name="second",
@@ -296,10 +299,10 @@ def test_progress_from_producer(tm):
     assert tm.get_task_progress(task_id) == (1.0, None)
 
 
-def test_namespaces_isolate(redis_server, worker_factory, namespace):
+def test_namespaces_isolate(backend, worker_factory, namespace):
     ns_a, ns_b = namespace + "a", namespace + "b"
-    with TaskManager(redis_server.url, namespace=ns_a) as tm_a, \
-            TaskManager(redis_server.url, namespace=ns_b) as tm_b:
+    with backend.manager(namespace=ns_a) as tm_a, \
+            backend.manager(namespace=ns_b) as tm_b:
         in_b = tm_b.register_task(tasks.add, 1, 1)
         in_a = tm_a.register_task(tasks.add, 2, 2)
         with pytest.raises(TaskNotFoundError):
@@ -317,8 +320,8 @@ def test_namespaces_isolate(redis_server, worker_factory, namespace):
         assert tm_b.get_task_result(in_b) == 2
 
 
-def test_context_manager_closes_workers(redis_server, namespace):
-    with TaskManager(redis_server.url, namespace=namespace) as tm:
+def test_context_manager_closes_workers(backend, namespace):
+    with backend.manager(namespace=namespace) as tm:
         handle = tm.start_worker(concurrency=2, lease_timeout=3.0, grace_period=2.0)
         task_id = tm.register_task(tasks.add, 3, 4)
         assert tm.wait_for_task_sync(task_id, timeout=WAIT) == 7

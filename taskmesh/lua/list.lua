@@ -4,7 +4,7 @@
 -- entries to examine at most   ARGV[4] wanted statuses, comma-separated
 -- ARGV[5] queue filter ('' = any)   ARGV[6] tag filter ('' = any)
 -- ARGV[7..9] cursor: phase ('' = from the start), score, id
--- Key families read: queue:<q>, pending, waiting, byseq:running,
+-- Key families read: queue:<q>, parked:<q>, pending, waiting, byseq:running,
 -- byseq:scheduled, done:<status>, tag:<tag>, task:<id> (existence, queue,
 -- status, seq). Written: an index entry whose record is gone (expired) is
 -- removed from that index on the way (ZREM), nothing else.
@@ -14,7 +14,8 @@
 --
 -- Order (SPEC §17): phase 'q' = QUEUED in claim order (queue scores
 -- ascending, merged across queues as one worker serving them all would),
--- then 'u' = PENDING/WAITING/SCHEDULED/RUNNING newest first (seq descending),
+-- then 'p' = QUEUED but parked for a rate-limit token (parked:<q>, by when
+-- their turn comes), then 'u' = PENDING/WAITING/SCHEDULED/RUNNING newest first (seq descending),
 -- then 'f' = finished, most recently finished first (done:<status> score
 -- descending: expiry ms, or FOREVER_BASE + finished ms). Ties in score are
 -- broken by id the way Redis orders them, so a position (phase, score, id)
@@ -28,8 +29,8 @@ local wanted = {}
 for s in string.gmatch(ARGV[4], '[^,]+') do wanted[s] = true end
 local queue, tag = ARGV[5], ARGV[6]
 local cphase, cscore, cid = ARGV[7], tonumber(ARGV[8]), ARGV[9]
-local RANK = {q = 1, u = 2, f = 3}
-local ASC = {q = true, u = false, f = false}
+local RANK = {q = 1, p = 2, u = 3, f = 4}
+local ASC = {q = true, p = true, u = false, f = false}
 
 local function fmt(score) return string.format('%.17g', score) end
 
@@ -74,6 +75,13 @@ local function sources(phase)
         for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do keys[#keys + 1] = k_queue(q) end
       end
     end
+  elseif phase == 'p' then
+    if wanted['queued'] then
+      if queue ~= '' then keys[1] = k_parked(queue)
+      else
+        for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do keys[#keys + 1] = k_parked(q) end
+      end
+    end
   elseif phase == 'u' then
     if wanted['pending'] then keys[#keys + 1] = K_PENDING end
     if wanted['waiting'] then keys[#keys + 1] = K_WAITING end
@@ -94,7 +102,7 @@ local function tag_is_sparse()
   local n = redis.call('ZCARD', k_tag(tag))
   if n > TAG_DIRECT then return false end
   local total = 0
-  for _, phase in ipairs({'q', 'u', 'f'}) do
+  for _, phase in ipairs({'q', 'p', 'u', 'f'}) do
     for _, key in ipairs(sources(phase)) do total = total + redis.call('ZCARD', key) end
   end
   return 3 * n * n <= want * total
@@ -111,6 +119,7 @@ if tag ~= '' and tag_is_sparse() then
       local phase, s = 'u', tonumber(v[3])
       if status == 'queued' then
         phase, s = 'q', tonumber(redis.call('ZSCORE', k_queue(q), id))
+        if not s then phase, s = 'p', tonumber(redis.call('ZSCORE', k_parked(q), id)) end
       elseif is_terminal(status) then
         phase, s = 'f', tonumber(redis.call('ZSCORE', k_done(status), id))
       end
@@ -178,7 +187,7 @@ end
 
 local lphase, lscore, lid = cphase, ARGV[8], cid
 local examined = 0
-for _, phase in ipairs({'q', 'u', 'f'}) do
+for _, phase in ipairs({'q', 'p', 'u', 'f'}) do
   if cphase == '' or RANK[phase] >= RANK[cphase] then
     local asc = ASC[phase]
     local srcs = {}

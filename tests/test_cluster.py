@@ -1,0 +1,187 @@
+"""Redis Cluster and Sentinel URLs (SPEC §14): parsing, errors, and the
+real thing - a local 3+3 cluster and a master/replica/sentinel set-up,
+including failovers by kill -9 while a producer, a worker process and a
+subscriber are attached."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from taskmesh import EventType, TaskManager, TaskmeshError
+from taskmesh.connection import CONNECTION_ERRORS, parse_multi_host, resolve_url
+from taskmesh.exceptions import TaskmeshConnectionError
+from tests import chaos_tasks as ct
+from tests import tasks
+from tests.cluster import LocalCluster, LocalSentinel, _cluster_port
+from tests.conftest import REPO_ROOT
+from tests.helpers import wait_until
+
+WAIT = 30.0
+
+
+# ---- URLs --------------------------------------------------------------------------
+
+def test_cluster_url_is_parsed_into_hosts_and_typed_options():
+    target = parse_multi_host(
+        "redis+cluster://user:p%40ss@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002"
+        "/?read_from_replicas=false&socket_timeout=2.5&reinitialize_steps=7")
+    assert target.kind == "cluster" and not target.tls
+    assert target.hosts == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002))
+    assert (target.username, target.password) == ("user", "p@ss")
+    assert target.options == {"read_from_replicas": False, "socket_timeout": 2.5,
+                              "reinitialize_steps": 7}
+    assert parse_multi_host("rediss+cluster://h:1").tls
+
+
+def test_sentinel_url_names_service_and_db():
+    target = parse_multi_host("redis+sentinel://:pw@s1:26379,s2/mymaster/3")
+    assert target.kind == "sentinel"
+    assert target.hosts == (("s1", 26379), ("s2", 26379))  # sentinel default port
+    assert (target.service, target.db, target.password) == ("mymaster", 3, "pw")
+
+
+@pytest.mark.parametrize("url", [
+    "redis+cluster://",                        # no host
+    "redis+cluster://h:notaport",
+    "redis+cluster://h:1/3",                   # a cluster has db 0 only
+    "redis+sentinel://h:26379",                # no service name
+    "redis+sentinel://h:26379/svc/x",          # bad db
+    "redis+cluster://h:1/?socket_timeout=abc",
+])
+def test_bad_multi_host_urls_are_value_errors_before_any_io(url):
+    with pytest.raises(ValueError):
+        resolve_url(url)
+    with pytest.raises(ValueError):
+        TaskManager(url)
+
+
+def test_unreachable_cluster_is_a_clear_error_within_the_connect_timeout(redis_server):
+    dead = f"127.0.0.1:{_cluster_port()}"
+    started = time.monotonic()
+    with pytest.raises(TaskmeshConnectionError, match="Redis Cluster") as info:
+        TaskManager(f"redis+cluster://{dead}?socket_connect_timeout=2")
+    assert time.monotonic() - started < 3.0
+    assert isinstance(info.value, TaskmeshError) and isinstance(info.value, ConnectionError)
+    # A plain Redis named as a cluster is refused just as clearly.
+    with pytest.raises(TaskmeshConnectionError, match="Cluster mode is not enabled"):
+        TaskManager(f"redis+cluster://127.0.0.1:{redis_server.port}")
+
+
+def test_worker_on_an_unreachable_cluster_exits_with_the_error(worker_factory, namespace):
+    w = worker_factory(url=f"redis+cluster://127.0.0.1:{_cluster_port()}?socket_connect_timeout=1")
+    assert w.wait(20) != 0
+    assert "TaskmeshConnectionError" in w.log()
+
+
+# ---- the real cluster ------------------------------------------------------------------
+
+def test_query_options_reach_the_cluster_client(redis_cluster, namespace):
+    with TaskManager(redis_cluster.url + "/?reinitialize_steps=7&read_from_replicas=false",
+                     namespace=namespace) as tm:
+        assert tm._client.reinitialize_steps == 7
+        assert tm.get_task_status(tm.register_task(tasks.add, 1, 1)).value == "queued"
+
+
+def test_cli_metrics_and_events_over_a_cluster_url(redis_cluster, namespace, worker_factory):
+    with TaskManager(redis_cluster.url, namespace=namespace) as tm:
+        task_id = tm.register_task(tasks.add, 2, 2)
+        assert worker_factory("--burst", url=redis_cluster.url).wait(WAIT) == 0
+        assert tm.wait_for_task_sync(task_id, timeout=WAIT) == 4
+    out = subprocess.run(
+        [sys.executable, "-m", "taskmesh", "metrics", "--json", "--url", redis_cluster.url,
+         "--namespace", namespace], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '"completed": 1' in out.stdout
+
+
+def test_namespace_keys_share_one_slot_on_one_master(redis_cluster, namespace, worker_factory):
+    with TaskManager(redis_cluster.url, namespace=namespace) as tm:
+        ids = tm.register_many(tasks.add, [(i, i) for i in range(20)])
+        assert worker_factory("--burst", url=redis_cluster.url).wait(WAIT) == 0
+        assert [tm.wait_for_task_sync(i, timeout=WAIT) for i in ids] == [2 * i for i in range(20)]
+        keys = list(tm._client.scan_iter(match=f"taskmesh:{{{namespace}}}:*", count=1000,
+                                         target_nodes=tm._client.ALL_NODES))
+        slots = {tm._client.keyslot(k) for k in keys}
+        assert len(keys) > 20 and len(slots) == 1
+
+
+# ---- failover -----------------------------------------------------------------------------
+
+def _retry_connection(fn, *args, timeout: float = 30.0, **kwargs):
+    """What SPEC §17 asks of producers during a failover: retry (safely,
+    the task ids are caller-chosen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except CONNECTION_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.completed: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        with self.lock:
+            self.completed.add(event.task_id)
+
+
+def _carry_on_after(kill, url, namespace, redis_server, worker_factory):
+    """Producer, worker process and subscriber attached; ``kill()`` fails the
+    master over; all three go on without a restart. Returns the counts."""
+    marks = f"marks:{namespace}"
+    seen = _Collector()
+    with TaskManager(url, namespace=namespace) as tm:
+        sub = tm.subscribe(EventType.TASK_COMPLETED, seen)
+        worker = worker_factory("--concurrency", "4", url=url, lease_timeout=3.0)
+        before = [tm.register_task(ct.sleeper, redis_server.url, marks, 0.3,
+                                   task_id=f"before-{i}") for i in range(8)]
+        wait_until(lambda: redis_server.client().llen(marks) >= 2, WAIT, what="work started")
+        kill()
+        after = [_retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.05,
+                                   task_id=f"after-{i}") for i in range(8)]
+        results = {i: _retry_connection(tm.wait_for_task_sync, i, timeout=WAIT)
+                   for i in after}
+        assert set(results.values()) == {worker.pid}  # the same worker process ran them
+        wait_until(lambda: set(after) <= seen.completed, WAIT, what="subscriber saw them")
+        statuses = {i: _retry_connection(tm.get_task_status, i).value for i in before}
+        sub.close()
+        assert worker.returncode is None
+    runs = [m.split()[0].decode() for m in redis_server.client().lrange(marks, 0, -1)]
+    return statuses, runs
+
+
+def test_sentinel_failover_producer_worker_subscriber_carry_on(
+        redis_server, worker_factory, namespace):
+    sentinel = LocalSentinel().start()
+    try:
+        statuses, runs = _carry_on_after(sentinel.kill_master_and_wait_promotion, sentinel.url,
+                                         namespace, redis_server, worker_factory)
+    finally:
+        sentinel.cleanup()
+    assert all(s in ("completed", "running", "queued") for s in statuses.values()), statuses
+    assert {f"after-{i}" for i in range(8)} <= set(runs)
+
+
+@pytest.mark.slow
+def test_cluster_master_failover_producer_worker_subscriber_carry_on(
+        redis_server, worker_factory, namespace):
+    cluster = LocalCluster().start()
+    try:
+        from redis.crc import key_slot
+
+        victim = cluster.node_for_slot(key_slot(f"taskmesh:{{{namespace}}}:seq".encode()))
+        statuses, runs = _carry_on_after(lambda: cluster.kill_master(victim), cluster.url,
+                                         namespace, redis_server, worker_factory)
+    finally:
+        cluster.cleanup()
+    assert {f"after-{i}" for i in range(8)} <= set(runs)
