@@ -434,3 +434,27 @@ def test_no_pickle_workers_store_no_pickled_exception(tm, worker_factory, rds):
     assert rds.hget(tm.keys.task(task_id), "error_exc") is None
     exc = tm.get_task_error(task_id).exception()
     assert isinstance(exc, RemoteTaskError) and exc.message == "plain"
+
+
+# ---- homes added by flow control and delays ----------------------------------------------
+
+def test_parked_and_delayed_tasks_are_listed(tm, worker_factory):
+    """A task waiting for a rate-limit token is QUEUED (parked, listed after
+    the claimable ones); a delayed task is SCHEDULED."""
+    tm.set_rate_limit("slow", 0.05, burst=1)
+    limited = [tm.register_task(tasks.add, i, i, rate_key="slow") for i in range(3)]
+    delayed = tm.register_task(tasks.add, 1, 1, delay=60)
+    worker_factory()
+    wait_until(lambda: sum(tm.get_task_status(i).is_terminal for i in limited) == 1, WAIT,
+               what="one token spent")
+    wait_until(lambda: tm._client.zcard(tm.keys.parked("default")) == 2, WAIT,
+               what="the others parked")
+    queued_now = tm.register_task(tasks.add, 5, 5, defer=True)
+    parked = [i for i in limited if not tm.get_task_status(i).is_terminal]
+    assert ids(tm.list_tasks(status=S.QUEUED)) == parked
+    assert all(tm.get_task_status(i) is S.QUEUED for i in parked)
+    assert ids(tm.list_tasks(status=S.SCHEDULED)) == [delayed]
+    listed = ids(tm.list_tasks())
+    assert listed[:4] == parked + [queued_now, delayed]
+    assert ids(tm.list_tasks(status=S.QUEUED, queue="default", limit=1, cursor=tm.list_tasks(
+        status=S.QUEUED, limit=1).cursor)) == parked[1:]
