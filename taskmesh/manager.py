@@ -50,9 +50,15 @@ _embedded_lock = threading.Lock()
 _embedded: dict[str, WorkerHandle] = {}
 
 
+# Connections one event loop's async API may hold at once. Waiting is pub/sub
+# driven (one shared subscription); each waiter only borrows a connection for
+# its short status reads, so thousands of waiters queue for these few.
+LOOP_MAX_CONNECTIONS = 64
+
+
 class _LoopState:
     def __init__(self, url: str, keys: Keys):
-        self.client = async_client(url)
+        self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
         self.waiter = DoneWaiter(self.client, keys)
 
     async def close(self) -> None:

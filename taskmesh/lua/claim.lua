@@ -37,7 +37,6 @@ for _, q in ipairs(queues) do
       redis.call('ZREM', k_byseq('scheduled'), id)
     end
   end
-  unpark_due(q)
 end
 
 local flags = ''
@@ -48,6 +47,12 @@ if cap then
     want = math.max(room, 0)
     flags = flags .. 'c'
   end
+end
+
+-- Parked tasks whose turn came rejoin their queues (only when this claim
+-- can take them: they get their token now, ahead of the tasks still parked).
+if want > 0 then
+  for _, q in ipairs(queues) do unpark_due(q) end
 end
 
 -- Merge the heads of all queues: scores order by priority, then global seq
@@ -65,7 +70,7 @@ while claimed < want and park_budget > 0 do
     elseif t.executor == 'sequential' and seq_slots <= 0 then
       if not string.find(flags, 'l') then flags = flags .. 'l' end
     else
-      local wait = t.rate_key and take_token(t.rate_key) or 0
+      local wait = t.rate_key and take_token(t.rate_key, t.id) or 0
       if wait > 0 then
         park(t, wait)
         parked, park_budget = parked + 1, park_budget - 1
