@@ -8,7 +8,9 @@
 --         started (a sequential lane), measured on the worker's own clock:
 --         started_at moves forward by that much, so it and the runtime
 --         describe the function, not the wait
--- ARGV[8] jitter factor in [0.5, 1.5], drawn by the worker; scales the retry
+-- ARGV[8] the task's exception pickled by the worker's codec ('' if it did
+--         not pickle): kept as field error_exc when the task ends FAILED
+-- ARGV[9] jitter factor in [0.5, 1.5], drawn by the worker; scales the retry
 --         delay of a task registered with retry_jitter
 -- Returns 'stale' if the claim is no longer current (the lease was taken
 -- over, the task was handed back), else the task's new status.
@@ -60,14 +62,16 @@ if outcome == 'failed' and not cancel_requested then
   if ARGV[6] == '1' and failures <= tonumber(t.max_retries) and listed(policy[1], err) then
     local delay = tonumber(t.retry_delay) * tonumber(t.retry_backoff) ^ (failures - 1)
     if policy[2] == '1' then
-      delay = delay * math.min(math.max(tonumber(ARGV[8] or '') or 1, 0.5), 1.5)
+      delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
     end
     schedule(t, now_ms() + math.floor(delay * 1000))
     redis.call('HINCRBY', KEYS[3], 'retried', 1)
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
     return 'scheduled'
   end
-  finish(t, 'failed', {'error', ARGV[5]}, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
+  local fields = {'error', ARGV[5]}
+  if ARGV[8] and ARGV[8] ~= '' then fields[3], fields[4] = 'error_exc', ARGV[8] end
+  finish(t, 'failed', fields, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
   return 'failed'
 end
 
