@@ -220,7 +220,10 @@ class TaskManager:
         state = self._state()
 
         async def read_status() -> TaskStatus:
-            return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades():
+                status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            return status
 
         await state.waiter.wait(task_id, read_status, timeout)
         raw = await scripts.arun(state.client, self.commands.read_fields(task_id, "result", "error"))
@@ -237,7 +240,21 @@ class TaskManager:
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
-        return await self._arun(self.commands.cancel(task_id)) > 0
+        cancelled = await self._arun(self.commands.cancel(task_id)) > 0
+        await self._finish_cascades()
+        return cancelled
+
+    async def _finish_cascades(self) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list to the
+        end (a cascade over thousands of dependents is cut into bounded
+        script calls), so finishing one never waits for a worker to claim.
+        True if there was any."""
+        worked = False
+        while (left := await self._arun(self.commands.resolve())) >= 0:
+            worked = True
+            if left == 0:
+                break
+        return worked
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:

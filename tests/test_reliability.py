@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 import time
 
 import pytest
@@ -15,12 +16,15 @@ import redis
 
 from taskmesh import (
     SerializationError,
+    TaskCancelledError,
     ServerBusyError,
     StoreError,
     TaskFailedError,
     TaskManager,
     TaskStatus,
 )
+from taskmesh import scripts
+from taskmesh.keys import Keys
 from tests import bad_tasks, tasks
 from tests.conftest import RedisServer, namespace_snapshot
 from tests.helpers import wait_until
@@ -272,3 +276,31 @@ def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_fa
     assert results == [2 * i for i in range(n)]
     # The waiters' loop used at most its pool (+1 pub/sub); the worker a handful.
     assert peak[0] - baseline <= 64 + 1 + 10, peak[0] - baseline
+
+
+# ---- 7: a cascade never needs a running worker ----------------------------------------
+
+def test_cancelling_a_parent_of_1000_dependents_finishes_the_cascade_without_workers(tm, rds):
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert tm.cancel_task_sync(parent)
+    statuses = [tm.get_task_status(d) for d in dependents]
+    assert statuses.count(TaskStatus.CANCELLED) == 1000, Counter(statuses)
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
+    error = tm.get_task_error(dependents[-1])
+    assert error is not None and error.type == "DependencyFailedError"
+
+
+def test_a_waiter_on_a_dependent_finishes_a_cascade_left_on_the_list(tm, rds):
+    """The cascade is left half done (cancel.lua run straight, as another
+    client would) and no worker runs: waiting on the last dependent finishes it."""
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert scripts.run(rds, tm.commands.cancel(parent)) == 1
+    assert rds.llen(Keys(tm.namespace).resolve) > 0  # the rest is left for later
+    with pytest.raises(TaskCancelledError) as info:
+        tm.wait_for_task_sync(dependents[-1], timeout=10)
+    assert info.value.error.type == "DependencyFailedError"
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
