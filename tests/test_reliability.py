@@ -25,6 +25,7 @@ from taskmesh import (
 )
 from taskmesh import scripts
 from taskmesh.keys import Keys
+from taskmesh.worker import WorkerOptions
 from tests import bad_tasks, tasks
 from tests.conftest import RedisServer, namespace_snapshot
 from tests.helpers import wait_until
@@ -304,3 +305,46 @@ def test_a_waiter_on_a_dependent_finishes_a_cascade_left_on_the_list(tm, rds):
         tm.wait_for_task_sync(dependents[-1], timeout=10)
     assert info.value.error.type == "DependencyFailedError"
     assert rds.llen(Keys(tm.namespace).resolve) == 0
+
+
+# ---- 12: no glob characters in names; no pattern crosses namespaces --------------------
+
+@pytest.mark.parametrize("bad", ["a*", "a?", "a[bc]", "a]", "a\\\\b"])
+def test_glob_characters_are_refused_in_namespaces_and_queue_names(redis_server, tm, bad):
+    with pytest.raises(ValueError, match="glob"):
+        TaskManager(redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace="ok", queues=[bad])
+    with pytest.raises(ValueError, match="glob"):
+        tm.register_task(tasks.add, 1, 2, queue=bad)
+
+
+def test_no_pattern_subscription_crosses_namespaces(redis_server, rds, namespace):
+    """The waiters' pattern of one namespace hears its own tasks and none of a
+    namespace whose name merely starts the same (or contains it)."""
+    neighbours = [namespace + "x", namespace + "-b", "x" + namespace]
+    pubsub = rds.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(Keys(namespace).done_channel("*"))
+    wait_until(lambda: rds.pubsub_numpat() >= 1, what="the pattern subscription")
+    try:
+        managers = [TaskManager(redis_server.url, namespace=ns) for ns in neighbours]
+        for other in managers:
+            assert other.cancel_task_sync(other.register_task(tasks.add, 1, 1, defer=True))
+        with TaskManager(redis_server.url, namespace=namespace) as own:
+            mine = own.register_task(tasks.add, 1, 1, defer=True)
+            assert own.cancel_task_sync(mine)
+        heard = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            msg = pubsub.get_message(timeout=1.0)
+            if msg:
+                heard.append(msg["channel"].decode())
+                if heard[-1].endswith(mine):
+                    break
+        assert heard == [Keys(namespace).done_channel(mine)], heard
+    finally:
+        for m in managers:
+            m.close()
+        pubsub.close()
