@@ -270,9 +270,14 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> TaskStatus:
         return self._run(self.commands.read_fields(task_id))[0]
 
-    def get_task_result(self, task_id: str) -> Any:
+    def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
+        """With ``unpickle=False`` pickled parts come back as ``<pickled, N
+        bytes>`` placeholders: what operator tools use, as they must never
+        run code read from Redis."""
         status, result = self._run(self.commands.read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
+            if not unpickle:
+                return self.codec.preview_result(result)
             return self.codec.decode_result(result)
         return None
 

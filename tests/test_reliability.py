@@ -7,6 +7,10 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 import time
@@ -27,7 +31,7 @@ from taskmesh import scripts
 from taskmesh.keys import Keys
 from taskmesh.worker import WorkerOptions
 from tests import bad_tasks, tasks
-from tests.conftest import RedisServer, namespace_snapshot
+from tests.conftest import REPO_ROOT, RedisServer, namespace_snapshot
 from tests.helpers import wait_until
 
 WAIT = 20.0
@@ -348,3 +352,32 @@ def test_no_pattern_subscription_crosses_namespaces(redis_server, rds, namespace
         for m in managers:
             m.close()
         pubsub.close()
+
+
+# ---- 11: operator tools never unpickle by default ---------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("TASKMESH_SECRET", None)
+    return subprocess.run([sys.executable, "-m", "taskmesh", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespace,
+                                                       worker_factory, tmp_path):
+    marker = tmp_path / "unpickled"
+    task_id = tm.register_task("tests.reliability_tasks:return_touch_on_unpickle", str(marker))
+    worker_factory("--burst")
+    wait_until(lambda: tm.get_task_status(task_id) is TaskStatus.COMPLETED, timeout=WAIT,
+               what="the task to complete")
+    common = ["--url", redis_server.url, "--namespace", namespace]
+    out = _cli("inspect", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"<pickled, \d+ bytes>", out.stdout), out.stdout
+    assert "[1, 2]" in out.stdout  # what decodes without unpickling is shown
+    assert not marker.exists(), "inspect unpickled a result read from Redis"
+    preview = tm.get_task_result(task_id, unpickle=False)
+    assert repr(preview["marker"]).startswith("<pickled, ") and not marker.exists()
+    out = _cli("inspect", "--unpickle", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert marker.exists()  # the explicit flag does unpickle
