@@ -6,6 +6,7 @@ from .exceptions import (
     PayloadDecodeError,
     PayloadTooLargeError,
     ProcessCrashedError,
+    RemoteTaskError,
     SerializationError,
     SignatureError,
     ServerBusyError,
@@ -21,7 +22,7 @@ from .exceptions import (
 )
 from .events import Subscription, subscribe
 from .manager import TaskManager
-from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadTooLargeError",
     "ProcessCrashedError",
+    "RemoteTaskError",
     "SerializationError",
     "SignatureError",
     "ServerBusyError",
@@ -44,6 +46,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInfo",
     "TaskManager",
+    "TaskPage",
     "TaskNotFoundError",
     "TaskPriority",
     "TaskStatus",
