@@ -20,6 +20,7 @@ from .exceptions import (
 from .events import Subscription, subscribe
 from .manager import TaskManager
 from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "EventType",
     "PayloadDecodeError",
     "PayloadTooLargeError",
+    "PeriodicInfo",
     "SerializationError",
     "SignatureError",
     "StoreError",

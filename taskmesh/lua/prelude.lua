@@ -20,6 +20,7 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
+local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
 local K_RUNNING = PREFIX .. 'running'
 local K_WAITING = PREFIX .. 'waiting'
 local K_PENDING = PREFIX .. 'pending'
@@ -33,6 +34,7 @@ local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
 local K_RESOLVE = PREFIX .. 'resolve'
+local K_PERIODIC = PREFIX .. 'periodic'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
