@@ -232,13 +232,15 @@ def w_drain(system: System, p: dict) -> dict:
         exited = res["complete"] and workers.wait(p.get("exit_timeout", 10))
         res["exit_s"] = (time.perf_counter() - workers.started) if exited else None
         res["exit_after_done_s"] = (time.perf_counter() - t_done) if exited else None
+        # Read before stopping: some peers (taskiq) log a traceback when a
+        # SIGTERM interrupts their blocking read, which says nothing of the run.
+        problem = workers.tracebacks()
     finally:
         workers.stop()
     res["fill_per_s"] = n / fill
     res["failed"] = system.failed_count()
     if res["failed"]:
         raise BenchError(f"{res['failed']} tasks failed; worker logs: {', '.join(workers.logs)}")
-    problem = workers.tracebacks()
     if problem:
         raise BenchError(f"a worker logged a traceback (the rate may count failures): {problem}")
     system.flush()

@@ -402,5 +402,7 @@ class Arq(System):
         self.redis.close()
 
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, RQ, Arq)}
+from .peers import PEER_SYSTEMS  # noqa: E402  (they subclass System, defined above)
+
+SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, RQ, Arq, *PEER_SYSTEMS)}
 PEERS = [name for name in SYSTEMS if name != "taskmesh"]

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
-from . import metrics, periodic
+from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -49,9 +49,15 @@ _embedded_lock = threading.Lock()
 _embedded: dict[str, WorkerHandle] = {}
 
 
+# Connections one event loop's async API may hold at once. Waiting is pub/sub
+# driven (one shared subscription); each waiter only borrows a connection for
+# its short status reads, so thousands of waiters queue for these few.
+LOOP_MAX_CONNECTIONS = 64
+
+
 class _LoopState:
     def __init__(self, url: str, keys: Keys):
-        self.client = async_client(url)
+        self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
         self.waiter = DoneWaiter(self.client, keys)
 
     async def close(self) -> None:
@@ -147,6 +153,7 @@ class TaskManager:
         defer: bool = False,
         delay: float | None = None,
         eta: datetime | float | None = None,
+        rate_key: str | None = None,
     ) -> str:
         """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
         until ``delay`` seconds / the ``eta`` have passed); returns its id."""
@@ -161,6 +168,7 @@ class TaskManager:
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
             queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
+            rate_key=rate_key,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -330,6 +338,14 @@ class TaskManager:
         if limit < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
         self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    def set_rate_limit(self, key: str, per_second: float | None, *,
+                       burst: int | None = None) -> None:
+        """Tasks registered with ``rate_key=key`` start at most ``per_second``
+        times per second across all workers (a token bucket of ``burst``
+        tokens, default ``per_second``); None removes the limit."""
+        limit = flow.check_rate_limit(key, per_second, burst)
+        flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> WorkerHandle:

@@ -45,7 +45,7 @@ class EventType(StrEnum):
     TASK_CANCELLED = "TASK_CANCELLED"
 
 
-EXECUTOR_TYPES = ("async", "sequential", "thread_pool")
+EXECUTOR_TYPES = ("async", "sequential", "thread_pool", "process")
 
 
 @dataclass(frozen=True)

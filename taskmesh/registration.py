@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import msgpack
 
 from .exceptions import SerializationError
-from .keys import validate_queue_name
+from .keys import validate_queue_name, validate_rate_key
 from .models import EXECUTOR_TYPES, TaskPriority
 from .serialization import Codec
 
@@ -46,6 +46,7 @@ class TaskOptions:
     defer: bool = False
     delay: float | None = None
     eta: datetime | float | None = None
+    rate_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def check_options(opts: TaskOptions) -> None:
             f"executor_type must be one of {', '.join(EXECUTOR_TYPES)}, got {opts.executor_type!r}"
         )
     validate_queue_name(opts.queue)
+    if opts.rate_key is not None:
+        validate_rate_key(opts.rate_key)
     if not isinstance(opts.description, str):
         raise TypeError("description must be a string")
     if opts.tags is not None and (
@@ -212,4 +215,6 @@ def build_task(
         "payload": payload,
         **timing,
     }
+    if opts.rate_key is not None:
+        fields["rate_key"] = opts.rate_key
     return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))

@@ -142,6 +142,17 @@ class Commands:
             parse,
         )
 
+    def set_rate_limit(self, rate_key: str, limit: tuple[float, float] | None) -> Call[bool]:
+        """``limit`` is (per_second, capacity), validated; None removes it."""
+        k = self.keys
+        rate, burst = ("", "") if limit is None else (repr(limit[0]), repr(limit[1]))
+        return Call(script("ratelimit"), [k.ratelimits, k.rate_bucket(rate_key)],
+                    [self.prefix, rate_key, rate, burst], lambda raw: int(raw) == 1)
+
+    def unpark(self, rate_key: str, queue: str, cursor: str) -> Call[str]:
+        return Call(script("unpark"), [self.keys.parked(queue)],
+                    [self.prefix, rate_key, queue, cursor], _str)
+
     # ---- worker-side state changes ---------------------------------------
     def claim(
         self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int

@@ -15,6 +15,8 @@ local function k_deps(id) return PREFIX .. 'deps:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
 local function k_wake(q) return PREFIX .. 'wake:' .. q end
 local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
+local function k_parked(q) return PREFIX .. 'parked:' .. q end
+local function k_rate_bucket(rk) return PREFIX .. 'ratebucket:' .. rk end
 local function k_done(status) return PREFIX .. 'done:' .. status end
 local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
@@ -28,6 +30,7 @@ local K_QUEUES = PREFIX .. 'queues'
 local K_WORKERS = PREFIX .. 'workers'
 local K_STATS = PREFIX .. 'stats'
 local K_CONFIG = PREFIX .. 'config'
+local K_RATELIMITS = PREFIX .. 'ratelimits'
 local K_SEQ = PREFIX .. 'seq'
 local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
@@ -64,7 +67,8 @@ end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
   'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms'}
+  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms',
+  'rate_key'}
 
 -- Returns the task as a table, or nil if the record does not exist.
 local function load(id)
@@ -101,6 +105,15 @@ local function emit(etype, t, data)
     .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
 
+-- One task of rate key `rk` left the parking lot: its bucket's count of
+-- waiting tasks (which spaces out their turns) goes down. The bucket may be
+-- gone (limit removed): then there is nothing to count.
+local function unparked(rk)
+  if rk and redis.call('HEXISTS', k_rate_bucket(rk), 'parked') == 1 then
+    redis.call('HINCRBY', k_rate_bucket(rk), 'parked', -1)
+  end
+end
+
 -- Structures ----------------------------------------------------------------
 -- Each non-terminal status has exactly one home structure; a transition is
 -- leave(old home) + enter(new home) + HSET status, inside one script.
@@ -109,8 +122,13 @@ local function leave(t)
   if s == 'pending' then redis.call('SREM', K_PENDING, t.id)
   elseif s == 'waiting' then redis.call('SREM', K_WAITING, t.id)
   elseif s == 'queued' then
+    -- A QUEUED task is in its queue, or parked waiting for a rate-limit
+    -- token (see flow.lua); qcount counts both.
     if redis.call('ZREM', k_queue(t.queue), t.id) == 1 then
       redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+    elseif redis.call('ZREM', k_parked(t.queue), t.id) == 1 then
+      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      unparked(t.rate_key)
     end
   elseif s == 'scheduled' then redis.call('ZREM', k_scheduled(t.queue), t.id)
   elseif s == 'running' then redis.call('ZREM', K_RUNNING, t.id) end
@@ -125,6 +143,9 @@ local function enqueue(t, announce)
   redis.call('LPUSH', k_wake(t.queue), '1')
   redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
   redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
+  -- Kept from the first time (like seq): priority aging (flow.lua) ages
+  -- a re-queued task from when it first joined the line.
+  redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
   redis.call('HDEL', k_task(t.id), 'token')
   t.status = 'queued'
   if announce then emit('TASK_QUEUED', t) end
