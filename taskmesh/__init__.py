@@ -6,6 +6,7 @@ from .exceptions import (
     PayloadDecodeError,
     PayloadTooLargeError,
     ProcessCrashedError,
+    RemoteTaskError,
     SerializationError,
     SignatureError,
     ServerBusyError,
@@ -21,7 +22,7 @@ from .exceptions import (
 )
 from .events import Subscription, subscribe
 from .manager import TaskManager
-from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .periodic import PeriodicInfo
 from .worker import Worker, WorkerHandle, WorkerOptions
 
@@ -35,6 +36,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PeriodicInfo",
     "ProcessCrashedError",
+    "RemoteTaskError",
     "SerializationError",
     "SignatureError",
     "ServerBusyError",
@@ -46,6 +48,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInfo",
     "TaskManager",
+    "TaskPage",
     "TaskNotFoundError",
     "TaskPriority",
     "TaskStatus",

@@ -55,6 +55,7 @@ from .lease import LeaseKeeper
 from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
+from .remote import pickle_exception
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
@@ -476,6 +477,8 @@ class Worker:
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            job.error_pickle = pickle_exception(
+                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -491,7 +494,7 @@ class Worker:
         try:
             status = await self.reporter.submit(
                 self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                     job.queued_locally_ms))
+                                     job.queued_locally_ms, job.error_pickle))
         except ReportRefusedError:
             if kind == "cancelled":
                 raise

@@ -23,13 +23,13 @@ from taskmesh import (
 
 SPEC_NAMES = [
     "TaskManager", "TaskPriority", "TaskStatus", "EventType", "current_task",
-    "TaskError", "TaskInfo", "Event", "PeriodicInfo",
+    "TaskError", "TaskInfo", "Event", "TaskPage", "PeriodicInfo",
 ]
 SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
     "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
     "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
-    "ProcessCrashedError", "TaskmeshConnectionError",
+    "RemoteTaskError", "ProcessCrashedError", "TaskmeshConnectionError",
 ]
 
 
