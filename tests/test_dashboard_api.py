@@ -394,8 +394,8 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
     proc = None
     try:
         proc = DashboardProcess(server.url, "outage", logpath=tmp_path / "dash.log")
-        with TaskManager(server.url, namespace="outage") as tm:
-            tid = tm.register_task(tasks.add, 1, 2, defer=True)
+        tm = TaskManager(server.url, namespace="outage")
+        tid = tm.register_task(tasks.add, 1, 2, defer=True)
         with proc.client() as c:
             assert c.get("/api/metrics").status_code == 200
             server.stop()
@@ -412,6 +412,36 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
                        what="dashboard to recover")
             assert c.get(f"/api/tasks/{tid}").json()["status"] == "pending"
             assert "Redis is unavailable" not in c.get("/").text
+        tm.close()
+    finally:
+        if proc is not None:
+            proc.stop()
+        server.cleanup()
+
+
+def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
+    """Pub/sub loses what is published while the hub is disconnected: once it
+    has resubscribed it ends every stream, and the browser's resume with
+    Last-Event-ID replays the gap from the stream."""
+    server = RedisServer(appendonly=True).start()
+    proc = None
+    try:
+        proc = DashboardProcess(server.url, "gap", logpath=tmp_path / "dash.log")
+        tm = TaskManager(server.url, namespace="gap")
+        with httpx.Client(base_url=proc.base_url, timeout=20) as c:
+            with c.stream("GET", "/api/events") as resp:
+                messages = sse_events(resp)
+                tm.register_task(tasks.add, 1, 1, defer=True)
+                last_id = next(messages)["id"]
+                server.stop()
+                server.start()
+                during = tm.register_task(tasks.add, 2, 2, defer=True)
+                rest = [m["data"]["task_id"] for m in messages]  # ends when the hub kicks it
+            assert rest in ([], [during])
+            with c.stream("GET", "/api/events", headers={"Last-Event-ID": last_id}) as resp:
+                resumed = next(sse_events(resp))
+            assert resumed["data"]["task_id"] == during and resumed["event"] == "TASK_CREATED"
+        tm.close()
     finally:
         if proc is not None:
             proc.stop()
