@@ -13,6 +13,7 @@
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
     ├── ProcessCrashedError      a process-executor child died mid-task (remote type)
+    ├── RemoteTaskError          a task's exception that cannot be rebuilt here
     ├── StoreError               Redis answered something the store cannot use
     │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
@@ -115,6 +116,21 @@ class ProcessCrashedError(TaskmeshError):
     (segfault, ``os._exit``, killed from outside). The worker goes on with a
     fresh child; the attempt is a failure like any other (retried if retries
     are left)."""
+
+
+class RemoteTaskError(TaskmeshError):
+    """A task's exception as the caller sees it when the original cannot be
+    rebuilt (it did not pickle on the worker, its class is unknown here, or
+    its pickle is unsigned while this side has a secret): ``TaskError.exception()``."""
+
+    def __init__(self, type: str, message: str, traceback: str | None = None):
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple:
+        return (RemoteTaskError, (self.type, self.message, self.traceback))
 
 
 class StoreError(TaskmeshError):

@@ -26,13 +26,25 @@ alarm:<worker id>      list    a worker's own wake-up token, pushed by its local
 scheduled:<name>       zset    SCHEDULED ids (retry delay, delay=/eta=);
                                score = due ms
 running                zset    RUNNING ids; score = lease deadline ms
-waiting                set     WAITING ids (dependencies unfinished)
-pending                set     PENDING ids (deferred)
-done:<status>          zset    terminal ids per status; score = record expiry ms
+byseq:<status>         zset    RUNNING / SCHEDULED ids again, score = seq: the
+                               newest-first listing index of those statuses
+waiting                zset    WAITING ids (dependencies unfinished); score = seq
+pending                zset    PENDING ids (deferred); score = seq
+done:<status>          zset    terminal ids per status; score = record expiry
+                               ms, or 2^52 + finished ms when kept forever
+                               (descending = most recently finished first)
+tag:<tag>              zset    ids of every task carrying <tag>; score = seq
+tag_expiry             zset    JSON [id, tags] of tagged tasks whose record
+                               expires; score = expiry ms (the reaper then
+                               removes the id from each tag:<tag>)
 qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
 resolve                list    "<id>|<status>": dependents still to resolve
+periodic               zset    periodic schedule names; score = next tick (epoch s)
+periodic:<name>        hash    one schedule: cron, every, tz, next_run_at,
+                               last_run_at, last_task_id, task (the encoded
+                               registration, see taskmesh/periodic.py)
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
@@ -121,6 +133,12 @@ class Keys:
     def done(self, status: TaskStatus | str) -> str:
         return f"{self.prefix}done:{status}"
 
+    def byseq(self, status: TaskStatus | str) -> str:
+        return f"{self.prefix}byseq:{status}"
+
+    def tag(self, tag: str) -> str:
+        return f"{self.prefix}tag:{tag}"
+
     def qcount(self, name: str) -> str:
         return f"{self.prefix}qcount:{name}"
 
@@ -132,6 +150,17 @@ class Keys:
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    def periodic_schedule(self, name: str) -> str:
+        return f"{self.prefix}periodic:{name}"
+
+    @property
+    def periodic(self) -> str:
+        return f"{self.prefix}periodic"
+
+    @property
+    def tag_expiry(self) -> str:
+        return f"{self.prefix}tag_expiry"
 
     @property
     def resolve(self) -> str:

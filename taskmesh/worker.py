@@ -5,6 +5,7 @@ batches of up to the free slots) -> the payload is decoded and the function
 resolved -> an executor runs it -> the outcome goes to ``report.lua`` through
 the pipelined :class:`Reporter`. The :class:`LeaseKeeper` thread keeps the
 leases alive meanwhile; a control subscription delivers cancel requests.
+A :class:`PeriodicTicker` thread fires the namespace's due periodic ticks.
 
 Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
 producer pushes a token with every enqueue, and a claim that leaves work
@@ -51,8 +52,10 @@ from .executors import EncodedOutcome, EscapedExit, Job, build_executors
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
+from .remote import pickle_exception
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
@@ -240,6 +243,8 @@ class Worker:
                              self._held_snapshot, self._info, self._on_renewed)
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
+        ticker = PeriodicTicker(self.sync_client, self.keys, self.commands, self.id)
+        ticker.start()
         self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
         log.info("worker %s started: queues=%s concurrency=%d", self.id,
@@ -250,6 +255,7 @@ class Worker:
         finally:
             await stop_listener(control, self._control_stop)
             keeper.stop()
+            ticker.stop()
             if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
                             "are recovered by another worker when their lease expires",
@@ -471,6 +477,8 @@ class Worker:
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            job.error_pickle = pickle_exception(
+                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -486,7 +494,7 @@ class Worker:
         try:
             status = await self.reporter.submit(
                 self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                     job.queued_locally_ms))
+                                     job.queued_locally_ms, job.error_pickle))
         except ReportRefusedError:
             if kind == "cancelled":
                 raise
