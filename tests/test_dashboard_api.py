@@ -24,8 +24,6 @@ from tests.dashboard_helpers import DashboardProcess, sse_events
 from tests.helpers import wait_until
 
 TASKINFO_FIELDS = [f.name for f in dataclasses.fields(TaskInfo)]
-needs_listing = pytest.mark.skipif(not hasattr(TaskManager, "list_tasks"),
-                                   reason="tm.list_tasks/retry_task (SPEC §11) not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +172,6 @@ def test_cancel(http, dtm):
     assert again.status_code == 200 and again.json() == {"cancelled": False}
 
 
-@needs_listing
 def test_retry(http, dtm, worker_factory, dash_ns):
     failed = dtm.register_task(tasks.fail, "x")
     pending = dtm.register_task(tasks.add, 1, 2, defer=True)
@@ -191,7 +188,6 @@ def test_retry(http, dtm, worker_factory, dash_ns):
 
 
 # ---- listing ------------------------------------------------------------------------------------
-@needs_listing
 def test_list_tasks_filters_and_pages(http, dtm):
     tag = f"tag{uuid.uuid4().hex[:6]}"
     ids = [dtm.register_task(tasks.add, i, i, defer=True, tags=[tag], queue="lq")
@@ -222,7 +218,6 @@ def test_list_tasks_filters_and_pages(http, dtm):
     assert all(t["queue"] == "lq" for t in by_queue)
 
 
-@needs_listing
 @pytest.mark.parametrize("params", [{"limit": "abc"}, {"limit": "0"}, {"limit": "1001"},
                                     {"status": "bogus"}, {"status": "QUEUED "},
                                     {"cursor": "!!not-a-cursor!!"}])
