@@ -104,11 +104,13 @@ def is_coroutine_callable(func: Any) -> bool:
 class EncodedOutcome(NamedTuple):
     """An outcome already encoded where the function ran (a process child):
     ``kind`` is "completed" (``data`` the result envelope) or "failed"
-    (``data`` the TaskError JSON)."""
+    (``data`` the TaskError JSON; ``error_classes`` the ``module.QualName``
+    of each class in the task exception's MRO, for matching by class)."""
 
     kind: str
     data: bytes | str
     retryable: bool
+    error_classes: tuple[str, ...] = ()
 
 
 def timeout_error(job: Job) -> TaskTimeoutError:

@@ -16,9 +16,11 @@ nothing a task controls)::
                       ["started"]                  the function is about to run
                       ["progress", value, message]  current_task().update_progress
                       ["final", value, message]     the last coalesced update
-                      ["done", kind, data, retryable]
+                      ["done", kind, data, retryable, class names]
                           kind "completed": data is the result envelope
-                          kind "failed":    data is the TaskError JSON
+                          kind "failed":    data is the TaskError JSON, and
+                          the class names are ``module.QualName`` of the
+                          exception's MRO (the exception itself stays here)
 
 Every failure inside the child, even a ``SystemExit`` raised by a result's
 ``__reduce__`` or an exception's ``__str__``, ends as a "failed" frame; if
@@ -42,7 +44,8 @@ from .executors import is_coroutine_callable, run_coroutine
 from .serialization import Codec, resolve_import, safe_str
 
 def pack(*frame: Any) -> bytes:
-    return msgpack.packb(list(frame), use_bin_type=True)
+    data: bytes = msgpack.packb(list(frame), use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes) -> list[Any]:
@@ -121,7 +124,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True))
+        send(pack("done", "failed", describe(exc, attempt), True, class_names(exc)))
         return
     _flush(context)
     try:
@@ -143,6 +146,15 @@ def _flush(context: TaskContext) -> None:
         context.flush_progress()
     except Exception:
         pass  # progress is telemetry; the outcome still goes out
+
+
+def class_names(exc: BaseException) -> list[str]:
+    """``module.QualName`` of every class in the exception's MRO, so the
+    worker can match a failure against classes without the instance."""
+    try:
+        return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+    except BaseException:
+        return [type(exc).__name__]
 
 
 def describe(exc: BaseException, attempt: int) -> str:
