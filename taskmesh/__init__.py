@@ -6,8 +6,10 @@ from .exceptions import (
     PayloadDecodeError,
     PayloadTooLargeError,
     ProcessCrashedError,
+    RemoteTaskError,
     SerializationError,
     SignatureError,
+    ServerBusyError,
     StoreError,
     TaskCancelledError,
     TaskFailedError,
@@ -20,7 +22,7 @@ from .exceptions import (
 )
 from .events import Subscription, subscribe
 from .manager import TaskManager
-from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -32,8 +34,10 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadTooLargeError",
     "ProcessCrashedError",
+    "RemoteTaskError",
     "SerializationError",
     "SignatureError",
+    "ServerBusyError",
     "StoreError",
     "Subscription",
     "TaskCancelledError",
@@ -42,6 +46,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInfo",
     "TaskManager",
+    "TaskPage",
     "TaskNotFoundError",
     "TaskPriority",
     "TaskStatus",

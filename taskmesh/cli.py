@@ -252,5 +252,22 @@ def demo(url: str | None, namespace: str | None, workers: int) -> None:
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))
 
 
+@main.command()
+@connection_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (default: loopback only).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="TASKMESH_DASHBOARD_TOKEN", default=None,
+              help="Require this token (Bearer header, or the cookie set by /?token=T).")
+@click.option("--read-only", is_flag=True, help="No Cancel/Retry: the API refuses them (403).")
+def dashboard(url: str | None, namespace: str | None, host: str, port: int, token: str | None,
+              read_only: bool) -> None:
+    """Serve the web dashboard and its JSON API."""
+    from .dashboard import serve
+
+    _setup_logging(False)
+    serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -55,6 +55,7 @@ class Job:
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
     executed_at: float | None = None  # monotonic time the function started
+    error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
 
     @property
     def queued_locally_ms(self) -> int:

@@ -26,9 +26,17 @@ alarm:<worker id>      list    a worker's own wake-up token, pushed by its local
 scheduled:<name>       zset    SCHEDULED ids (retry delay, delay=/eta=);
                                score = due ms
 running                zset    RUNNING ids; score = lease deadline ms
-waiting                set     WAITING ids (dependencies unfinished)
-pending                set     PENDING ids (deferred)
-done:<status>          zset    terminal ids per status; score = record expiry ms
+byseq:<status>         zset    RUNNING / SCHEDULED ids again, score = seq: the
+                               newest-first listing index of those statuses
+waiting                zset    WAITING ids (dependencies unfinished); score = seq
+pending                zset    PENDING ids (deferred); score = seq
+done:<status>          zset    terminal ids per status; score = record expiry
+                               ms, or 2^52 + finished ms when kept forever
+                               (descending = most recently finished first)
+tag:<tag>              zset    ids of every task carrying <tag>; score = seq
+tag_expiry             zset    JSON [id, tags] of tagged tasks whose record
+                               expires; score = expiry ms (the reaper then
+                               removes the id from each tag:<tag>)
 qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
@@ -121,6 +129,12 @@ class Keys:
     def done(self, status: TaskStatus | str) -> str:
         return f"{self.prefix}done:{status}"
 
+    def byseq(self, status: TaskStatus | str) -> str:
+        return f"{self.prefix}byseq:{status}"
+
+    def tag(self, tag: str) -> str:
+        return f"{self.prefix}tag:{tag}"
+
     def qcount(self, name: str) -> str:
         return f"{self.prefix}qcount:{name}"
 
@@ -132,6 +146,10 @@ class Keys:
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    @property
+    def tag_expiry(self) -> str:
+        return f"{self.prefix}tag_expiry"
 
     @property
     def resolve(self) -> str:

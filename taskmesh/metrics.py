@@ -39,8 +39,8 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
         pipe.zcard(keys.scheduled(q))
         pipe.zcard(keys.parked(q))
     pipe.zcard(keys.running)
-    pipe.scard(keys.waiting)
-    pipe.scard(keys.pending)
+    pipe.zcard(keys.waiting)
+    pipe.zcard(keys.pending)
     for status in ("completed", "failed", "cancelled"):
         pipe.zcount(keys.done(status), f"({int(now * 1000)}", "+inf")
     pipe.hgetall(keys.stats)

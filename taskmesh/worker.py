@@ -39,14 +39,21 @@ from .connection import (
     resolve_url,
     sync_client,
 )
-from .context import TaskContext
-from .exceptions import PayloadTooLargeError, SerializationError, StoreError, TaskTimeoutError
+from .context import ProgressDeferred, TaskContext
+from .exceptions import (
+    PayloadTooLargeError,
+    SerializationError,
+    ServerBusyError,
+    StoreError,
+    TaskTimeoutError,
+)
 from .executors import EncodedOutcome, EscapedExit, Job, build_executors
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
+from .remote import pickle_exception
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
 from .store import ClaimedTask, Commands
@@ -56,6 +63,8 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
 SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
+PROGRESS_PAUSE_S = 0.5  # after a failed progress write, coalesce locally this long
+PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
 
 
 @dataclass
@@ -160,6 +169,8 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Task | None = None
         self._reports_in_flight = 0
+        self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
+        self._progress_paused_until = 0.0  # monotonic; progress is coalesced until then
 
     # ---- state shared with the lease thread --------------------------------
     def _held_snapshot(self) -> dict[str, str]:
@@ -263,7 +274,7 @@ class Worker:
             await self.client.aclose()
             self.sync_client.close()
             raise
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, ServerBusyError, redis.exceptions.ResponseError) as exc:
             log.warning("worker %s: Redis not reachable yet (%s); will keep trying", self.id, exc)
 
     @property
@@ -284,12 +295,18 @@ class Worker:
             try:
                 res = await scripts.arun(self.client, self.commands.claim(
                     self.id, self.options.queues, want, self.lease_ms, self._sequential_slots()))
+            except ServerBusyError as exc:
+                self._note_busy(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             except CONNECTION_ERRORS as exc:
                 log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            self._note_not_busy()
             for claimed in res.tasks:
                 self._start(claimed)
             if len(res.tasks) >= want:
@@ -330,8 +347,27 @@ class Worker:
         except CONNECTION_ERRORS as exc:
             log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
             await asyncio.sleep(0.5)
+        except redis.exceptions.ResponseError as exc:
+            busy = scripts.busy_error(exc)
+            if busy is None:
+                raise
+            self._note_busy(busy)
+            await asyncio.sleep(0.5)
         finally:
             self._idle_wait = None
+
+    def _note_busy(self, exc: ServerBusyError) -> None:
+        """OOM and BUSY are transient server states: the worker backs off and
+        goes on, logging once per episode (not once per retry)."""
+        if self._busy_reason != exc.reason:
+            log.warning("worker %s: %s; backing off until Redis accepts writes again "
+                        "(running tasks go on, leases are kept)", self.id, exc)
+            self._busy_reason = exc.reason
+
+    def _note_not_busy(self) -> None:
+        if self._busy_reason is not None:
+            log.info("worker %s: Redis accepts commands again; resuming", self.id)
+            self._busy_reason = None
 
     # ---- one task -------------------------------------------------------------
     def _start(self, claimed: ClaimedTask) -> None:
@@ -354,8 +390,34 @@ class Worker:
 
     def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None,
                          force: bool = False) -> bool:
+        """Runs on the task's thread. While Redis cannot take updates, they
+        are coalesced at once (ProgressDeferred) rather than each blocking
+        the task on a failing round trip."""
+        if time.monotonic() < self._progress_paused_until:
+            raise ProgressDeferred()
         call = self.commands.progress(claimed.id, progress, message, claimed.token, force)
-        return scripts.run(self.sync_client, call)
+        try:
+            return scripts.run(self.sync_client, call)
+        except (*CONNECTION_ERRORS, ServerBusyError) as exc:
+            log.info("task %s: progress not recorded for now (%s); will send the latest later",
+                     claimed.id, exc)
+            self._progress_paused_until = time.monotonic() + PROGRESS_PAUSE_S
+            raise ProgressDeferred() from exc
+
+    async def _flush_progress(self, job: Job) -> None:
+        """The task's last coalesced update, retried for a while; dropped (it
+        is telemetry) rather than hold up the outcome for long."""
+        deadline = time.monotonic() + PROGRESS_FLUSH_S
+        while job.context._unsent is not None:
+            self._progress_paused_until = 0.0
+            try:
+                await asyncio.to_thread(job.context.flush_progress)
+            except ProgressDeferred:
+                if time.monotonic() >= deadline:
+                    log.warning("task %s: last progress update dropped (Redis unavailable)",
+                                job.id)
+                    return
+                await asyncio.sleep(PROGRESS_PAUSE_S)
 
     def _prepare(self, job: Job) -> None:
         if job.claimed.defect:
@@ -379,7 +441,7 @@ class Worker:
             else:
                 outcome = await self._execute(job)
                 if job.context._unsent is not None:
-                    await asyncio.to_thread(job.context.flush_progress)
+                    await self._flush_progress(job)
             # The function is done: its slot can take new work while the
             # report travels (the lease stays held until the report lands).
             self._free_slot(job)
@@ -410,6 +472,8 @@ class Worker:
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            job.error_pickle = pickle_exception(
+                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -425,7 +489,7 @@ class Worker:
         try:
             status = await self.reporter.submit(
                 self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                     job.queued_locally_ms))
+                                     job.queued_locally_ms, job.error_pickle))
         except ReportRefusedError:
             if kind == "cancelled":
                 raise
@@ -527,7 +591,7 @@ class Worker:
         for _ in range(attempts):
             try:
                 return await scripts.arun(self.client, call)
-            except CONNECTION_ERRORS:
+            except (*CONNECTION_ERRORS, ServerBusyError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return None
@@ -535,7 +599,7 @@ class Worker:
     async def _unregister(self) -> None:
         try:
             await scripts.arun_atomic(self.client, self.commands.unregister_worker(self.id))
-        except CONNECTION_ERRORS:
+        except (*CONNECTION_ERRORS, ServerBusyError):
             pass  # our heartbeat entry expires by itself
 
 

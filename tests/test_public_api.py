@@ -23,13 +23,13 @@ from taskmesh import (
 
 SPEC_NAMES = [
     "TaskManager", "TaskPriority", "TaskStatus", "EventType", "current_task",
-    "TaskError", "TaskInfo", "Event",
+    "TaskError", "TaskInfo", "Event", "TaskPage",
 ]
 SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
     "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
     "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
-    "ProcessCrashedError", "TaskmeshConnectionError",
+    "RemoteTaskError", "ProcessCrashedError", "TaskmeshConnectionError",
 ]
 
 
@@ -154,3 +154,9 @@ def test_task_manager_signatures():
     assert rate["burst"].kind is inspect.Parameter.KEYWORD_ONLY and rate["burst"].default is None
     ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
     assert ex["wait"].default is False and ex["timeout"].default is None
+
+
+def test_server_busy_error_is_a_store_error():
+    """Issue 8: OOM/BUSY replies reach producers as a typed taskmesh error."""
+    assert "ServerBusyError" in taskmesh.__all__
+    assert issubclass(taskmesh.ServerBusyError, taskmesh.StoreError)

@@ -18,7 +18,9 @@
 -- call) and the next candidates are looked at, so tasks waiting for a token
 -- never hold up the queue; next_due_ms counts parked tasks' turns too. With
 -- priority aging set, candidates come in aged order (claim_order).
--- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>.
+-- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>, scheduled:<q>,
+-- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
+-- (listing indexes, written with the homes).
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq_slots = tonumber(ARGV[5])
 local queues = {}
@@ -30,9 +32,11 @@ for _, q in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     local t = load(id)
-    if t then enqueue(t, true) else redis.call('ZREM', k_scheduled(q), id) end
+    if t then enqueue(t, true) else
+      redis.call('ZREM', k_scheduled(q), id)
+      redis.call('ZREM', k_byseq('scheduled'), id)
+    end
   end
-  unpark_due(q)
 end
 
 local flags = ''
@@ -43,6 +47,12 @@ if cap then
     want = math.max(room, 0)
     flags = flags .. 'c'
   end
+end
+
+-- Parked tasks whose turn came rejoin their queues (only when this claim
+-- can take them: they get their token now, ahead of the tasks still parked).
+if want > 0 then
+  for _, q in ipairs(queues) do unpark_due(q) end
 end
 
 -- Merge the heads of all queues: scores order by priority, then global seq
@@ -60,7 +70,7 @@ while claimed < want and park_budget > 0 do
     elseif t.executor == 'sequential' and seq_slots <= 0 then
       if not string.find(flags, 'l') then flags = flags .. 'l' end
     else
-      local wait = t.rate_key and take_token(t.rate_key) or 0
+      local wait = t.rate_key and take_token(t.rate_key, t.id) or 0
       if wait > 0 then
         park(t, wait)
         parked, park_budget = parked + 1, park_budget - 1
@@ -72,7 +82,7 @@ while claimed < want and park_budget > 0 do
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
           'attempts', attempt, 'started_at', now_s())
-        redis.call('ZADD', KEYS[1], now + lease, c.id)
+        enter_running(t, now + lease)
         t.status, t.worker = 'running', wid
         emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
         local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')

@@ -12,7 +12,8 @@
 -- parked:<q>, scored by the ms when its turn for a token comes, so it never
 -- holds up the tasks behind it (no head-of-line blocking). Turns are spaced
 -- one token apart per waiting task, so each due task finds a token and the
--- lot is not churned. claim.lua moves due tasks back at their original
+-- lot is not churned (one that comes back early waits for the next token,
+-- ahead of the rest). claim.lua moves due tasks back at their original
 -- place in line (queue_score of priority and seq); qcount counts parked
 -- tasks as queued all along, and leave() in the prelude takes them out of
 -- either structure.
@@ -43,9 +44,14 @@ local function rate_limit(rk)
   return limit
 end
 
--- Takes a token for rate key `rk`: returns 0 when granted (or the key has
--- no limit), else the ms until this task's turn.
-local function take_token(rk)
+local _returned = {}  -- ids this call took out of a parking lot
+
+-- Takes a token for task `id` of rate key `rk`: returns 0 when granted (or
+-- the key has no limit), else the ms until this task's turn. A task back
+-- from the lot that finds no token (its turn came early: a late claim
+-- earlier lost the time a full bucket cannot store) waits only for the
+-- next token, ahead of the tasks still parked.
+local function take_token(rk, id)
   local limit = rate_limit(rk)
   if not limit then return 0 end
   local key = k_rate_bucket(rk)
@@ -54,14 +60,17 @@ local function take_token(rk)
   local tokens = tonumber(b[1]) or limit.burst
   local elapsed = math.max(now - (tonumber(b[2]) or now), 0)
   tokens = math.min(limit.burst, tokens + elapsed * limit.rate / 1000)
-  if tokens >= 1 then
-    redis.call('HSET', key, 'tokens', tokens - 1, 'ts', now)
+  -- The refill sums float steps of rate/1000: a task due exactly at its
+  -- turn may see 0.999...; rounding must not send it to the back of the line.
+  if tokens >= 1 - 1e-9 then
+    redis.call('HSET', key, 'tokens', math.max(tokens - 1, 0), 'ts', now)
     return 0
   end
   -- Tasks already waiting go first: this one's turn is after theirs.
   local waiting = math.max(tonumber(b[3]) or 0, 0)
+  local ahead = _returned[id] and 0 or waiting
   redis.call('HSET', key, 'tokens', tokens, 'ts', now, 'parked', waiting + 1)
-  return math.max(math.ceil((1 - tokens + waiting) * 1000 / limit.rate), 1)
+  return math.max(math.ceil((1 - tokens + ahead) * 1000 / limit.rate), 1)
 end
 
 local function park(t, wait_ms)
@@ -74,6 +83,7 @@ local function unpark(t)
   redis.call('ZREM', k_parked(t.queue), t.id)
   redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id)
   unparked(t.rate_key)
+  _returned[t.id] = true
 end
 
 local function unpark_due(q)
