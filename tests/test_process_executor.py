@@ -104,6 +104,9 @@ def test_task_exception_type_message_and_traceback(tm, worker_factory):
     assert "in raise_boom" in err.traceback and "in _inner" in err.traceback
     assert "raise Boom(message)" in err.traceback
     assert "process_child" not in err.traceback  # taskmesh's frames are trimmed
+    # the original exception, pickled in the child, is rebuilt here (SPEC §11)
+    rebuilt = err.exception()
+    assert type(rebuilt) is pt.Boom and str(rebuilt) == "it broke"
 
 
 def test_cpu_bound_tasks_run_in_parallel_children(tm, worker_factory):
@@ -213,6 +216,7 @@ def test_a_dead_child_is_process_crashed_error_and_the_worker_goes_on(tm, worker
     err = _failure(tm, crashed).error
     assert err.type == "ProcessCrashedError"
     assert detail in err.message
+    assert isinstance(err.exception(), ProcessCrashedError)
     assert isinstance(ProcessCrashedError("x"), TaskmeshError)
     # the worker is still there, and its pool is whole again
     results = [tm.wait_for_task_sync(tm.register_task(pt.whoami, executor_type=P), timeout=WAIT)
