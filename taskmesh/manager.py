@@ -223,7 +223,10 @@ class TaskManager:
         state = self._state()
 
         async def read_status() -> TaskStatus:
-            return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades():
+                status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            return status
 
         await state.waiter.wait(task_id, read_status, timeout)
         raw = await scripts.arun(state.client, self.commands.read_fields(
@@ -246,7 +249,21 @@ class TaskManager:
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
-        return await self._arun(self.commands.cancel(task_id)) > 0
+        cancelled = await self._arun(self.commands.cancel(task_id)) > 0
+        await self._finish_cascades()
+        return cancelled
+
+    async def _finish_cascades(self) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list to the
+        end (a cascade over thousands of dependents is cut into bounded
+        script calls), so finishing one never waits for a worker to claim.
+        True if there was any."""
+        worked = False
+        while (left := await self._arun(self.commands.resolve())) >= 0:
+            worked = True
+            if left == 0:
+                break
+        return worked
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:
@@ -262,9 +279,14 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> TaskStatus:
         return self._run(self.commands.read_fields(task_id))[0]
 
-    def get_task_result(self, task_id: str) -> Any:
+    def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
+        """With ``unpickle=False`` pickled parts come back as ``<pickled, N
+        bytes>`` placeholders: what operator tools use, as they must never
+        run code read from Redis."""
         status, result = self._run(self.commands.read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
+            if not unpickle:
+                return self.codec.preview_result(result)
             return self.codec.decode_result(result)
         return None
 
