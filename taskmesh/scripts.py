@@ -36,11 +36,23 @@ class LuaScript:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+# A script that runs another script's body once per item: report_many.lua
+# calls report.lua's body as `report(KEYS, ARGV)`, the parameters shadowing
+# the globals, so report.lua stays the one implementation of a report.
+INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",)}
+
+
 @cache
 def script(name: str) -> LuaScript:
     prelude = (LUA_DIR / "prelude.lua").read_text()
+    parts = [prelude]
+    for inner in INCLUDES.get(name, ()):
+        body = (LUA_DIR / f"{inner}.lua").read_text()
+        parts.append(f"-- ===== {inner}.lua, as a function =====\n"
+                     f"local function {inner}(KEYS, ARGV)\n{body}\nend")
     body = (LUA_DIR / f"{name}.lua").read_text()
-    return LuaScript(name, f"{prelude}\n-- ===== {name}.lua =====\n{body}")
+    parts.append(f"-- ===== {name}.lua =====\n{body}")
+    return LuaScript(name, "\n".join(parts))
 
 
 def _identity(raw: Any) -> Any:

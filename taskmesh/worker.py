@@ -214,7 +214,7 @@ class Worker:
         )
         self.executors = build_executors(pool)
         await self._check_credentials()
-        self.reporter = Reporter(self.client)
+        self.reporter = Reporter(self.client, merge=self.commands.report_many)
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
                              self._held_snapshot, self._info, self._on_renewed)
