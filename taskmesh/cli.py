@@ -48,6 +48,9 @@ def main() -> None:
               help="Tasks running at once in this worker.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Thread pool size (default: --concurrency).")
+@click.option("--processes", default=None, type=click.IntRange(min=1),
+              help="Child processes for executor_type='process' (default: the number of "
+                   "CPUs; started on the first process task).")
 @click.option("--lease-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds before another worker may take over this worker's tasks.")
 @click.option("--grace-period", default=25.0, show_default=True, type=click.FloatRange(min=0),
@@ -62,9 +65,9 @@ def main() -> None:
               type=click.IntRange(min=1), help="Largest serialized result a task may return.")
 @click.option("-v", "--verbose", is_flag=True)
 def worker(url: str | None, namespace: str | None, queues: str, concurrency: int, threads: int | None,
-           lease_timeout: float, grace_period: float, burst: bool, name: str | None,
-           imports: tuple[str, ...], secret: str | None, no_pickle: bool, max_payload_bytes: int,
-           verbose: bool) -> None:
+           processes: int | None, lease_timeout: float, grace_period: float, burst: bool,
+           name: str | None, imports: tuple[str, ...], secret: str | None, no_pickle: bool,
+           max_payload_bytes: int, verbose: bool) -> None:
     """Run a worker until SIGTERM/SIGINT (or until drained, with --burst)."""
     from .worker import Worker, WorkerOptions
 
@@ -73,7 +76,7 @@ def worker(url: str | None, namespace: str | None, queues: str, concurrency: int
     try:
         options = WorkerOptions(
             url=url, namespace=namespace, queues=queues, concurrency=concurrency,  # type: ignore[arg-type]
-            threads=threads, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
+            threads=threads, processes=processes, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
             name=name, imports=list(imports), secret=secret, no_pickle=no_pickle,
             max_payload_bytes=max_payload_bytes,
         )
@@ -247,6 +250,23 @@ def demo(url: str | None, namespace: str | None, workers: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))
+
+
+@main.command()
+@connection_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (default: loopback only).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="TASKMESH_DASHBOARD_TOKEN", default=None,
+              help="Require this token (Bearer header, or the cookie set by /?token=T).")
+@click.option("--read-only", is_flag=True, help="No Cancel/Retry: the API refuses them (403).")
+def dashboard(url: str | None, namespace: str | None, host: str, port: int, token: str | None,
+              read_only: bool) -> None:
+    """Serve the web dashboard and its JSON API."""
+    from .dashboard import serve
+
+    _setup_logging(False)
+    serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
 
 
 if __name__ == "__main__":  # pragma: no cover

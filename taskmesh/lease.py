@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from . import scripts
 from .connection import CONNECTION_ERRORS
+from .exceptions import ServerBusyError
 from .store import Commands
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,12 @@ class LeaseKeeper(threading.Thread):
             )
             if time.monotonic() >= self._reap_after:
                 scripts.run(self.client, self.commands.recover())
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, ServerBusyError) as exc:
+            # OOM/BUSY: renew.lua is refused, but so is every other worker's
+            # recover.lua, so no lease is taken over meanwhile; afterwards the
+            # same grace round as after an outage lets us renew first.
             if not self._redis_down:
-                log.warning("worker %s cannot reach Redis to renew leases: %s", self.worker_id, exc)
+                log.warning("worker %s cannot renew leases: %s", self.worker_id, exc)
             self._redis_down = True
             return False
         if self._redis_down:

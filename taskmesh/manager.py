@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
-from . import metrics
+from . import flow, metrics
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -30,10 +30,12 @@ from .events import (
     subscribe,
 )
 from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
-from .keys import Keys, validate_namespace
-from .models import Event, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .keys import Keys, validate_namespace, validate_queue_name
+from .listing import PageReader, build_query
+from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .portal import Portal
-from .registration import NewTask, TaskOptions, build_task
+from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
+from .remote import bind
 from .serialization import Codec
 from .store import Commands, decode_error
 from .waiters import DoneWaiter
@@ -48,9 +50,15 @@ _embedded_lock = threading.Lock()
 _embedded: dict[str, WorkerHandle] = {}
 
 
+# Connections one event loop's async API may hold at once. Waiting is pub/sub
+# driven (one shared subscription); each waiter only borrows a connection for
+# its short status reads, so thousands of waiters queue for these few.
+LOOP_MAX_CONNECTIONS = 64
+
+
 class _LoopState:
     def __init__(self, url: str, keys: Keys):
-        self.client = async_client(url)
+        self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
         self.waiter = DoneWaiter(self.client, keys)
 
     async def close(self) -> None:
@@ -146,6 +154,7 @@ class TaskManager:
         defer: bool = False,
         delay: float | None = None,
         eta: datetime | float | None = None,
+        rate_key: str | None = None,
     ) -> str:
         """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
         until ``delay`` seconds / the ``eta`` have passed); returns its id."""
@@ -160,6 +169,7 @@ class TaskManager:
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
             queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
+            rate_key=rate_key,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -215,16 +225,22 @@ class TaskManager:
             return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
 
         await state.waiter.wait(task_id, read_status, timeout)
-        raw = await scripts.arun(state.client, self.commands.read_fields(task_id, "result", "error"))
+        raw = await scripts.arun(state.client, self.commands.read_fields(
+            task_id, "result", "error", "error_exc"))
         return self._outcome(task_id, raw)
 
     def _outcome(self, task_id: str, raw: list[Any]) -> Any:
-        status, result, error = raw
+        status, result, error, pickled = raw
         if status is TaskStatus.COMPLETED:
             return self.codec.decode_result(result) if result else None
         if status is TaskStatus.FAILED:
-            raise TaskFailedError(task_id, decode_error(error) or TaskError("Unknown", ""))
-        raise TaskCancelledError(task_id, decode_error(error))
+            raise TaskFailedError(task_id, self._error(error, pickled) or TaskError("Unknown", ""))
+        raise TaskCancelledError(task_id, self._error(error, pickled))
+
+    def _error(self, raw: Any, pickled: Any = None) -> TaskError | None:
+        """A stored error, able to rebuild its exception under this manager's
+        secret policy (TaskError.exception())."""
+        return bind(decode_error(raw, pickled), self.codec)
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
@@ -252,8 +268,8 @@ class TaskManager:
         return None
 
     def get_task_error(self, task_id: str) -> TaskError | None:
-        status, error = self._run(self.commands.read_fields(task_id, "error"))
-        return decode_error(error) if status.is_terminal else None
+        status, error, pickled = self._run(self.commands.read_fields(task_id, "error", "error_exc"))
+        return self._error(error, pickled) if status.is_terminal else None
 
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
@@ -261,7 +277,49 @@ class TaskManager:
         return float(progress or 0.0), message.decode() if message else None
 
     def get_task(self, task_id: str) -> TaskInfo:
-        return self._run(self.commands.read_task(task_id))
+        info: TaskInfo = self._run(self.commands.read_task(task_id))
+        bind(info.error, self.codec)
+        return info
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        queue: str | None = None,
+        tag: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of tasks matching every filter given: QUEUED ones in claim
+        order, then the other unfinished ones newest first, then finished ones
+        most recently finished first (SPEC §11, §17). Pass ``page.cursor``
+        back for the next page; None means there is no more."""
+        query = build_query(status, queue, tag, metadata, limit)
+        reader = PageReader(self.commands, self._run, self._run_many)
+        tasks, next_cursor = reader.page(query, cursor)
+        for info in tasks:
+            bind(info.error, self.codec)
+        return TaskPage(tasks, next_cursor)
+
+    def _run_many(self, cmds: Sequence[Any]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd.args)
+        return list(pipe.execute())
+
+    def retry_task(self, task_id: str, *, priority: int | None = None,
+                   queue: str | None = None) -> str:
+        """Registers a new task with the function, arguments and options of a
+        FAILED or CANCELLED one (``metadata["retry_of"]`` = its id) and returns
+        the new id; the old task is left as it is. ValueError for any other
+        status."""
+        if priority is not None:
+            check_priority(priority)
+        if queue is not None:
+            validate_queue_name(queue)
+        record = self._run(self.commands.read_record(task_id))
+        return self._store([build_retry(task_id, record, priority, queue, self.result_ttl)])[0]
 
     def update_task_progress(self, task_id: str, progress: float,
                              message: str | None = None) -> bool:
@@ -306,6 +364,14 @@ class TaskManager:
         if limit < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
         self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    def set_rate_limit(self, key: str, per_second: float | None, *,
+                       burst: int | None = None) -> None:
+        """Tasks registered with ``rate_key=key`` start at most ``per_second``
+        times per second across all workers (a token bucket of ``burst``
+        tokens, default ``per_second``); None removes the limit."""
+        limit = flow.check_rate_limit(key, per_second, burst)
+        flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> WorkerHandle:

@@ -6,11 +6,24 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import threading
+import time
 
-from taskmesh import SerializationError, TaskFailedError, TaskManager, TaskStatus
+import pytest
+import redis
+
+from taskmesh import (
+    SerializationError,
+    ServerBusyError,
+    StoreError,
+    TaskFailedError,
+    TaskManager,
+    TaskStatus,
+)
 from tests import bad_tasks, tasks
 from tests.conftest import RedisServer, namespace_snapshot
+from tests.helpers import wait_until
 
 WAIT = 20.0
 
@@ -98,3 +111,164 @@ def test_outcome_redis_refuses_fails_that_task_and_holds_up_no_other(small_bulk_
         assert info.value.error.type == "ValueError"  # message capped, so it fits
         assert len(info.value.error.message) < 100_000
         assert worker.returncode is None
+
+
+# ---- 3: OOM (maxmemory + noeviction) and BUSY are transient ---------------------------
+
+@pytest.fixture
+def private_redis():
+    server = RedisServer(appendonly=True, extra_args=["--maxmemory-policy", "noeviction",
+                                                      "--busy-reply-threshold", "100"])
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def test_workers_ride_out_redis_oom_and_producers_get_a_typed_error(private_redis, namespace,
+                                                                   worker_factory):
+    """At maxmemory writes are refused: the running task's report waits, the
+    worker lives, and everything goes through once memory is back."""
+    rds = private_redis.client()
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        running = tm.register_task("tests.reliability_tasks:sleep_then", 1.5,
+                                   executor_type="thread_pool")
+        queued = tm.register_task(tasks.add, 20, 22)
+        worker = worker_factory("--concurrency", "1", url=private_redis.url)
+        wait_until(lambda: tm.get_task_status(running) is TaskStatus.RUNNING, timeout=WAIT,
+                   what="the task to start")
+        rds.config_set("maxmemory", "1")  # every write is refused from now on
+        try:
+            with pytest.raises(ServerBusyError) as info:
+                tm.register_task(tasks.add, 1, 2)
+            assert info.value.reason == "oom" and isinstance(info.value, StoreError)
+            with pytest.raises(ServerBusyError):
+                tm.register_many(tasks.add, [(1, 2), (3, 4)])
+            # The task finishes meanwhile: its report is refused and waits.
+            # (claim.lua may still succeed: its first write, ZPOPMIN, frees
+            # memory, and Redis then lets the script finish atomically.)
+            wait_until(lambda: "cannot report 1 outcome(s): Redis is out of memory" in worker.log(),
+                       timeout=WAIT, what="the reporter to back off")
+            assert tm.get_task_status(running) is TaskStatus.RUNNING
+            assert worker.returncode is None, worker.log()
+        finally:
+            rds.config_set("maxmemory", "0")
+        assert tm.wait_for_task_sync(running, timeout=WAIT) == "done"
+        assert tm.wait_for_task_sync(queued, timeout=WAIT) == 42
+        assert worker.returncode is None
+        log = worker.log()
+        assert "Traceback" not in log, log
+        # logged once per episode per component, not once per retry
+        assert log.count("Redis is out of memory") <= 4, log
+    rds.close()
+
+
+def test_workers_ride_out_a_busy_script_and_producers_get_a_typed_error(private_redis, namespace,
+                                                                       worker_factory):
+    rds = private_redis.client()
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        worker = worker_factory("--concurrency", "4", url=private_redis.url)
+        first = tm.register_task(tasks.add, 1, 1)
+        assert tm.wait_for_task_sync(first, timeout=WAIT) == 2
+        # Another client's endless read-only script: Redis answers BUSY to all.
+        blocker = threading.Thread(target=_run_endless_script, args=(private_redis,), daemon=True)
+        blocker.start()
+        try:
+            wait_until(lambda: _is_busy(rds), timeout=WAIT, what="Redis to answer BUSY")
+            with pytest.raises(ServerBusyError) as info:
+                tm.register_task(tasks.add, 1, 2)
+            assert info.value.reason == "busy"
+            wait_until(lambda: "busy running a script" in worker.log(), timeout=WAIT,
+                       what="the worker to notice BUSY")
+            assert worker.returncode is None, worker.log()
+        finally:
+            wait_until(lambda: _script_kill(rds), timeout=WAIT, what="SCRIPT KILL")
+            blocker.join(WAIT)
+        later = tm.register_task(tasks.add, 2, 3)
+        assert tm.wait_for_task_sync(later, timeout=WAIT) == 5
+        assert worker.returncode is None
+        assert "Traceback" not in worker.log(), worker.log()
+    rds.close()
+
+
+def _run_endless_script(server: RedisServer) -> None:
+    client = server.client()
+    try:
+        client.eval("while true do end", 0)
+    except redis.ResponseError:
+        pass  # killed by SCRIPT KILL
+    finally:
+        client.close()
+
+
+def _is_busy(client: redis.Redis) -> bool:
+    try:
+        client.get("x")
+    except redis.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def _script_kill(client: redis.Redis) -> bool:
+    try:
+        client.script_kill()
+    except redis.ResponseError as exc:
+        return "No scripts in execution" in str(exc)
+    return True
+
+
+# ---- 4: progress while Redis restarts never fails the task ----------------------------
+
+@pytest.mark.parametrize("func, executor_type", [
+    ("tests.reliability_tasks:progress_for", "thread_pool"),
+    ("tests.reliability_tasks:progress_for", "sequential"),
+    ("tests.reliability_tasks:progress_for", "async"),
+    ("tests.reliability_tasks:async_progress_for", "async"),
+])
+def test_progress_during_a_redis_restart_never_fails_the_task(private_redis, namespace,
+                                                              worker_factory, func,
+                                                              executor_type):
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        task_id = tm.register_task(func, 4.0, executor_type=executor_type)
+        worker = worker_factory("--lease-timeout", "10", url=private_redis.url)
+        wait_until(lambda: tm.get_task_progress(task_id)[0] > 0, timeout=WAIT,
+                   what="the first progress update")
+        private_redis.stop()
+        time.sleep(1.0)  # the outage itself: longer than redis-py's quick retries
+        private_redis.start()
+        assert tm.wait_for_task_sync(task_id, timeout=WAIT) > 0
+        assert tm.get_task_status(task_id) is TaskStatus.COMPLETED
+        assert worker.returncode is None
+
+
+# ---- 6: thousands of waiters in one loop, bounded connections --------------------------
+
+def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_factory):
+    n = 2000
+    ids = tm.register_many(tasks.add, [(i, i) for i in range(n)])
+    baseline = rds.info("clients")["connected_clients"]
+    peak = [baseline]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        probe = redis.Redis(connection_pool=rds.connection_pool)
+        while not sampling.is_set():
+            peak[0] = max(peak[0], probe.info("clients")["connected_clients"])
+            time.sleep(0.01)
+
+    async def main() -> list[int]:
+        waits = [asyncio.ensure_future(tm.wait_for_task(t, timeout=60)) for t in ids]
+        await asyncio.sleep(0.5)  # every waiter is subscribed and parked
+        assert not any(w.done() for w in waits)
+        worker_factory("--burst", "--concurrency", "50")
+        return await asyncio.gather(*waits)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results = asyncio.run(main())
+    finally:
+        sampling.set()
+        sampler.join(5)
+    assert results == [2 * i for i in range(n)]
+    # The waiters' loop used at most its pool (+1 pub/sub); the worker a handful.
+    assert peak[0] - baseline <= 64 + 1 + 10, peak[0] - baseline
