@@ -212,9 +212,12 @@ def events(url: str | None, namespace: str | None, since: str | None, types: tup
 
 @main.command()
 @connection_options
+@click.option("--unpickle", is_flag=True,
+              help="Unpickle a pickled result to show it. This runs code read from Redis: "
+                   "only for data you trust. Default: shown as <pickled, N bytes>.")
 @click.argument("task_id")
-def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
-    """Show one task in full."""
+def inspect(url: str | None, namespace: str | None, unpickle: bool, task_id: str) -> None:
+    """Show one task in full (never unpickling anything unless --unpickle)."""
     from .exceptions import TaskNotFoundError
     from .manager import TaskManager
     from .ui import print_task
@@ -224,7 +227,8 @@ def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
             info = tm.get_task(task_id)
         except TaskNotFoundError as exc:
             raise click.ClickException(str(exc)) from exc
-        print_task(info, tm.get_task_result(task_id) if info.status == "completed" else None)
+        print_task(info, tm.get_task_result(task_id, unpickle=unpickle)
+                   if info.status == "completed" else None)
 
 
 @main.command()
@@ -250,6 +254,43 @@ def demo(url: str | None, namespace: str | None, workers: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))
+
+
+@main.group()
+def periodic() -> None:
+    """Periodic schedules (added with TaskManager.add_periodic)."""
+
+
+@periodic.command("list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+def periodic_list(url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Every schedule: when it runs next, when it last ran, its last task."""
+    import dataclasses
+    import json
+
+    from .manager import TaskManager
+    from .ui import periodic_lines
+
+    with TaskManager(url, namespace=namespace) as tm:
+        schedules = tm.list_periodic()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in schedules], indent=2))
+    else:
+        click.echo("\n".join(periodic_lines(schedules)))
+
+
+@periodic.command("remove")
+@connection_options
+@click.argument("name")
+def periodic_remove(url: str | None, namespace: str | None, name: str) -> None:
+    """Delete the schedule NAME (tasks of past ticks are kept)."""
+    from .manager import TaskManager
+
+    with TaskManager(url, namespace=namespace) as tm:
+        if not tm.remove_periodic(name):
+            raise click.ClickException(f"no periodic schedule named {name!r}")
+    click.echo(f"removed periodic schedule {name}")
 
 
 @main.command()

@@ -41,6 +41,10 @@ qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
 resolve                list    "<id>|<status>": dependents still to resolve
+periodic               zset    periodic schedule names; score = next tick (epoch s)
+periodic:<name>        hash    one schedule: cron, every, tz, next_run_at,
+                               last_run_at, last_task_id, task (the encoded
+                               registration, see taskmesh/periodic.py)
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
@@ -66,11 +70,19 @@ from dataclasses import dataclass
 from .models import TaskStatus
 
 
+# Redis glob characters: a name holding one would make a pattern (the
+# waiters' PSUBSCRIBE of ``done:*``, any SCAN MATCH) reach other namespaces
+# or queues, e.g. namespace ``a*`` hearing every namespace starting with a.
+GLOB_CHARS = "*?[]\\"
+
+
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise ValueError("namespace must be a non-empty string")
     if any(ch in namespace for ch in "{}:\n\r "):
         raise ValueError(f"namespace {namespace!r} may not contain braces, ':' or spaces")
+    if any(ch in namespace for ch in GLOB_CHARS):
+        raise ValueError(f"namespace {namespace!r} may not contain glob characters * ? [ ] \\")
     return namespace
 
 
@@ -79,6 +91,8 @@ def validate_queue_name(queue: str) -> str:
         raise ValueError("queue must be a non-empty string")
     if any(ch in queue for ch in "{},\n\r "):
         raise ValueError(f"queue name {queue!r} may not contain braces, commas or spaces")
+    if any(ch in queue for ch in GLOB_CHARS):
+        raise ValueError(f"queue name {queue!r} may not contain glob characters * ? [ ] \\")
     return queue
 
 
@@ -88,9 +102,9 @@ def validate_rate_key(rate_key: str) -> str:
     by accident."""
     if not isinstance(rate_key, str) or not rate_key:
         raise ValueError("rate_key must be a non-empty string")
-    if any(ch in rate_key for ch in "{},\n\r *?["):
+    if any(ch in rate_key for ch in "{},\n\r ") or any(ch in rate_key for ch in GLOB_CHARS):
         raise ValueError(
-            f"rate key {rate_key!r} may not contain braces, commas, spaces or * ? [")
+            f"rate key {rate_key!r} may not contain braces, commas, spaces or * ? [ ] \\")
     return rate_key
 
 
@@ -146,6 +160,13 @@ class Keys:
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    def periodic_schedule(self, name: str) -> str:
+        return f"{self.prefix}periodic:{name}"
+
+    @property
+    def periodic(self) -> str:
+        return f"{self.prefix}periodic"
 
     @property
     def tag_expiry(self) -> str:

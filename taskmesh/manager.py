@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
-from . import flow, metrics
+from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -33,6 +33,7 @@ from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
 from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
@@ -222,7 +223,10 @@ class TaskManager:
         state = self._state()
 
         async def read_status() -> TaskStatus:
-            return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades():
+                status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            return status
 
         await state.waiter.wait(task_id, read_status, timeout)
         raw = await scripts.arun(state.client, self.commands.read_fields(
@@ -245,7 +249,21 @@ class TaskManager:
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
-        return await self._arun(self.commands.cancel(task_id)) > 0
+        cancelled = await self._arun(self.commands.cancel(task_id)) > 0
+        await self._finish_cascades()
+        return cancelled
+
+    async def _finish_cascades(self) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list to the
+        end (a cascade over thousands of dependents is cut into bounded
+        script calls), so finishing one never waits for a worker to claim.
+        True if there was any."""
+        worked = False
+        while (left := await self._arun(self.commands.resolve())) >= 0:
+            worked = True
+            if left == 0:
+                break
+        return worked
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:
@@ -261,9 +279,14 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> TaskStatus:
         return self._run(self.commands.read_fields(task_id))[0]
 
-    def get_task_result(self, task_id: str) -> Any:
+    def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
+        """With ``unpickle=False`` pickled parts come back as ``<pickled, N
+        bytes>`` placeholders: what operator tools use, as they must never
+        run code read from Redis."""
         status, result = self._run(self.commands.read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
+            if not unpickle:
+                return self.codec.preview_result(result)
             return self.codec.decode_result(result)
         return None
 
@@ -352,6 +375,29 @@ class TaskManager:
         else:
             entries = list(self._client.xrange(self.keys.events, min=f"({since}", count=count) or [])
         return [e for e in (decode_entry(i, f) for i, f in entries) if e is not None]
+
+    # ---- periodic tasks ------------------------------------------------------------------
+    def add_periodic(self, name: str, func: Callable[..., Any] | str, *args: Any,
+                     cron: str | None = None, every: int | None = None, tz: str = "UTC",
+                     kwargs: dict[str, Any] | None = None,
+                     **register_options: Any) -> PeriodicInfo:
+        """Stores (or replaces) the schedule ``name``: exactly one of ``cron``
+        (5 fields, in time zone ``tz``) or ``every`` (whole seconds >= 1).
+        Any running worker registers one task per tick, with the id
+        ``"periodic:<name>:<tick epoch seconds>"``; ``register_options`` are
+        register_task's (priority, queue, timeout, retries, ...), encoded now."""
+        return periodic.add(self._client, self.keys, self.codec, self.result_ttl, name, func,
+                            args, cron=cron, every=every, tz=tz, kwargs=kwargs,
+                            options=register_options)
+
+    def remove_periodic(self, name: str) -> bool:
+        """Deletes a schedule; False if there was none by that name. Tasks of
+        ticks already fired are not touched."""
+        return periodic.remove(self._client, self.keys, name)
+
+    def list_periodic(self) -> list[PeriodicInfo]:
+        """Every schedule of the namespace, by name."""
+        return periodic.list_all(self._client, self.keys)
 
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:

@@ -138,6 +138,11 @@ class Commands:
 
         return Call(script("cancel"), [self.keys.task(task_id)], [self.prefix, task_id], parse)
 
+    def resolve(self) -> Call[int]:
+        """Continues a cascade left on the ``resolve`` list; returns what is
+        left (-1: nothing was there)."""
+        return Call(script("resolve"), [self.keys.resolve], [self.prefix], int)
+
     def progress(
         self, task_id: str, progress: float, message: str | None, token: str = "",
         force: bool = False,
