@@ -23,8 +23,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None,
                                 reason="Debian chromium is not installed (make test installs it)")
 sync_api = pytest.importorskip("playwright.sync_api")
 DOCS = REPO_ROOT / "docs"
-needs_retry = pytest.mark.skipif(not hasattr(TaskManager, "retry_task"),
-                                 reason="tm.retry_task (SPEC §11) not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +123,6 @@ def test_cancel_from_the_page(page, wtm, worker_factory, browser_ns):
     assert page.errors == []
 
 
-@needs_retry
 def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
     tid = wtm.register_task(tasks.fail, "retry me")
     w = worker_factory("--burst", namespace=browser_ns)

@@ -241,7 +241,8 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
         actions.append('<button type="button" class="action" data-action="retry">Retry</button>')
     pct = f'{t["progress"] * 100:.0f}%'
     progress = (f'<div class="progress-row"><progress id="task-progress" max="1" '
-                f'value="{t["progress"]}" aria-label="progress"></progress> '
+                f'value="{t["progress"]}" aria-valuenow="{t["progress"]}" '
+                f'aria-valuetext="{pct}" aria-label="progress"></progress> '
                 f'<span id="progress-text" class="progress-pct">{pct}</span> '
                 f'<span id="progress-message">{esc(t["progress_message"] or "")}</span></div>')
     meta = dict(t["metadata"] or {})
