@@ -248,8 +248,12 @@ class PeriodicTicker(threading.Thread):
             if wait > 0:
                 self.stopped.wait(wait)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stops the thread and waits for a pass in progress (so the worker
+        does not close the client under it)."""
         self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
     def check(self) -> float:
         """Fires what is due; returns how long to sleep before looking again.
