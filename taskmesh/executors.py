@@ -110,6 +110,7 @@ class EncodedOutcome(NamedTuple):
     kind: str
     data: bytes | str
     retryable: bool
+    pickled: bytes | None = None  # the task's exception (taskmesh.remote), if it pickled
 
 
 def timeout_error(job: Job) -> TaskTimeoutError:

@@ -16,7 +16,7 @@ nothing a task controls)::
                       ["started"]                  the function is about to run
                       ["progress", value, message]  current_task().update_progress
                       ["final", value, message]     the last coalesced update
-                      ["done", kind, data, retryable]
+                      ["done", kind, data, retryable(, pickled exception)]
                           kind "completed": data is the result envelope
                           kind "failed":    data is the TaskError JSON
 
@@ -39,6 +39,7 @@ import msgpack
 
 from .context import TaskContext, _current
 from .executors import is_coroutine_callable, run_coroutine
+from .remote import pickle_exception
 from .serialization import Codec, resolve_import, safe_str
 
 def pack(*frame: Any) -> bytes:
@@ -121,7 +122,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True))
+        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(codec, exc)))
         return
     _flush(context)
     try:

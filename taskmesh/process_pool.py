@@ -174,8 +174,9 @@ class Child:
             # The child's last coalesced value: the worker flushes (and
             # publishes) it when the task ends, as for the other executors.
             attempt.job.context._unsent = (frame[1], frame[2])
-        elif kind == "done" and len(frame) == 4:
-            outcome = EncodedOutcome(str(frame[1]), frame[2], bool(frame[3]))
+        elif kind == "done" and len(frame) in (4, 5):
+            outcome = EncodedOutcome(str(frame[1]), frame[2], bool(frame[3]),
+                                     frame[4] if len(frame) == 5 else None)
             self.pool.call_soon(attempt.settle, outcome)
 
 

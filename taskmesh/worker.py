@@ -478,6 +478,7 @@ class Worker:
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
         if isinstance(result, EncodedOutcome):  # encoded by a process child already
+            job.error_pickle = result.pickled
             return result.kind, result.data, result.retryable
         try:
             return "completed", self.codec.encode_result(result), False
