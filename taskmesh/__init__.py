@@ -23,6 +23,7 @@ from .exceptions import (
 from .events import Subscription, subscribe
 from .manager import TaskManager
 from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "EventType",
     "PayloadDecodeError",
     "PayloadTooLargeError",
+    "PeriodicInfo",
     "ProcessCrashedError",
     "RemoteTaskError",
     "SerializationError",

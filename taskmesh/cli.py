@@ -252,6 +252,43 @@ def demo(url: str | None, namespace: str | None, workers: int) -> None:
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))
 
 
+@main.group()
+def periodic() -> None:
+    """Periodic schedules (added with TaskManager.add_periodic)."""
+
+
+@periodic.command("list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+def periodic_list(url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Every schedule: when it runs next, when it last ran, its last task."""
+    import dataclasses
+    import json
+
+    from .manager import TaskManager
+    from .ui import periodic_lines
+
+    with TaskManager(url, namespace=namespace) as tm:
+        schedules = tm.list_periodic()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in schedules], indent=2))
+    else:
+        click.echo("\n".join(periodic_lines(schedules)))
+
+
+@periodic.command("remove")
+@connection_options
+@click.argument("name")
+def periodic_remove(url: str | None, namespace: str | None, name: str) -> None:
+    """Delete the schedule NAME (tasks of past ticks are kept)."""
+    from .manager import TaskManager
+
+    with TaskManager(url, namespace=namespace) as tm:
+        if not tm.remove_periodic(name):
+            raise click.ClickException(f"no periodic schedule named {name!r}")
+    click.echo(f"removed periodic schedule {name}")
+
+
 @main.command()
 @connection_options
 @click.option("--host", default="127.0.0.1", show_default=True,

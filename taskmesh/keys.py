@@ -41,6 +41,10 @@ qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
 resolve                list    "<id>|<status>": dependents still to resolve
+periodic               zset    periodic schedule names; score = next tick (epoch s)
+periodic:<name>        hash    one schedule: cron, every, tz, next_run_at,
+                               last_run_at, last_task_id, task (the encoded
+                               registration, see taskmesh/periodic.py)
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
@@ -146,6 +150,13 @@ class Keys:
 
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
+
+    def periodic_schedule(self, name: str) -> str:
+        return f"{self.prefix}periodic:{name}"
+
+    @property
+    def periodic(self) -> str:
+        return f"{self.prefix}periodic"
 
     @property
     def tag_expiry(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
 from .connection import async_client, is_memory, resolve_namespace, resolve_url, sync_client
-from . import flow, metrics
+from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -33,6 +33,7 @@ from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
 from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
@@ -352,6 +353,29 @@ class TaskManager:
         else:
             entries = list(self._client.xrange(self.keys.events, min=f"({since}", count=count) or [])
         return [e for e in (decode_entry(i, f) for i, f in entries) if e is not None]
+
+    # ---- periodic tasks ------------------------------------------------------------------
+    def add_periodic(self, name: str, func: Callable[..., Any] | str, *args: Any,
+                     cron: str | None = None, every: int | None = None, tz: str = "UTC",
+                     kwargs: dict[str, Any] | None = None,
+                     **register_options: Any) -> PeriodicInfo:
+        """Stores (or replaces) the schedule ``name``: exactly one of ``cron``
+        (5 fields, in time zone ``tz``) or ``every`` (whole seconds >= 1).
+        Any running worker registers one task per tick, with the id
+        ``"periodic:<name>:<tick epoch seconds>"``; ``register_options`` are
+        register_task's (priority, queue, timeout, retries, ...), encoded now."""
+        return periodic.add(self._client, self.keys, self.codec, self.result_ttl, name, func,
+                            args, cron=cron, every=every, tz=tz, kwargs=kwargs,
+                            options=register_options)
+
+    def remove_periodic(self, name: str) -> bool:
+        """Deletes a schedule; False if there was none by that name. Tasks of
+        ticks already fired are not touched."""
+        return periodic.remove(self._client, self.keys, name)
+
+    def list_periodic(self) -> list[PeriodicInfo]:
+        """Every schedule of the namespace, by name."""
+        return periodic.list_all(self._client, self.keys)
 
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:

@@ -114,6 +114,14 @@ async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
     return call.parse(raw)
 
 
+def run_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+    """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
+    pipe = client.pipeline(transaction=True)
+    for cmd in cmds:
+        pipe.execute_command(*cmd.args)
+    return [cmd.parse(raw) for cmd, raw in zip(cmds, pipe.execute())]
+
+
 async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
     """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
     pipe = client.pipeline(transaction=True)

@@ -5,6 +5,7 @@ batches of up to the free slots) -> the payload is decoded and the function
 resolved -> an executor runs it -> the outcome goes to ``report.lua`` through
 the pipelined :class:`Reporter`. The :class:`LeaseKeeper` thread keeps the
 leases alive meanwhile; a control subscription delivers cancel requests.
+A :class:`PeriodicTicker` thread fires the namespace's due periodic ticks.
 
 Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
 producer pushes a token with every enqueue, and a claim that leaves work
@@ -51,6 +52,7 @@ from .executors import EncodedOutcome, EscapedExit, Job, build_executors
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
 from .remote import pickle_exception
@@ -241,6 +243,8 @@ class Worker:
                              self._held_snapshot, self._info, self._on_renewed)
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
+        ticker = PeriodicTicker(self.sync_client, self.keys, self.commands, self.id)
+        ticker.start()
         self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
         log.info("worker %s started: queues=%s concurrency=%d", self.id,
@@ -251,6 +255,7 @@ class Worker:
         finally:
             await stop_listener(control, self._control_stop)
             keeper.stop()
+            ticker.stop()
             if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
                             "are recovered by another worker when their lease expires",

@@ -23,7 +23,7 @@ from taskmesh import (
 
 SPEC_NAMES = [
     "TaskManager", "TaskPriority", "TaskStatus", "EventType", "current_task",
-    "TaskError", "TaskInfo", "Event", "TaskPage",
+    "TaskError", "TaskInfo", "Event", "TaskPage", "PeriodicInfo",
 ]
 SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
@@ -154,6 +154,20 @@ def test_task_manager_signatures():
     assert rate["burst"].kind is inspect.Parameter.KEYWORD_ONLY and rate["burst"].default is None
     ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
     assert ex["wait"].default is False and ex["timeout"].default is None
+
+
+def test_periodic_api():
+    assert dataclasses.is_dataclass(taskmesh.PeriodicInfo)
+    assert [f.name for f in dataclasses.fields(taskmesh.PeriodicInfo)] == [
+        "name", "cron", "every", "tz", "next_run_at", "last_run_at", "last_task_id"]
+    add = inspect.signature(taskmesh.TaskManager.add_periodic).parameters
+    assert list(add)[1:4] == ["name", "func", "args"]
+    assert add["args"].kind is inspect.Parameter.VAR_POSITIONAL
+    for name, default in {"cron": None, "every": None, "tz": "UTC", "kwargs": None}.items():
+        assert add[name].kind is inspect.Parameter.KEYWORD_ONLY and add[name].default == default
+    assert add["register_options"].kind is inspect.Parameter.VAR_KEYWORD
+    for name in ("add_periodic", "remove_periodic", "list_periodic"):
+        assert not inspect.iscoroutinefunction(getattr(taskmesh.TaskManager, name)), name
 
 
 def test_server_busy_error_is_a_store_error():

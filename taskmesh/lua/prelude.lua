@@ -22,6 +22,7 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
+local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
 local function k_byseq(status) return PREFIX .. 'byseq:' .. status end
 local function k_tag(tag) return PREFIX .. 'tag:' .. tag end
 local K_RUNNING = PREFIX .. 'running'
@@ -38,6 +39,7 @@ local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
 local K_RESOLVE = PREFIX .. 'resolve'
+local K_PERIODIC = PREFIX .. 'periodic'
 local K_TAG_EXPIRY = PREFIX .. 'tag_expiry'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
