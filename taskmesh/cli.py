@@ -212,9 +212,12 @@ def events(url: str | None, namespace: str | None, since: str | None, types: tup
 
 @main.command()
 @connection_options
+@click.option("--unpickle", is_flag=True,
+              help="Unpickle a pickled result to show it. This runs code read from Redis: "
+                   "only for data you trust. Default: shown as <pickled, N bytes>.")
 @click.argument("task_id")
-def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
-    """Show one task in full."""
+def inspect(url: str | None, namespace: str | None, unpickle: bool, task_id: str) -> None:
+    """Show one task in full (never unpickling anything unless --unpickle)."""
     from .exceptions import TaskNotFoundError
     from .manager import TaskManager
     from .ui import print_task
@@ -224,7 +227,8 @@ def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
             info = tm.get_task(task_id)
         except TaskNotFoundError as exc:
             raise click.ClickException(str(exc)) from exc
-        print_task(info, tm.get_task_result(task_id) if info.status == "completed" else None)
+        print_task(info, tm.get_task_result(task_id, unpickle=unpickle)
+                   if info.status == "completed" else None)
 
 
 @main.command()

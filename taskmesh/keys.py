@@ -70,11 +70,19 @@ from dataclasses import dataclass
 from .models import TaskStatus
 
 
+# Redis glob characters: a name holding one would make a pattern (the
+# waiters' PSUBSCRIBE of ``done:*``, any SCAN MATCH) reach other namespaces
+# or queues, e.g. namespace ``a*`` hearing every namespace starting with a.
+GLOB_CHARS = "*?[]\\"
+
+
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise ValueError("namespace must be a non-empty string")
     if any(ch in namespace for ch in "{}:\n\r "):
         raise ValueError(f"namespace {namespace!r} may not contain braces, ':' or spaces")
+    if any(ch in namespace for ch in GLOB_CHARS):
+        raise ValueError(f"namespace {namespace!r} may not contain glob characters * ? [ ] \\")
     return namespace
 
 
@@ -83,6 +91,8 @@ def validate_queue_name(queue: str) -> str:
         raise ValueError("queue must be a non-empty string")
     if any(ch in queue for ch in "{},\n\r "):
         raise ValueError(f"queue name {queue!r} may not contain braces, commas or spaces")
+    if any(ch in queue for ch in GLOB_CHARS):
+        raise ValueError(f"queue name {queue!r} may not contain glob characters * ? [ ] \\")
     return queue
 
 
@@ -92,9 +102,9 @@ def validate_rate_key(rate_key: str) -> str:
     by accident."""
     if not isinstance(rate_key, str) or not rate_key:
         raise ValueError("rate_key must be a non-empty string")
-    if any(ch in rate_key for ch in "{},\n\r *?["):
+    if any(ch in rate_key for ch in "{},\n\r ") or any(ch in rate_key for ch in GLOB_CHARS):
         raise ValueError(
-            f"rate key {rate_key!r} may not contain braces, commas, spaces or * ? [")
+            f"rate key {rate_key!r} may not contain braces, commas, spaces or * ? [ ] \\")
     return rate_key
 
 

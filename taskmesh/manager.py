@@ -115,6 +115,7 @@ class TaskManager:
         secret: str | None = None,
         max_payload_bytes: int = 16 * 1024 * 1024,
         events_maxlen: int | None = None,
+        priority_aging_s: float | None = None,
     ):
         self.url = resolve_url(url)
         self.namespace = validate_namespace(resolve_namespace(namespace))
@@ -122,6 +123,7 @@ class TaskManager:
             raise ValueError("result_ttl must be >= 0 seconds or None")
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
+        aging = flow.check_priority_aging(priority_aging_s)
         self.result_ttl = None if result_ttl is None else int(result_ttl)
         secret = secret or os.environ.get("TASKMESH_SECRET") or None
         self.secret = secret
@@ -141,10 +143,19 @@ class TaskManager:
             check_concurrency_cap(max_concurrent_tasks)
         if events_maxlen is not None and (isinstance(events_maxlen, bool) or events_maxlen < 1):
             raise ValueError("events_maxlen must be >= 1")
+        # Nothing touches Redis before the first use (see _client): the
+        # namespace settings given here are written then.
+        settings: list[Callable[[], Any]] = []
+        if max_concurrent_tasks is not None:
+            settings.append(lambda: self.set_max_concurrent_tasks(max_concurrent_tasks))
+        if aging is not None:  # None leaves the stored setting (like the cap)
+            settings.append(lambda: flow.set_priority_aging(self._sync_client, self.keys, aging))
+        if events_maxlen is not None:
+            settings.append(lambda: self._sync_client.hset(
+                self.keys.config, "events_maxlen", int(events_maxlen)))
         if is_memory(self.url):
             note_memory_namespace(self.namespace)  # in-process only: subscribe() finds it
-        # Nothing touches Redis before the first use (see _client).
-        self._setup: tuple[int | None, int | None] | None = (max_concurrent_tasks, events_maxlen)
+        self._setup: list[Callable[[], Any]] | None = settings
         self._setup_lock = threading.Lock()
 
     # ---- plumbing ---------------------------------------------------------------
@@ -161,12 +172,9 @@ class TaskManager:
         with self._setup_lock:
             if self._setup is None:
                 return
-            cap, events_maxlen = self._setup
-            self._setup = None
-            if cap is not None:
-                self.set_max_concurrent_tasks(cap)
-            if events_maxlen is not None:
-                self._sync_client.hset(self.keys.config, "events_maxlen", int(events_maxlen))
+            settings, self._setup = self._setup, None
+            for apply in settings:
+                apply()
             if is_memory(self.url):
                 _host().ensure_embedded(self)
 
@@ -209,6 +217,8 @@ class TaskManager:
         delay: float | None = None,
         eta: datetime | float | None = None,
         rate_key: str | None = None,
+        retry_on: Any = None,
+        retry_jitter: bool = False,
     ) -> str:
         """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
         until ``delay`` seconds / the ``eta`` have passed); returns its id."""
@@ -223,7 +233,7 @@ class TaskManager:
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
             queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
-            rate_key=rate_key,
+            rate_key=rate_key, retry_on=retry_on, retry_jitter=retry_jitter,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -276,7 +286,10 @@ class TaskManager:
         state = self._state()
 
         async def read_status() -> TaskStatus:
-            return (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades():
+                status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            return status
 
         await state.waiter.wait(task_id, read_status, timeout)
         raw = await scripts.arun(state.client, self.commands.read_fields(
@@ -299,7 +312,21 @@ class TaskManager:
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
-        return await self._arun(self.commands.cancel(task_id)) > 0
+        cancelled = await self._arun(self.commands.cancel(task_id)) > 0
+        await self._finish_cascades()
+        return cancelled
+
+    async def _finish_cascades(self) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list to the
+        end (a cascade over thousands of dependents is cut into bounded
+        script calls), so finishing one never waits for a worker to claim.
+        True if there was any."""
+        worked = False
+        while (left := await self._arun(self.commands.resolve())) >= 0:
+            worked = True
+            if left == 0:
+                break
+        return worked
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:
@@ -315,9 +342,14 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> TaskStatus:
         return self._run(self.commands.read_fields(task_id))[0]
 
-    def get_task_result(self, task_id: str) -> Any:
+    def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
+        """With ``unpickle=False`` pickled parts come back as ``<pickled, N
+        bytes>`` placeholders: what operator tools use, as they must never
+        run code read from Redis."""
         status, result = self._run(self.commands.read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
+            if not unpickle:
+                return self.codec.preview_result(result)
             return self.codec.decode_result(result)
         return None
 
@@ -437,6 +469,12 @@ class TaskManager:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return
         self._client.hset(self.keys.config, "max_concurrent_tasks", check_concurrency_cap(limit))
+
+    def set_priority_aging(self, seconds: float | None) -> None:
+        """Anti-starvation for the whole namespace: a QUEUED task is ordered as
+        if enqueued ``priority * seconds`` earlier; None restores strict
+        priority order. Applies at once to tasks already queued."""
+        flow.set_priority_aging(self._client, self.keys, flow.check_priority_aging(seconds))
 
     def set_rate_limit(self, key: str, per_second: float | None, *,
                        burst: int | None = None) -> None:

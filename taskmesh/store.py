@@ -18,7 +18,8 @@ from .exceptions import StoreError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
 from .remote import attach
-from .scripts import Call, Cmd, script
+from .retry_policy import jitter_factor
+from .scripts import Call, Cmd, busy_error, script
 
 
 def _s(value: Any) -> str | None:
@@ -138,6 +139,11 @@ class Commands:
 
         return Call(script("cancel"), [self.keys.task(task_id)], [self.prefix, task_id], parse)
 
+    def resolve(self) -> Call[int]:
+        """Continues a cascade left on the ``resolve`` list; returns what is
+        left (-1: nothing was there)."""
+        return Call(script("resolve"), [self.keys.resolve], [self.prefix], int)
+
     def progress(
         self, task_id: str, progress: float, message: str | None, token: str = "",
         force: bool = False,
@@ -186,9 +192,26 @@ class Commands:
             script("report"),
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
-             queued_locally_ms, pickled_error or b""],
+             queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
             lambda raw: _s(raw) or "",
         )
+
+    def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
+        """Several :meth:`report` Calls as one script call (report_many.lua
+        runs report.lua's body for each). The reply is one entry per report:
+        its status, or the exception its script raised."""
+        k = self.keys
+        width = len(reports[0].args) - 1
+        args: list[Any] = [self.prefix, width]
+        for call in reports:
+            assert len(call.args) - 1 == width and call.script.name == "report"
+            args += call.args[1:]
+
+        def parse(raw: list) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(reports, raw)]
+
+        return Call(script("report_many"), [k.running, k.stats], args, parse)
 
     def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
               info: dict[str, Any] | None = None) -> Call[RenewResult]:

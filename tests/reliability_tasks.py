@@ -44,3 +44,10 @@ async def block_loop_for(seconds: float) -> str:
     """Blocks the worker's event loop (a sync sleep inside async def)."""
     time.sleep(seconds)
     return "blocked"
+
+
+def return_touch_on_unpickle(path: str) -> object:
+    """A result whose mere unpickling creates ``path`` (see bad_tasks)."""
+    from tests.bad_tasks import TouchOnUnpickle
+
+    return {"marker": TouchOnUnpickle(path), "plain": [1, 2]}

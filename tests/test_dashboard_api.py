@@ -24,8 +24,6 @@ from tests.dashboard_helpers import DashboardProcess, sse_events
 from tests.helpers import wait_until
 
 TASKINFO_FIELDS = [f.name for f in dataclasses.fields(TaskInfo)]
-needs_listing = pytest.mark.skipif(not hasattr(TaskManager, "list_tasks"),
-                                   reason="tm.list_tasks/retry_task (SPEC §11) not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +115,17 @@ def test_failed_task_shows_error_with_traceback(http, dtm, worker_factory, dash_
     assert "Traceback" in body["error"]["traceback"]
     page = http.get(f"/tasks/{tid}").text
     assert "it broke" in page and "Traceback (most recent call last)" in page
+    timeline = page[page.index('id="timeline"'):]
+    order = [timeline.index(t) for t in ("TASK_CREATED", "TASK_STARTED", "TASK_FAILED")]
+    assert order == sorted(order)
+
+
+def test_timeline_shows_the_end_of_a_task_buried_in_a_busy_stream(http, dtm):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    dtm.register_many(tasks.add, range(3500), defer=True)  # 3,500 events after it
+    dtm.cancel_task_sync(tid)
+    timeline = http.get(f"/tasks/{tid}").text.split('id="timeline"')[1]
+    assert "TASK_CREATED" in timeline and "TASK_CANCELLED" in timeline
 
 
 # ---- never unpickled ----------------------------------------------------------------------
@@ -136,7 +145,8 @@ def test_pickled_values_are_never_unpickled(http, dtm, worker_factory, dash_ns, 
     assert body["kwargs"] == f"{{'e': <pickled, {size} bytes>}}"
     assert body["func"] == "tests.tasks.echo"  # pickled by reference: name read from opcodes
     result = http.get(f"/api/tasks/{produced}").json()["result"]
-    assert result.startswith("<pickled, ") and result.endswith(" bytes>")
+    result_size = len(cloudpickle.dumps(dashboard_tasks.Malicious(str(result_marker))))
+    assert result == f"<pickled, {result_size} bytes>"
     for path in (f"/tasks/{deferred}", f"/tasks/{produced}", "/events"):
         assert http.get(path).status_code == 200
     assert not arg_marker.exists() and not result_marker.exists()
@@ -173,7 +183,16 @@ def test_cancel(http, dtm):
     assert again.status_code == 200 and again.json() == {"cancelled": False}
 
 
-@needs_listing
+def test_actions_refuse_cross_site_requests(http, dtm, dash):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        resp = http.post(f"/api/tasks/{tid}/cancel", headers=headers)
+        assert resp.status_code == 403 and "cross-site" in resp.json()["error"]
+    assert dtm.get_task_status(tid) is TaskStatus.PENDING
+    same = http.post(f"/api/tasks/{tid}/cancel", headers={"Origin": dash.base_url})
+    assert same.status_code == 200 and same.json() == {"cancelled": True}
+
+
 def test_retry(http, dtm, worker_factory, dash_ns):
     failed = dtm.register_task(tasks.fail, "x")
     pending = dtm.register_task(tasks.add, 1, 2, defer=True)
@@ -190,7 +209,6 @@ def test_retry(http, dtm, worker_factory, dash_ns):
 
 
 # ---- listing ------------------------------------------------------------------------------------
-@needs_listing
 def test_list_tasks_filters_and_pages(http, dtm):
     tag = f"tag{uuid.uuid4().hex[:6]}"
     ids = [dtm.register_task(tasks.add, i, i, defer=True, tags=[tag], queue="lq")
@@ -221,7 +239,6 @@ def test_list_tasks_filters_and_pages(http, dtm):
     assert all(t["queue"] == "lq" for t in by_queue)
 
 
-@needs_listing
 @pytest.mark.parametrize("params", [{"limit": "abc"}, {"limit": "0"}, {"limit": "1001"},
                                     {"status": "bogus"}, {"status": "QUEUED "},
                                     {"cursor": "!!not-a-cursor!!"}])
@@ -393,8 +410,8 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
     proc = None
     try:
         proc = DashboardProcess(server.url, "outage", logpath=tmp_path / "dash.log")
-        with TaskManager(server.url, namespace="outage") as tm:
-            tid = tm.register_task(tasks.add, 1, 2, defer=True)
+        tm = TaskManager(server.url, namespace="outage")
+        tid = tm.register_task(tasks.add, 1, 2, defer=True)
         with proc.client() as c:
             assert c.get("/api/metrics").status_code == 200
             server.stop()
@@ -411,6 +428,36 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
                        what="dashboard to recover")
             assert c.get(f"/api/tasks/{tid}").json()["status"] == "pending"
             assert "Redis is unavailable" not in c.get("/").text
+        tm.close()
+    finally:
+        if proc is not None:
+            proc.stop()
+        server.cleanup()
+
+
+def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
+    """Pub/sub loses what is published while the hub is disconnected: once it
+    has resubscribed it ends every stream, and the browser's resume with
+    Last-Event-ID replays the gap from the stream."""
+    server = RedisServer(appendonly=True).start()
+    proc = None
+    try:
+        proc = DashboardProcess(server.url, "gap", logpath=tmp_path / "dash.log")
+        tm = TaskManager(server.url, namespace="gap")
+        with httpx.Client(base_url=proc.base_url, timeout=20) as c:
+            with c.stream("GET", "/api/events") as resp:
+                messages = sse_events(resp)
+                tm.register_task(tasks.add, 1, 1, defer=True)
+                last_id = next(messages)["id"]
+                server.stop()
+                server.start()
+                during = tm.register_task(tasks.add, 2, 2, defer=True)
+                rest = [m["data"]["task_id"] for m in messages]  # ends when the hub kicks it
+            assert rest in ([], [during])
+            with c.stream("GET", "/api/events", headers={"Last-Event-ID": last_id}) as resp:
+                resumed = next(sse_events(resp))
+            assert resumed["data"]["task_id"] == during and resumed["event"] == "TASK_CREATED"
+        tm.close()
     finally:
         if proc is not None:
             proc.stop()

@@ -23,8 +23,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None,
                                 reason="Debian chromium is not installed (make test installs it)")
 sync_api = pytest.importorskip("playwright.sync_api")
 DOCS = REPO_ROOT / "docs"
-needs_retry = pytest.mark.skipif(not hasattr(TaskManager, "retry_task"),
-                                 reason="tm.retry_task (SPEC §11) not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +123,6 @@ def test_cancel_from_the_page(page, wtm, worker_factory, browser_ns):
     assert page.errors == []
 
 
-@needs_retry
 def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
     tid = wtm.register_task(tasks.fail, "retry me")
     w = worker_factory("--burst", namespace=browser_ns)
@@ -137,6 +134,30 @@ def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
     new_id = page.url.rsplit("/", 1)[1]
     assert wtm.get_task(new_id).metadata["retry_of"] == tid
     assert page.get_by_role("link", name=tid).count() >= 1  # links back to what it retried
+    assert page.errors == []
+
+
+def test_tasks_page_filters_pages_and_finds_by_id(page, wtm):
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    ids = [wtm.register_task(tasks.add, i, i, defer=True, tags=[tag], name=f"listed-{i}")
+           for i in range(30)]
+    wtm.cancel_task_sync(ids[3])
+    page.goto(f"/tasks?tag={tag}&limit=25")
+    rows = page.locator("#tasks-table tbody tr")
+    assert rows.count() == 25
+    page.get_by_role("link", name="Next page").click()
+    page.wait_for_url("**cursor=**")
+    assert rows.count() == 5
+    page.goto(f"/tasks?tag={tag}")
+    page.locator("form.filters input[value=cancelled]").check()
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**status=cancelled**")
+    assert rows.count() == 1 and ids[3] in rows.first.inner_text()
+    page.get_by_label("Task id").fill(ids[7])
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(f"**/tasks/{ids[7]}")
+    assert "listed-7" in page.locator("h1").inner_text()
+    assert "(7, 7)" in page.locator("table.fields").inner_text()  # args, decoded
     assert page.errors == []
 
 

@@ -7,7 +7,12 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import threading
+from collections import Counter
 import time
 
 import pytest
@@ -15,14 +20,18 @@ import redis
 
 from taskmesh import (
     SerializationError,
+    TaskCancelledError,
     ServerBusyError,
     StoreError,
     TaskFailedError,
     TaskManager,
     TaskStatus,
 )
+from taskmesh import scripts
+from taskmesh.keys import Keys
+from taskmesh.worker import WorkerOptions
 from tests import bad_tasks, tasks
-from tests.conftest import RedisServer, namespace_snapshot
+from tests.conftest import REPO_ROOT, RedisServer, namespace_snapshot
 from tests.helpers import wait_until
 
 WAIT = 20.0
@@ -272,3 +281,103 @@ def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_fa
     assert results == [2 * i for i in range(n)]
     # The waiters' loop used at most its pool (+1 pub/sub); the worker a handful.
     assert peak[0] - baseline <= 64 + 1 + 10, peak[0] - baseline
+
+
+# ---- 7: a cascade never needs a running worker ----------------------------------------
+
+def test_cancelling_a_parent_of_1000_dependents_finishes_the_cascade_without_workers(tm, rds):
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert tm.cancel_task_sync(parent)
+    statuses = [tm.get_task_status(d) for d in dependents]
+    assert statuses.count(TaskStatus.CANCELLED) == 1000, Counter(statuses)
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
+    error = tm.get_task_error(dependents[-1])
+    assert error is not None and error.type == "DependencyFailedError"
+
+
+def test_a_waiter_on_a_dependent_finishes_a_cascade_left_on_the_list(tm, rds):
+    """The cascade is left half done (cancel.lua run straight, as another
+    client would) and no worker runs: waiting on the last dependent finishes it."""
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert scripts.run(rds, tm.commands.cancel(parent)) == 1
+    assert rds.llen(Keys(tm.namespace).resolve) > 0  # the rest is left for later
+    with pytest.raises(TaskCancelledError) as info:
+        tm.wait_for_task_sync(dependents[-1], timeout=10)
+    assert info.value.error.type == "DependencyFailedError"
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
+
+
+# ---- 12: no glob characters in names; no pattern crosses namespaces --------------------
+
+@pytest.mark.parametrize("bad", ["a*", "a?", "a[bc]", "a]", "a\\\\b"])
+def test_glob_characters_are_refused_in_namespaces_and_queue_names(redis_server, tm, bad):
+    with pytest.raises(ValueError, match="glob"):
+        TaskManager(redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace="ok", queues=[bad])
+    with pytest.raises(ValueError, match="glob"):
+        tm.register_task(tasks.add, 1, 2, queue=bad)
+
+
+def test_no_pattern_subscription_crosses_namespaces(redis_server, rds, namespace):
+    """The waiters' pattern of one namespace hears its own tasks and none of a
+    namespace whose name merely starts the same (or contains it)."""
+    neighbours = [namespace + "x", namespace + "-b", "x" + namespace]
+    pubsub = rds.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(Keys(namespace).done_channel("*"))
+    wait_until(lambda: rds.pubsub_numpat() >= 1, what="the pattern subscription")
+    try:
+        managers = [TaskManager(redis_server.url, namespace=ns) for ns in neighbours]
+        for other in managers:
+            assert other.cancel_task_sync(other.register_task(tasks.add, 1, 1, defer=True))
+        with TaskManager(redis_server.url, namespace=namespace) as own:
+            mine = own.register_task(tasks.add, 1, 1, defer=True)
+            assert own.cancel_task_sync(mine)
+        heard = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            msg = pubsub.get_message(timeout=1.0)
+            if msg:
+                heard.append(msg["channel"].decode())
+                if heard[-1].endswith(mine):
+                    break
+        assert heard == [Keys(namespace).done_channel(mine)], heard
+    finally:
+        for m in managers:
+            m.close()
+        pubsub.close()
+
+
+# ---- 11: operator tools never unpickle by default ---------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("TASKMESH_SECRET", None)
+    return subprocess.run([sys.executable, "-m", "taskmesh", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespace,
+                                                       worker_factory, tmp_path):
+    marker = tmp_path / "unpickled"
+    task_id = tm.register_task("tests.reliability_tasks:return_touch_on_unpickle", str(marker))
+    worker_factory("--burst")
+    wait_until(lambda: tm.get_task_status(task_id) is TaskStatus.COMPLETED, timeout=WAIT,
+               what="the task to complete")
+    common = ["--url", redis_server.url, "--namespace", namespace]
+    out = _cli("inspect", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"<pickled, \d+ bytes>", out.stdout), out.stdout
+    assert "[1, 2]" in out.stdout  # what decodes without unpickling is shown
+    assert not marker.exists(), "inspect unpickled a result read from Redis"
+    preview = tm.get_task_result(task_id, unpickle=False)
+    assert repr(preview["marker"]).startswith("<pickled, ") and not marker.exists()
+    out = _cli("inspect", "--unpickle", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert marker.exists()  # the explicit flag does unpickle

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -50,9 +52,20 @@ async def _favicon(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
+def _hub_client(url: str) -> Any:
+    """The hub's pub/sub client, without redis-py's transparent retries on a
+    single Redis: a retried read reconnects and resubscribes silently, and
+    the hub must *see* every drop to send its clients to the replay stream
+    (see hub.py). Cluster and Sentinel clients keep their own failover logic."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return async_client(url, retry=AsyncRetry(NoBackoff(), 0), retry_on_error=[])
+    return async_client(url)
+
+
 def create_app(tm: TaskManager, *, token: str | None = None, read_only: bool = False) -> Starlette:
     """The dashboard for ``tm``'s namespace. ``token`` None means no auth."""
-    hub_client = async_client(tm.url)
+    hub_client = _hub_client(tm.url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

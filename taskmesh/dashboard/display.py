@@ -97,7 +97,7 @@ def describe_pickle(data: bytes) -> Pickled:
     if names == ["SHORT_BINUNICODE", "SHORT_BINUNICODE", "STACK_GLOBAL", "STOP"]:
         return Pickled(len(data), f"{texts[0]}.{texts[1]}", True)
     if names == ["GLOBAL", "STOP"]:
-        module, _, qualname = str(ops[[n for n, _ in ops].index("GLOBAL")][1]).partition(" ")
+        module, _, qualname = str(next(a for n, a in ops if n == "GLOBAL")).partition(" ")
         return Pickled(len(data), f"{module}.{qualname}", True)
     if not any(t in _FUNCTION_MAKERS for t in texts):
         return Pickled(len(data))
@@ -105,15 +105,14 @@ def describe_pickle(data: bytes) -> Pickled:
     values = [v for (name, _), v in zip(ops, strings)
               if name not in ("MEMOIZE", "FRAME", *_PUT_OPS)]
     found: dict[str, str] = {}
-    for i, text in enumerate(values[:-1]):
-        if text in ("__qualname__", "__module__") and text not in found \
-                and values[i + 1] is not None:
-            found[text] = values[i + 1]  # type: ignore[assignment]
-    qualname = found.get("__qualname__")
-    if qualname is None:
+    for key, value in zip(values, values[1:]):
+        if key in ("__qualname__", "__module__") and key not in found and value is not None:
+            found[key] = value
+    qual = found.get("__qualname__")
+    if qual is None:
         return Pickled(len(data), None, True)
-    module = found.get("__module__")
-    return Pickled(len(data), f"{module}.{qualname}" if module else qualname, True)
+    owner = found.get("__module__")
+    return Pickled(len(data), f"{owner}.{qual}" if owner else qual, True)
 
 
 def _ext_hook(depth: int) -> Any:

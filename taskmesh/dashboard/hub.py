@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
 KEEPALIVE_S = 15.0
 REPLAY_BATCH = 1000
-RETRY_MS = 2000
 
 _CLOSE: Any = object()  # queued to end one client's stream
 
@@ -148,7 +147,6 @@ async def _messages(hub: EventHub, replay: Replay, listener: Listener,
                     first: list[Event]) -> AsyncIterator[str]:
     replayed: set[str] = set()
     try:
-        yield f"retry: {RETRY_MS}\n: connected\n\n"
         batch = first
         while batch:
             for event in batch:

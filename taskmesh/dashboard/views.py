@@ -173,7 +173,7 @@ def tasks_body(page: dict[str, Any] | None, filters: dict[str, Any], queues: lis
     options = '<option value="">any queue</option>' + "".join(
         f'<option{" selected" if q == filters["queue"] else ""}>{esc(q)}</option>' for q in queues)
     limits = "".join(f'<option{" selected" if n == filters["limit"] else ""}>{n}</option>'
-                     for n in (25, 50, 100, 250))
+                     for n in sorted({25, 50, 100, 250, filters["limit"]}))
     form = f"""<form class="search" method="get" action="/tasks">
 <input name="id" placeholder="task id" aria-label="Task id" required>
 <button type="submit">Find</button></form>
@@ -241,7 +241,8 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
         actions.append('<button type="button" class="action" data-action="retry">Retry</button>')
     pct = f'{t["progress"] * 100:.0f}%'
     progress = (f'<div class="progress-row"><progress id="task-progress" max="1" '
-                f'value="{t["progress"]}" aria-label="progress"></progress> '
+                f'value="{t["progress"]}" aria-valuenow="{t["progress"]}" '
+                f'aria-valuetext="{pct}" aria-label="progress"></progress> '
                 f'<span id="progress-text" class="progress-pct">{pct}</span> '
                 f'<span id="progress-message">{esc(t["progress_message"] or "")}</span></div>')
     meta = dict(t["metadata"] or {})
@@ -263,7 +264,7 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
         ("dependencies", _links(t["dependencies"])),
         ("dependents", _links(t.get("dependents", []))),
         ("function", _pre(t.get("func"), "not stored")),
-        ("args", _pre(t.get("args"), "not stored (finished tasks drop their payload)")),
+        ("args", _pre(t.get("args"), "not stored (a completed task drops its payload)")),
         ("kwargs", _pre(t.get("kwargs"), "not stored")),
         ("result", _pre(t.get("result"), "none")),
     ]

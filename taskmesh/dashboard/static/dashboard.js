@@ -130,7 +130,11 @@
       if (event.task_id !== taskId) return;
       if (event.type === "TASK_PROGRESS" && event.data && event.data.progress !== undefined) {
         const bar = document.getElementById("task-progress");
-        if (bar) bar.value = event.data.progress;
+        if (bar) {
+          bar.value = event.data.progress;
+          bar.setAttribute("aria-valuenow", String(event.data.progress));
+          bar.setAttribute("aria-valuetext", Math.round(event.data.progress * 100) + "%");
+        }
         document.querySelectorAll(".progress-pct").forEach(function (el) {
           el.textContent = Math.round(event.data.progress * 100) + "%";
         });
