@@ -479,3 +479,12 @@ def test_taskmeshs_own_error_types_come_back_as_themselves(cls):
     other = TaskError("KeyError", "'k'", None, 1).exception()  # no pickle carried
     assert isinstance(other, RemoteTaskError) and other.type == "KeyError"
     assert issubclass(RemoteTaskError, TaskmeshError)
+
+
+def test_retry_copies_flow_options(tm, rds):
+    old = tm.register_task(tasks.fail, "x", rate_key="k", retry_on=(ValueError,),
+                           retry_jitter=True, defer=True)
+    tm.cancel_task_sync(old)
+    new = tm.retry_task(old)
+    for field in (b"rate_key", b"retry_on", b"retry_jitter"):
+        assert rds.hget(tm.keys.task(new), field) == rds.hget(tm.keys.task(old), field) != None
