@@ -10,7 +10,6 @@ list of recent completions.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 from .keys import Keys
@@ -28,8 +27,16 @@ def _hash(raw: dict) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in (raw or {}).items()}
 
 
+def redis_time(client: Any) -> float:
+    """The Redis server's clock, in epoch seconds: the one the scripts stamp
+    heartbeats, expiries and rate buckets with, so liveness and rates do not
+    depend on the reader's own clock."""
+    sec, usec = client.execute_command("TIME")  # not .time(): the cluster client refuses it
+    return int(sec) + int(usec) / 1e6
+
+
 def collect(client: Any, keys: Keys) -> dict[str, Any]:
-    now = time.time()
+    now = redis_time(client)
     queues = sorted(_s(q) for q in client.smembers(keys.queues))
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses that method

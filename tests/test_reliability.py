@@ -381,3 +381,20 @@ def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespa
     out = _cli("inspect", "--unpickle", task_id, *common)
     assert out.returncode == 0, out.stderr
     assert marker.exists()  # the explicit flag does unpickle
+
+
+# ---- 14: metrics use Redis TIME, not the reader's clock --------------------------------
+
+def test_metrics_do_not_depend_on_the_readers_clock(tm, worker_factory, monkeypatch):
+    worker_factory("--concurrency", "4")
+    ids = tm.register_many(tasks.add, [(i, i) for i in range(20)])
+    for task_id in ids:
+        tm.wait_for_task_sync(task_id, timeout=WAIT)
+    honest = tm.get_metrics()
+    assert honest["workers"] and honest["throughput_per_s"] > 0
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # the reader's clock is off
+    skewed = tm.get_metrics()
+    assert [w["id"] for w in skewed["workers"]] == [w["id"] for w in honest["workers"]]
+    assert skewed["throughput_per_s"] > 0
+    assert skewed["tasks"]["completed"] == honest["tasks"]["completed"] == 20
