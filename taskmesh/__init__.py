@@ -2,6 +2,7 @@
 
 from .context import TaskContext, current_task
 from .exceptions import (
+    CorruptRecordError,
     DependencyFailedError,
     PayloadDecodeError,
     PayloadTooLargeError,
@@ -29,6 +30,7 @@ from .worker import Worker, WorkerHandle, WorkerOptions
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorruptRecordError",
     "DependencyFailedError",
     "Event",
     "EventType",
