@@ -386,4 +386,5 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         metadata=decode_metadata(h.get("metadata")),
         error=error,
         recoveries=f.number("recoveries", int) or 0,
+        pending_dependencies=f.number("pending_deps", int) or 0,
     )
