@@ -43,13 +43,8 @@ from .periodic import PeriodicInfo
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
-<<<<<<< HEAD
-from .serialization import Codec
-from .store import Commands, Fields, decode_error
-=======
 from .serialization import codec_for
-from .store import Commands, decode_error
->>>>>>> main
+from .store import Commands, Fields, decode_error
 from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
