@@ -70,8 +70,8 @@ def progress_value(pg: Any) -> float:
 
 
 def test_overview_loads_without_console_errors(page, wtm, worker_factory, browser_ns):
-    for i in range(12):
-        wtm.register_task(tasks.add, i, i, priority=10 if i % 2 else 0)
+    for i in range(12):  # completions spread over a few seconds, for the chart
+        wtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
     for _ in range(3):
         wtm.register_task(tasks.fail, "for the chart")
     w = worker_factory("--burst", namespace=browser_ns)
