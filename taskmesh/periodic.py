@@ -238,9 +238,13 @@ class PeriodicTicker(threading.Thread):
                 if not self._redis_down:
                     log.warning("periodic ticks paused, Redis unreachable: %s", exc)
                 self._redis_down, wait = True, 1.0
-            except Exception:
-                log.exception("periodic tick pass failed; retrying")
-                wait = 1.0
+            except Exception as exc:
+                busy = scripts.busy_error(exc)  # OOM/BUSY: transient, like an outage
+                if busy is None:
+                    log.exception("periodic tick pass failed; retrying")
+                elif not self._redis_down:
+                    log.warning("periodic ticks paused: %s", busy)
+                self._redis_down, wait = busy is not None, 1.0
             if wait > 0:
                 self.stopped.wait(wait)
 
