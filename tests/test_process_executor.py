@@ -335,6 +335,25 @@ def test_children_start_only_for_the_first_process_task(tm, worker_factory):
     assert res["pid"] in _descendants(worker.pid)
 
 
+def test_a_worker_claims_at_most_two_process_tasks_per_child(tm, worker_factory):
+    """Tasks beyond its children stay QUEUED for other workers instead of
+    waiting inside a busy one (one running + one waiting per child)."""
+    ids = [tm.register_task(pt.sleep_in_c, 1.0, executor_type=P) for _ in range(8)]
+    first = worker_factory("--processes", "1", "--concurrency", "10")
+    wait_until(lambda: sum(tm.get_task_status(i) is TaskStatus.RUNNING for i in ids) == 2,
+               timeout=WAIT, what="the first worker to claim")
+    # other executors still fill the remaining slots
+    other = tm.register_task(pt.whoami, executor_type="thread_pool")
+    assert tm.wait_for_task_sync(other, timeout=WAIT)["pid"] == first.pid
+    statuses = [tm.get_task_status(i) for i in ids]
+    assert statuses.count(TaskStatus.RUNNING) <= 2 and statuses.count(TaskStatus.QUEUED) >= 5
+    worker_factory("--processes", "2", "--concurrency", "10")
+    for i in ids:
+        assert tm.wait_for_task_sync(i, timeout=WAIT) == "woke"
+    workers = {tm.get_task(i).worker for i in ids}
+    assert len(workers) == 2  # the second worker took its share
+
+
 def test_sigterm_stops_the_worker_and_its_children(tm, worker_factory):
     worker = worker_factory("--processes", "2")
     tm.wait_for_task_sync(tm.register_task(pt.whoami, executor_type=P), timeout=WAIT)
