@@ -160,6 +160,8 @@ class Worker:
             max_payload_bytes=opts.max_payload_bytes,
         )
         self.lease_ms = int(opts.lease_timeout * 1000)
+        # Starts no process until the first process task (process_pool.py).
+        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
@@ -219,6 +221,7 @@ class Worker:
         if not self._stopping:
             log.info("worker %s stopping: no new claims, %d running", self.id, len(self._active))
             self._stopping = True
+            self.process_pool.drain()
             if self._slot_freed is not None:
                 self._slot_freed.set()
             if self._idle_wait is not None:
@@ -234,8 +237,6 @@ class Worker:
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
-        # Starts no process until the first process task (process_pool.py).
-        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
         self.reporter = Reporter(self.client)
