@@ -22,10 +22,11 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, HiredisRespSerializer, to_bool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from .exceptions import TaskmeshConnectionError
 
@@ -61,6 +62,32 @@ def resolve_namespace(namespace: str | None) -> str:
 
 def is_memory(url: str) -> bool:
     return url.lower().startswith("memory://")
+
+
+def memory_serializes(url: str) -> bool:
+    """``memory://?serialize=1``: round-trip payloads through the codec."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    return any(to_bool(v) for k, v in parse_qsl(query) if k == "serialize")
+
+
+# Namespaces opened on the memory:// store, most recent last: a module-level
+# subscribe() without a URL listens there (the store, not a manager, knows).
+_memory_namespaces: list[str] = []
+
+
+def note_memory_namespace(namespace: str) -> None:
+    with _memory_lock:
+        if namespace in _memory_namespaces:
+            _memory_namespaces.remove(namespace)
+        _memory_namespaces.append(namespace)
+
+
+def memory_default() -> tuple[str, str] | None:
+    """(url, namespace) of the memory:// store when this process uses one."""
+    with _memory_lock:
+        if _memory_server is None or not _memory_namespaces:
+            return None
+        return "memory://", _memory_namespaces[-1]
 
 
 def memory_server() -> Any:
@@ -288,6 +315,33 @@ def sync_client(url: str, **options: Any) -> Any:
     return client
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C), as redis-py's sync connections do
+    when hiredis is installed; its asyncio connections pack in Python, which
+    was the largest single item of a worker's CPU per task (about 10 us for
+    a report's 14 arguments, 2 us this way; see benchmarks/PROFILE.md). The
+    bytes sent are the same."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
+_packing_classes: dict[type, type] = {}
+
+
+def _pack_with_hiredis(pool: Any) -> None:
+    """Makes ``pool`` (an asyncio pool) open connections that pack with hiredis."""
+    if not HIREDIS_AVAILABLE:
+        return
+    base = pool.connection_class
+    cls = _packing_classes.get(base)
+    if cls is None:
+        cls = _packing_classes[base] = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    pool.connection_class = cls
+
+
 def async_client(url: str, *, max_connections: int | None = None, **options: Any) -> Any:
     """The asyncio twin of :func:`sync_client` (connects lazily). With
     ``max_connections`` (a single Redis), a *blocking* pool of that size: a
@@ -301,9 +355,11 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
     if target is None:
         options = {**_retry_options(AsyncRetry), **options}
         if max_connections is None:
-            return redis.asyncio.Redis.from_url(url, **options)
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=None, **options)
+            pool = redis.asyncio.ConnectionPool.from_url(url, **options)
+        else:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=None, **options)
+        _pack_with_hiredis(pool)
         return redis.asyncio.Redis.from_pool(pool)
     if target.kind == "cluster":
         nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]

@@ -18,7 +18,8 @@ from .exceptions import StoreError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
 from .remote import attach
-from .scripts import Call, Cmd, script
+from .retry_policy import jitter_factor
+from .scripts import Call, Cmd, busy_error, script
 
 
 def _s(value: Any) -> str | None:
@@ -192,9 +193,26 @@ class Commands:
             script("report"),
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
-             queued_locally_ms, pickled_error or b""],
+             queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
             lambda raw: _s(raw) or "",
         )
+
+    def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
+        """Several :meth:`report` Calls as one script call (report_many.lua
+        runs report.lua's body for each). The reply is one entry per report:
+        its status, or the exception its script raised."""
+        k = self.keys
+        width = len(reports[0].args) - 1
+        args: list[Any] = [self.prefix, width]
+        for call in reports:
+            assert len(call.args) - 1 == width and call.script.name == "report"
+            args += call.args[1:]
+
+        def parse(raw: list) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(reports, raw)]
+
+        return Call(script("report_many"), [k.running, k.stats], args, parse)
 
     def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
               info: dict[str, Any] | None = None) -> Call[RenewResult]:
@@ -322,4 +340,5 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         metadata=decode_metadata(h.get("metadata")),
         error=error,
         recoveries=int(h.get("recoveries") or 0),
+        pending_dependencies=int(h.get("pending_deps") or 0),
     )

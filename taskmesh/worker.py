@@ -56,8 +56,9 @@ from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
 from .remote import pickle_exception
+from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
-from .serialization import Codec, resolve_import, safe_str
+from .serialization import Codec, codec_for, resolve_import, safe_str
 from .store import ClaimedTask, Commands
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ def _error_json(exc: BaseException, attempt: int) -> str:
     except BaseException:  # traceback calls the exception's __str__, which may raise SystemExit
         tb = "".join(traceback.format_tb(frames or exc.__traceback__))
         tb += f"{type(exc).__name__}: {message}\n"
+    # "types" (the exception's classes) is what retry_on is matched against.
     return json.dumps({"type": type(exc).__name__, "message": _cap(message),
-                       "traceback": _cap(tb), "attempt": attempt})
+                       "traceback": _cap(tb), "attempt": attempt,
+                       "types": exception_names(exc)})
 
 
 def _cap(text: str) -> str:
@@ -155,7 +158,8 @@ class Worker:
         self.id = opts.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(opts.namespace)  # type: ignore[arg-type]
         self.commands = Commands(self.keys)
-        self.codec = Codec(
+        self.codec = codec_for(
+            opts.url,  # type: ignore[arg-type]
             secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
             max_payload_bytes=opts.max_payload_bytes,
         )
@@ -239,7 +243,7 @@ class Worker:
         )
         self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
-        self.reporter = Reporter(self.client)
+        self.reporter = Reporter(self.client, merge=self.commands.report_many)
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
                              self._held_snapshot, self._info, self._on_renewed)
@@ -439,6 +443,7 @@ class Worker:
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
         func, args, kwargs = self.codec.decode_task(job.claimed.payload)
+        job.codec = self.codec.outcome_codec(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
 
@@ -487,7 +492,7 @@ class Worker:
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
             job.error_pickle = pickle_exception(
-                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
+                job.codec or self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -495,7 +500,7 @@ class Worker:
             job.error_pickle = result.error_pickle
             return result.kind, result.data, result.retryable
         try:
-            return "completed", self.codec.encode_result(result), False
+            return "completed", (job.codec or self.codec).encode_result(result), False
         except SerializationError as exc:
             return "failed", _error_json(exc, attempt), False
 

@@ -19,7 +19,7 @@ from taskmesh.dashboard.auth import COOKIE_NAME, session_cookie_value
 from taskmesh.dashboard.display import describe_pickle, payload_view, result_view
 from taskmesh.serialization import Codec
 from tests import dashboard_tasks, tasks
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, _free_port
 from tests.dashboard_helpers import DashboardProcess, sse_events
 from tests.helpers import wait_until
 
@@ -115,6 +115,17 @@ def test_failed_task_shows_error_with_traceback(http, dtm, worker_factory, dash_
     assert "Traceback" in body["error"]["traceback"]
     page = http.get(f"/tasks/{tid}").text
     assert "it broke" in page and "Traceback (most recent call last)" in page
+    timeline = page[page.index('id="timeline"'):]
+    order = [timeline.index(t) for t in ("TASK_CREATED", "TASK_STARTED", "TASK_FAILED")]
+    assert order == sorted(order)
+
+
+def test_timeline_shows_the_end_of_a_task_buried_in_a_busy_stream(http, dtm):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    dtm.register_many(tasks.add, range(3500), defer=True)  # 3,500 events after it
+    dtm.cancel_task_sync(tid)
+    timeline = http.get(f"/tasks/{tid}").text.split('id="timeline"')[1]
+    assert "TASK_CREATED" in timeline and "TASK_CANCELLED" in timeline
 
 
 # ---- never unpickled ----------------------------------------------------------------------
@@ -170,6 +181,16 @@ def test_cancel(http, dtm):
     assert dtm.get_task_status(tid) is TaskStatus.CANCELLED
     again = http.post(f"/api/tasks/{tid}/cancel")  # terminal: 200, nothing changes
     assert again.status_code == 200 and again.json() == {"cancelled": False}
+
+
+def test_actions_refuse_cross_site_requests(http, dtm, dash):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        resp = http.post(f"/api/tasks/{tid}/cancel", headers=headers)
+        assert resp.status_code == 403 and "cross-site" in resp.json()["error"]
+    assert dtm.get_task_status(tid) is TaskStatus.PENDING
+    same = http.post(f"/api/tasks/{tid}/cancel", headers={"Origin": dash.base_url})
+    assert same.status_code == 200 and same.json() == {"cancelled": True}
 
 
 def test_retry(http, dtm, worker_factory, dash_ns):
@@ -414,6 +435,25 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
         server.cleanup()
 
 
+def test_starts_while_redis_is_down_and_catches_up(tmp_path):
+    server = RedisServer(port=_free_port())
+    proc = DashboardProcess(server.url, "late", logpath=tmp_path / "dash.log")
+    try:
+        with proc.client() as c:
+            assert c.get("/api/metrics").status_code == 503
+            assert "Redis is unavailable" in c.get("/").text
+            server.start()
+            wait_until(lambda: c.get("/api/metrics").status_code == 200, timeout=15,
+                       what="dashboard to reach Redis")
+            with TaskManager(server.url, namespace="late") as tm:
+                with c.stream("GET", "/api/events") as resp:
+                    tid = tm.register_task(tasks.add, 1, 1, defer=True)
+                    assert next(sse_events(resp))["data"]["task_id"] == tid
+    finally:
+        proc.stop()
+        server.cleanup()
+
+
 def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
     """Pub/sub loses what is published while the hub is disconnected: once it
     has resubscribed it ends every stream, and the browser's resume with
@@ -441,3 +481,13 @@ def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
         if proc is not None:
             proc.stop()
         server.cleanup()
+
+
+def test_cli_refuses_a_bad_namespace_without_a_traceback():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "taskmesh", "dashboard", "--namespace", "a b",
+                          "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "namespace" in out.stderr and "Traceback" not in out.stderr

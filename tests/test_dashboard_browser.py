@@ -70,8 +70,8 @@ def progress_value(pg: Any) -> float:
 
 
 def test_overview_loads_without_console_errors(page, wtm, worker_factory, browser_ns):
-    for i in range(12):
-        wtm.register_task(tasks.add, i, i, priority=10 if i % 2 else 0)
+    for i in range(12):  # completions spread over a few seconds, for the chart
+        wtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
     for _ in range(3):
         wtm.register_task(tasks.fail, "for the chart")
     w = worker_factory("--burst", namespace=browser_ns)
@@ -137,6 +137,30 @@ def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
     assert page.errors == []
 
 
+def test_tasks_page_filters_pages_and_finds_by_id(page, wtm):
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    ids = [wtm.register_task(tasks.add, i, i, defer=True, tags=[tag], name=f"listed-{i}")
+           for i in range(30)]
+    wtm.cancel_task_sync(ids[3])
+    page.goto(f"/tasks?tag={tag}&limit=25")
+    rows = page.locator("#tasks-table tbody tr")
+    assert rows.count() == 25
+    page.get_by_role("link", name="Next page").click()
+    page.wait_for_url("**cursor=**")
+    assert rows.count() == 5
+    page.goto(f"/tasks?tag={tag}")
+    page.locator("form.filters input[value=cancelled]").check()
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**status=cancelled**")
+    assert rows.count() == 1 and ids[3] in rows.first.inner_text()
+    page.get_by_label("Task id").fill(ids[7])
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(f"**/tasks/{ids[7]}")
+    assert "listed-7" in page.locator("h1").inner_text()
+    assert "(7, 7)" in page.locator("table.fields").inner_text()  # args, decoded
+    assert page.errors == []
+
+
 def test_live_feed_shows_a_new_task_without_reload(page, wtm):
     page.goto("/events")
     page.evaluate("window.__noReload = true")
@@ -169,3 +193,29 @@ def test_banner_while_redis_is_down_then_recovers(browser, tmp_path):
         if proc is not None:
             proc.stop()
         server.cleanup()
+
+
+def test_token_login_sets_a_cookie_that_pages_and_the_stream_use(browser, redis_server, tmp_path):
+    ns = f"webtok{uuid.uuid4().hex[:8]}"
+    proc = DashboardProcess(redis_server.url, ns, "--token", "let-me-in", "--read-only",
+                            logpath=tmp_path / "dash.log")
+    tm = TaskManager(redis_server.url, namespace=ns)
+    try:
+        context = browser.new_context(base_url=proc.base_url)
+        pg = context.new_page()
+        assert pg.goto("/").status == 401
+        assert pg.goto("/?token=wrong").status == 401
+        resp = pg.goto("/?token=let-me-in")
+        assert resp.status == 200 and pg.url == proc.base_url + "/"
+        assert "let-me-in" not in pg.url
+        tid = tm.register_task(tasks.add, 1, 1, defer=True)
+        assert pg.goto(f"/tasks/{tid}").status == 200
+        assert pg.get_by_role("button", name="Cancel", exact=True).count() == 0  # read-only
+        pg.goto("/events")
+        pg.locator("#feed-state", has_text="Live").wait_for()
+        fresh = tm.register_task(tasks.add, 2, 2, defer=True)
+        pg.locator("#events-feed tbody tr", has_text=fresh).first.wait_for()
+        context.close()
+    finally:
+        tm.close()
+        proc.stop()
