@@ -309,7 +309,8 @@ class ProcessPool:
         job.execution = gate
         getter = asyncio.ensure_future(self._acquire())
         try:
-            await asyncio.wait({getter, gate}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {getter, gate}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # the runner was cancelled (shutdown)
             gate.cancel()
             raise
