@@ -22,7 +22,7 @@ import logging
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
-from .connection import async_client, resolve_namespace, resolve_url
+from .connection import async_client, memory_default, resolve_namespace, resolve_url
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
 from .pubsub import messages
@@ -194,24 +194,18 @@ def _log_failure(task: asyncio.Task) -> None:
 _hubs_lock = threading.Lock()
 _hubs: dict[tuple[str, str], _Hub] = {}
 
-# The most recently created TaskManager's (url, namespace): a module-level
-# subscribe() without url/namespace (and no TASKMESH_* variables) follows it,
-# so the seed example's `subscribe(EventType.X, handler)` listens where `tm`
-# publishes (memory:// included).
-_last_manager: tuple[str, str] | None = None
-
-
-def remember_manager(url: str, namespace: str) -> None:
-    global _last_manager
-    _last_manager = (url, namespace)
-
 
 def _target(url: str | None, namespace: str | None) -> tuple[str, str]:
-    if _last_manager is not None and not os.environ.get("TASKMESH_URL"):
-        if url is None:
-            url = _last_manager[0]
+    """Without a URL or $TASKMESH_URL, a process that uses the memory://
+    store listens there (the seed example's ``subscribe(EventType.X,
+    handler)`` hears its memory:// manager), in the store's most recently
+    opened namespace unless one is given."""
+    if url is None and not os.environ.get("TASKMESH_URL"):
+        memory = memory_default()
+        if memory is not None:
+            url = memory[0]
             if namespace is None and not os.environ.get("TASKMESH_NAMESPACE"):
-                namespace = _last_manager[1]
+                namespace = memory[1]
     return resolve_url(url), validate_namespace(resolve_namespace(namespace))
 
 
@@ -219,7 +213,7 @@ def subscribe(event_type: EventTypes, handler: Handler, *, url: str | None = Non
               namespace: str | None = None) -> Subscription:
     """Calls ``handler(event)`` for each live event of the given type(s)
     (one type, a list, or None for all). Without ``url``: $TASKMESH_URL, else
-    the URL and namespace of this process's most recent TaskManager, else
+    this process's memory:// store if it uses one, else
     redis://localhost:6379/0."""
     if not callable(handler):
         raise TypeError("handler must be callable")

@@ -339,4 +339,5 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         metadata=decode_metadata(h.get("metadata")),
         error=error,
         recoveries=int(h.get("recoveries") or 0),
+        pending_dependencies=int(h.get("pending_deps") or 0),
     )
