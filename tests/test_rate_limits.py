@@ -213,3 +213,17 @@ def test_cancelling_a_waiting_task(tm, redis_server, namespace, worker_factory):
     assert tm.get_task_status(ids[2]) is TaskStatus.CANCELLED
     view = tm.get_metrics()["queues"]["default"]
     assert view["rate_limited"] == 1 and view["queued"] == 1 and view["by_priority"] == {5: 1}
+
+
+def test_one_limit_across_queues_and_a_burst_worker(tm, redis_server, namespace,
+                                                    worker_factory):
+    """The bucket belongs to the rate key, not to a queue; a --burst worker
+    waits for parked tasks (they are QUEUED) and exits once all ran."""
+    tm.set_rate_limit("shared", 8, burst=1)
+    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
+                            rate_key="shared", queue="a" if i % 2 else "b") for i in range(8)]
+    worker = worker_factory("--burst", "--queues", "a,b", "--concurrency", "8")
+    assert worker.wait(WAIT) == 0
+    assert all(tm.get_task_status(t) is TaskStatus.COMPLETED for t in ids)
+    starts = _starts(tm, ids)
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.125 - 0.0015
