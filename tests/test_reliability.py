@@ -456,3 +456,22 @@ def test_metrics_skip_a_garbage_counter_and_say_so(tm, rds, redis_server, namesp
     assert "stats.completed" in out.stdout, out.stdout
     if fmt == "--json":
         assert json.loads(out.stdout)["notes"]
+
+
+# ---- 15: a deadline passed while the loop was blocked still fails the attempt ----------
+
+@pytest.mark.parametrize("executor_type", ["thread_pool", "sequential"])
+def test_thread_task_past_its_timeout_fails_even_if_the_loop_was_blocked(tm, worker_factory,
+                                                                         executor_type):
+    """The thread task (claimed first: higher priority) runs 0.4 s against a
+    0.1 s timeout while an async task blocks the worker's loop for 1.5 s, so
+    the deadline timer cannot fire before the function has returned."""
+    slow = tm.register_task("tests.reliability_tasks:sleep_then", 0.4, timeout=0.1,
+                            executor_type=executor_type, priority=200)
+    blocker = tm.register_task("tests.reliability_tasks:block_loop_for", 1.5, priority=100)
+    worker_factory("--burst", "--concurrency", "2")
+    with pytest.raises(TaskFailedError) as info:
+        tm.wait_for_task_sync(slow, timeout=WAIT)
+    assert info.value.error.type == "TaskTimeoutError"
+    assert tm.wait_for_task_sync(blocker, timeout=WAIT) == "blocked"
+    assert tm.get_task(slow).started_at <= tm.get_task(blocker).started_at
