@@ -475,3 +475,35 @@ def test_thread_task_past_its_timeout_fails_even_if_the_loop_was_blocked(tm, wor
     assert info.value.error.type == "TaskTimeoutError"
     assert tm.wait_for_task_sync(blocker, timeout=WAIT) == "blocked"
     assert tm.get_task(slow).started_at <= tm.get_task(blocker).started_at
+
+
+# ---- 16: claim tokens stay unique across a Redis rollback -----------------------------
+
+def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
+    """Emulated power loss: every key of the namespace is put back as it was
+    before a claim (the ``claims`` counter too). The next claim of the same
+    task must get a different token, so the pre-crash holder is fenced off."""
+    task_id = tm.register_task(tasks.add, 1, 2)
+    before = namespace_snapshot(rds, namespace)
+    first = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 1, 30_000, 2))
+    [old_claim] = first.tasks
+    for key, dumped in before.items():  # the rollback
+        rds.delete(key)
+        if dumped is not None:
+            rds.restore(key, 0, dumped)
+    for key in set(namespace_snapshot(rds, namespace)) - set(before):
+        rds.delete(key)
+    assert tm.get_task_status(task_id) is TaskStatus.QUEUED
+    claimed_ms = int(old_claim.token.rpartition("-")[2] or 0)
+
+    def redis_ms() -> int:
+        sec, usec = rds.time()
+        return sec * 1000 + usec // 1000
+
+    wait_until(lambda: redis_ms() > claimed_ms, what="the Redis clock to move on")  # as a restart does
+    second = scripts.run(rds, tm.commands.claim("worker-b", ["default"], 1, 30_000, 2))
+    [new_claim] = second.tasks
+    assert new_claim.id == task_id and new_claim.token != old_claim.token
+    late = tm.commands.report(task_id, old_claim.token, "completed", tm.codec.encode_result(3))
+    assert scripts.run(rds, late) == "stale"  # the pre-crash holder is fenced off
+    assert tm.get_task_status(task_id) is TaskStatus.RUNNING
