@@ -485,7 +485,7 @@ def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
     task must get a different token, so the pre-crash holder is fenced off."""
     task_id = tm.register_task(tasks.add, 1, 2)
     before = namespace_snapshot(rds, namespace)
-    first = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 1, 30_000, 2))
+    first = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 1, 30_000, 2, 0))
     [old_claim] = first.tasks
     for key, dumped in before.items():  # the rollback
         rds.delete(key)
@@ -501,7 +501,7 @@ def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
         return sec * 1000 + usec // 1000
 
     wait_until(lambda: redis_ms() > claimed_ms, what="the Redis clock to move on")  # as a restart does
-    second = scripts.run(rds, tm.commands.claim("worker-b", ["default"], 1, 30_000, 2))
+    second = scripts.run(rds, tm.commands.claim("worker-b", ["default"], 1, 30_000, 2, 0))
     [new_claim] = second.tasks
     assert new_claim.id == task_id and new_claim.token != old_claim.token
     late = tm.commands.report(task_id, old_claim.token, "completed", tm.codec.encode_result(3))
