@@ -8,7 +8,7 @@ from typing import Any
 
 from .systems import System
 
-GROUPS = ("enqueue", "drain", "io", "latency", "rss", "backlog")
+GROUPS = ("enqueue", "drain", "io", "latency", "rss", "backlog", "delay")
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class Sizes:
     backlog_window: int = 3000
     backlog_window_s: float = 4.0
     concurrency: int = 10
+    delay_n: int = 10_000
+    delay_span_s: float = 10.0
 
 
 DEFAULT = Sizes()
 QUICK = Sizes(enqueue_single=300, enqueue_batch=1000, drain=1000, drain_max_s=1.5, io=300,
               latency=100, latency_warmup=5, backlog=(1000, 5000), backlog_window=400,
-              backlog_window_s=1.0)
+              backlog_window_s=1.0, delay_n=1000, delay_span_s=2.0)
 FULL_BACKLOG = (10_000, 100_000, 1_000_000)
 
 
@@ -43,8 +45,11 @@ class Case:
     kind: str | None  # None: the system's native kind
     params: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    needs: str = ""  # a System capability flag (e.g. "has_delays"); "" for all systems
 
     def kind_for(self, system: type[System]) -> str | None:
+        if self.needs and not getattr(system, self.needs, False):
+            return None
         kind = self.kind or system.native
         return kind if system.supports(kind) else None
 
@@ -94,6 +99,9 @@ def build(s: Sizes) -> tuple[list[Case], list[Row]]:
         Case("backlog", "backlog", "backlog", None,
              {"sizes": list(s.backlog), "window": s.backlog_window,
               "max_window_s": s.backlog_window_s, "warm": 200, "concurrency": s.concurrency}),
+        Case("delays", "delays", "delay", None,
+             {"n": s.delay_n, "span_s": s.delay_span_s, "concurrency": s.concurrency},
+             needs="has_delays"),
     ]
     n = _k(s.drain)
     rows = [
@@ -120,6 +128,11 @@ def build(s: Sizes) -> tuple[list[Case], list[Row]]:
             "worker_cpu_ms_per_task", "ms", "lower"),
         Row("redis-server CPU per task (ms, same drain)", "drain-{native}-1w",
             "redis_cpu_ms_per_task", "ms", "lower"),
+    ]
+    delays = f"{_k(s.delay_n)} delayed tasks due over {s.delay_span_s:g} s"
+    rows += [
+        Row(f"{delays}: lateness p50 (ms)", "delays", "p50_ms", "ms", "lower"),
+        Row(f"{delays}: lateness p99 (ms)", "delays", "p99_ms", "ms", "lower"),
     ]
     for size in s.backlog:
         rows.append(Row(f"backlog {_k(size)} queued: drain/s", "backlog", f"{size}_per_s", "/s",

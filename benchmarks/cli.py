@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import cases as C
+from . import peer_envs
 from .redis_server import RedisServer, RedisServerError
 from .systems import PEERS, SYSTEMS, System
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NO_ADAPTER = ("saq", "celery", "dramatiq", "huey")  # looked for, to say they were not run
 
 _PROBE = r"""
 import importlib.util, json, sys
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-python", action="append", default=[],
                    help="another interpreter to look for peer libraries in (repeatable; also "
                         "$TASKMESH_BENCH_PEER_PYTHON, os.pathsep-separated)")
+    p.add_argument("--no-peer-venvs", action="store_true",
+                   help="do not build the peers' pinned virtualenvs (benchmarks/peer_envs.py); "
+                        "look only in this interpreter and --peer-python")
     p.add_argument("--concurrency", type=int, default=None,
                    help="per-worker concurrency for drain/latency/backlog (default 10)")
     p.add_argument("--redis-server", default="redis-server", help="redis-server executable")
@@ -101,10 +104,15 @@ def find_systems(args: argparse.Namespace) -> tuple[dict[str, dict], list[str]]:
         wanted = list(PEERS)
     else:
         wanted = [x.strip() for x in args.peers.split(",") if x.strip()]
+    venvs: dict[str, str] = {}
+    if not args.no_peer_venvs:
+        for name in wanted:
+            if name in peer_envs.PINS:
+                python = peer_envs.ensure(name, log=lambda msg: print(msg, file=sys.stderr))
+                if python is not None:
+                    venvs[name] = str(python)
     modules = ["taskmesh"] + [SYSTEMS[w].module for w in wanted if w in SYSTEMS]
-    if args.peers != "none":
-        modules += [m for m in NO_ADAPTER if m not in modules]
-    probes = {py: probe(py, modules) for py in dict.fromkeys(pythons)}
+    probes = {py: probe(py, modules) for py in dict.fromkeys([*venvs.values(), *pythons])}
     found: dict[str, dict] = {}
     notes: list[str] = []
     for name in ["taskmesh"] + wanted:
@@ -112,7 +120,8 @@ def find_systems(args: argparse.Namespace) -> tuple[dict[str, dict], list[str]]:
             notes.append(f"{name}: no adapter (have: {', '.join(SYSTEMS)})")
             continue
         cls = SYSTEMS[name]
-        candidates = [sys.executable] if name == "taskmesh" else list(probes)
+        candidates = [sys.executable] if name == "taskmesh" else list(
+            dict.fromkeys(([venvs[name]] if name in venvs else []) + pythons))
         for py in candidates:
             info = probes.get(py)
             if info and info["found"].get(cls.module):
@@ -123,14 +132,8 @@ def find_systems(args: argparse.Namespace) -> tuple[dict[str, dict], list[str]]:
                 break
         else:
             notes.append(f"{name}: skipped, `import {cls.module}` fails in "
-                         f"{', '.join(candidates)} (pip install {cls.module} there, or pass "
-                         "--peer-python)")
-    for module in NO_ADAPTER:
-        where = [py for py, info in probes.items()
-                 if info and info["found"].get(module) and module not in SYSTEMS]
-        if where:
-            notes.append(f"{module} {probes[where[0]]['versions'].get(module)} is installed "
-                         f"({where[0]}) but has no adapter in benchmarks/systems.py yet: not run")
+                         f"{', '.join(candidates)} (its virtualenv could not be built; pip "
+                         f"install {cls.module} there, or pass --peer-python)")
     return found, notes
 
 
@@ -175,6 +178,9 @@ def summary(case: C.Case, res: dict) -> str:
                 f"{res['startup_s']:.2f}s, rss {res.get('rss_mb', 0):.0f} MB{extra}")
     if case.workload == "latency":
         return f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+    if case.workload == "delays":
+        return (f"lateness p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
+                f"max {res['max_ms']:.1f} ms")
     if case.workload == "backlog":
         return ", ".join(f"{k[:-6]}: {v:,.0f}/s" for k, v in res.items() if k.endswith("_per_s")
                          and "fill" not in k)

@@ -232,13 +232,15 @@ def w_drain(system: System, p: dict) -> dict:
         exited = res["complete"] and workers.wait(p.get("exit_timeout", 10))
         res["exit_s"] = (time.perf_counter() - workers.started) if exited else None
         res["exit_after_done_s"] = (time.perf_counter() - t_done) if exited else None
+        # Read before stopping: some peers (taskiq) log a traceback when a
+        # SIGTERM interrupts their blocking read, which says nothing of the run.
+        problem = workers.tracebacks()
     finally:
         workers.stop()
     res["fill_per_s"] = n / fill
     res["failed"] = system.failed_count()
     if res["failed"]:
         raise BenchError(f"{res['failed']} tasks failed; worker logs: {', '.join(workers.logs)}")
-    problem = workers.tracebacks()
     if problem:
         raise BenchError(f"a worker logged a traceback (the rate may count failures): {problem}")
     system.flush()
@@ -290,8 +292,44 @@ def w_backlog(system: System, p: dict) -> dict:
     return out
 
 
+def w_delays(system: System, p: dict) -> dict:
+    """``n`` tasks due at times spread evenly over ``span_s`` seconds, in
+    groups of 10 sharing a due time (10 ms apart for 10k over 10 s), run by
+    one idle worker. Lateness is each task's start (its claim, on the Redis
+    clock) minus its due time. They are registered first, while the worker
+    idles; the first falls due ``lead_s`` after that starts."""
+    n, span, kind = p["n"], p["span_s"], p["kind"]
+    system.flush()
+    workers = Workers(system, kind, 1, p["concurrency"], burst=False, logdir=p["logdir"],
+                      label=p["label"])
+    try:
+        system.roundtrips(kind, 1, timeout=60)  # the worker is up
+        done_before = system.done_count()
+        lead = p.get("lead_s", 4.0)
+        t0 = time.time() + lead
+        step = span / n
+        etas = [round(t0 + (i // 10) * 10 * step, 3) for i in range(n)]
+        began = time.perf_counter()
+        system.register_delayed(kind, etas)
+        registered_s = time.perf_counter() - began
+        deadline = time.time() + lead + span + 60
+        while system.done_count() < done_before + n:
+            if time.time() > deadline:
+                raise BenchError(f"only {system.done_count() - done_before}/{n} delayed tasks "
+                                 "done in time")
+            time.sleep(0.05)
+    finally:
+        workers.stop()
+    ms = sorted(x * 1000 for x in system.lateness())
+    system.flush()
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return {"p50_ms": statistics.median(ms), "p90_ms": q[89], "p99_ms": q[98],
+            "max_ms": ms[-1], "min_ms": ms[0], "samples": len(ms),
+            "registered_s": registered_s, "registered_before_first_due": registered_s < lead}
+
+
 WORKLOADS = {"enqueue": w_enqueue, "drain": w_drain, "latency": w_latency,
-             "backlog": w_backlog}
+             "backlog": w_backlog, "delays": w_delays}
 
 
 def main() -> int:

@@ -70,6 +70,17 @@ class System:
         """``n`` sequential enqueue -> result-seen-by-producer times, seconds."""
         raise NotImplementedError
 
+    # -- optional: delayed tasks (has_delays) -------------------------------
+    has_delays = False
+
+    def register_delayed(self, kind: str, etas: list[float]) -> None:
+        """One task per epoch time in ``etas``, each due then."""
+        raise NotImplementedError
+
+    def lateness(self) -> list[float]:
+        """For every delayed task: start time minus due time, seconds."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -178,6 +189,26 @@ class Taskmesh(System):
             self.tm.wait_for_task_sync(task_id, timeout=timeout)
             out.append(time.perf_counter() - t0)
         return out
+
+    has_delays = True
+
+    def register_delayed(self, kind: str, etas: list[float]) -> None:
+        # Tasks sharing an eta go in one register_many call (one pipeline).
+        func = self.func(kind)
+        self.delayed: list[str] = []
+        i = 0
+        while i < len(etas):
+            j = i
+            while j < len(etas) and etas[j] == etas[i]:
+                j += 1
+            self.delayed += self.tm.register_many(func, [()] * (j - i), eta=etas[i])
+            i = j
+
+    def lateness(self) -> list[float]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in self.delayed:
+            pipe.hmget(self.tm.keys.task(task_id), "started_at", "due_ms")
+        return [float(started) - int(due) / 1000 for started, due in pipe.execute()]
 
     def close(self) -> None:
         self.tm.close()
@@ -371,5 +402,7 @@ class Arq(System):
         self.redis.close()
 
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, RQ, Arq)}
+from .peers import PEER_SYSTEMS  # noqa: E402  (they subclass System, defined above)
+
+SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, RQ, Arq, *PEER_SYSTEMS)}
 PEERS = [name for name in SYSTEMS if name != "taskmesh"]

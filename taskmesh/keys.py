@@ -20,7 +20,10 @@ deps:<id>              set     ids of tasks waiting for <id> to complete
 queue:<name>           zset    QUEUED ids; score = (255-priority)*2^44 + seq,
                                so ZPOPMIN is highest priority, FIFO within one
 wake:<name>            list    wake-up tokens for idle workers (BLPOP), capped
-scheduled:<name>       zset    SCHEDULED ids (retry delay); score = due ms
+alarm:<worker id>      list    a worker's own wake-up token, pushed by its local
+                               timer at a due time (see taskmesh/idle.py)
+scheduled:<name>       zset    SCHEDULED ids (retry delay, delay=/eta=);
+                               score = due ms
 running                zset    RUNNING ids; score = lease deadline ms
 waiting                set     WAITING ids (dependencies unfinished)
 pending                set     PENDING ids (deferred)
@@ -97,6 +100,9 @@ class Keys:
 
     def wake(self, name: str) -> str:
         return f"{self.prefix}wake:{name}"
+
+    def alarm(self, worker_id: str) -> str:
+        return f"{self.prefix}alarm:{worker_id}"
 
     def scheduled(self, name: str) -> str:
         return f"{self.prefix}scheduled:{name}"

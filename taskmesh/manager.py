@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import weakref
+from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from . import scripts
@@ -143,8 +144,11 @@ class TaskManager:
         queue: str = "default",
         task_id: str | None = None,
         defer: bool = False,
+        delay: float | None = None,
+        eta: datetime | float | None = None,
     ) -> str:
-        """Stores a task and enqueues it (or WAITING/PENDING); returns its id."""
+        """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
+        until ``delay`` seconds / the ``eta`` have passed); returns its id."""
         if func is None:
             raise TypeError("register_task() needs func (a callable or 'package.module:function')")
         if positional and args is not None:
@@ -155,7 +159,7 @@ class TaskManager:
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
-            queue=queue, task_id=task_id, defer=defer,
+            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)

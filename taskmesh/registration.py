@@ -12,6 +12,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import msgpack
@@ -43,6 +44,8 @@ class TaskOptions:
     queue: str = "default"
     task_id: str | None = None
     defer: bool = False
+    delay: float | None = None
+    eta: datetime | float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,30 @@ def check_options(opts: TaskOptions) -> None:
         raise TypeError("dependencies must be a list of task ids (strings)")
 
 
+def check_timing(delay: Any, eta: Any) -> dict[str, int]:
+    """The record fields for ``delay=`` / ``eta=`` (SPEC §12): ``delay_ms``
+    counts from when register.lua runs, on the Redis clock (the clock that
+    promotes SCHEDULED tasks, so client skew does not matter); ``eta_ms`` is
+    an absolute epoch time, which assumes the hosts' clocks agree."""
+    if delay is not None and eta is not None:
+        raise ValueError("pass delay= or eta=, not both")
+    if delay is not None:
+        if _number("delay", delay) < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        return {"delay_ms": round(delay * 1000)}
+    if eta is None:
+        return {}
+    if isinstance(eta, datetime):
+        if eta.tzinfo is None or eta.utcoffset() is None:
+            raise ValueError("eta must be a timezone-aware datetime (or epoch seconds), "
+                             f"got the naive {eta.isoformat()}")
+        return {"eta_ms": round(eta.timestamp() * 1000)}
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+        raise TypeError(f"eta must be a timezone-aware datetime or epoch seconds, "
+                        f"not {type(eta).__name__}")
+    return {"eta_ms": round(_number("eta", eta) * 1000)}
+
+
 def _check_text(opts: TaskOptions, func: Callable[..., Any] | str) -> None:
     """Every string that goes to Redis as text must encode as UTF-8: a lone
     surrogate would otherwise fail inside redis-py with nothing stored but a
@@ -156,6 +183,7 @@ def build_task(
 ) -> NewTask:
     func = check_func(func)
     check_options(opts)
+    timing = check_timing(opts.delay, opts.eta)
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError("kwargs must be a dict")
     if kwargs and not all(isinstance(k, str) for k in kwargs):
@@ -182,5 +210,6 @@ def build_task(
         "metadata": metadata,
         "deps": json.dumps(deps),
         "payload": payload,
+        **timing,
     }
     return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))

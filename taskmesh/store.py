@@ -200,7 +200,7 @@ class Commands:
     def unregister_worker(self, worker_id: str) -> list[Cmd]:
         """Blind writes, sent together in one MULTI (see scripts.arun_atomic)."""
         return [Cmd(("ZREM", self.keys.workers, worker_id)),
-                Cmd(("DEL", self.keys.worker(worker_id)))]
+                Cmd(("DEL", self.keys.worker(worker_id), self.keys.alarm(worker_id)))]
 
     # ---- reads -------------------------------------------------------------
     def read_fields(self, task_id: str, *fields: str) -> Cmd[list[Any]]:

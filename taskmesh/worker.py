@@ -8,7 +8,8 @@ leases alive meanwhile; a control subscription delivers cancel requests.
 
 Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
 producer pushes a token with every enqueue, and a claim that leaves work
-behind pushes one more, so idle workers wake each other in a chain.
+behind pushes one more, so idle workers wake each other in a chain. Due
+times of SCHEDULED tasks are kept by a local alarm (see :mod:`taskmesh.idle`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .connection import (
 from .context import TaskContext
 from .exceptions import PayloadTooLargeError, SerializationError, StoreError, TaskTimeoutError
 from .executors import EscapedExit, Job, build_executors
+from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
 from .pubsub import messages, stop_listener
@@ -206,6 +208,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
+        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
@@ -258,7 +261,6 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         delay = 0.1
-        wake_keys = [self.keys.wake(q) for q in self.options.queues]
         while not self._stopping:
             # Reports in flight beyond one round of slots hold claiming back,
             # so a slow Redis cannot make the worker run ahead of its reports.
@@ -292,7 +294,7 @@ class Worker:
                     return
                 await self._wait_slot(0.2)
             else:
-                await self._wait_for_work(wake_keys, res.next_due_ms)
+                await self._wait_for_work(res.next_due_ms)
 
     def _sequential_slots(self) -> int:
         busy = sum(1 for j in self._active.values() if j.claimed.executor == "sequential")
@@ -306,11 +308,9 @@ class Worker:
             pass
         self._slot_freed.clear()
 
-    async def _wait_for_work(self, wake_keys: list[str], next_due_ms: int) -> None:
-        timeout = 1.0 if next_due_ms < 0 else min(max(next_due_ms / 1000, 0.01), 1.0)
-        if self.options.burst:
-            timeout = min(timeout, 0.2)
-        self._idle_wait = asyncio.ensure_future(self.client.blpop(wake_keys, timeout=timeout))
+    async def _wait_for_work(self, next_due_ms: int) -> None:
+        self._idle_wait = asyncio.ensure_future(
+            self._idle.wait(next_due_ms, 0.2 if self.options.burst else IDLE_MAX_S))
         try:
             await self._idle_wait
         except asyncio.CancelledError:

@@ -137,7 +137,8 @@ def test_task_manager_signatures():
                           "dependencies": None, "max_retries": 0, "retry_delay": 1.0,
                           "retry_backoff": 1.0, "timeout": None, "description": "",
                           "tags": None, "metadata": None, "executor_type": "async",
-                          "queue": "default", "task_id": None, "defer": False}.items():
+                          "queue": "default", "task_id": None, "defer": False,
+                          "delay": None, "eta": None}.items():
         assert reg[name].default == default, name
 
     for name in ("execute_task", "wait_for_task", "cancel_task"):

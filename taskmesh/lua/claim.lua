@@ -9,7 +9,7 @@
 -- task of these queues is due, -1 if none.
 --
 -- First continues pending dependency resolution (bounded, see resolve() in
--- the prelude) and promotes due SCHEDULED tasks (retries) of these queues,
+-- the prelude) and promotes due SCHEDULED tasks (retries, delays) of these queues,
 -- so neither needs a separate scheduler process. A claimed task is RUNNING with a lease
 -- in this same step: no task is ever held by a worker outside `running`.
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

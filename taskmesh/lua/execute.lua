@@ -1,4 +1,6 @@
 -- execute.lua: release a deferred (PENDING) task; a no-op in any other status.
+-- It goes WAITING (dependencies unfinished), SCHEDULED (its delay/eta is
+-- still ahead) or QUEUED.
 -- KEYS[1] task hash   KEYS[2] pending
 -- ARGV[1] prefix   ARGV[2] id
 -- Returns the status after the call, or false if the task does not exist.
@@ -11,5 +13,5 @@ if tonumber(t.pending_deps or '0') > 0 then
   redis.call('HSET', KEYS[1], 'status', 'waiting')
   return 'waiting'
 end
-enqueue(t, true)
-return 'queued'
+release(t, true)
+return t.status

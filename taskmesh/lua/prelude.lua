@@ -62,7 +62,7 @@ end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
   'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at'}
+  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms'}
 
 -- Returns the task as a table, or nil if the record does not exist.
 local function load(id)
@@ -128,6 +128,31 @@ local function enqueue(t, announce)
   if announce then emit('TASK_QUEUED', t) end
 end
 
+-- Makes t SCHEDULED until due_ms (a retry delay, or delay=/eta=). An idle
+-- worker sleeps until the earliest due time it saw at its last claim; if t
+-- is now the earliest of its queue, a wake token makes one idle worker
+-- claim again and recompute that sleep (so it is not woken for every
+-- later-due task, and never sleeps past an earlier one).
+local function schedule(t, due_ms)
+  leave(t)
+  local key = k_scheduled(t.queue)
+  redis.call('ZADD', key, due_ms, t.id)
+  redis.call('HSET', k_task(t.id), 'status', 'scheduled')
+  redis.call('HDEL', k_task(t.id), 'token')
+  t.status = 'scheduled'
+  if redis.call('ZRANGE', key, 0, 0)[1] == t.id then
+    redis.call('LPUSH', k_wake(t.queue), '1')
+    redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
+  end
+end
+
+-- A task whose dependencies are done (or that has none) may run: QUEUED, or
+-- SCHEDULED while the time asked with delay=/eta= (due_ms) is still ahead.
+local function release(t, announce)
+  local due = tonumber(t.due_ms)
+  if due and due > now_ms() then schedule(t, due) else enqueue(t, announce) end
+end
+
 -- Writes a terminal status: the one place a task record gets its expiry.
 -- `fields` are extra HSET pairs (result, error); `data` goes into the event.
 local function mark_terminal(t, status, fields, data, quiet)
@@ -169,7 +194,7 @@ local function resolve(stack)
       if d and not is_terminal(d.status) then
         if parent.status == 'completed' then
           local left = redis.call('HINCRBY', k_task(did), 'pending_deps', -1)
-          if left <= 0 and d.status == 'waiting' then enqueue(d, true) end
+          if left <= 0 and d.status == 'waiting' then release(d, true) end
         else
           local err = {type = 'DependencyFailedError', attempt = 0,
             message = 'dependency ' .. parent.id .. ' ended ' .. string.upper(parent.status)}

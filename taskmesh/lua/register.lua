@@ -8,7 +8,9 @@
 --
 -- Placement: a dependency already FAILED/CANCELLED stores the task CANCELLED
 -- (DependencyFailedError); else defer -> PENDING; else unfinished
--- dependencies -> WAITING (registered in each deps:<dep> set); else QUEUED.
+-- dependencies -> WAITING (registered in each deps:<dep> set); else
+-- SCHEDULED while its delay/eta (fields delay_ms: from now on the Redis
+-- clock, or eta_ms: absolute epoch ms; stored as due_ms) is ahead; else QUEUED.
 -- Only TASK_CREATED is published; it carries the status stored.
 local id = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
@@ -39,6 +41,9 @@ t.seq = seq
 redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
   'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished, 'progress', 0,
   unpack(fields))
+if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
+elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
+if t.due_ms then redis.call('HSET', KEYS[1], 'due_ms', string.format('%.0f', t.due_ms)) end
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
 redis.call('SADD', KEYS[4], t.queue)
 
@@ -55,9 +60,9 @@ else
     redis.call('SADD', K_WAITING, id)
     t.status = 'waiting'
   else
-    enqueue(t, false)  -- writes status 'queued' itself
+    release(t, false)  -- QUEUED, or SCHEDULED until due_ms; writes the status itself
   end
-  if t.status ~= 'queued' then redis.call('HSET', KEYS[1], 'status', t.status) end
+  if t.status ~= 'queued' and t.status ~= 'scheduled' then redis.call('HSET', KEYS[1], 'status', t.status) end
 end
 emit('TASK_CREATED', t)
 return {'created', t.status}

@@ -40,12 +40,8 @@ if outcome == 'failed' and not cancel_requested then
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
   if ARGV[6] == '1' and failures <= tonumber(t.max_retries) then
     local delay = tonumber(t.retry_delay) * tonumber(t.retry_backoff) ^ (failures - 1)
-    leave(t)
-    redis.call('ZADD', k_scheduled(t.queue), now_ms() + math.floor(delay * 1000), t.id)
-    redis.call('HSET', KEYS[1], 'status', 'scheduled')
-    redis.call('HDEL', KEYS[1], 'token')
+    schedule(t, now_ms() + math.floor(delay * 1000))
     redis.call('HINCRBY', KEYS[3], 'retried', 1)
-    t.status = 'scheduled'
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
     return 'scheduled'
   end
