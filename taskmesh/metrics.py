@@ -27,7 +27,10 @@ def _hash(raw: dict) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in (raw or {}).items()}
 
 
-def collect(client: Any, keys: Keys) -> dict[str, Any]:
+def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics of one shard (the whole namespace, unless sharded).
+    ``raw_out`` receives the runtime samples and window counts, which
+    sharding.combine_metrics needs to merge several shards exactly."""
     now = time.time()
     queues = sorted(_s(q) for q in client.smembers(keys.queues))
     pipe = client.pipeline(transaction=False)
@@ -74,6 +77,8 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
     done_window = sum(int(b.get("completed", 0)) for b in buckets)
     failed_window = sum(int(b.get("failed", 0)) for b in buckets)
     finished_window = done_window + failed_window
+    if raw_out is not None:
+        raw_out.update(runtimes=runtimes, done_window=done_window, failed_window=failed_window)
 
     _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now)
     cap = config.get("max_concurrent_tasks")

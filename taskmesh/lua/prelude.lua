@@ -20,6 +20,9 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
+local function k_rdeps(id) return PREFIX .. 'rdeps:' .. id end
+local function k_applied(id) return PREFIX .. 'applied:' .. id end
+local function k_early(id) return PREFIX .. 'early:' .. id end
 local K_RUNNING = PREFIX .. 'running'
 local K_WAITING = PREFIX .. 'waiting'
 local K_PENDING = PREFIX .. 'pending'
@@ -33,6 +36,8 @@ local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
 local K_RESOLVE = PREFIX .. 'resolve'
+local K_OUTBOX = PREFIX .. 'outbox'
+local K_CAPRES = PREFIX .. 'capres'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
@@ -160,6 +165,7 @@ local function mark_terminal(t, status, fields, data, quiet)
   local key = k_task(t.id)
   redis.call('HSET', key, 'status', status, 'finished_at', now_s(), unpack(fields))
   redis.call('HDEL', key, 'token', 'payload')
+  redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
   local ttl = tonumber(t.ttl or '-1')
   local expires = '+inf'
   if ttl >= 0 then
@@ -186,6 +192,15 @@ local function resolve(stack)
   local budget = RESOLVE_BUDGET
   while #stack > 0 do
     local parent = table.remove(stack)
+    -- Dependents in other shards: one outbox entry each, written with the
+    -- outcome itself, applied there once by apply.lua (see sharding.py).
+    local rkey = k_rdeps(parent.id)
+    local remote = redis.call('SMEMBERS', rkey)
+    for _, member in ipairs(remote) do
+      local shard, did = string.match(member, '^(%d+)|(.*)$')
+      redis.call('RPUSH', K_OUTBOX, cjson.encode({parent.id, parent.status, tonumber(shard), did}))
+    end
+    if #remote > 0 then redis.call('DEL', rkey) end
     local dkey = k_deps(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
@@ -206,7 +221,7 @@ local function resolve(stack)
     if budget <= 0 then
       table.insert(stack, parent)
       for _, left in ipairs(stack) do
-        if redis.call('EXISTS', k_deps(left.id)) == 1 then
+        if redis.call('EXISTS', k_deps(left.id), k_rdeps(left.id)) > 0 then
           redis.call('RPUSH', K_RESOLVE, left.id .. '|' .. left.status)
         end
       end
