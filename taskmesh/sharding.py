@@ -240,28 +240,72 @@ def parse_event_id(since: str, count: int) -> tuple[int, int, int]:
     return ms, shard, seq
 
 
-def since_bounds(since: str, count: int) -> list[str]:
-    """The exclusive XRANGE start for each shard after position ``since``.
-
-    Events are ordered by (stream ms, shard, stream seq): a shard before the
-    marked one has seen all of that millisecond, a shard after it none of it.
-    That total order makes paging with since=<last id> neither skip nor
-    repeat events."""
-    ms, marked, seq = parse_event_id(since, count)
-    bounds = []
-    for shard in range(count):
-        if shard < marked:
-            bounds.append(f"({ms}-18446744073709551615")
-        elif shard == marked:
-            bounds.append(f"({ms}-{seq}")
-        else:
-            bounds.append(f"{ms}-0")
-    return bounds
-
-
-def order_key(shard: int, stream_id: str) -> tuple[int, int, int]:
+def _stream_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
-    return int(ms), shard, int(seq or 0)
+    return int(ms), int(seq or 0)
+
+
+def _merge_key(shard: int, stream_id: str, fields: dict) -> tuple[int, int, int, int]:
+    """Events of different shards merge by the microsecond their script ran
+    (field ``us``; ms * 1000 for entries written before it existed), then
+    shard, then stream position - a total order consistent with each shard's
+    own stream order."""
+    ms, seq = _stream_key(stream_id)
+    us = fields.get(b"us", fields.get("us"))
+    try:
+        micro = int(us) if us is not None else ms * 1000
+    except ValueError:
+        micro = ms * 1000
+    return micro, shard, ms, seq
+
+
+def read_events(client: Any, shardset: ShardSet, since: str | None,
+                count: int) -> list[tuple[int, str, dict]]:
+    """(shard, stream id, fields) of the replayed events in merge order
+    (:func:`_merge_key`): the latest ``count`` when ``since`` is None, else
+    the first ``count`` after the position ``since`` marks in every shard.
+
+    Paging with ``since=<last id>`` neither skips nor repeats events: the
+    marked event's merge key splits every shard's stream in two. Other
+    shards are read from one millisecond before the mark (scripts' clock and
+    stream ids agree to that) and filtered by merge key."""
+    keys = shardset.keys
+    text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
+    merged: list[tuple[tuple[int, int, int, int], int, str, dict]] = []
+    if since is None:
+        pipe = client.pipeline(transaction=False)
+        for k in keys:
+            pipe.execute_command("XREVRANGE", k.events, "+", "-", "COUNT", count)
+        for shard, entries in enumerate(pipe.execute()):
+            for entry_id, fields in entries or ():
+                merged.append((_merge_key(shard, text(entry_id), fields), shard,
+                               text(entry_id), fields))
+        merged.sort(key=lambda item: item[0])
+        return [(shard, i, f) for _, shard, i, f in merged[-count:]]
+    ms, marked, seq = parse_event_id(since, shardset.count)
+    mark_id = f"{ms}-{seq}"
+    if shardset.count == 1:
+        entries = client.execute_command("XRANGE", keys[0].events, f"({mark_id}", "+",
+                                         "COUNT", count) or []
+        return [(0, text(i), f) for i, f in entries]
+    found = client.execute_command("XRANGE", keys[marked].events, mark_id, mark_id) or []
+    mark_key = (_merge_key(marked, mark_id, found[0][1]) if found
+                else (ms * 1000 + 999, marked, ms, seq))
+    low = f"{max(ms - 1, 0)}-0"
+    pipe = client.pipeline(transaction=False)
+    for shard, k in enumerate(keys):
+        start = f"({mark_id}" if shard == marked else low
+        # Entries at or before the mark are filtered out below: read that
+        # many more than asked (a generous bound on one millisecond's worth).
+        pipe.execute_command("XRANGE", k.events, start, "+", "COUNT",
+                             count if shard == marked else count + 1000)
+    for shard, entries in enumerate(pipe.execute()):
+        for entry_id, fields in entries or ():
+            key = _merge_key(shard, text(entry_id), fields)
+            if shard == marked or key > mark_key:
+                merged.append((key, shard, text(entry_id), fields))
+    merged.sort(key=lambda item: item[0])
+    return [(shard, i, f) for _, shard, i, f in merged[:count]]
 
 
 # ---- registration ----------------------------------------------------------------------
@@ -294,29 +338,6 @@ def link_dependencies(client: Any, shardset: ShardSet,
             raise TaskNotFoundError(dep)
         links.setdefault(task_id, []).append((dep, answer))
     return links
-
-
-def read_events(client: Any, shardset: ShardSet, since: str | None,
-                count: int) -> list[tuple[int, Any, dict]]:
-    """(shard, stream id, fields) of the replayed events, merged in the
-    (ms, shard, seq) order of :func:`since_bounds`: the latest ``count``
-    when ``since`` is None, else the first ``count`` after it."""
-    keys = shardset.keys
-    pipe = client.pipeline(transaction=False)
-    if since is None:
-        for k in keys:
-            pipe.execute_command("XREVRANGE", k.events, "+", "-", "COUNT", count)
-    else:
-        for k, low in zip(keys, since_bounds(since, shardset.count)):
-            pipe.execute_command("XRANGE", k.events, low, "+", "COUNT", count)
-    merged = []
-    for shard, entries in enumerate(pipe.execute()):
-        for entry_id, fields in entries or ():
-            text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            merged.append((order_key(shard, text), shard, text, fields))
-    merged.sort(key=lambda item: item[0])
-    chosen = merged[-count:] if since is None else merged[:count]
-    return [(shard, entry_id, fields) for _, shard, entry_id, fields in chosen]
 
 
 # ---- metrics ---------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class ShardedWork:
         self._drain_wanted: set[int] = set()
         self._drain_event = asyncio.Event()
         self._drainer: asyncio.Task | None = None
+        self.applied = 0  # deliveries applied by this worker (settle() compares)
+        self._settled_at = 0
 
     # ---- claiming -----------------------------------------------------------------
     def window(self) -> list[int]:
@@ -153,13 +155,25 @@ class ShardedWork:
             self._drain_event.clear()
             shards, self._drain_wanted = self._drain_wanted, set()
             try:
-                await drain_outboxes(self.worker.client, self.shardset, shards)
+                self.applied += await drain_outboxes(self.worker.client, self.shardset, shards)
             except CONNECTION_ERRORS as exc:
                 log.warning("worker %s: outbox delivery failed (%s); retried at the next "
                             "heartbeat", self.worker.id, exc)
             except Exception:
                 log.exception("worker %s: outbox delivery failed; retried at the next heartbeat",
                               self.worker.id)
+
+    async def settle(self) -> bool:
+        """Delivers every shard's outbox now; True if anything was applied
+        since the last settle(), here or by the background drainer (a burst
+        worker then claims again instead of exiting)."""
+        self.applied += await drain_outboxes(self.worker.client, self.shardset,
+                                             range(self.shardset.count))
+        if self._drainer is not None and self._drain_event.is_set():
+            await asyncio.sleep(0.05)  # let the background drainer finish its round
+        changed = self.applied != self._settled_at
+        self._settled_at = self.applied
+        return changed
 
     async def close(self) -> None:
         if self._drainer is not None:

@@ -279,6 +279,9 @@ class Worker:
                 await self._wait_slot(None)
                 continue
             want = min(free, CLAIM_BATCH)
+            # A report landing during the claim may have queued a retry or a
+            # dependent the claim did not see: a burst worker must look again.
+            busy_before = bool(self._active or self._reports_in_flight)
             try:
                 if self._sharded is not None:
                     res = await self._sharded.claim(want, self.lease_ms, self._sequential_slots())
@@ -302,9 +305,12 @@ class Worker:
                 continue
             elif self.options.burst and not res.more_queued and res.next_due_ms < 0:
                 # A report still in flight may promote dependents: not done yet.
-                if not self._active and not self._reports_in_flight:
-                    log.info("worker %s: burst finished, nothing left to run", self.id)
-                    return
+                if not busy_before and not self._active and not self._reports_in_flight:
+                    # Outcomes still in outboxes may make dependents runnable.
+                    if self._sharded is None or not await self._sharded.settle():
+                        log.info("worker %s: burst finished, nothing left to run", self.id)
+                        return
+                    continue
                 await self._wait_slot(0.2)
             else:
                 await self._wait_for_work(res.next_due_ms)

@@ -45,11 +45,11 @@ local RATE_WINDOW_S = 120  -- per-second outcome buckets live this long
 local RUNTIME_SAMPLES = 1000  -- recent completion runtimes kept for percentiles
 local RESOLVE_BUDGET = 200  -- dependents handled per script call (see resolve())
 
-local _now_ms
+local _now_ms, _time
 local function now_ms()
   if not _now_ms then
-    local t = redis.call('TIME')
-    _now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    _time = redis.call('TIME')
+    _now_ms = tonumber(_time[1]) * 1000 + math.floor(tonumber(_time[2]) / 1000)
   end
   return _now_ms
 end
@@ -98,8 +98,11 @@ local function emit(etype, t, data)
   data.status = t.status
   local ts = now_s()
   local payload = cjson.encode(data)
+  -- 'us' (microseconds, same clock) orders the events of different shards
+  -- when they are merged (sharding.read_events).
   local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload)
+    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload,
+    'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
   redis.call('PUBLISH', K_EVENTS, '{"id":"' .. xid .. '","type":"' .. etype .. '","task_id":'
     .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
