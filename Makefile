@@ -1,17 +1,24 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 PY ?= python3
 
-.PHONY: test demo install redis-server bench
+.PHONY: test demo install redis-server chromium bench
 
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# The dashboard's browser tests drive Debian's Chromium through Playwright
+# (never `playwright install`, which downloads a browser build).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 install:
 	$(PY) -m pip install -q -e '.[test]'
 
-test: redis-server install
+test: redis-server chromium install
 	$(PY) -m pytest
 
 demo: redis-server install

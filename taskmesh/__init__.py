@@ -5,8 +5,11 @@ from .exceptions import (
     DependencyFailedError,
     PayloadDecodeError,
     PayloadTooLargeError,
+    ProcessCrashedError,
+    RemoteTaskError,
     SerializationError,
     SignatureError,
+    ServerBusyError,
     StoreError,
     TaskCancelledError,
     TaskFailedError,
@@ -19,7 +22,8 @@ from .exceptions import (
 )
 from .events import Subscription, subscribe
 from .manager import TaskManager
-from .models import Event, EventType, TaskError, TaskInfo, TaskPriority, TaskStatus
+from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .worker import Worker, WorkerHandle, WorkerOptions
 
 __version__ = "0.1.0"
@@ -30,8 +34,12 @@ __all__ = [
     "EventType",
     "PayloadDecodeError",
     "PayloadTooLargeError",
+    "PeriodicInfo",
+    "ProcessCrashedError",
+    "RemoteTaskError",
     "SerializationError",
     "SignatureError",
+    "ServerBusyError",
     "StoreError",
     "Subscription",
     "TaskCancelledError",
@@ -40,6 +48,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInfo",
     "TaskManager",
+    "TaskPage",
     "TaskNotFoundError",
     "TaskPriority",
     "TaskStatus",

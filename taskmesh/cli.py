@@ -48,6 +48,9 @@ def main() -> None:
               help="Tasks running at once in this worker.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Thread pool size (default: --concurrency).")
+@click.option("--processes", default=None, type=click.IntRange(min=1),
+              help="Child processes for executor_type='process' (default: the number of "
+                   "CPUs; started on the first process task).")
 @click.option("--lease-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds before another worker may take over this worker's tasks.")
 @click.option("--grace-period", default=25.0, show_default=True, type=click.FloatRange(min=0),
@@ -62,9 +65,9 @@ def main() -> None:
               type=click.IntRange(min=1), help="Largest serialized result a task may return.")
 @click.option("-v", "--verbose", is_flag=True)
 def worker(url: str | None, namespace: str | None, queues: str, concurrency: int, threads: int | None,
-           lease_timeout: float, grace_period: float, burst: bool, name: str | None,
-           imports: tuple[str, ...], secret: str | None, no_pickle: bool, max_payload_bytes: int,
-           verbose: bool) -> None:
+           processes: int | None, lease_timeout: float, grace_period: float, burst: bool,
+           name: str | None, imports: tuple[str, ...], secret: str | None, no_pickle: bool,
+           max_payload_bytes: int, verbose: bool) -> None:
     """Run a worker until SIGTERM/SIGINT (or until drained, with --burst)."""
     from .worker import Worker, WorkerOptions
 
@@ -73,7 +76,7 @@ def worker(url: str | None, namespace: str | None, queues: str, concurrency: int
     try:
         options = WorkerOptions(
             url=url, namespace=namespace, queues=queues, concurrency=concurrency,  # type: ignore[arg-type]
-            threads=threads, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
+            threads=threads, processes=processes, lease_timeout=lease_timeout, grace_period=grace_period, burst=burst,
             name=name, imports=list(imports), secret=secret, no_pickle=no_pickle,
             max_payload_bytes=max_payload_bytes,
         )
@@ -209,9 +212,12 @@ def events(url: str | None, namespace: str | None, since: str | None, types: tup
 
 @main.command()
 @connection_options
+@click.option("--unpickle", is_flag=True,
+              help="Unpickle a pickled result to show it. This runs code read from Redis: "
+                   "only for data you trust. Default: shown as <pickled, N bytes>.")
 @click.argument("task_id")
-def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
-    """Show one task in full."""
+def inspect(url: str | None, namespace: str | None, unpickle: bool, task_id: str) -> None:
+    """Show one task in full (never unpickling anything unless --unpickle)."""
     from .exceptions import TaskNotFoundError
     from .manager import TaskManager
     from .ui import print_task
@@ -221,7 +227,8 @@ def inspect(url: str | None, namespace: str | None, task_id: str) -> None:
             info = tm.get_task(task_id)
         except TaskNotFoundError as exc:
             raise click.ClickException(str(exc)) from exc
-        print_task(info, tm.get_task_result(task_id) if info.status == "completed" else None)
+        print_task(info, tm.get_task_result(task_id, unpickle=unpickle)
+                   if info.status == "completed" else None)
 
 
 @main.command()
@@ -247,6 +254,60 @@ def demo(url: str | None, namespace: str | None, workers: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(url=url, namespace=namespace, workers=workers))
+
+
+@main.group()
+def periodic() -> None:
+    """Periodic schedules (added with TaskManager.add_periodic)."""
+
+
+@periodic.command("list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+def periodic_list(url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Every schedule: when it runs next, when it last ran, its last task."""
+    import dataclasses
+    import json
+
+    from .manager import TaskManager
+    from .ui import periodic_lines
+
+    with TaskManager(url, namespace=namespace) as tm:
+        schedules = tm.list_periodic()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in schedules], indent=2))
+    else:
+        click.echo("\n".join(periodic_lines(schedules)))
+
+
+@periodic.command("remove")
+@connection_options
+@click.argument("name")
+def periodic_remove(url: str | None, namespace: str | None, name: str) -> None:
+    """Delete the schedule NAME (tasks of past ticks are kept)."""
+    from .manager import TaskManager
+
+    with TaskManager(url, namespace=namespace) as tm:
+        if not tm.remove_periodic(name):
+            raise click.ClickException(f"no periodic schedule named {name!r}")
+    click.echo(f"removed periodic schedule {name}")
+
+
+@main.command()
+@connection_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (default: loopback only).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="TASKMESH_DASHBOARD_TOKEN", default=None,
+              help="Require this token (Bearer header, or the cookie set by /?token=T).")
+@click.option("--read-only", is_flag=True, help="No Cancel/Retry: the API refuses them (403).")
+def dashboard(url: str | None, namespace: str | None, host: str, port: int, token: str | None,
+              read_only: bool) -> None:
+    """Serve the web dashboard and its JSON API."""
+    from .dashboard import serve
+
+    _setup_logging(False)
+    serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
 
 
 if __name__ == "__main__":  # pragma: no cover

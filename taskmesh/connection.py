@@ -288,15 +288,23 @@ def sync_client(url: str, **options: Any) -> Any:
     return client
 
 
-def async_client(url: str, **options: Any) -> Any:
-    """The asyncio twin of :func:`sync_client` (connects lazily)."""
+def async_client(url: str, *, max_connections: int | None = None, **options: Any) -> Any:
+    """The asyncio twin of :func:`sync_client` (connects lazily). With
+    ``max_connections`` (a single Redis), a *blocking* pool of that size: a
+    caller beyond it waits for a free connection instead of failing with
+    MaxConnectionsError (thousands of waiters in one loop share a few)."""
     if is_memory(url):
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        return redis.asyncio.Redis.from_url(url, **{**_retry_options(AsyncRetry), **options})
+        options = {**_retry_options(AsyncRetry), **options}
+        if max_connections is None:
+            return redis.asyncio.Redis.from_url(url, **options)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=None, **options)
+        return redis.asyncio.Redis.from_pool(pool)
     if target.kind == "cluster":
         nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]
         client: Any = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes,

@@ -22,6 +22,12 @@ PROGRESS_WRITES_PER_S = 20.0
 _current: ContextVar["TaskContext"] = ContextVar("taskmesh_current_task")
 
 
+class ProgressDeferred(Exception):
+    """Raised by a worker's progress reporter when Redis cannot take the
+    update now (down, restarting, OOM): the update is kept as the unsent one
+    and flushed later. Progress is telemetry; it never fails the task."""
+
+
 def validate_progress(progress: float, message: str | None) -> float:
     if isinstance(progress, bool) or not isinstance(progress, (int, float)):
         raise TypeError("progress must be a number in [0, 1]")
@@ -65,13 +71,19 @@ class TaskContext:
             return True
         self._tokens -= 1
         self._unsent = None
-        return self._report_progress(value, message)
+        try:
+            return self._report_progress(value, message)
+        except ProgressDeferred:
+            self._unsent = (value, message)
+            return True
 
     def flush_progress(self) -> None:
+        """Sends the last coalesced update; raises ProgressDeferred (keeping
+        it unsent) if Redis cannot take it now."""
         if self._unsent is not None:
             value, message = self._unsent
-            self._unsent = None
             (self._report_final or self._report_progress)(value, message)
+            self._unsent = None
 
 
 def current_task() -> TaskContext:

@@ -12,7 +12,10 @@
     ├── TaskTimeoutError         an attempt ran past its timeout (remote type)
     ├── DependencyFailedError    a dependency ended FAILED/CANCELLED (remote type)
     ├── WorkerLostError          the task's worker died too often (remote type)
+    ├── ProcessCrashedError      a process-executor child died mid-task (remote type)
+    ├── RemoteTaskError          a task's exception that cannot be rebuilt here
     ├── StoreError               Redis answered something the store cannot use
+    │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
@@ -108,8 +111,43 @@ class WorkerLostError(TaskmeshError):
     """The task's worker stopped renewing its lease more times than allowed."""
 
 
+class ProcessCrashedError(TaskmeshError):
+    """The child process running a ``process`` task died before it answered
+    (segfault, ``os._exit``, killed from outside). The worker goes on with a
+    fresh child; the attempt is a failure like any other (retried if retries
+    are left)."""
+
+
+class RemoteTaskError(TaskmeshError):
+    """A task's exception as the caller sees it when the original cannot be
+    rebuilt (it did not pickle on the worker, its class is unknown here, or
+    its pickle is unsigned while this side has a secret): ``TaskError.exception()``."""
+
+    def __init__(self, type: str, message: str, traceback: str | None = None):
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple:
+        return (RemoteTaskError, (self.type, self.message, self.traceback))
+
+
 class StoreError(TaskmeshError):
     """Redis returned something the store does not understand."""
+
+
+class ServerBusyError(StoreError):
+    """Redis is up but refuses commands for now: ``reason`` is ``"oom"``
+    (``maxmemory`` reached under ``noeviction``) or ``"busy"`` (another
+    client's script ran past ``busy-reply-threshold``). Nothing was changed;
+    retrying later is safe. Workers back off and resume by themselves."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        what = "is out of memory (maxmemory)" if reason == "oom" else "is busy running a script"
+        super().__init__(f"Redis {what}; nothing was changed, retry later ({detail})")
 
 
 class TaskmeshConnectionError(TaskmeshError, ConnectionError):

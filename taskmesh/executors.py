@@ -6,6 +6,10 @@
 * ``thread_pool`` the worker's thread pool (``--threads``).
 * ``sequential``  one at a time, in claim order: a FIFO lane that is held
                   until the function really returns, even past its timeout.
+* ``process``     a child process of the worker's pool (``--processes``),
+                  see :mod:`taskmesh.process_pool`: its timeout and cancel
+                  are hard (the child is killed), and the child encodes the
+                  outcome itself (an :class:`EncodedOutcome`).
 
 Every strategy produces an asyncio future for "the function finished" and
 hands it to :func:`supervise`, which applies the timeout: an async function
@@ -23,11 +27,14 @@ import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
 from .store import ClaimedTask
+
+if TYPE_CHECKING:
+    from .process_pool import ProcessPool
 
 LANE_WAIT_REPORT_MS = 5  # shorter local waits are not worth a correction
 
@@ -48,6 +55,7 @@ class Job:
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
     executed_at: float | None = None  # monotonic time the function started
+    error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
 
     @property
     def queued_locally_ms(self) -> int:
@@ -68,9 +76,12 @@ class Job:
 
     @property
     def is_coroutine(self) -> bool:
-        # Also async callable objects (an instance with ``async def __call__``).
-        call = type(self.func).__call__ if self.func is not None else None
-        return inspect.iscoroutinefunction(self.func) or inspect.iscoroutinefunction(call)
+        return self.func is not None and is_coroutine_callable(self.func)
+
+    @property
+    def runs_in_child(self) -> bool:
+        """A process task: decoded and run in a child, stopped by killing it."""
+        return self.claimed.executor == "process"
 
     def fresh_context(self) -> contextvars.Context:
         ctx = contextvars.copy_context()
@@ -78,11 +89,31 @@ class Job:
         return ctx
 
     def request_cancel(self) -> None:
-        """User cancellation: asyncio cancel for coroutines, a flag for threads."""
+        """User cancellation: asyncio cancel for coroutines and process tasks
+        (whose executor kills the child), a flag for threads."""
         self.cancel_reason = self.cancel_reason or "cancel"
         self.context._cancel_event.set()
-        if self.is_coroutine and self.execution is not None:
+        if (self.is_coroutine or self.runs_in_child) and self.execution is not None:
             self.execution.cancel()
+
+
+def is_coroutine_callable(func: Any) -> bool:
+    # Also async callable objects (an instance with ``async def __call__``).
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+
+
+class EncodedOutcome(NamedTuple):
+    """An outcome already encoded where the function ran (a process child):
+    ``kind`` is "completed" (``data`` the result envelope) or "failed"
+    (``data`` the TaskError JSON)."""
+
+    kind: str
+    data: bytes | str
+    retryable: bool
+
+
+def timeout_error(job: Job) -> TaskTimeoutError:
+    return TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s")
 
 
 async def supervise(job: Job, execution: asyncio.Future) -> Any:
@@ -96,10 +127,10 @@ async def supervise(job: Job, execution: asyncio.Future) -> Any:
     except TimeoutError:
         job.context._cancel_event.set()
         execution.cancel()  # effective for coroutines; a thread runs on
-        raise TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s") from None
+        raise timeout_error(job) from None
 
 
-def _run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return asyncio.run(func(*args, **kwargs))
 
 
@@ -135,7 +166,7 @@ class ThreadExecutor(Executor):
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
-            target = functools.partial(_run_coroutine, target)
+            target = functools.partial(run_coroutine, target)
         call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 
@@ -182,7 +213,23 @@ class SequentialExecutor(Executor):
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def build_executors(pool: ThreadPoolExecutor) -> dict[str, Executor]:
+class ProcessExecutor(Executor):
+    """Runs the task in a child process of the pool; the outcome comes back
+    already encoded (an :class:`EncodedOutcome`)."""
+
+    def __init__(self, pool: "ProcessPool"):
+        self.pool = pool
+
+    async def run(self, job: Job) -> EncodedOutcome:
+        return await self.pool.run(job)
+
+
+def build_executors(pool: ThreadPoolExecutor,
+                    processes: "ProcessPool | None" = None) -> dict[str, Executor]:
     threads = ThreadExecutor(pool)
     async_ = AsyncExecutor(threads)
-    return {"thread_pool": threads, "async": async_, "sequential": SequentialExecutor(async_)}
+    executors: dict[str, Executor] = {
+        "thread_pool": threads, "async": async_, "sequential": SequentialExecutor(async_)}
+    if processes is not None:
+        executors["process"] = ProcessExecutor(processes)
+    return executors

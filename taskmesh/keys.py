@@ -19,24 +19,43 @@ task:<id>              hash    the task record (fields in docs/design.md)
 deps:<id>              set     ids of tasks waiting for <id> to complete
 queue:<name>           zset    QUEUED ids; score = (255-priority)*2^44 + seq,
                                so ZPOPMIN is highest priority, FIFO within one
+parked:<name>          zset    QUEUED ids waiting for a rate-limit token, out of
+                               queue:<name> so they hold nothing up; score = ms
+                               when their turn for a token comes
 wake:<name>            list    wake-up tokens for idle workers (BLPOP), capped
 alarm:<worker id>      list    a worker's own wake-up token, pushed by its local
                                timer at a due time (see taskmesh/idle.py)
 scheduled:<name>       zset    SCHEDULED ids (retry delay, delay=/eta=);
                                score = due ms
 running                zset    RUNNING ids; score = lease deadline ms
-waiting                set     WAITING ids (dependencies unfinished)
-pending                set     PENDING ids (deferred)
-done:<status>          zset    terminal ids per status; score = record expiry ms
+byseq:<status>         zset    RUNNING / SCHEDULED ids again, score = seq: the
+                               newest-first listing index of those statuses
+waiting                zset    WAITING ids (dependencies unfinished); score = seq
+pending                zset    PENDING ids (deferred); score = seq
+done:<status>          zset    terminal ids per status; score = record expiry
+                               ms, or 2^52 + finished ms when kept forever
+                               (descending = most recently finished first)
+tag:<tag>              zset    ids of every task carrying <tag>; score = seq
+tag_expiry             zset    JSON [id, tags] of tagged tasks whose record
+                               expires; score = expiry ms (the reaper then
+                               removes the id from each tag:<tag>)
 qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
 runtimes               list    runtime ms of the last 1000 completions
 resolve                list    "<id>|<status>": dependents still to resolve
+periodic               zset    periodic schedule names; score = next tick (epoch s)
+periodic:<name>        hash    one schedule: cron, every, tz, next_run_at,
+                               last_run_at, last_task_id, task (the encoded
+                               registration, see taskmesh/periodic.py)
 queues                 set     names of every queue ever used
 workers                zset    worker ids; score = last heartbeat ms
 worker:<id>            hash    worker info (host, pid, queues, counters)
 stats                  hash    monotonic counters (registered, completed, ...)
-config                 hash    namespace settings (max_concurrent_tasks, ...)
+config                 hash    namespace settings (max_concurrent_tasks,
+                               priority_aging_s, ...)
+ratelimits             hash    rate key -> "<per_second> <burst>"
+ratebucket:<rate key>  hash    token bucket of a limited rate key: tokens, ts
+                               (ms of the last refill), parked (ids waiting)
 seq                    string  global FIFO sequence counter
 claims                 string  claim-token counter (fencing)
 outbox                 list    cross-shard deliveries still to apply, JSON
@@ -59,11 +78,19 @@ from dataclasses import dataclass
 from .models import TaskStatus
 
 
+# Redis glob characters: a name holding one would make a pattern (the
+# waiters' PSUBSCRIBE of ``done:*``, any SCAN MATCH) reach other namespaces
+# or queues, e.g. namespace ``a*`` hearing every namespace starting with a.
+GLOB_CHARS = "*?[]\\"
+
+
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise ValueError("namespace must be a non-empty string")
     if any(ch in namespace for ch in "{}:\n\r "):
         raise ValueError(f"namespace {namespace!r} may not contain braces, ':' or spaces")
+    if any(ch in namespace for ch in GLOB_CHARS):
+        raise ValueError(f"namespace {namespace!r} may not contain glob characters * ? [ ] \\")
     return namespace
 
 
@@ -72,7 +99,21 @@ def validate_queue_name(queue: str) -> str:
         raise ValueError("queue must be a non-empty string")
     if any(ch in queue for ch in "{},\n\r "):
         raise ValueError(f"queue name {queue!r} may not contain braces, commas or spaces")
+    if any(ch in queue for ch in GLOB_CHARS):
+        raise ValueError(f"queue name {queue!r} may not contain glob characters * ? [ ] \\")
     return queue
+
+
+def validate_rate_key(rate_key: str) -> str:
+    """Rate keys name key families (``ratebucket:<key>``) like queue names do,
+    and may not hold glob characters, so a pattern never matches a family
+    by accident."""
+    if not isinstance(rate_key, str) or not rate_key:
+        raise ValueError("rate_key must be a non-empty string")
+    if any(ch in rate_key for ch in "{},\n\r ") or any(ch in rate_key for ch in GLOB_CHARS):
+        raise ValueError(
+            f"rate key {rate_key!r} may not contain braces, commas, spaces or * ? [ ] \\")
+    return rate_key
 
 
 @dataclass(frozen=True)
@@ -107,8 +148,20 @@ class Keys:
     def scheduled(self, name: str) -> str:
         return f"{self.prefix}scheduled:{name}"
 
+    def parked(self, name: str) -> str:
+        return f"{self.prefix}parked:{name}"
+
+    def rate_bucket(self, rate_key: str) -> str:
+        return f"{self.prefix}ratebucket:{rate_key}"
+
     def done(self, status: TaskStatus | str) -> str:
         return f"{self.prefix}done:{status}"
+
+    def byseq(self, status: TaskStatus | str) -> str:
+        return f"{self.prefix}byseq:{status}"
+
+    def tag(self, tag: str) -> str:
+        return f"{self.prefix}tag:{tag}"
 
     def qcount(self, name: str) -> str:
         return f"{self.prefix}qcount:{name}"
@@ -138,6 +191,16 @@ class Keys:
     @property
     def capres(self) -> str:
         return f"{self.prefix}capres"
+    def periodic_schedule(self, name: str) -> str:
+        return f"{self.prefix}periodic:{name}"
+
+    @property
+    def periodic(self) -> str:
+        return f"{self.prefix}periodic"
+
+    @property
+    def tag_expiry(self) -> str:
+        return f"{self.prefix}tag_expiry"
 
     @property
     def resolve(self) -> str:
@@ -174,6 +237,10 @@ class Keys:
     @property
     def config(self) -> str:
         return f"{self.prefix}config"
+
+    @property
+    def ratelimits(self) -> str:
+        return f"{self.prefix}ratelimits"
 
     @property
     def seq(self) -> str:

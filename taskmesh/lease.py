@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from . import scripts
 from .connection import CONNECTION_ERRORS
+from .exceptions import ServerBusyError
 from .sharding import ShardSet, shards_call
 from .store import Commands, RenewResult
 
@@ -73,9 +74,12 @@ class LeaseKeeper(threading.Thread):
                 renewed = self._beat_shards(shardset)
             if self.on_shards is not None:  # SPEC §14: read at every heartbeat
                 self.on_shards(scripts.run(self.client, shards_call(self.commands.keys)))
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, ServerBusyError) as exc:
+            # OOM/BUSY: renew.lua is refused, but so is every other worker's
+            # recover.lua, so no lease is taken over meanwhile; afterwards the
+            # same grace round as after an outage lets us renew first.
             if not self._redis_down:
-                log.warning("worker %s cannot reach Redis to renew leases: %s", self.worker_id, exc)
+                log.warning("worker %s cannot renew leases: %s", self.worker_id, exc)
             self._redis_down = True
             return False
         if self._redis_down:

@@ -25,7 +25,7 @@ from .connection import (
     resolve_url,
     sync_client,
 )
-from . import metrics
+from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
     EventTypes,
@@ -37,7 +37,10 @@ from .events import (
     subscribe,
 )
 from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
-from .keys import Keys, validate_namespace
+from .keys import Keys, validate_namespace, validate_queue_name
+from .listing import PageReader, build_query
+from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .periodic import PeriodicInfo
 from .sharding import (
     ShardSet,
     combine_metrics,
@@ -48,9 +51,9 @@ from .sharding import (
     shards_call,
     validate_shards,
 )
-from .models import Event, TaskError, TaskInfo, TaskPriority, TaskStatus
 from .portal import Portal
-from .registration import NewTask, TaskOptions, build_task
+from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
+from .remote import bind
 from .serialization import Codec
 from .store import Commands, decode_error
 from .waiters import DoneWaiter
@@ -65,9 +68,15 @@ _embedded_lock = threading.Lock()
 _embedded: dict[str, WorkerHandle] = {}
 
 
+# Connections one event loop's async API may hold at once. Waiting is pub/sub
+# driven (one shared subscription); each waiter only borrows a connection for
+# its short status reads, so thousands of waiters queue for these few.
+LOOP_MAX_CONNECTIONS = 64
+
+
 class _LoopState:
     def __init__(self, url: str, keys: Keys):
-        self.client = async_client(url)
+        self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
         self.waiter = DoneWaiter(self.client, keys)
 
     async def close(self) -> None:
@@ -200,6 +209,7 @@ class TaskManager:
         defer: bool = False,
         delay: float | None = None,
         eta: datetime | float | None = None,
+        rate_key: str | None = None,
     ) -> str:
         """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
         until ``delay`` seconds / the ``eta`` have passed); returns its id."""
@@ -214,6 +224,7 @@ class TaskManager:
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
             queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
+            rate_key=rate_key,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -271,30 +282,53 @@ class TaskManager:
         commands = await self._acmds(task_id)
 
         async def read_status() -> TaskStatus:
-            return (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades(commands):
+                status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+            return status
 
         await state.waiter.wait(task_id, read_status, timeout)
-        raw = await scripts.arun(state.client, commands.read_fields(task_id, "result", "error"))
+        raw = await scripts.arun(state.client, commands.read_fields(
+            task_id, "result", "error", "error_exc"))
         return self._outcome(task_id, raw)
 
     def _outcome(self, task_id: str, raw: list[Any]) -> Any:
-        status, result, error = raw
+        status, result, error, pickled = raw
         if status is TaskStatus.COMPLETED:
             return self.codec.decode_result(result) if result else None
         if status is TaskStatus.FAILED:
-            raise TaskFailedError(task_id, decode_error(error) or TaskError("Unknown", ""))
-        raise TaskCancelledError(task_id, decode_error(error))
+            raise TaskFailedError(task_id, self._error(error, pickled) or TaskError("Unknown", ""))
+        raise TaskCancelledError(task_id, self._error(error, pickled))
+
+    def _error(self, raw: Any, pickled: Any = None) -> TaskError | None:
+        """A stored error, able to rebuild its exception under this manager's
+        secret policy (TaskError.exception())."""
+        return bind(decode_error(raw, pickled), self.codec)
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
         shardset = await self._ashards()
-        cancelled = await self._arun(shardset.for_task(task_id).cancel(task_id)) > 0
+        commands = shardset.for_task(task_id)
+        cancelled = await self._arun(commands.cancel(task_id)) > 0
+        await self._finish_cascades(commands)
         if cancelled and shardset.count > 1:
             # The cascade to dependents in other shards is in the outbox:
             # deliver it now (workers would, at their next heartbeat).
             await drain_outboxes(self._state().client, shardset, [shardset.of(task_id)])
         return cancelled
+
+    async def _finish_cascades(self, commands: Commands) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list (of
+        the shard ``commands`` address) to the end (a cascade over thousands
+        of dependents is cut into bounded script calls), so finishing one
+        never waits for a worker to claim. True if there was any."""
+        worked = False
+        while (left := await self._arun(commands.resolve())) >= 0:
+            worked = True
+            if left == 0:
+                break
+        return worked
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:
@@ -310,15 +344,21 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> TaskStatus:
         return self._run(self._cmds(task_id).read_fields(task_id))[0]
 
-    def get_task_result(self, task_id: str) -> Any:
+    def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
+        """With ``unpickle=False`` pickled parts come back as ``<pickled, N
+        bytes>`` placeholders: what operator tools use, as they must never
+        run code read from Redis."""
         status, result = self._run(self._cmds(task_id).read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
+            if not unpickle:
+                return self.codec.preview_result(result)
             return self.codec.decode_result(result)
         return None
 
     def get_task_error(self, task_id: str) -> TaskError | None:
-        status, error = self._run(self._cmds(task_id).read_fields(task_id, "error"))
-        return decode_error(error) if status.is_terminal else None
+        status, error, pickled = self._run(
+            self._cmds(task_id).read_fields(task_id, "error", "error_exc"))
+        return self._error(error, pickled) if status.is_terminal else None
 
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
@@ -326,7 +366,49 @@ class TaskManager:
         return float(progress or 0.0), message.decode() if message else None
 
     def get_task(self, task_id: str) -> TaskInfo:
-        return self._run(self._cmds(task_id).read_task(task_id))
+        info: TaskInfo = self._run(self._cmds(task_id).read_task(task_id))
+        bind(info.error, self.codec)
+        return info
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        queue: str | None = None,
+        tag: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of tasks matching every filter given: QUEUED ones in claim
+        order, then the other unfinished ones newest first, then finished ones
+        most recently finished first (SPEC §11, §17). Pass ``page.cursor``
+        back for the next page; None means there is no more."""
+        query = build_query(status, queue, tag, metadata, limit)
+        reader = PageReader(self.commands, self._run, self._run_many)
+        tasks, next_cursor = reader.page(query, cursor)
+        for info in tasks:
+            bind(info.error, self.codec)
+        return TaskPage(tasks, next_cursor)
+
+    def _run_many(self, cmds: Sequence[Any]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd.args)
+        return list(pipe.execute())
+
+    def retry_task(self, task_id: str, *, priority: int | None = None,
+                   queue: str | None = None) -> str:
+        """Registers a new task with the function, arguments and options of a
+        FAILED or CANCELLED one (``metadata["retry_of"]`` = its id) and returns
+        the new id; the old task is left as it is. ValueError for any other
+        status."""
+        if priority is not None:
+            check_priority(priority)
+        if queue is not None:
+            validate_queue_name(queue)
+        record = self._run(self._cmds(task_id).read_record(task_id))
+        return self._store([build_retry(task_id, record, priority, queue, self.result_ttl)])[0]
 
     def update_task_progress(self, task_id: str, progress: float,
                              message: str | None = None) -> bool:
@@ -366,6 +448,29 @@ class TaskManager:
         events = (decode_entry(event_id(shard, i), f) for shard, i, f in entries)
         return [e for e in events if e is not None]
 
+    # ---- periodic tasks ------------------------------------------------------------------
+    def add_periodic(self, name: str, func: Callable[..., Any] | str, *args: Any,
+                     cron: str | None = None, every: int | None = None, tz: str = "UTC",
+                     kwargs: dict[str, Any] | None = None,
+                     **register_options: Any) -> PeriodicInfo:
+        """Stores (or replaces) the schedule ``name``: exactly one of ``cron``
+        (5 fields, in time zone ``tz``) or ``every`` (whole seconds >= 1).
+        Any running worker registers one task per tick, with the id
+        ``"periodic:<name>:<tick epoch seconds>"``; ``register_options`` are
+        register_task's (priority, queue, timeout, retries, ...), encoded now."""
+        return periodic.add(self._client, self.keys, self.codec, self.result_ttl, name, func,
+                            args, cron=cron, every=every, tz=tz, kwargs=kwargs,
+                            options=register_options)
+
+    def remove_periodic(self, name: str) -> bool:
+        """Deletes a schedule; False if there was none by that name. Tasks of
+        ticks already fired are not touched."""
+        return periodic.remove(self._client, self.keys, name)
+
+    def list_periodic(self) -> list[PeriodicInfo]:
+        """Every schedule of the namespace, by name."""
+        return periodic.list_all(self._client, self.keys)
+
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:
         """Cluster-wide cap on RUNNING tasks in this namespace; None removes it."""
@@ -378,6 +483,14 @@ class TaskManager:
         if limit < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
         self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    def set_rate_limit(self, key: str, per_second: float | None, *,
+                       burst: int | None = None) -> None:
+        """Tasks registered with ``rate_key=key`` start at most ``per_second``
+        times per second across all workers (a token bucket of ``burst``
+        tokens, default ``per_second``); None removes the limit."""
+        limit = flow.check_rate_limit(key, per_second, burst)
+        flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> WorkerHandle:

@@ -17,6 +17,7 @@ from .keys import Keys
 
 WINDOW_S = 60
 PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
+PARKED_PROBE = 100  # parked tasks read per queue for oldest ages
 
 
 def _s(value: Any) -> str:
@@ -39,9 +40,10 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
         pipe.zcard(keys.queue(q))
         pipe.hgetall(keys.qcount(q))
         pipe.zcard(keys.scheduled(q))
+        pipe.zcard(keys.parked(q))
     pipe.zcard(keys.running)
-    pipe.scard(keys.waiting)
-    pipe.scard(keys.pending)
+    pipe.zcard(keys.waiting)
+    pipe.zcard(keys.pending)
     for status in ("completed", "failed", "cancelled"):
         pipe.zcount(keys.done(status), f"({int(now * 1000)}", "+inf")
     pipe.hgetall(keys.stats)
@@ -60,9 +62,12 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
     oldest_probe: list[tuple[str, int]] = []
     for q in queues:
         depth, counts, scheduled = raw[pos], _hash(raw[pos + 1]), raw[pos + 2]
-        pos += 3
+        parked = int(raw[pos + 3])  # QUEUED, waiting for a rate-limit token
+        depth = int(depth) + parked
+        pos += 4
         by_priority = {int(p): int(n) for p, n in counts.items() if int(n) > 0}
-        queue_view[q] = {"queued": int(depth), "scheduled": int(scheduled),
+        queue_view[q] = {"queued": depth, "scheduled": int(scheduled),
+                         "rate_limited": parked,
                          "by_priority": dict(sorted(by_priority.items(), reverse=True))}
         queued_total += int(depth)
         scheduled_total += int(scheduled)
@@ -123,6 +128,31 @@ def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
     for (q, p), queued_at in zip(probes, pipe.execute()):
         if queued_at:
             view[q]["oldest_age_s"][p] = round(max(now - float(queued_at), 0.0), 3)
+    _add_parked_ages(client, keys, view, now)
+
+
+def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float) -> None:
+    """Tasks parked for a rate-limit token are QUEUED too, but out of their
+    queue's bands: the first PARKED_PROBE of each lot (the earliest turns,
+    so mostly the longest waiting) count towards the oldest ages."""
+    lots = [q for q in view if view[q]["rate_limited"]]
+    if not lots:
+        return
+    pipe = client.pipeline(transaction=False)
+    for q in lots:
+        pipe.zrange(keys.parked(q), 0, PARKED_PROBE - 1)
+    pipe2 = client.pipeline(transaction=False)
+    owners = []
+    for q, ids in zip(lots, pipe.execute()):
+        for task_id in ids:
+            pipe2.hmget(keys.task(_s(task_id)), "priority", "queued_at")
+            owners.append(q)
+    for q, (priority, queued_at) in zip(owners, pipe2.execute()):
+        if priority is None or not queued_at:
+            continue
+        ages = view[q]["oldest_age_s"]
+        age = round(max(now - float(queued_at), 0.0), 3)
+        ages[int(priority)] = max(ages.get(int(priority), 0.0), age)
 
 
 def _workers(client: Any, keys: Keys, ids: list[str]) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ class EventType(StrEnum):
     TASK_CANCELLED = "TASK_CANCELLED"
 
 
-EXECUTOR_TYPES = ("async", "sequential", "thread_pool")
+EXECUTOR_TYPES = ("async", "sequential", "thread_pool", "process")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,15 @@ class TaskError:
             "traceback": self.traceback,
             "attempt": self.attempt,
         }
+
+    def exception(self) -> BaseException:
+        """The exception the task raised, rebuilt here (SPEC §11): taskmesh's
+        own errors by type; others from the worker's pickle when there is one
+        this side may open (signed when it has a secret); else a
+        :class:`~taskmesh.exceptions.RemoteTaskError`."""
+        from .remote import rebuild
+
+        return rebuild(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskError":
@@ -106,3 +115,12 @@ class TaskInfo:
     metadata: dict[str, Any]
     error: TaskError | None
     recoveries: int = 0
+
+
+@dataclass
+class TaskPage:
+    """One page of ``list_tasks``: pass ``cursor`` back for the next; None
+    means there is no more."""
+
+    tasks: list[TaskInfo]
+    cursor: str | None

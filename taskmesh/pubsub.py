@@ -7,7 +7,10 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Callable, Sequence
 
+import redis.exceptions
+
 from .connection import CONNECTION_ERRORS, pubsub_for
+from .scripts import busy_error
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,11 @@ async def messages(
                     channel = msg["channel"]
                     yield (channel.decode() if isinstance(channel, bytes) else channel,
                            msg["data"])
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, redis.exceptions.ResponseError) as exc:
+            # Redis BUSY with another client's script is transient like a
+            # dropped connection; any other error reply is a real error.
+            if isinstance(exc, redis.exceptions.ResponseError) and busy_error(exc) is None:
+                raise
             if stop.is_set():
                 return
             log.warning("%s lost Redis (%s); reconnecting in %.1fs", label, exc, delay)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import msgpack
 
 from .exceptions import SerializationError
-from .keys import validate_queue_name
+from .keys import validate_queue_name, validate_rate_key
 from .models import EXECUTOR_TYPES, TaskPriority
 from .serialization import Codec
 
@@ -46,6 +46,15 @@ class TaskOptions:
     defer: bool = False
     delay: float | None = None
     eta: datetime | float | None = None
+    rate_key: str | None = None
+
+
+# Record fields a retry copies verbatim (SPEC §17): the function and its
+# arguments ride in ``payload``; dependencies and defer are not copied.
+# A registration option stored in a new field belongs here too.
+RETRY_COPIED_FIELDS = ("name", "description", "queue", "priority", "executor", "max_retries",
+                       "retry_delay", "retry_backoff", "timeout", "tags", "metadata", "payload",
+                       "rate_key")
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,8 @@ def check_options(opts: TaskOptions) -> None:
             f"executor_type must be one of {', '.join(EXECUTOR_TYPES)}, got {opts.executor_type!r}"
         )
     validate_queue_name(opts.queue)
+    if opts.rate_key is not None:
+        validate_rate_key(opts.rate_key)
     if not isinstance(opts.description, str):
         raise TypeError("description must be a string")
     if opts.tags is not None and (
@@ -212,4 +223,38 @@ def build_task(
         "payload": payload,
         **timing,
     }
+    if opts.rate_key is not None:
+        fields["rate_key"] = opts.rate_key
     return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))
+
+
+def build_retry(old_id: str, record: dict[str, Any], priority: int | None,
+                queue: str | None, result_ttl: int | None) -> NewTask:
+    """A new registration copying a FAILED or CANCELLED task (retry_task):
+    same function, arguments and options, ``metadata["retry_of"]`` = old id."""
+    status = _text(record.get("status"))
+    if status not in ("failed", "cancelled"):
+        raise ValueError(f"task {old_id} is {status or 'unknown'}: only FAILED or CANCELLED "
+                         "tasks can be retried")
+    if not record.get("payload"):
+        raise ValueError(f"task {old_id} no longer holds its function and arguments")
+    fields = {name: record[name] for name in RETRY_COPIED_FIELDS if name in record}
+    try:
+        metadata = msgpack.unpackb(record.get("metadata") or b"\x80", raw=False,
+                                   strict_map_key=False)
+    except Exception:
+        metadata = {}
+    metadata = dict(metadata) if isinstance(metadata, dict) else {}
+    metadata["retry_of"] = old_id
+    fields["metadata"] = msgpack.packb(metadata, use_bin_type=True)
+    if priority is not None:
+        fields["priority"] = check_priority(priority)
+    if queue is not None:
+        fields["queue"] = validate_queue_name(queue)
+    fields["ttl"] = -1 if result_ttl is None else int(result_ttl)
+    fields["deps"] = "[]"
+    return NewTask(uuid.uuid4().hex, fields, [], False)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")

@@ -25,7 +25,7 @@ import redis.exceptions
 
 from . import scripts
 from .connection import CONNECTION_ERRORS
-from .exceptions import StoreError
+from .exceptions import ServerBusyError, StoreError
 from .scripts import Call
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Reporter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._busy = False
+        self._server_busy = False  # Redis answered OOM/BUSY: logged once until it passes
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="taskmesh-reporter")
@@ -78,11 +79,41 @@ class Reporter:
             self._busy = False
 
     async def _send(self, calls: list[Call]) -> list[Any]:
+        """Results in call order. Calls answered OOM/BUSY (transient server
+        states) are resent after a backoff until Redis takes them."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        delay = 0.1
+        while True:
+            busy: list[int] = []
+            refusal: ServerBusyError | None = None
+            for i, result in zip(todo, await self._send_once([calls[i] for i in todo])):
+                if isinstance(result, ServerBusyError):
+                    busy.append(i)
+                    refusal = result
+                else:
+                    results[i] = result
+            if not busy:
+                if self._server_busy:
+                    log.info("Redis accepts reports again")
+                    self._server_busy = False
+                return results
+            if not self._server_busy:
+                log.warning("cannot report %d outcome(s): %s; retrying until it can",
+                            len(busy), refusal)
+                self._server_busy = True
+            todo = busy
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _send_once(self, calls: list[Call]) -> list[Any]:
         delay = 0.1
         strikes = 0
         while True:
             try:
                 results = await scripts.arun_batch(self.client, calls)
+            except ServerBusyError as exc:
+                return [exc] * len(calls)
             except CONNECTION_ERRORS as exc:
                 if await self._reachable():
                     # Redis is up, yet dropped this batch: a report in it may
@@ -90,7 +121,7 @@ class Reporter:
                     # dropped twice while Redis answers is refused (a single
                     # drop may just have been a restart).
                     if len(calls) > 1:
-                        return [r for call in calls for r in await self._send([call])]
+                        return [r for call in calls for r in await self._send_once([call])]
                     strikes += 1
                     if strikes >= 2:
                         return [ReportRefusedError(f"Redis refused the report: {exc}")]
@@ -105,8 +136,8 @@ class Reporter:
     async def _reachable(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT_S))
-        except (TimeoutError, *CONNECTION_ERRORS):
-            return False
+        except (TimeoutError, redis.exceptions.ResponseError, *CONNECTION_ERRORS):
+            return False  # a BUSY reply is no sign of a refused report either
 
     @property
     def pending(self) -> int:

@@ -1,10 +1,10 @@
 """Loads the Lua scripts in ``lua/`` and runs them on sync or async clients.
 
-Each script is the prelude plus its own file, sent once per connection pool
-with SCRIPT LOAD and then called by EVALSHA (SHA computed locally, as
-redis-py's ``register_script`` does). A NOSCRIPT reply (Redis restarted, or
-flushed its script cache) reloads and retries; that is safe because a script
-that answered NOSCRIPT did not run.
+Each script is the shared libraries (prelude, flow) plus its own file, sent
+once per connection pool with SCRIPT LOAD and then called by EVALSHA (SHA
+computed locally, as redis-py's ``register_script`` does). A NOSCRIPT reply
+(Redis restarted, or flushed its script cache) reloads and retries; that is
+safe because a script that answered NOSCRIPT did not run.
 
 A :class:`Call` is a script invocation plus the function that parses its
 reply. The same Call object is executed by :func:`run` (sync client),
@@ -20,9 +20,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+
+from .exceptions import ServerBusyError
 
 LUA_DIR = Path(__file__).with_name("lua")
+LIBRARIES = ("prelude", "flow")  # prepended to every script, in this order
 T = TypeVar("T")
 
 
@@ -38,9 +41,9 @@ class LuaScript:
 
 @cache
 def script(name: str) -> LuaScript:
-    prelude = (LUA_DIR / "prelude.lua").read_text()
+    libraries = "\n".join((LUA_DIR / f"{lib}.lua").read_text() for lib in LIBRARIES)
     body = (LUA_DIR / f"{name}.lua").read_text()
-    return LuaScript(name, f"{prelude}\n-- ===== {name}.lua =====\n{body}")
+    return LuaScript(name, f"{libraries}\n-- ===== {name}.lua =====\n{body}")
 
 
 def _identity(raw: Any) -> Any:
@@ -67,26 +70,56 @@ class Cmd(Generic[T]):
     parse: Callable[[Any], T] = _identity
 
 
+def busy_error(exc: BaseException) -> ServerBusyError | None:
+    """The ServerBusyError for an OOM or BUSY reply, else None. Both are
+    transient server states, told apart from real script errors here once."""
+    if isinstance(exc, ServerBusyError):
+        return exc
+    if isinstance(exc, OutOfMemoryError):
+        return ServerBusyError("oom", str(exc))
+    if isinstance(exc, ResponseError):
+        text = str(exc)
+        if text.startswith("OOM "):
+            return ServerBusyError("oom", text)
+        if text.startswith("BUSY"):
+            return ServerBusyError("busy", text)
+    return None
+
+
 def run(client: Any, call: "Call[T] | Cmd[T]") -> T:
-    if isinstance(call, Cmd):
-        return call.parse(client.execute_command(*call.args))
     try:
-        raw = client.evalsha(*call.evalsha_args)
-    except NoScriptError:
-        client.script_load(call.script.source)
-        raw = client.evalsha(*call.evalsha_args)
+        if isinstance(call, Cmd):
+            return call.parse(client.execute_command(*call.args))
+        try:
+            raw = client.evalsha(*call.evalsha_args)
+        except NoScriptError:
+            client.script_load(call.script.source)
+            raw = client.evalsha(*call.evalsha_args)
+    except ResponseError as exc:
+        raise (busy_error(exc) or exc) from exc
     return call.parse(raw)
 
 
 async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
-    if isinstance(call, Cmd):
-        return call.parse(await client.execute_command(*call.args))
     try:
-        raw = await client.evalsha(*call.evalsha_args)
-    except NoScriptError:
-        await client.script_load(call.script.source)
-        raw = await client.evalsha(*call.evalsha_args)
+        if isinstance(call, Cmd):
+            return call.parse(await client.execute_command(*call.args))
+        try:
+            raw = await client.evalsha(*call.evalsha_args)
+        except NoScriptError:
+            await client.script_load(call.script.source)
+            raw = await client.evalsha(*call.evalsha_args)
+    except ResponseError as exc:
+        raise (busy_error(exc) or exc) from exc
     return call.parse(raw)
+
+
+def run_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+    """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
+    pipe = client.pipeline(transaction=True)
+    for cmd in cmds:
+        pipe.execute_command(*cmd.args)
+    return [cmd.parse(raw) for cmd, raw in zip(cmds, pipe.execute())]
 
 
 async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
@@ -94,7 +127,11 @@ async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
     pipe = client.pipeline(transaction=True)
     for cmd in cmds:
         pipe.execute_command(*cmd.args)
-    return [cmd.parse(raw) for cmd, raw in zip(cmds, await pipe.execute())]
+    try:
+        raws = await pipe.execute()
+    except ResponseError as exc:
+        raise (busy_error(exc) or exc) from exc
+    return [cmd.parse(raw) for cmd, raw in zip(cmds, raws)]
 
 
 def run_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
@@ -134,4 +171,6 @@ def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
 
 
 def _parse(call: Call, raw: Any) -> Any:
-    return raw if isinstance(raw, Exception) else call.parse(raw)
+    if isinstance(raw, Exception):
+        return busy_error(raw) or raw
+    return call.parse(raw)

@@ -180,6 +180,18 @@ class Codec:
     def decode_result(self, envelope: bytes) -> Any:
         return self._unpack(self._open(envelope))
 
+    def preview_result(self, envelope: bytes) -> Any:
+        """The result as an operator tool may show it: never unpickled. Each
+        pickled part becomes a :class:`Pickled` placeholder (``<pickled, N
+        bytes>``), so reading a record from Redis cannot run its code."""
+        body = self._open(envelope)
+        try:
+            return msgpack.unpackb(body, raw=False, ext_hook=_preview_hook, strict_map_key=False)
+        except PayloadDecodeError:
+            raise
+        except Exception as exc:
+            raise PayloadDecodeError(f"payload body does not decode: {_describe(exc)}") from exc
+
     def _open(self, envelope: bytes) -> bytes:
         try:
             outer = msgpack.unpackb(envelope, raw=False)
@@ -222,6 +234,36 @@ class Codec:
                 raise UnsafePayloadError("pickled payload refused: worker runs with --no-pickle")
             return cloudpickle.loads(data)
         raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
+
+
+class Pickled:
+    """Stands in for a pickled value that was deliberately not unpickled."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<pickled, {self.size} bytes>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pickled) and other.size == self.size
+
+    def __hash__(self) -> int:
+        return hash(("Pickled", self.size))
+
+
+def _preview_hook(code: int, data: bytes) -> Any:
+    if code == EXT_TUPLE:
+        with _Nesting() as level:
+            if level > MAX_TUPLE_DEPTH:
+                raise PayloadDecodeError(f"payload nests tuples deeper than {MAX_TUPLE_DEPTH} levels")
+            return tuple(msgpack.unpackb(data, raw=False, ext_hook=_preview_hook,
+                                         strict_map_key=False))
+    if code == EXT_PICKLE:
+        return Pickled(len(data))
+    raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
 
 
 @functools.lru_cache(maxsize=1024)

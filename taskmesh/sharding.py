@@ -382,3 +382,21 @@ def combine_metrics(per_shard: list[dict[str, Any]], raws: list[dict[str, Any]])
     out["shards"] = [{"shard": i, "tasks": m["tasks"], "totals": m["totals"]}
                      for i, m in enumerate(per_shard)]
     return out
+
+
+class TaskRouter:
+    """Commands addressed by task id for code written against one
+    :class:`Commands` (the periodic ticker): ``register`` goes to the task's
+    shard, every other builder to shard 0."""
+
+    def __init__(self, shardset: Any):
+        self._shardset = shardset  # a ShardSet, or a callable returning the current one
+
+    def _current(self) -> ShardSet:
+        return self._shardset() if callable(self._shardset) else self._shardset
+
+    def register(self, task_id: str, *args: Any, **kwargs: Any) -> Call:
+        return self._current().for_task(task_id).register(task_id, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._current().commands[0], name)

@@ -17,6 +17,7 @@ import msgpack
 from .exceptions import StoreError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
+from .remote import attach
 from .scripts import Call, Cmd, script
 
 
@@ -73,13 +74,25 @@ def decode_metadata(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def decode_error(raw: Any) -> TaskError | None:
+def decode_error(raw: Any, pickled: Any = None) -> TaskError | None:
+    """The TaskError of a record; ``pickled`` is its ``error_exc`` field (the
+    worker's pickled exception, see :mod:`taskmesh.remote`)."""
     if not raw:
         return None
     try:
-        return TaskError.from_dict(json.loads(raw))
+        error = TaskError.from_dict(json.loads(raw))
     except (ValueError, TypeError):
         return TaskError("StoreError", f"undecodable error record: {raw!r}")
+    return attach(error, pickled)
+
+
+@dataclass(frozen=True)
+class ListStep:
+    """One list.lua answer: matching ids with their walk positions, and
+    where to resume (``resume`` is None when the walk reached its end)."""
+
+    matches: list[tuple[str, str, str]]  # (phase, score, id)
+    resume: tuple[str, str, str] | None
 
 
 class Commands:
@@ -132,6 +145,11 @@ class Commands:
 
         return Call(script("cancel"), [self.keys.task(task_id)], [self.prefix, task_id], parse)
 
+    def resolve(self) -> Call[int]:
+        """Continues a cascade left on the ``resolve`` list; returns what is
+        left (-1: nothing was there)."""
+        return Call(script("resolve"), [self.keys.resolve], [self.prefix], int)
+
     def progress(
         self, task_id: str, progress: float, message: str | None, token: str = "",
         force: bool = False,
@@ -149,6 +167,17 @@ class Commands:
             parse,
         )
 
+    def set_rate_limit(self, rate_key: str, limit: tuple[float, float] | None) -> Call[bool]:
+        """``limit`` is (per_second, capacity), validated; None removes it."""
+        k = self.keys
+        rate, burst = ("", "") if limit is None else (repr(limit[0]), repr(limit[1]))
+        return Call(script("ratelimit"), [k.ratelimits, k.rate_bucket(rate_key)],
+                    [self.prefix, rate_key, rate, burst], lambda raw: int(raw) == 1)
+
+    def unpark(self, rate_key: str, queue: str, cursor: str) -> Call[str]:
+        return Call(script("unpark"), [self.keys.parked(queue)],
+                    [self.prefix, rate_key, queue, cursor], _str)
+
     # ---- worker-side state changes ---------------------------------------
     def claim(
         self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int
@@ -162,13 +191,14 @@ class Commands:
         )
 
     def report(self, task_id: str, token: str, outcome: str, data: bytes | str,
-               retryable: bool = False, queued_locally_ms: int = 0) -> Call[str]:
+               retryable: bool = False, queued_locally_ms: int = 0,
+               pickled_error: bytes | None = None) -> Call[str]:
         k = self.keys
         return Call(
             script("report"),
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
-             queued_locally_ms],
+             queued_locally_ms, pickled_error or b""],
             lambda raw: _s(raw) or "",
         )
 
@@ -211,6 +241,22 @@ class Commands:
                 Cmd(("HDEL", self.keys.capres, worker_id))]
 
     # ---- reads -------------------------------------------------------------
+    def list_step(self, statuses: Sequence[str], queue: str | None, tag: str | None,
+                  position: tuple[str, str, str] | None, want: int,
+                  budget: int) -> Call[ListStep]:
+        """Walks the status indexes from ``position`` (see lua/list.lua)."""
+
+        def parse(raw: list) -> ListStep:
+            items = [_str(x) for x in raw]
+            matches = [(items[i], items[i + 1], items[i + 2]) for i in range(4, len(items), 3)]
+            resume = (items[1], items[2], items[3]) if items[0] == "more" else None
+            return ListStep(matches, resume)
+
+        phase, score, task_id = position or ("", "", "")
+        return Call(script("list"), [self.keys.queues],
+                    [self.prefix, want, budget, ",".join(statuses), queue or "", tag or "",
+                     phase, score, task_id], parse)
+
     def read_fields(self, task_id: str, *fields: str) -> Cmd[list[Any]]:
         """HMGET status + fields; raises TaskNotFoundError if there is no record."""
 
@@ -221,13 +267,19 @@ class Commands:
 
         return Cmd(("HMGET", self.keys.task(task_id), "status", *fields), parse)
 
-    def read_task(self, task_id: str) -> Cmd[TaskInfo]:
-        def parse(raw: dict) -> TaskInfo:
+    def read_record(self, task_id: str) -> Cmd[dict[str, Any]]:
+        """The whole record (field names decoded, values raw)."""
+
+        def parse(raw: dict) -> dict[str, Any]:
             if not raw:
                 raise TaskNotFoundError(task_id)
-            return task_info(task_id, {_str(k): v for k, v in raw.items()})
+            return {_str(k): v for k, v in raw.items()}
 
         return Cmd(("HGETALL", self.keys.task(task_id)), parse)
+
+    def read_task(self, task_id: str) -> Cmd[TaskInfo]:
+        record = self.read_record(task_id)
+        return Cmd(record.args, lambda raw: task_info(task_id, record.parse(raw)))
 
 
 def _parse_claim(raw: list) -> ClaimResult:
@@ -255,7 +307,7 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         status = TaskStatus(_str(h.get("status")))
     except ValueError as exc:
         raise StoreError(f"task {task_id} has an invalid status") from exc
-    error = decode_error(h.get("error")) if status.is_terminal else None
+    error = decode_error(h.get("error"), h.get("error_exc")) if status.is_terminal else None
     return TaskInfo(
         id=task_id,
         name=_s(h.get("name")) or "",

@@ -105,3 +105,23 @@ def event_line(event: Any) -> Text:
              "TASK_RETRYING": "magenta"}.get(str(event.type), "")
     return Text(f"{when} {event.type:<15} {event.task_id} {d.get('name', '')} "
                 f"[{d.get('queue', '')}/{d.get('priority', '')}] {' '.join(extra)}", style=style)
+
+
+def periodic_lines(schedules: list[Any]) -> list[str]:
+    """``taskmesh periodic list`` as plain aligned text (no wrapping, so a
+    long name or cron expression stays greppable in any terminal width)."""
+    if not schedules:
+        return ["no periodic schedules"]
+    utc = dt.timezone.utc
+
+    def when(ts: float | None) -> str:
+        return dt.datetime.fromtimestamp(ts, utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+    rows = [("NAME", "SCHEDULE", "TZ", "NEXT RUN", "LAST RUN", "LAST TASK")]
+    for s in schedules:
+        rule = f"cron {s.cron}" if s.cron else f"every {s.every}s"
+        rows.append((s.name, rule, s.tz, when(s.next_run_at), when(s.last_run_at),
+                     s.last_task_id or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
+            for row in rows]

@@ -5,6 +5,7 @@ batches of up to the free slots) -> the payload is decoded and the function
 resolved -> an executor runs it -> the outcome goes to ``report.lua`` through
 the pipelined :class:`Reporter`. The :class:`LeaseKeeper` thread keeps the
 leases alive meanwhile; a control subscription delivers cancel requests.
+A :class:`PeriodicTicker` thread fires the namespace's due periodic ticks.
 
 Idle workers block on the queues' wake lists (BLPOP) instead of polling; a
 producer pushes a token with every enqueue, and a claim that leaves work
@@ -39,16 +40,25 @@ from .connection import (
     resolve_url,
     sync_client,
 )
-from .context import TaskContext
-from .exceptions import PayloadTooLargeError, SerializationError, StoreError, TaskTimeoutError
-from .executors import EscapedExit, Job, build_executors
+from .context import ProgressDeferred, TaskContext
+from .exceptions import (
+    PayloadTooLargeError,
+    SerializationError,
+    ServerBusyError,
+    StoreError,
+    TaskTimeoutError,
+)
+from .executors import EncodedOutcome, EscapedExit, Job, build_executors
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .periodic import PeriodicTicker
+from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
+from .remote import pickle_exception
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
-from .sharding import ShardSet, channel_patterns
+from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork
 from .store import ClaimedTask, Commands
 
@@ -57,6 +67,8 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
 SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
+PROGRESS_PAUSE_S = 0.5  # after a failed progress write, coalesce locally this long
+PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
 
 
 @dataclass
@@ -75,6 +87,7 @@ class WorkerOptions:
     no_pickle: bool = False
     # Results are held to the same bound as payloads (TaskManager's default).
     max_payload_bytes: int = 16 * 1024 * 1024
+    processes: int | None = None  # process-executor children; None: os.cpu_count()
 
     def __post_init__(self) -> None:
         self.url = resolve_url(self.url)
@@ -88,6 +101,12 @@ class WorkerOptions:
             raise ValueError("threads must be >= 1")
         if self.max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
+        if self.processes is None:
+            self.processes = os.cpu_count() or 1
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int):
+            raise TypeError("processes must be an int")
+        if self.processes < 1:
+            raise ValueError("processes must be >= 1")
         if self.lease_timeout <= 0 or self.grace_period < 0:
             raise ValueError("lease_timeout must be > 0 and grace_period >= 0")
         if self.secret is None:
@@ -158,6 +177,8 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Task | None = None
         self._reports_in_flight = 0
+        self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
+        self._progress_paused_until = 0.0  # monotonic; progress is coalesced until then
 
     # ---- state shared with the lease thread --------------------------------
     def _held_snapshot(self) -> dict[str, str]:
@@ -218,7 +239,9 @@ class Worker:
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
-        self.executors = build_executors(pool)
+        # Starts no process until the first process task (process_pool.py).
+        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
+        self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
         self.reporter = Reporter(self.client)
         self.reporter.start()
@@ -227,6 +250,9 @@ class Worker:
                              shards=lambda: self.shardset, on_shards=self._on_shards)
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
+        ticker = PeriodicTicker(self.sync_client, self.keys,  # a tick's task goes to its shard
+                                TaskRouter(lambda: self.shardset), self.id)  # type: ignore[arg-type]
+        ticker.start()
         self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
         log.info("worker %s started: queues=%s concurrency=%d", self.id,
@@ -237,6 +263,7 @@ class Worker:
         finally:
             await stop_listener(control, self._control_stop)
             keeper.stop()
+            ticker.stop()
             if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
                             "are recovered by another worker when their lease expires",
@@ -244,6 +271,7 @@ class Worker:
             await self._unregister()
             if self._sharded is not None:
                 await self._sharded.close()
+            await self.process_pool.close()
             pool.shutdown(wait=False, cancel_futures=True)
             self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
             await self.client.aclose()
@@ -261,7 +289,7 @@ class Worker:
             await self.client.aclose()
             self.sync_client.close()
             raise
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, ServerBusyError, redis.exceptions.ResponseError) as exc:
             log.warning("worker %s: Redis not reachable yet (%s); will keep trying", self.id, exc)
 
     @property
@@ -289,12 +317,18 @@ class Worker:
                     res = await scripts.arun(self.client, self.commands.claim(
                         self.id, self.options.queues, want, self.lease_ms,
                         self._sequential_slots()))
+            except ServerBusyError as exc:
+                self._note_busy(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             except CONNECTION_ERRORS as exc:
                 log.warning("worker %s lost Redis (%s); retrying in %.1fs", self.id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            self._note_not_busy()
             for claimed in res.tasks:
                 self._start(claimed)
             if len(res.tasks) >= want:
@@ -339,8 +373,27 @@ class Worker:
         except CONNECTION_ERRORS as exc:
             log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
             await asyncio.sleep(0.5)
+        except redis.exceptions.ResponseError as exc:
+            busy = scripts.busy_error(exc)
+            if busy is None:
+                raise
+            self._note_busy(busy)
+            await asyncio.sleep(0.5)
         finally:
             self._idle_wait = None
+
+    def _note_busy(self, exc: ServerBusyError) -> None:
+        """OOM and BUSY are transient server states: the worker backs off and
+        goes on, logging once per episode (not once per retry)."""
+        if self._busy_reason != exc.reason:
+            log.warning("worker %s: %s; backing off until Redis accepts writes again "
+                        "(running tasks go on, leases are kept)", self.id, exc)
+            self._busy_reason = exc.reason
+
+    def _note_not_busy(self) -> None:
+        if self._busy_reason is not None:
+            log.info("worker %s: Redis accepts commands again; resuming", self.id)
+            self._busy_reason = None
 
     # ---- one task -------------------------------------------------------------
     def _start(self, claimed: ClaimedTask) -> None:
@@ -363,13 +416,41 @@ class Worker:
 
     def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None,
                          force: bool = False) -> bool:
+        """Runs on the task's thread. While Redis cannot take updates, they
+        are coalesced at once (ProgressDeferred) rather than each blocking
+        the task on a failing round trip."""
+        if time.monotonic() < self._progress_paused_until:
+            raise ProgressDeferred()
         call = self.shardset.for_task(claimed.id).progress(claimed.id, progress, message,
                                                            claimed.token, force)
-        return scripts.run(self.sync_client, call)
+        try:
+            return scripts.run(self.sync_client, call)
+        except (*CONNECTION_ERRORS, ServerBusyError) as exc:
+            log.info("task %s: progress not recorded for now (%s); will send the latest later",
+                     claimed.id, exc)
+            self._progress_paused_until = time.monotonic() + PROGRESS_PAUSE_S
+            raise ProgressDeferred() from exc
+
+    async def _flush_progress(self, job: Job) -> None:
+        """The task's last coalesced update, retried for a while; dropped (it
+        is telemetry) rather than hold up the outcome for long."""
+        deadline = time.monotonic() + PROGRESS_FLUSH_S
+        while job.context._unsent is not None:
+            self._progress_paused_until = 0.0
+            try:
+                await asyncio.to_thread(job.context.flush_progress)
+            except ProgressDeferred:
+                if time.monotonic() >= deadline:
+                    log.warning("task %s: last progress update dropped (Redis unavailable)",
+                                job.id)
+                    return
+                await asyncio.sleep(PROGRESS_PAUSE_S)
 
     def _prepare(self, job: Job) -> None:
         if job.claimed.defect:
             raise StoreError(job.claimed.defect)
+        if job.runs_in_child:
+            return  # a process task's payload is decoded in its child (process_child.py)
         func, args, kwargs = self.codec.decode_task(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
@@ -387,7 +468,7 @@ class Worker:
             else:
                 outcome = await self._execute(job)
                 if job.context._unsent is not None:
-                    await asyncio.to_thread(job.context.flush_progress)
+                    await self._flush_progress(job)
             # The function is done: its slot can take new work while the
             # report travels (the lease stays held until the report lands).
             self._free_slot(job)
@@ -418,9 +499,13 @@ class Worker:
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            job.error_pickle = pickle_exception(
+                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
+        if isinstance(result, EncodedOutcome):  # encoded by a process child already
+            return result.kind, result.data, result.retryable
         try:
             return "completed", self.codec.encode_result(result), False
         except SerializationError as exc:
@@ -432,7 +517,7 @@ class Worker:
         try:
             status = await self.reporter.submit(
                 commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                job.queued_locally_ms))
+                                job.queued_locally_ms, job.error_pickle))
         except ReportRefusedError:
             if kind == "cancelled":
                 raise
@@ -563,7 +648,7 @@ class Worker:
         for _ in range(attempts):
             try:
                 return await scripts.arun(self.client, call)
-            except CONNECTION_ERRORS:
+            except (*CONNECTION_ERRORS, ServerBusyError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return None
@@ -571,7 +656,7 @@ class Worker:
     async def _unregister(self) -> None:
         try:
             await scripts.arun_atomic(self.client, self.commands.unregister_worker(self.id))
-        except CONNECTION_ERRORS:
+        except (*CONNECTION_ERRORS, ServerBusyError):
             pass  # our heartbeat entry expires by itself
 
 

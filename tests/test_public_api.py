@@ -23,13 +23,13 @@ from taskmesh import (
 
 SPEC_NAMES = [
     "TaskManager", "TaskPriority", "TaskStatus", "EventType", "current_task",
-    "TaskError", "TaskInfo", "Event",
+    "TaskError", "TaskInfo", "Event", "TaskPage", "PeriodicInfo",
 ]
 SPEC_EXCEPTIONS = [
     "TaskmeshError", "TaskNotFoundError", "SerializationError", "PayloadTooLargeError",
     "PayloadDecodeError", "SignatureError", "UnsafePayloadError", "TaskFailedError",
     "TaskCancelledError", "TaskTimeoutError", "DependencyFailedError", "WorkerLostError",
-    "TaskmeshConnectionError",
+    "RemoteTaskError", "ProcessCrashedError", "TaskmeshConnectionError",
 ]
 
 
@@ -138,7 +138,7 @@ def test_task_manager_signatures():
                           "retry_backoff": 1.0, "timeout": None, "description": "",
                           "tags": None, "metadata": None, "executor_type": "async",
                           "queue": "default", "task_id": None, "defer": False,
-                          "delay": None, "eta": None}.items():
+                          "delay": None, "eta": None, "rate_key": None}.items():
         assert reg[name].default == default, name
 
     for name in ("execute_task", "wait_for_task", "cancel_task"):
@@ -146,8 +146,31 @@ def test_task_manager_signatures():
     for name in ("execute_task_sync", "wait_for_task_sync", "cancel_task_sync",
                  "get_task_status", "get_task_result", "get_task_error", "get_task_progress",
                  "get_task", "update_task_progress", "register_many", "start_worker",
-                 "set_max_concurrent_tasks", "close"):
+                 "set_max_concurrent_tasks", "set_rate_limit", "close"):
         fn = getattr(taskmesh.TaskManager, name)
         assert callable(fn) and not inspect.iscoroutinefunction(fn), name
+    rate = inspect.signature(taskmesh.TaskManager.set_rate_limit).parameters
+    assert list(rate)[1:3] == ["key", "per_second"]
+    assert rate["burst"].kind is inspect.Parameter.KEYWORD_ONLY and rate["burst"].default is None
     ex = inspect.signature(taskmesh.TaskManager.execute_task).parameters
     assert ex["wait"].default is False and ex["timeout"].default is None
+
+
+def test_periodic_api():
+    assert dataclasses.is_dataclass(taskmesh.PeriodicInfo)
+    assert [f.name for f in dataclasses.fields(taskmesh.PeriodicInfo)] == [
+        "name", "cron", "every", "tz", "next_run_at", "last_run_at", "last_task_id"]
+    add = inspect.signature(taskmesh.TaskManager.add_periodic).parameters
+    assert list(add)[1:4] == ["name", "func", "args"]
+    assert add["args"].kind is inspect.Parameter.VAR_POSITIONAL
+    for name, default in {"cron": None, "every": None, "tz": "UTC", "kwargs": None}.items():
+        assert add[name].kind is inspect.Parameter.KEYWORD_ONLY and add[name].default == default
+    assert add["register_options"].kind is inspect.Parameter.VAR_KEYWORD
+    for name in ("add_periodic", "remove_periodic", "list_periodic"):
+        assert not inspect.iscoroutinefunction(getattr(taskmesh.TaskManager, name)), name
+
+
+def test_server_busy_error_is_a_store_error():
+    """Issue 8: OOM/BUSY replies reach producers as a typed taskmesh error."""
+    assert "ServerBusyError" in taskmesh.__all__
+    assert issubclass(taskmesh.ServerBusyError, taskmesh.StoreError)

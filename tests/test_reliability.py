@@ -6,11 +6,33 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections import Counter
+import time
 
-from taskmesh import SerializationError, TaskFailedError, TaskManager, TaskStatus
+import pytest
+import redis
+
+from taskmesh import (
+    SerializationError,
+    TaskCancelledError,
+    ServerBusyError,
+    StoreError,
+    TaskFailedError,
+    TaskManager,
+    TaskStatus,
+)
+from taskmesh import scripts
+from taskmesh.keys import Keys
+from taskmesh.worker import WorkerOptions
 from tests import bad_tasks, tasks
-from tests.conftest import RedisServer, namespace_snapshot
+from tests.conftest import REPO_ROOT, RedisServer, namespace_snapshot
+from tests.helpers import wait_until
 
 WAIT = 20.0
 
@@ -98,3 +120,264 @@ def test_outcome_redis_refuses_fails_that_task_and_holds_up_no_other(small_bulk_
         assert info.value.error.type == "ValueError"  # message capped, so it fits
         assert len(info.value.error.message) < 100_000
         assert worker.returncode is None
+
+
+# ---- 3: OOM (maxmemory + noeviction) and BUSY are transient ---------------------------
+
+@pytest.fixture
+def private_redis():
+    server = RedisServer(appendonly=True, extra_args=["--maxmemory-policy", "noeviction",
+                                                      "--busy-reply-threshold", "100"])
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def test_workers_ride_out_redis_oom_and_producers_get_a_typed_error(private_redis, namespace,
+                                                                   worker_factory):
+    """At maxmemory writes are refused: the running task's report waits, the
+    worker lives, and everything goes through once memory is back."""
+    rds = private_redis.client()
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        running = tm.register_task("tests.reliability_tasks:sleep_then", 1.5,
+                                   executor_type="thread_pool")
+        queued = tm.register_task(tasks.add, 20, 22)
+        worker = worker_factory("--concurrency", "1", url=private_redis.url)
+        wait_until(lambda: tm.get_task_status(running) is TaskStatus.RUNNING, timeout=WAIT,
+                   what="the task to start")
+        rds.config_set("maxmemory", "1")  # every write is refused from now on
+        try:
+            with pytest.raises(ServerBusyError) as info:
+                tm.register_task(tasks.add, 1, 2)
+            assert info.value.reason == "oom" and isinstance(info.value, StoreError)
+            with pytest.raises(ServerBusyError):
+                tm.register_many(tasks.add, [(1, 2), (3, 4)])
+            # The task finishes meanwhile: its report is refused and waits.
+            # (claim.lua may still succeed: its first write, ZPOPMIN, frees
+            # memory, and Redis then lets the script finish atomically.)
+            wait_until(lambda: "cannot report 1 outcome(s): Redis is out of memory" in worker.log(),
+                       timeout=WAIT, what="the reporter to back off")
+            assert tm.get_task_status(running) is TaskStatus.RUNNING
+            assert worker.returncode is None, worker.log()
+        finally:
+            rds.config_set("maxmemory", "0")
+        assert tm.wait_for_task_sync(running, timeout=WAIT) == "done"
+        assert tm.wait_for_task_sync(queued, timeout=WAIT) == 42
+        assert worker.returncode is None
+        log = worker.log()
+        assert "Traceback" not in log, log
+        # logged once per episode per component, not once per retry
+        assert log.count("Redis is out of memory") <= 4, log
+    rds.close()
+
+
+def test_workers_ride_out_a_busy_script_and_producers_get_a_typed_error(private_redis, namespace,
+                                                                       worker_factory):
+    rds = private_redis.client()
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        worker = worker_factory("--concurrency", "4", url=private_redis.url)
+        first = tm.register_task(tasks.add, 1, 1)
+        assert tm.wait_for_task_sync(first, timeout=WAIT) == 2
+        # Another client's endless read-only script: Redis answers BUSY to all.
+        blocker = threading.Thread(target=_run_endless_script, args=(private_redis,), daemon=True)
+        blocker.start()
+        try:
+            wait_until(lambda: _is_busy(rds), timeout=WAIT, what="Redis to answer BUSY")
+            with pytest.raises(ServerBusyError) as info:
+                tm.register_task(tasks.add, 1, 2)
+            assert info.value.reason == "busy"
+            wait_until(lambda: "busy running a script" in worker.log(), timeout=WAIT,
+                       what="the worker to notice BUSY")
+            assert worker.returncode is None, worker.log()
+        finally:
+            wait_until(lambda: _script_kill(rds), timeout=WAIT, what="SCRIPT KILL")
+            blocker.join(WAIT)
+        later = tm.register_task(tasks.add, 2, 3)
+        assert tm.wait_for_task_sync(later, timeout=WAIT) == 5
+        assert worker.returncode is None
+        assert "Traceback" not in worker.log(), worker.log()
+    rds.close()
+
+
+def _run_endless_script(server: RedisServer) -> None:
+    client = server.client()
+    try:
+        client.eval("while true do end", 0)
+    except redis.ResponseError:
+        pass  # killed by SCRIPT KILL
+    finally:
+        client.close()
+
+
+def _is_busy(client: redis.Redis) -> bool:
+    try:
+        client.get("x")
+    except redis.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def _script_kill(client: redis.Redis) -> bool:
+    try:
+        client.script_kill()
+    except redis.ResponseError as exc:
+        return "No scripts in execution" in str(exc)
+    return True
+
+
+# ---- 4: progress while Redis restarts never fails the task ----------------------------
+
+@pytest.mark.parametrize("func, executor_type", [
+    ("tests.reliability_tasks:progress_for", "thread_pool"),
+    ("tests.reliability_tasks:progress_for", "sequential"),
+    ("tests.reliability_tasks:progress_for", "async"),
+    ("tests.reliability_tasks:async_progress_for", "async"),
+])
+def test_progress_during_a_redis_restart_never_fails_the_task(private_redis, namespace,
+                                                              worker_factory, func,
+                                                              executor_type):
+    with TaskManager(private_redis.url, namespace=namespace) as tm:
+        task_id = tm.register_task(func, 4.0, executor_type=executor_type)
+        worker = worker_factory("--lease-timeout", "10", url=private_redis.url)
+        wait_until(lambda: tm.get_task_progress(task_id)[0] > 0, timeout=WAIT,
+                   what="the first progress update")
+        private_redis.stop()
+        time.sleep(1.0)  # the outage itself: longer than redis-py's quick retries
+        private_redis.start()
+        assert tm.wait_for_task_sync(task_id, timeout=WAIT) > 0
+        assert tm.get_task_status(task_id) is TaskStatus.COMPLETED
+        assert worker.returncode is None
+
+
+# ---- 6: thousands of waiters in one loop, bounded connections --------------------------
+
+def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_factory):
+    n = 2000
+    ids = tm.register_many(tasks.add, [(i, i) for i in range(n)])
+    baseline = rds.info("clients")["connected_clients"]
+    peak = [baseline]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        probe = redis.Redis(connection_pool=rds.connection_pool)
+        while not sampling.is_set():
+            peak[0] = max(peak[0], probe.info("clients")["connected_clients"])
+            time.sleep(0.01)
+
+    async def main() -> list[int]:
+        waits = [asyncio.ensure_future(tm.wait_for_task(t, timeout=60)) for t in ids]
+        await asyncio.sleep(0.5)  # every waiter is subscribed and parked
+        assert not any(w.done() for w in waits)
+        worker_factory("--burst", "--concurrency", "50")
+        return await asyncio.gather(*waits)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results = asyncio.run(main())
+    finally:
+        sampling.set()
+        sampler.join(5)
+    assert results == [2 * i for i in range(n)]
+    # The waiters' loop used at most its pool (+1 pub/sub); the worker a handful.
+    assert peak[0] - baseline <= 64 + 1 + 10, peak[0] - baseline
+
+
+# ---- 7: a cascade never needs a running worker ----------------------------------------
+
+def test_cancelling_a_parent_of_1000_dependents_finishes_the_cascade_without_workers(tm, rds):
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert tm.cancel_task_sync(parent)
+    statuses = [tm.get_task_status(d) for d in dependents]
+    assert statuses.count(TaskStatus.CANCELLED) == 1000, Counter(statuses)
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
+    error = tm.get_task_error(dependents[-1])
+    assert error is not None and error.type == "DependencyFailedError"
+
+
+def test_a_waiter_on_a_dependent_finishes_a_cascade_left_on_the_list(tm, rds):
+    """The cascade is left half done (cancel.lua run straight, as another
+    client would) and no worker runs: waiting on the last dependent finishes it."""
+    parent = tm.register_task(tasks.add, 1, 1, defer=True)
+    dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
+                                  dependencies=[parent])
+    assert scripts.run(rds, tm.commands.cancel(parent)) == 1
+    assert rds.llen(Keys(tm.namespace).resolve) > 0  # the rest is left for later
+    with pytest.raises(TaskCancelledError) as info:
+        tm.wait_for_task_sync(dependents[-1], timeout=10)
+    assert info.value.error.type == "DependencyFailedError"
+    assert rds.llen(Keys(tm.namespace).resolve) == 0
+
+
+# ---- 12: no glob characters in names; no pattern crosses namespaces --------------------
+
+@pytest.mark.parametrize("bad", ["a*", "a?", "a[bc]", "a]", "a\\\\b"])
+def test_glob_characters_are_refused_in_namespaces_and_queue_names(redis_server, tm, bad):
+    with pytest.raises(ValueError, match="glob"):
+        TaskManager(redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace=bad)
+    with pytest.raises(ValueError, match="glob"):
+        WorkerOptions(url=redis_server.url, namespace="ok", queues=[bad])
+    with pytest.raises(ValueError, match="glob"):
+        tm.register_task(tasks.add, 1, 2, queue=bad)
+
+
+def test_no_pattern_subscription_crosses_namespaces(redis_server, rds, namespace):
+    """The waiters' pattern of one namespace hears its own tasks and none of a
+    namespace whose name merely starts the same (or contains it)."""
+    neighbours = [namespace + "x", namespace + "-b", "x" + namespace]
+    pubsub = rds.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(Keys(namespace).done_channel("*"))
+    wait_until(lambda: rds.pubsub_numpat() >= 1, what="the pattern subscription")
+    try:
+        managers = [TaskManager(redis_server.url, namespace=ns) for ns in neighbours]
+        for other in managers:
+            assert other.cancel_task_sync(other.register_task(tasks.add, 1, 1, defer=True))
+        with TaskManager(redis_server.url, namespace=namespace) as own:
+            mine = own.register_task(tasks.add, 1, 1, defer=True)
+            assert own.cancel_task_sync(mine)
+        heard = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            msg = pubsub.get_message(timeout=1.0)
+            if msg:
+                heard.append(msg["channel"].decode())
+                if heard[-1].endswith(mine):
+                    break
+        assert heard == [Keys(namespace).done_channel(mine)], heard
+    finally:
+        for m in managers:
+            m.close()
+        pubsub.close()
+
+
+# ---- 11: operator tools never unpickle by default ---------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("TASKMESH_SECRET", None)
+    return subprocess.run([sys.executable, "-m", "taskmesh", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespace,
+                                                       worker_factory, tmp_path):
+    marker = tmp_path / "unpickled"
+    task_id = tm.register_task("tests.reliability_tasks:return_touch_on_unpickle", str(marker))
+    worker_factory("--burst")
+    wait_until(lambda: tm.get_task_status(task_id) is TaskStatus.COMPLETED, timeout=WAIT,
+               what="the task to complete")
+    common = ["--url", redis_server.url, "--namespace", namespace]
+    out = _cli("inspect", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"<pickled, \d+ bytes>", out.stdout), out.stdout
+    assert "[1, 2]" in out.stdout  # what decodes without unpickling is shown
+    assert not marker.exists(), "inspect unpickled a result read from Redis"
+    preview = tm.get_task_result(task_id, unpickle=False)
+    assert repr(preview["marker"]).startswith("<pickled, ") and not marker.exists()
+    out = _cli("inspect", "--unpickle", task_id, *common)
+    assert out.returncode == 0, out.stderr
+    assert marker.exists()  # the explicit flag does unpickle

@@ -63,7 +63,7 @@ BAD_REGISTRATIONS = [
     ("retry-backoff-below-1", ValueError, (tasks.add, 1, 2), {"retry_backoff": 0.5}),
     ("name-empty", ValueError, (tasks.add, 1, 2), {"name": ""}),
     ("name-blank", ValueError, (tasks.add, 1, 2), {"name": "   "}),
-    ("executor-unknown", ValueError, (tasks.add, 1, 2), {"executor_type": "process"}),
+    ("executor-unknown", ValueError, (tasks.add, 1, 2), {"executor_type": "forked"}),
     ("dependency-unknown", TaskNotFoundError, (tasks.add, 1, 2), {"dependencies": ["nope"]}),
     ("retry-delay-nan", ValueError, (tasks.add, 1, 2), {"retry_delay": float("nan")}),
     ("timeout-bool", TypeError, (tasks.add, 1, 2), {"timeout": True}),

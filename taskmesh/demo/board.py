@@ -147,12 +147,14 @@ class Board:
             task.first_started = info.started_at
         style = STATUS_STYLE.get(info.status, "")
         status = f"[{style}]{info.status}[/]"
-        if info.attempts > 1 or info.status is TaskStatus.SCHEDULED:
+        if info.attempts > 1 or (info.status is TaskStatus.SCHEDULED and info.attempts):
             status += f" [dim]try {info.attempts}[/]"
         done = 100.0 if info.status is TaskStatus.COMPLETED else info.progress * 100
         note = info.progress_message or ""
         if info.error is not None:
             note = describe_error(info.error, self.labels)
+        elif info.status is TaskStatus.SCHEDULED and not info.attempts:
+            note = "delayed: queued at its time"
         elif info.status is TaskStatus.WAITING:
             note = f"waiting for {_plural(len(info.dependencies), 'dependency', 'dependencies')}"
         assert task.bar is not None
@@ -170,7 +172,8 @@ class Board:
             S.WAITING: f"waiting on {deps}",
             S.QUEUED: f"queued at priority {info.priority}",
             S.RUNNING: f"started on {info.worker or '?'} (attempt {info.attempts})",
-            S.SCHEDULED: f"attempt {info.attempts} failed; retry scheduled",
+            S.SCHEDULED: (f"attempt {info.attempts} failed; retry scheduled" if info.attempts
+                          else "delayed (SCHEDULED until its time)"),
             S.COMPLETED: f"completed on attempt {info.attempts}",
             S.FAILED: "failed",
             S.CANCELLED: "cancelled",

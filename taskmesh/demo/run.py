@@ -18,7 +18,7 @@ from .events import EVENT_STYLE, EventFeed
 from .processes import WORKER_CONCURRENCY, WorkerProcesses
 from .tables import metrics_table, summary_table
 from .target import LOCALHOST_URL, DemoError, mask_url, pick_namespace, pick_redis
-from .workload import DemoTask, submit
+from .workload import DemoTask, add_schedule, schedule_summary, submit
 
 POLL_INTERVAL = 0.2
 DEMO_TIMEOUT = 45.0  # the whole run stays well under a minute
@@ -60,6 +60,7 @@ def run_demo(url: str | None = None, namespace: str | None = None, workers: int 
 
         with TaskManager(url, namespace=namespace, result_ttl=RESULT_TTL) as tm:
             feed = EventFeed(tm)  # subscribed before the first task exists
+            schedule = add_schedule(tm)
             try:
                 tasks = submit(tm, url, namespace)
                 if not in_process and workers > 0:
@@ -73,12 +74,14 @@ def run_demo(url: str | None = None, namespace: str | None = None, workers: int 
                 outcome = _watch(tm, tasks, board, pool, began, timeout, console)
             finally:
                 feed.close()
+                schedule_line = schedule_summary(tm, schedule)
             for task in tasks:
                 if task.info is not None and task.info.status is TaskStatus.COMPLETED:
                     task.result = tm.get_task_result(task.id)
             elapsed = time.monotonic() - began
             console.print(summary_table(tasks, console.width))
             console.print(metrics_table(tm, tasks, elapsed))
+            console.print(schedule_line, highlight=False)
             if feed.counts:
                 counts = ", ".join(f"{etype.removeprefix('TASK_').lower()} {feed.counts[etype]}"
                                    for etype in EVENT_STYLE if feed.counts[etype])

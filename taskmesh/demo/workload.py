@@ -94,8 +94,33 @@ def submit(tm: Any, url: str, namespace: str) -> list[DemoTask]:
         add(f"thumbnail {i}", done, demo_tasks.thumbnail, f"img-{i}.png", priority=P.LOW)
     add("urgent alert", done, demo_tasks.notify, "#oncall", "disk 91% full",
         priority=P.CRITICAL, description="registered last, claimed first")
+    # Delayed: SCHEDULED for 2 s, then queued at its priority.
+    add("send reminder", done, demo_tasks.notify, "#users", "reminder sent", delay=2.0,
+        description="delay=2: SCHEDULED until then")
     # Deferred (PENDING), then cancelled before it ever runs.
     cleanup = add("cleanup", Expect(S.CANCELLED), demo_tasks.notify, "#ops", "cleanup done",
                   defer=True, description="deferred, cancelled before it runs")
     tm.cancel_task_sync(cleanup)
     return tasks
+
+
+PERIODIC_NAME = "demo-heartbeat"
+
+
+def add_schedule(tm: Any) -> Any:
+    """A periodic schedule, fired by the workers every second while the demo
+    runs (its tick tasks are counted apart from the table above)."""
+    return tm.add_periodic(PERIODIC_NAME, demo_tasks.notify, "#ops", "heartbeat", every=1,
+                           tags=["demo"])
+
+
+def schedule_summary(tm: Any, added: Any) -> str:
+    """One line about the demo's schedule; removes it (the demo leaves no
+    schedule behind to tick forever)."""
+    info = next((s for s in tm.list_periodic() if s.name == PERIODIC_NAME), None)
+    tm.remove_periodic(PERIODIC_NAME)
+    if info is None or info.last_run_at is None:
+        return f"periodic '{PERIODIC_NAME}' (every 1 s): no tick fired yet"
+    ticks = int(info.last_run_at - added.next_run_at) // added.every + 1
+    return (f"periodic '{PERIODIC_NAME}' (every 1 s): {ticks} tick(s) fired, one task each, "
+            f"the last {info.last_task_id}; schedule removed")

@@ -6,12 +6,21 @@
 --   id, token, attempt, executor, timeout, payload, metadata, name
 -- flags: 'c' = cluster cap reached, 'l' = skipped sequential tasks (lane
 -- full), 'q' = tasks still queued (or dependency resolution still pending). next_due_ms: ms until the next SCHEDULED
--- task of these queues is due, -1 if none.
+-- task of these queues is due or a parked task's token turn comes, -1 if none.
 --
 -- First continues pending dependency resolution (bounded, see resolve() in
 -- the prelude) and promotes due SCHEDULED tasks (retries, delays) of these queues,
 -- so neither needs a separate scheduler process. A claimed task is RUNNING with a lease
 -- in this same step: no task is ever held by a worker outside `running`.
+--
+-- Flow control (flow.lua): due parked tasks go back to their queues first;
+-- a candidate whose rate key has no token is parked (at most PARK_BUDGET per
+-- call) and the next candidates are looked at, so tasks waiting for a token
+-- never hold up the queue; next_due_ms counts parked tasks' turns too. With
+-- priority aging set, candidates come in aged order (claim_order).
+-- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>, scheduled:<q>,
+-- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
+-- (listing indexes, written with the homes).
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local seq_slots = tonumber(ARGV[5])
 local queues = {}
@@ -23,7 +32,10 @@ for _, q in ipairs(queues) do
   local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     local t = load(id)
-    if t then enqueue(t, true) else redis.call('ZREM', k_scheduled(q), id) end
+    if t then enqueue(t, true) else
+      redis.call('ZREM', k_scheduled(q), id)
+      redis.call('ZREM', k_byseq('scheduled'), id)
+    end
   end
 end
 
@@ -37,43 +49,51 @@ if cap then
   end
 end
 
--- Merge the heads of all queues: scores order by priority, then global seq.
-local candidates = {}
+-- Parked tasks whose turn came rejoin their queues (only when this claim
+-- can take them: they get their token now, ahead of the tasks still parked).
 if want > 0 then
-  for _, q in ipairs(queues) do
-    local head = redis.call('ZRANGE', k_queue(q), 0, want + 7, 'WITHSCORES')
-    for i = 1, #head, 2 do
-      candidates[#candidates + 1] = {id = head[i], score = tonumber(head[i + 1]), q = q}
-    end
-  end
-  table.sort(candidates, function(a, b) return a.score < b.score end)
+  for _, q in ipairs(queues) do unpark_due(q) end
 end
 
-local out, claimed = {}, 0
-for _, c in ipairs(candidates) do
-  if claimed >= want then break end
-  local t = load(c.id)
-  if not t then
-    redis.call('ZREM', k_queue(c.q), c.id)
-  elseif t.executor == 'sequential' and seq_slots <= 0 then
-    if not string.find(flags, 'l') then flags = flags .. 'l' end
-  else
-    if t.executor == 'sequential' then seq_slots = seq_slots - 1 end
-    leave(t)
-    local token = redis.call('INCR', KEYS[3])
-    local attempt = tonumber(t.attempts) + 1
-    local key = k_task(c.id)
-    redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
-      'attempts', attempt, 'started_at', now_s())
-    redis.call('ZADD', KEYS[1], now + lease, c.id)
-    t.status, t.worker = 'running', wid
-    emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
-    local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')
-    for _, v in ipairs({c.id, token, attempt, t.executor, extra[1] or '', extra[2] or '', extra[3] or '', t.name or ''}) do
-      out[#out + 1] = v
+-- Merge the heads of all queues: scores order by priority, then global seq
+-- (or aged order, see flow.lua). A round that parked tasks looks again, at
+-- the heads behind them.
+local aging_ms = priority_aging_ms()
+local out, claimed, park_budget = {}, 0, PARK_BUDGET
+while claimed < want and park_budget > 0 do
+  local parked = 0
+  for _, c in ipairs(claim_order(queues, want - claimed + 8, aging_ms)) do
+    if claimed >= want or park_budget <= 0 then break end
+    local t = load(c.id)
+    if not t then
+      redis.call('ZREM', k_queue(c.q), c.id)
+    elseif t.executor == 'sequential' and seq_slots <= 0 then
+      if not string.find(flags, 'l') then flags = flags .. 'l' end
+    else
+      local wait = t.rate_key and take_token(t.rate_key, t.id) or 0
+      if wait > 0 then
+        park(t, wait)
+        parked, park_budget = parked + 1, park_budget - 1
+      else
+        if t.executor == 'sequential' then seq_slots = seq_slots - 1 end
+        leave(t)
+        local token = redis.call('INCR', KEYS[3])
+        local attempt = tonumber(t.attempts) + 1
+        local key = k_task(c.id)
+        redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
+          'attempts', attempt, 'started_at', now_s())
+        enter_running(t, now + lease)
+        t.status, t.worker = 'running', wid
+        emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
+        local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')
+        for _, v in ipairs({c.id, token, attempt, t.executor, extra[1] or '', extra[2] or '', extra[3] or '', t.name or ''}) do
+          out[#out + 1] = v
+        end
+        claimed = claimed + 1
+      end
     end
-    claimed = claimed + 1
   end
+  if parked == 0 then break end
 end
 
 local next_due = -1
@@ -90,6 +110,16 @@ for _, q in ipairs(queues) do
   if first[2] then
     local wait = math.max(tonumber(first[2]) - now, 0)
     if next_due < 0 or wait < next_due then next_due = wait end
+  end
+  local turn = parked_wait(q)
+  if turn then
+    if not string.find(flags, 'q') then flags = flags .. 'q' end
+    if next_due < 0 or turn < next_due then next_due = turn end
+  end
+  -- Parking budget spent: more candidates may be claimable right away.
+  if park_budget <= 0 then
+    redis.call('LPUSH', k_wake(q), '1')
+    redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
   end
 end
 

@@ -9,7 +9,7 @@ if not t then return false end
 if t.status ~= 'pending' then return t.status end
 if tonumber(t.pending_deps or '0') > 0 then
   leave(t)
-  redis.call('SADD', K_WAITING, t.id)
+  enter_waiting(t)
   redis.call('HSET', KEYS[1], 'status', 'waiting')
   return 'waiting'
 end

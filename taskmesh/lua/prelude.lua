@@ -15,6 +15,8 @@ local function k_deps(id) return PREFIX .. 'deps:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
 local function k_wake(q) return PREFIX .. 'wake:' .. q end
 local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
+local function k_parked(q) return PREFIX .. 'parked:' .. q end
+local function k_rate_bucket(rk) return PREFIX .. 'ratebucket:' .. rk end
 local function k_done(status) return PREFIX .. 'done:' .. status end
 local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
@@ -23,6 +25,9 @@ local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
 local function k_rdeps(id) return PREFIX .. 'rdeps:' .. id end
 local function k_applied(id) return PREFIX .. 'applied:' .. id end
 local function k_early(id) return PREFIX .. 'early:' .. id end
+local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
+local function k_byseq(status) return PREFIX .. 'byseq:' .. status end
+local function k_tag(tag) return PREFIX .. 'tag:' .. tag end
 local K_RUNNING = PREFIX .. 'running'
 local K_WAITING = PREFIX .. 'waiting'
 local K_PENDING = PREFIX .. 'pending'
@@ -30,6 +35,7 @@ local K_QUEUES = PREFIX .. 'queues'
 local K_WORKERS = PREFIX .. 'workers'
 local K_STATS = PREFIX .. 'stats'
 local K_CONFIG = PREFIX .. 'config'
+local K_RATELIMITS = PREFIX .. 'ratelimits'
 local K_SEQ = PREFIX .. 'seq'
 local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
@@ -38,12 +44,17 @@ local K_RUNTIMES = PREFIX .. 'runtimes'
 local K_RESOLVE = PREFIX .. 'resolve'
 local K_OUTBOX = PREFIX .. 'outbox'
 local K_CAPRES = PREFIX .. 'capres'
+local K_PERIODIC = PREFIX .. 'periodic'
+local K_TAG_EXPIRY = PREFIX .. 'tag_expiry'
 
 local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
 local RATE_WINDOW_S = 120  -- per-second outcome buckets live this long
 local RUNTIME_SAMPLES = 1000  -- recent completion runtimes kept for percentiles
 local RESOLVE_BUDGET = 200  -- dependents handled per script call (see resolve())
+-- done:<status> score of a record kept forever: above every expiry in ms, and
+-- + finished ms keeps "most recently finished first" (exact below 2^53).
+local FOREVER_BASE = 4503599627370496
 
 local _now_ms, _time
 local function now_ms()
@@ -67,7 +78,8 @@ end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
   'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms'}
+  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms',
+  'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
 local function load(id)
@@ -107,19 +119,53 @@ local function emit(etype, t, data)
     .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
 
+-- One task of rate key `rk` left the parking lot: its bucket's count of
+-- waiting tasks (which spaces out their turns) goes down. The bucket may be
+-- gone (limit removed): then there is nothing to count.
+local function unparked(rk)
+  if rk and redis.call('HEXISTS', k_rate_bucket(rk), 'parked') == 1 then
+    redis.call('HINCRBY', k_rate_bucket(rk), 'parked', -1)
+  end
+end
+
 -- Structures ----------------------------------------------------------------
 -- Each non-terminal status has exactly one home structure; a transition is
 -- leave(old home) + enter(new home) + HSET status, inside one script.
+-- PENDING and WAITING homes are scored by seq, so they double as listing
+-- indexes; RUNNING and SCHEDULED homes are scored by time, so each also has
+-- a byseq:<status> index (written and removed together with the home).
 local function leave(t)
   local s = t.status
-  if s == 'pending' then redis.call('SREM', K_PENDING, t.id)
-  elseif s == 'waiting' then redis.call('SREM', K_WAITING, t.id)
+  if s == 'pending' then redis.call('ZREM', K_PENDING, t.id)
+  elseif s == 'waiting' then redis.call('ZREM', K_WAITING, t.id)
   elseif s == 'queued' then
+    -- A QUEUED task is in its queue, or parked waiting for a rate-limit
+    -- token (see flow.lua); qcount counts both.
     if redis.call('ZREM', k_queue(t.queue), t.id) == 1 then
       redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+    elseif redis.call('ZREM', k_parked(t.queue), t.id) == 1 then
+      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      unparked(t.rate_key)
     end
-  elseif s == 'scheduled' then redis.call('ZREM', k_scheduled(t.queue), t.id)
-  elseif s == 'running' then redis.call('ZREM', K_RUNNING, t.id) end
+  elseif s == 'scheduled' then
+    redis.call('ZREM', k_scheduled(t.queue), t.id)
+    redis.call('ZREM', k_byseq('scheduled'), t.id)
+  elseif s == 'running' then
+    redis.call('ZREM', K_RUNNING, t.id)
+    redis.call('ZREM', k_byseq('running'), t.id)
+  end
+end
+
+-- The homes entered without enqueue(); the caller writes the status field.
+local function enter_pending(t) redis.call('ZADD', K_PENDING, t.seq, t.id) end
+local function enter_waiting(t) redis.call('ZADD', K_WAITING, t.seq, t.id) end
+local function enter_scheduled(t, due_ms)
+  redis.call('ZADD', k_scheduled(t.queue), due_ms, t.id)
+  redis.call('ZADD', k_byseq('scheduled'), t.seq, t.id)
+end
+local function enter_running(t, deadline_ms)
+  redis.call('ZADD', K_RUNNING, deadline_ms, t.id)
+  redis.call('ZADD', k_byseq('running'), t.seq, t.id)
 end
 
 -- Puts t in its queue at its original place in line (seq never changes).
@@ -131,6 +177,9 @@ local function enqueue(t, announce)
   redis.call('LPUSH', k_wake(t.queue), '1')
   redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
   redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
+  -- Kept from the first time (like seq): priority aging (flow.lua) ages
+  -- a re-queued task from when it first joined the line.
+  redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
   redis.call('HDEL', k_task(t.id), 'token')
   t.status = 'queued'
   if announce then emit('TASK_QUEUED', t) end
@@ -144,7 +193,7 @@ end
 local function schedule(t, due_ms)
   leave(t)
   local key = k_scheduled(t.queue)
-  redis.call('ZADD', key, due_ms, t.id)
+  enter_scheduled(t, due_ms)
   redis.call('HSET', k_task(t.id), 'status', 'scheduled')
   redis.call('HDEL', k_task(t.id), 'token')
   t.status = 'scheduled'
@@ -167,15 +216,26 @@ local function mark_terminal(t, status, fields, data, quiet)
   leave(t)
   local key = k_task(t.id)
   redis.call('HSET', key, 'status', status, 'finished_at', now_s(), unpack(fields))
-  redis.call('HDEL', key, 'token', 'payload')
+  -- A failed or cancelled task keeps its payload until the record expires,
+  -- so retry_task can register it again.
+  if status == 'completed' then
+    redis.call('HDEL', key, 'token', 'payload')
+  else
+    redis.call('HDEL', key, 'token')
+  end
   redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
   local ttl = tonumber(t.ttl or '-1')
-  local expires = '+inf'
+  local score = FOREVER_BASE + now_ms()
   if ttl >= 0 then
     redis.call('EXPIRE', key, math.max(ttl, 1))
-    expires = now_ms() + ttl * 1000
+    score = now_ms() + ttl * 1000
+    -- The record will vanish with its tags: remember where its id is listed.
+    if t.tags and t.tags ~= '[]' then
+      redis.call('ZADD', K_TAG_EXPIRY, now_ms() + math.max(ttl, 1) * 1000,
+        cjson.encode({t.id, cjson.decode(t.tags)}))
+    end
   end
-  redis.call('ZADD', k_done(status), expires, t.id)
+  redis.call('ZADD', k_done(status), string.format('%.0f', score), t.id)
   redis.call('HINCRBY', K_STATS, status, 1)
   local rate_key = k_rate(math.floor(now_ms() / 1000))
   redis.call('HINCRBY', rate_key, status, 1)

@@ -7,7 +7,8 @@
 -- to its queue at its original place (recoveries + 1, claim token cleared so
 -- the old worker's late reports are discarded), or ends FAILED with
 -- WorkerLostError on the fourth loss, or CANCELLED if cancellation was asked.
--- Also prunes dead workers and expired entries of the done:* indexes.
+-- Also prunes dead workers, expired entries of the done:* indexes, and the
+-- ids of expired tagged records from their tag:<tag> indexes (tag_expiry).
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(expired) do
@@ -34,5 +35,15 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, status in ipairs({'completed', 'failed', 'cancelled'}) do
   redis.call('ZREMRANGEBYSCORE', k_done(status), '-inf', now)
+end
+local gone = redis.call('ZRANGEBYSCORE', K_TAG_EXPIRY, '-inf', '(' .. now, 'LIMIT', 0, 500)
+for _, entry in ipairs(gone) do
+  local e = cjson.decode(entry)
+  -- A record that exists again was registered anew under the same id: its
+  -- tag entries are its own now.
+  if redis.call('EXISTS', k_task(e[1])) == 0 then
+    for _, tag in ipairs(e[2]) do redis.call('ZREM', k_tag(tag), e[1]) end
+  end
+  redis.call('ZREM', K_TAG_EXPIRY, entry)
 end
 return #expired

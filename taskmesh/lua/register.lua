@@ -16,6 +16,8 @@
 -- SCHEDULED while its delay/eta (fields delay_ms: from now on the Redis
 -- clock, or eta_ms: absolute epoch ms; stored as due_ms) is ahead; else QUEUED.
 -- Only TASK_CREATED is published; it carries the status stored.
+-- Listing: each of the task's tags gets the id in tag:<tag> (score seq); the
+-- status homes it enters are the status indexes (see leave() in the prelude).
 local id = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local npairs = tonumber(ARGV[4])
@@ -64,6 +66,9 @@ elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
 if t.due_ms then redis.call('HSET', KEYS[1], 'due_ms', string.format('%.0f', t.due_ms)) end
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
 redis.call('SADD', KEYS[4], t.queue)
+if t.tags and t.tags ~= '[]' then
+  for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
+end
 
 if failed_dep then
   local err = {type = 'DependencyFailedError', attempt = 0,
@@ -72,10 +77,10 @@ if failed_dep then
 else
   for _, dep in ipairs(unfinished) do redis.call('SADD', k_deps(dep), id) end
   if ARGV[3] == '1' then
-    redis.call('SADD', K_PENDING, id)
+    enter_pending(t)
     t.status = 'pending'
   elseif #unfinished + remote_unfinished > 0 then
-    redis.call('SADD', K_WAITING, id)
+    enter_waiting(t)
     t.status = 'waiting'
   else
     release(t, false)  -- QUEUED, or SCHEDULED until due_ms; writes the status itself

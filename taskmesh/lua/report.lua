@@ -8,6 +8,8 @@
 --         started (a sequential lane), measured on the worker's own clock:
 --         started_at moves forward by that much, so it and the runtime
 --         describe the function, not the wait
+-- ARGV[8] the task's exception pickled by the worker's codec ('' if it did
+--         not pickle): kept as field error_exc when the task ends FAILED
 -- Returns 'stale' if the claim is no longer current (the lease was taken
 -- over, the task was handed back), else the task's new status.
 --
@@ -45,7 +47,9 @@ if outcome == 'failed' and not cancel_requested then
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
     return 'scheduled'
   end
-  finish(t, 'failed', {'error', ARGV[5]}, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
+  local fields = {'error', ARGV[5]}
+  if ARGV[8] and ARGV[8] ~= '' then fields[3], fields[4] = 'error_exc', ARGV[8] end
+  finish(t, 'failed', fields, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
   return 'failed'
 end
 

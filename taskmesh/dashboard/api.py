@@ -1,0 +1,126 @@
+"""The JSON API and the event stream (SPEC §15, §17).
+
+Status codes: 400 ``{"error"}`` for a bad limit, status or cursor (and a
+malformed ``Last-Event-ID``); 404 for an unknown task id; 403 for an action
+under ``--read-only``; 409 for retrying a task that is not FAILED or
+CANCELLED; 503 when Redis is unreachable (see app.py). Cancel on a terminal
+task is 200 ``{"cancelled": false}``: the call is idempotent and says what
+happened, as ``cancel_task`` itself does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.exceptions
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..exceptions import TaskNotFoundError
+from ..models import TaskStatus
+from .hub import open_stream
+from .state import Dashboard
+
+
+class JSON(JSONResponse):
+    """JSON that tolerates values json cannot carry natively (shown as str)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=str, separators=(",", ":")).encode()
+
+
+def error(status_code: int, message: str) -> JSON:
+    return JSON({"error": message}, status_code=status_code)
+
+
+def parse_filters(request: Request) -> dict[str, Any]:
+    """status (repeatable, comma lists accepted), queue, tag, limit, cursor.
+    ValueError with the reason for a 400."""
+    q = request.query_params
+    statuses: list[TaskStatus] = []
+    for raw in q.getlist("status"):
+        for value in filter(None, (v.strip() for v in raw.split(","))):
+            try:
+                statuses.append(TaskStatus(value))
+            except ValueError:
+                raise ValueError(
+                    f"unknown status {value!r}; use one of {', '.join(s.value for s in TaskStatus)}"
+                ) from None
+    limit_raw = q.get("limit") or "100"
+    try:
+        limit = int(limit_raw)
+    except ValueError:
+        raise ValueError(f"limit must be an integer 1..1000, got {limit_raw!r}") from None
+    return {"status": statuses, "queue": q.get("queue") or None, "tag": q.get("tag") or None,
+            "limit": limit, "cursor": q.get("cursor") or None}
+
+
+async def metrics(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    return JSON(await run_in_threadpool(dash.tm.get_metrics))
+
+
+async def tasks(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    try:
+        filters = parse_filters(request)
+        page = await run_in_threadpool(dash.reader.list_tasks, **filters)
+    except ValueError as exc:
+        return error(400, str(exc))
+    return JSON(page)
+
+
+async def task(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    task_id = request.path_params["task_id"]
+    try:
+        return JSON(await run_in_threadpool(dash.reader.task, task_id))
+    except TaskNotFoundError:
+        return error(404, f"no task {task_id!r}")
+
+
+async def cancel(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    task_id = request.path_params["task_id"]
+    if dash.read_only:
+        return error(403, "the dashboard is read-only")
+    try:
+        cancelled = await dash.tm.cancel_task(task_id)
+    except TaskNotFoundError:
+        return error(404, f"no task {task_id!r}")
+    return JSON({"cancelled": cancelled})
+
+
+async def retry(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    task_id = request.path_params["task_id"]
+    if dash.read_only:
+        return error(403, "the dashboard is read-only")
+    try:
+        new_id = await run_in_threadpool(dash.tm.retry_task, task_id)
+    except TaskNotFoundError:
+        return error(404, f"no task {task_id!r}")
+    except ValueError as exc:
+        return error(409, str(exc))
+    return JSON({"task_id": new_id})
+
+
+async def events(request: Request) -> Response:
+    """Server-sent events: live from connection time, or resumed after
+    ``Last-Event-ID`` (header, or ``?last_event_id=`` for a page that opens
+    its stream after rendering recent history)."""
+    dash: Dashboard = request.app.state.dashboard
+    last_id = (request.headers.get("last-event-id")
+               or request.query_params.get("last_event_id") or None)
+
+    async def replay(since: str) -> Any:
+        return await run_in_threadpool(dash.reader.replay, since)
+
+    try:
+        stream = await open_stream(dash.hub, replay, last_id)
+    except (redis.exceptions.ResponseError, ValueError) as exc:
+        return error(400, f"bad Last-Event-ID {last_id!r}: {exc}")
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,126 @@
+"""What the dashboard reads, as plain JSON-ready dicts.
+
+Everything goes through the TaskManager (``get_metrics``, ``list_tasks``,
+``get_task``, ``get_events``) except three raw reads that have no public
+call, made on the store's own key schema and never decoded with pickle:
+a task's stored payload and result bytes (shown through
+:mod:`taskmesh.dashboard.display`), its ``deps:<id>`` set (dependents still
+waiting for it; the set is consumed as they are resolved, so a finished
+task's dependents are no longer listed), and the per-second ``rate:*``
+outcome buckets behind the overview charts (kept 120 s by the scripts).
+All of it is synchronous; the app runs it in a thread pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..exceptions import TaskNotFoundError
+from ..manager import TaskManager
+from ..models import Event, TaskInfo, TaskStatus
+from ..store import Commands
+from .display import payload_view, result_view
+from .hub import REPLAY_BATCH, event_json
+
+CHART_SECONDS = 120  # the scripts keep rate:<second> buckets this long
+TIMELINE_PAGES = 5   # replay-stream pages (1000 events each) read for one task's timeline
+TIMELINE_BATCH = 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def task_json(info: TaskInfo) -> dict[str, Any]:
+    """Every TaskInfo field, JSON-ready (status as its lower-case value)."""
+    data = dataclasses.asdict(info)
+    data["status"] = str(info.status)
+    return data
+
+
+class Reader:
+    """The dashboard's reads for one TaskManager."""
+
+    def __init__(self, tm: TaskManager, client: Any):
+        self.tm = tm
+        self.client = client
+        self.keys = tm.keys
+        self.commands = Commands(tm.keys)
+
+    # ---- overview ------------------------------------------------------------
+    def overview(self) -> dict[str, Any]:
+        metrics = self.tm.get_metrics()
+        return {"metrics": metrics, "series": self.rate_series(float(metrics["timestamp"]))}
+
+    def rate_series(self, now: float, seconds: int = CHART_SECONDS) -> list[dict[str, int]]:
+        """Completed/failed/cancelled counts of each of the last ``seconds``
+        whole seconds, oldest first (the current, partial second excluded)."""
+        last = int(now) - 1
+        pipe = self.client.pipeline(transaction=False)
+        for sec in range(last - seconds + 1, last + 1):
+            pipe.hgetall(self.keys.rate(sec))
+        out = []
+        for sec, raw in zip(range(last - seconds + 1, last + 1), pipe.execute()):
+            counts = {_text(k): int(v) for k, v in (raw or {}).items()}
+            out.append({"t": sec, "completed": counts.get("completed", 0),
+                        "failed": counts.get("failed", 0),
+                        "cancelled": counts.get("cancelled", 0)})
+        return out
+
+    # ---- tasks -----------------------------------------------------------------
+    def list_tasks(self, status: list[TaskStatus] | None, queue: str | None, tag: str | None,
+                   limit: int, cursor: str | None) -> dict[str, Any]:
+        page = self.tm.list_tasks(status=status or None, queue=queue, tag=tag, limit=limit,
+                                  cursor=cursor)
+        return {"tasks": [task_json(t) for t in page.tasks], "cursor": page.cursor}
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        """TaskInfo fields plus display strings of func/args/kwargs/result and
+        the dependents still waiting for it. TaskNotFoundError if unknown."""
+        info = self.tm.get_task(task_id)
+        payload, result = self.client.hmget(self.keys.task(task_id), "payload", "result")
+        view = payload_view(payload)
+        data = task_json(info)
+        data.update(
+            func=view.func if payload else None,
+            args=view.args,
+            kwargs=view.kwargs,
+            result=result_view(result) if info.status is TaskStatus.COMPLETED else None,
+            dependents=sorted(_text(d) for d in self.client.smembers(
+                self.keys.dependents(task_id))),
+        )
+        return data
+
+    def exists(self, task_id: str) -> bool:
+        try:
+            self.tm.get_task_status(task_id)
+        except TaskNotFoundError:
+            return False
+        return True
+
+    def timeline(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """This task's events from the replay stream, read from its creation
+        time on and bounded to a few pages (a long-lived task in a busy
+        namespace shows its first events; the stream is capped anyway)."""
+        created = info.get("created_at")
+        if not created:
+            return []
+        since = f"{int(created * 1000) - 1}-0"
+        events: list[Event] = []
+        for _ in range(TIMELINE_PAGES):
+            batch = self.tm.get_events(since=since, count=TIMELINE_BATCH)
+            events += [e for e in batch if e.task_id == info["id"]]
+            finished = info.get("finished_at")
+            if len(batch) < TIMELINE_BATCH or not batch[-1].id or (
+                    finished and batch[-1].timestamp > finished + 1):
+                break
+            since = batch[-1].id
+        return [event_json(e) for e in events]
+
+    # ---- events ------------------------------------------------------------------
+    def recent_events(self, count: int = 100) -> list[dict[str, Any]]:
+        return [event_json(e) for e in self.tm.get_events(count=count)]
+
+    def replay(self, since: str) -> list[Event]:
+        return self.tm.get_events(since=since, count=REPLAY_BATCH)

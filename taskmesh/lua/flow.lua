@@ -1,0 +1,149 @@
+-- flow.lua: flow control, loaded after prelude.lua into every script (see
+-- taskmesh/scripts.py); used by claim.lua and unpark.lua.
+--
+-- Rate limits. A task with a `rate_key` whose limit is set in `ratelimits`
+-- ("<per_second> <burst>") needs a token from `ratebucket:<rate key>` to be
+-- claimed: a token bucket refilled continuously at per_second up to burst,
+-- computed from Redis TIME (never a client clock), so it holds across all
+-- workers. Fields: tokens (float), ts (ms of the last refill), parked (how
+-- many tasks of the key wait in parking lots). A bucket is created full.
+--
+-- Parking. A task that finds no token stays QUEUED but leaves queue:<q> for
+-- parked:<q>, scored by the ms when its turn for a token comes, so it never
+-- holds up the tasks behind it (no head-of-line blocking). Turns are spaced
+-- one token apart per waiting task, so each due task finds a token and the
+-- lot is not churned (one that comes back early waits for the next token,
+-- ahead of the rest). claim.lua moves due tasks back at their original
+-- place in line (queue_score of priority and seq); qcount counts parked
+-- tasks as queued all along, and leave() in the prelude takes them out of
+-- either structure.
+--
+-- Priority aging (config field priority_aging_s). Queue scores stay those
+-- of §2 (priority bands, FIFO by seq inside a band), so the order without
+-- aging is exactly §2 and metrics read bands as before. With aging, claim
+-- order merges the bands by each head's aged time, first_queued_ms -
+-- priority * aging: FIFO within a priority is kept, and a lower band's head
+-- overtakes higher ones once it has waited priority-difference * aging
+-- longer. The setting is read at every claim, so a change applies at once
+-- to every task already queued.
+
+local PARK_BUDGET = 500  -- tasks parked per claim call, at most
+local UNPARK_BATCH = 100  -- due parked tasks moved back per queue per call
+local PRIORITY_SPAN = 17592186044416  -- 2^44: one priority band of queue scores
+
+local _limits = {}  -- rate key -> {rate, burst} or false, read once per call
+local function rate_limit(rk)
+  local limit = _limits[rk]
+  if limit == nil then
+    local raw = redis.call('HGET', K_RATELIMITS, rk)
+    local rate, burst
+    if raw then rate, burst = string.match(raw, '^(%S+) (%S+)$') end
+    limit = rate and {rate = tonumber(rate), burst = tonumber(burst)} or false
+    _limits[rk] = limit
+  end
+  return limit
+end
+
+local _returned = {}  -- ids this call took out of a parking lot
+
+-- Takes a token for task `id` of rate key `rk`: returns 0 when granted (or
+-- the key has no limit), else the ms until this task's turn. A task back
+-- from the lot that finds no token (its turn came early: a late claim
+-- earlier lost the time a full bucket cannot store) waits only for the
+-- next token, ahead of the tasks still parked.
+local function take_token(rk, id)
+  local limit = rate_limit(rk)
+  if not limit then return 0 end
+  local key = k_rate_bucket(rk)
+  local now = now_ms()
+  local b = redis.call('HMGET', key, 'tokens', 'ts', 'parked')
+  local tokens = tonumber(b[1]) or limit.burst
+  local elapsed = math.max(now - (tonumber(b[2]) or now), 0)
+  tokens = math.min(limit.burst, tokens + elapsed * limit.rate / 1000)
+  -- The refill sums float steps of rate/1000: a task due exactly at its
+  -- turn may see 0.999...; rounding must not send it to the back of the line.
+  if tokens >= 1 - 1e-9 then
+    redis.call('HSET', key, 'tokens', math.max(tokens - 1, 0), 'ts', now)
+    return 0
+  end
+  -- Tasks already waiting go first: this one's turn is after theirs.
+  local waiting = math.max(tonumber(b[3]) or 0, 0)
+  local ahead = _returned[id] and 0 or waiting
+  redis.call('HSET', key, 'tokens', tokens, 'ts', now, 'parked', waiting + 1)
+  return math.max(math.ceil((1 - tokens + ahead) * 1000 / limit.rate), 1)
+end
+
+local function park(t, wait_ms)
+  redis.call('ZREM', k_queue(t.queue), t.id)
+  redis.call('ZADD', k_parked(t.queue), now_ms() + wait_ms, t.id)
+end
+
+-- Back from the lot to its original place in line (still QUEUED: no event).
+local function unpark(t)
+  redis.call('ZREM', k_parked(t.queue), t.id)
+  redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id)
+  unparked(t.rate_key)
+  _returned[t.id] = true
+end
+
+local function unpark_due(q)
+  local due = redis.call('ZRANGEBYSCORE', k_parked(q), '-inf', now_ms(), 'LIMIT', 0, UNPARK_BATCH)
+  for _, id in ipairs(due) do
+    local t = load(id)
+    if t and t.status == 'queued' then unpark(t) else redis.call('ZREM', k_parked(q), id) end
+  end
+end
+
+-- ms until the first parked task of queue q is due, or nil if none is parked.
+local function parked_wait(q)
+  local first = redis.call('ZRANGE', k_parked(q), 0, 0, 'WITHSCORES')
+  if first[2] then return math.max(tonumber(first[2]) - now_ms(), 0) end
+  return nil
+end
+
+local function priority_aging_ms()
+  local s = tonumber(redis.call('HGET', K_CONFIG, 'priority_aging_s') or '')
+  return s and s > 0 and s * 1000 or nil
+end
+
+-- Up to m heads of each queue (per priority band with aging), in claim
+-- order: a list of {id, q, score}.
+local function claim_order(queues, m, aging_ms)
+  local out = {}
+  for _, q in ipairs(queues) do
+    if not aging_ms then
+      local head = redis.call('ZRANGE', k_queue(q), 0, m - 1, 'WITHSCORES')
+      for i = 1, #head, 2 do
+        out[#out + 1] = {id = head[i], q = q, score = tonumber(head[i + 1])}
+      end
+    else
+      local counts = redis.call('HGETALL', k_qcount(q))
+      for i = 1, #counts, 2 do
+        local p = tonumber(counts[i])
+        if p and tonumber(counts[i + 1]) > 0 then
+          local low = (255 - p) * PRIORITY_SPAN
+          local band = redis.call('ZRANGEBYSCORE', k_queue(q), string.format('%.0f', low),
+            '(' .. string.format('%.0f', low + PRIORITY_SPAN), 'WITHSCORES', 'LIMIT', 0, m)
+          local floor = -math.huge
+          for j = 1, #band, 2 do
+            local when = redis.call('HMGET', k_task(band[j]), 'first_queued_ms', 'queued_at')
+            local first = tonumber(when[1]) or (tonumber(when[2]) or 0) * 1000
+            -- A band is FIFO by seq: its later members never pass its head,
+            -- so their sort key is at least the key before them.
+            floor = math.max(floor, first - p * aging_ms)
+            out[#out + 1] = {id = band[j], q = q, score = tonumber(band[j + 1]), aged = floor}
+          end
+        end
+      end
+    end
+  end
+  if aging_ms then
+    table.sort(out, function(a, b)
+      if a.aged ~= b.aged then return a.aged < b.aged end
+      return a.score < b.score
+    end)
+  else
+    table.sort(out, function(a, b) return a.score < b.score end)
+  end
+  return out
+end

@@ -1,0 +1,53 @@
+"""Task functions for tests/test_reliability.py (module level, so workers
+resolve them by import string)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from taskmesh import current_task
+
+
+def progress_for(seconds: float, step_s: float = 0.02) -> int:
+    """Reports progress every ``step_s`` for ``seconds``; returns how many
+    updates it made (all of them returned True)."""
+    ctx = current_task()
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    updates = 0
+    while time.monotonic() < deadline:
+        assert ctx.update_progress(min((time.monotonic() - start) / seconds, 0.99), "working")
+        updates += 1
+        time.sleep(step_s)
+    return updates
+
+
+async def async_progress_for(seconds: float, step_s: float = 0.02) -> int:
+    ctx = current_task()
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    updates = 0
+    while time.monotonic() < deadline:
+        assert ctx.update_progress(min((time.monotonic() - start) / seconds, 0.99), "working")
+        updates += 1
+        await asyncio.sleep(step_s)
+    return updates
+
+
+def sleep_then(seconds: float, value: object = "done") -> object:
+    time.sleep(seconds)
+    return value
+
+
+async def block_loop_for(seconds: float) -> str:
+    """Blocks the worker's event loop (a sync sleep inside async def)."""
+    time.sleep(seconds)
+    return "blocked"
+
+
+def return_touch_on_unpickle(path: str) -> object:
+    """A result whose mere unpickling creates ``path`` (see bad_tasks)."""
+    from tests.bad_tasks import TouchOnUnpickle
+
+    return {"marker": TouchOnUnpickle(path), "plain": [1, 2]}

@@ -1,0 +1,171 @@
+"""The dashboard in a real headless Chromium (Debian's, driven through
+Playwright's Python API with ``executable_path``; never ``playwright
+install``), against a real dashboard process, the private redis-server and
+real worker processes. Also writes the README's screenshots into docs/."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from taskmesh import TaskManager, TaskStatus
+from tests import dashboard_tasks, tasks
+from tests.conftest import REPO_ROOT, RedisServer
+from tests.dashboard_helpers import DashboardProcess
+from tests.helpers import wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian chromium is not installed (make test installs it)")
+sync_api = pytest.importorskip("playwright.sync_api")
+DOCS = REPO_ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def browser_ns() -> str:
+    return f"web{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def dash(redis_server: RedisServer, browser_ns: str, tmp_path_factory) -> Iterator[DashboardProcess]:
+    proc = DashboardProcess(redis_server.url, browser_ns,
+                            logpath=tmp_path_factory.mktemp("web") / "dashboard.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, dash) -> Iterator[Any]:
+    """A fresh page that records console errors and uncaught exceptions."""
+    context = browser.new_context(base_url=dash.base_url, viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def wtm(redis_server: RedisServer, browser_ns: str) -> Iterator[TaskManager]:
+    manager = TaskManager(redis_server.url, namespace=browser_ns)
+    yield manager
+    manager.close()
+
+
+def progress_value(pg: Any) -> float:
+    return float(pg.eval_on_selector("#task-progress", "el => el.value"))
+
+
+def test_overview_loads_without_console_errors(page, wtm, worker_factory, browser_ns):
+    for i in range(12):
+        wtm.register_task(tasks.add, i, i, priority=10 if i % 2 else 0)
+    for _ in range(3):
+        wtm.register_task(tasks.fail, "for the chart")
+    w = worker_factory("--burst", namespace=browser_ns)
+    assert w.wait(30) == 0
+    wtm.register_task(tasks.add, 1, 1, queue="reports", priority=15)
+    wtm.register_task(tasks.add, 1, 1, queue="reports", priority=5)
+    live = worker_factory("--queues", "default", namespace=browser_ns)
+    wait_until(lambda: wtm.get_metrics()["workers"], what="a live worker")
+    resp = page.goto("/")
+    assert resp.status == 200
+    assert page.get_by_role("link", name="Tasks", exact=True).count() == 1
+    assert page.get_by_role("link", name="Events", exact=True).count() == 1
+    assert "12" in page.locator(".count.s-completed .n").inner_text()
+    assert page.locator(".chart.ok svg rect").count() >= 1  # completions drawn
+    assert page.locator(".chart.bad svg rect").count() >= 1  # failures drawn
+    assert "reports" in page.locator("main").inner_text()
+    # Let it refresh itself at least once, then check nothing complained.
+    page.wait_for_function("() => Number(document.body.dataset.refreshes || 0) >= 1")
+    assert page.locator(".count.s-completed").count() == 1
+    assert page.errors == []
+    page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
+    live.stop()
+
+
+def test_running_task_progress_bar_moves(page, wtm, worker_factory, browser_ns):
+    tid = wtm.register_task(dashboard_tasks.crawl, 400, 0.05, name="crawl", tags=["demo"])
+    worker_factory(namespace=browser_ns)
+    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
+    page.goto(f"/tasks/{tid}")
+    page.evaluate("window.__noReload = true")
+    first = progress_value(page)
+    page.wait_for_function(f"() => document.querySelector('#task-progress').value > {first} + 0.05")
+    assert page.evaluate("window.__noReload") is True  # updated live, not by a reload
+    assert progress_value(page) > first
+    assert page.get_by_role("button", name="Cancel", exact=True).is_visible()
+    page.screenshot(path=str(DOCS / "dashboard-task.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_cancel_from_the_page(page, wtm, worker_factory, browser_ns):
+    tid = wtm.register_task(dashboard_tasks.crawl, 400, 0.05)
+    worker_factory(namespace=browser_ns)
+    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
+    page.goto(f"/tasks/{tid}")
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.CANCELLED, what="task cancelled")
+    page.locator("h1 .status.s-cancelled").wait_for()
+    assert page.get_by_role("button", name="Cancel", exact=True).count() == 0
+    assert page.errors == []
+
+
+def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
+    tid = wtm.register_task(tasks.fail, "retry me")
+    w = worker_factory("--burst", namespace=browser_ns)
+    assert w.wait(30) == 0
+    page.goto(f"/tasks/{tid}")
+    assert "retry me" in page.locator(".error-box").inner_text()
+    page.get_by_role("button", name="Retry", exact=True).click()
+    page.wait_for_url(lambda url: tid not in url and "/tasks/" in url)
+    new_id = page.url.rsplit("/", 1)[1]
+    assert wtm.get_task(new_id).metadata["retry_of"] == tid
+    assert page.get_by_role("link", name=tid).count() >= 1  # links back to what it retried
+    assert page.errors == []
+
+
+def test_live_feed_shows_a_new_task_without_reload(page, wtm):
+    page.goto("/events")
+    page.evaluate("window.__noReload = true")
+    page.locator("#feed-state", has_text="Live").wait_for()
+    tid = wtm.register_task(tasks.add, 2, 3, name="fresh-in-feed")
+    row = page.locator("#events-feed tbody tr", has_text=tid).first
+    row.wait_for()
+    assert "TASK_CREATED" in row.inner_text() and "fresh-in-feed" in row.inner_text()
+    assert page.evaluate("window.__noReload") is True
+    assert page.errors == []
+
+
+def test_banner_while_redis_is_down_then_recovers(browser, tmp_path):
+    server = RedisServer(appendonly=True).start()
+    proc = None
+    try:
+        proc = DashboardProcess(server.url, "webout", logpath=tmp_path / "dash.log")
+        context = browser.new_context(base_url=proc.base_url)
+        pg = context.new_page()
+        pg.goto("/")
+        assert pg.locator("#banner").is_hidden()
+        server.stop()
+        pg.locator("#banner", has_text="Redis is unavailable").wait_for()
+        assert "Traceback" not in pg.content()
+        server.start()
+        pg.locator("#banner").wait_for(state="hidden", timeout=15000)
+        assert pg.locator(".count.s-pending").count() == 1
+        context.close()
+    finally:
+        if proc is not None:
+            proc.stop()
+        server.cleanup()
