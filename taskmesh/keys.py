@@ -124,11 +124,11 @@ class Keys:
     (``namespace:i:j``), so each shard is one slot of its own."""
 
     namespace: str
-    tag: str | None = None  # the hash tag; None is the namespace itself
+    shard_tag: str | None = None  # the hash tag; None is the namespace itself
 
     @property
     def prefix(self) -> str:
-        return f"taskmesh:{{{self.tag or self.namespace}}}:"
+        return f"taskmesh:{{{self.shard_tag or self.namespace}}}:"
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"

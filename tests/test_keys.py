@@ -26,7 +26,7 @@ def _is_property(name: str) -> bool:
 
 
 def _builders() -> list[str]:
-    return sorted(n for n in dir(Keys) if not n.startswith("_") and n not in ("namespace", "prefix", "tag"))
+    return sorted(n for n in dir(Keys) if not n.startswith("_") and n not in ("namespace", "prefix", "shard_tag"))
 
 
 def _all_keys(keys: Keys) -> list[str]:
