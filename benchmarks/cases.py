@@ -8,7 +8,7 @@ from typing import Any
 
 from .systems import System
 
-GROUPS = ("enqueue", "drain", "io", "latency", "rss", "backlog", "delay")
+GROUPS = ("enqueue", "drain", "io", "latency", "rss", "backlog", "delay", "executors")
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,14 @@ class Sizes:
     concurrency: int = 10
     delay_n: int = 10_000
     delay_span_s: float = 10.0
+    executors_n: int = 2000  # per executor, for the process vs thread_pool overhead
 
 
 DEFAULT = Sizes()
 QUICK = Sizes(enqueue_single=300, enqueue_batch=1000, drain=1000, drain_max_s=1.5, io=300,
               latency=100, latency_warmup=5, backlog=(1000, 5000), backlog_window=400,
-              backlog_window_s=1.0, delay_n=1000, delay_span_s=2.0)
+              backlog_window_s=1.0, delay_n=1000, delay_span_s=2.0,
+              executors_n=500)
 FULL_BACKLOG = (10_000, 100_000, 1_000_000)
 
 
@@ -103,6 +105,17 @@ def build(s: Sizes) -> tuple[list[Case], list[Row]]:
              {"n": s.delay_n, "span_s": s.delay_span_s, "concurrency": s.concurrency},
              needs="has_delays"),
     ]
+    # Per-task overhead of a child process against the thread pool: the same
+    # def noop through each executor (taskmesh only), drained and round-tripped.
+    for executor in ("thread_pool", "process"):
+        cases += [
+            Case(f"drain-{executor}", "drain", "executors", f"noop-{executor}",
+                 {"n": s.executors_n, "concurrency": s.concurrency, "max_s": 60.0,
+                  "workers": 1}, 1),
+            Case(f"latency-{executor}", "latency", "executors", f"noop-{executor}",
+                 {"n": s.executors_n, "warmup": s.latency_warmup,
+                  "concurrency": s.concurrency}),
+        ]
     n = _k(s.drain)
     rows = [
         Row(f"enqueue/s: one call per task ({_k(s.enqueue_single)})", "enqueue",
@@ -134,6 +147,16 @@ def build(s: Sizes) -> tuple[list[Case], list[Row]]:
         Row(f"{delays}: lateness p50 (ms)", "delays", "p50_ms", "ms", "lower"),
         Row(f"{delays}: lateness p99 (ms)", "delays", "p99_ms", "ms", "lower"),
     ]
+    en = _k(s.executors_n)
+    for executor in ("thread_pool", "process"):
+        rows += [
+            Row(f"drain/s: def noop, executor_type={executor!r} ({en})", f"drain-{executor}",
+                "per_s", "/s", "higher"),
+            Row(f"round trip p50 (ms): def noop, executor_type={executor!r} ({en})",
+                f"latency-{executor}", "p50_ms", "ms", "lower"),
+            Row(f"round trip p99 (ms): def noop, executor_type={executor!r}",
+                f"latency-{executor}", "p99_ms", "ms", "lower"),
+        ]
     for size in s.backlog:
         rows.append(Row(f"backlog {_k(size)} queued: drain/s", "backlog", f"{size}_per_s", "/s",
                         "higher"))

@@ -11,6 +11,8 @@ Task kinds (functions in :mod:`benchmarks.tasks`):
 * ``anoop``  ``async def anoop(): pass``
 * ``pickle`` a closure sent by value with cloudpickle (taskmesh only)
 * ``asleep`` ``async def asleep(s): await asyncio.sleep(s)``
+* ``noop-thread_pool``, ``noop-process``: ``noop`` with that ``executor_type``
+  (taskmesh only; the process worker runs ``--processes 2``)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-KINDS = ("noop", "anoop", "pickle", "asleep")
+KINDS = ("noop", "anoop", "pickle", "asleep", "noop-thread_pool", "noop-process")
 
 
 class System:
@@ -109,12 +111,14 @@ def _redis_client(url: str) -> Any:
 class Taskmesh(System):
     name = "taskmesh"
     module = "taskmesh"
-    kinds = ("noop", "anoop", "pickle", "asleep")
+    kinds = ("noop", "anoop", "pickle", "asleep", "noop-thread_pool", "noop-process")
     native = "anoop"
     batch_api = "register_many"
 
     FUNCS = {
         "noop": "benchmarks.tasks:noop",
+        "noop-thread_pool": "benchmarks.tasks:noop",
+        "noop-process": "benchmarks.tasks:noop",
         "anoop": "benchmarks.tasks:anoop",
         "asleep": "benchmarks.tasks:asleep",
     }
@@ -139,20 +143,26 @@ class Taskmesh(System):
     def func(self, kind: str) -> Any:
         return self._closure() if kind == "pickle" else self.FUNCS[kind]
 
+    @staticmethod
+    def options(kind: str) -> dict[str, Any]:
+        """``noop-<executor>`` kinds run the plain noop through that executor."""
+        _, sep, executor = kind.partition("-")
+        return {"executor_type": executor} if sep else {}
+
     def flush(self) -> None:
         self.redis.flushdb()
 
     def enqueue_loop(self, kind: str, n: int, args: tuple = ()) -> float:
-        func, register = self.func(kind), self.tm.register_task
+        func, register, opts = self.func(kind), self.tm.register_task, self.options(kind)
         t0 = time.perf_counter()
         for _ in range(n):
-            register(func, *args)
+            register(func, *args, **opts)
         return time.perf_counter() - t0
 
     def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
         func = self.func(kind)
         t0 = time.perf_counter()
-        self.tm.register_many(func, [tuple(args)] * n)
+        self.tm.register_many(func, [tuple(args)] * n, **self.options(kind))
         return time.perf_counter() - t0
 
     def prefill(self, kind: str, n: int, args: tuple = ()) -> float:
@@ -161,7 +171,8 @@ class Taskmesh(System):
         func = self.func(kind)
         t0 = time.perf_counter()
         for start in range(0, n, 20_000):
-            self.tm.register_many(func, [tuple(args)] * min(20_000, n - start))
+            self.tm.register_many(func, [tuple(args)] * min(20_000, n - start),
+                                  **self.options(kind))
         return time.perf_counter() - t0
 
     def done_count(self) -> int:
@@ -179,13 +190,15 @@ class Taskmesh(System):
                 "--namespace", self.namespace, "--concurrency", str(concurrency)]
         if burst:
             argv.append("--burst")
+        if kind == "noop-process":
+            argv += ["--processes", "2"]
         return argv, {}
 
     def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        func, out = self.func(kind), []
+        func, out, opts = self.func(kind), [], self.options(kind)
         for _ in range(n):
             t0 = time.perf_counter()
-            task_id = self.tm.register_task(func)
+            task_id = self.tm.register_task(func, **opts)
             self.tm.wait_for_task_sync(task_id, timeout=timeout)
             out.append(time.perf_counter() - t0)
         return out

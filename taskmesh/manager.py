@@ -210,6 +210,8 @@ class TaskManager:
         delay: float | None = None,
         eta: datetime | float | None = None,
         rate_key: str | None = None,
+        retry_on: Any = None,
+        retry_jitter: bool = False,
     ) -> str:
         """Stores a task and enqueues it (or WAITING/PENDING, or SCHEDULED
         until ``delay`` seconds / the ``eta`` have passed); returns its id."""
@@ -224,7 +226,7 @@ class TaskManager:
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
             queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
-            rate_key=rate_key,
+            rate_key=rate_key, retry_on=retry_on, retry_jitter=retry_jitter,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)

@@ -238,14 +238,22 @@ class PeriodicTicker(threading.Thread):
                 if not self._redis_down:
                     log.warning("periodic ticks paused, Redis unreachable: %s", exc)
                 self._redis_down, wait = True, 1.0
-            except Exception:
-                log.exception("periodic tick pass failed; retrying")
-                wait = 1.0
+            except Exception as exc:
+                busy = scripts.busy_error(exc)  # OOM/BUSY: transient, like an outage
+                if busy is None:
+                    log.exception("periodic tick pass failed; retrying")
+                elif not self._redis_down:
+                    log.warning("periodic ticks paused: %s", busy)
+                self._redis_down, wait = busy is not None, 1.0
             if wait > 0:
                 self.stopped.wait(wait)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stops the thread and waits for a pass in progress (so the worker
+        does not close the client under it)."""
         self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
     def check(self) -> float:
         """Fires what is due; returns how long to sleep before looking again.

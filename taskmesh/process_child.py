@@ -16,9 +16,12 @@ nothing a task controls)::
                       ["started"]                  the function is about to run
                       ["progress", value, message]  current_task().update_progress
                       ["final", value, message]     the last coalesced update
-                      ["done", kind, data, retryable]
+                      ["done", kind, data, retryable, class names, pickled exception]
                           kind "completed": data is the result envelope
-                          kind "failed":    data is the TaskError JSON
+                          kind "failed":    data is the TaskError JSON, and
+                          the class names are ``module.QualName`` of the
+                          exception's MRO; the exception itself travels only
+                          as the envelope ``taskmesh.remote`` stores (or nil)
 
 Every failure inside the child, even a ``SystemExit`` raised by a result's
 ``__reduce__`` or an exception's ``__str__``, ends as a "failed" frame; if
@@ -39,10 +42,12 @@ import msgpack
 
 from .context import TaskContext, _current
 from .executors import is_coroutine_callable, run_coroutine
+from .remote import pickle_exception
 from .serialization import Codec, resolve_import, safe_str
 
 def pack(*frame: Any) -> bytes:
-    return msgpack.packb(list(frame), use_bin_type=True)
+    data: bytes = msgpack.packb(list(frame), use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes) -> list[Any]:
@@ -121,7 +126,8 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True))
+        send(pack("done", "failed", describe(exc, attempt), True, class_names(exc),
+                  pickle_exception(codec, exc)))
         return
     _flush(context)
     try:
@@ -143,6 +149,15 @@ def _flush(context: TaskContext) -> None:
         context.flush_progress()
     except Exception:
         pass  # progress is telemetry; the outcome still goes out
+
+
+def class_names(exc: BaseException) -> list[str]:
+    """``module.QualName`` of every class in the exception's MRO, so the
+    worker can match a failure against classes without the instance."""
+    try:
+        return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+    except BaseException:
+        return [type(exc).__name__]
 
 
 def describe(exc: BaseException, attempt: int) -> str:

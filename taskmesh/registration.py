@@ -20,6 +20,7 @@ import msgpack
 from .exceptions import SerializationError
 from .keys import validate_queue_name, validate_rate_key
 from .models import EXECUTOR_TYPES, TaskPriority
+from .retry_policy import normalize_retry_on
 from .serialization import Codec
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*|\.[A-Za-z_]\w*)$")
@@ -47,6 +48,8 @@ class TaskOptions:
     delay: float | None = None
     eta: datetime | float | None = None
     rate_key: str | None = None
+    retry_on: Any = None  # exception classes / qualified names (retry_policy.py)
+    retry_jitter: bool = False
 
 
 # Record fields a retry copies verbatim (SPEC §17): the function and its
@@ -121,6 +124,9 @@ def check_options(opts: TaskOptions) -> None:
     validate_queue_name(opts.queue)
     if opts.rate_key is not None:
         validate_rate_key(opts.rate_key)
+    normalize_retry_on(opts.retry_on)
+    if not isinstance(opts.retry_jitter, bool):
+        raise TypeError("retry_jitter must be a bool")
     if not isinstance(opts.description, str):
         raise TypeError("description must be a string")
     if opts.tags is not None and (
@@ -225,6 +231,11 @@ def build_task(
     }
     if opts.rate_key is not None:
         fields["rate_key"] = opts.rate_key
+    retry_on = normalize_retry_on(opts.retry_on)  # cached: checked above already
+    if retry_on is not None:
+        fields["retry_on"] = json.dumps(retry_on)
+    if opts.retry_jitter:
+        fields["retry_jitter"] = "1"
     return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))
 
 

@@ -78,7 +78,8 @@ def busy_error(exc: BaseException) -> ServerBusyError | None:
     if isinstance(exc, OutOfMemoryError):
         return ServerBusyError("oom", str(exc))
     if isinstance(exc, ResponseError):
-        text = str(exc)
+        # A pipeline prefixes the reply: "Command # 1 (TIME) of pipeline caused error: BUSY ..."
+        text = str(exc).rpartition("caused error: ")[2]
         if text.startswith("OOM "):
             return ServerBusyError("oom", text)
         if text.startswith("BUSY"):

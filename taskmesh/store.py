@@ -18,6 +18,7 @@ from .exceptions import StoreError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
 from .remote import attach
+from .retry_policy import jitter_factor
 from .scripts import Call, Cmd, script
 
 
@@ -198,7 +199,7 @@ class Commands:
             script("report"),
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
-             queued_locally_ms, pickled_error or b""],
+             queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
             lambda raw: _s(raw) or "",
         )
 

@@ -56,6 +56,7 @@ from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
 from .remote import pickle_exception
+from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, resolve_import, safe_str
 from .sharding import ShardSet, TaskRouter, channel_patterns
@@ -137,8 +138,10 @@ def _error_json(exc: BaseException, attempt: int) -> str:
     except BaseException:  # traceback calls the exception's __str__, which may raise SystemExit
         tb = "".join(traceback.format_tb(frames or exc.__traceback__))
         tb += f"{type(exc).__name__}: {message}\n"
+    # "types" (the exception's classes) is what retry_on is matched against.
     return json.dumps({"type": type(exc).__name__, "message": _cap(message),
-                       "traceback": _cap(tb), "attempt": attempt})
+                       "traceback": _cap(tb), "attempt": attempt,
+                       "types": exception_names(exc)})
 
 
 def _cap(text: str) -> str:
@@ -505,6 +508,7 @@ class Worker:
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
         if isinstance(result, EncodedOutcome):  # encoded by a process child already
+            job.error_pickle = result.error_pickle
             return result.kind, result.data, result.retryable
         try:
             return "completed", self.codec.encode_result(result), False

@@ -143,3 +143,13 @@ def unpicklable_result() -> Any:
 
 def noop() -> None:
     return None
+
+
+def hold_gil(seconds: float) -> int:
+    """Holds the GIL in one C call for ``seconds``: libc ``usleep`` called
+    through ``ctypes.PyDLL``, which (unlike CDLL) keeps the GIL. No other
+    thread of the process runs meanwhile, the lease keeper included."""
+    import ctypes
+
+    ctypes.PyDLL(None).usleep(int(seconds * 1_000_000))
+    return os.getpid()

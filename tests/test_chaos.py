@@ -201,6 +201,7 @@ def test_poison_pill_fails_after_three_recoveries(tm, rds, redis_server, namespa
     assert info.recoveries == 3 and info.attempts == 4
     error = tm.get_task_error(tid)
     assert error is not None and error.type == "WorkerLostError", error
+    assert "was alive" not in error.message  # dead workers never renewed late
     runs = executions(rds, key)[tid]
     assert [r.attempt for r in runs] == [1, 2, 3, 4]
     assert len({r.pid for r in runs}) == 4

@@ -115,6 +115,17 @@ def test_failed_task_shows_error_with_traceback(http, dtm, worker_factory, dash_
     assert "Traceback" in body["error"]["traceback"]
     page = http.get(f"/tasks/{tid}").text
     assert "it broke" in page and "Traceback (most recent call last)" in page
+    timeline = page[page.index('id="timeline"'):]
+    order = [timeline.index(t) for t in ("TASK_CREATED", "TASK_STARTED", "TASK_FAILED")]
+    assert order == sorted(order)
+
+
+def test_timeline_shows_the_end_of_a_task_buried_in_a_busy_stream(http, dtm):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    dtm.register_many(tasks.add, range(3500), defer=True)  # 3,500 events after it
+    dtm.cancel_task_sync(tid)
+    timeline = http.get(f"/tasks/{tid}").text.split('id="timeline"')[1]
+    assert "TASK_CREATED" in timeline and "TASK_CANCELLED" in timeline
 
 
 # ---- never unpickled ----------------------------------------------------------------------
@@ -170,6 +181,16 @@ def test_cancel(http, dtm):
     assert dtm.get_task_status(tid) is TaskStatus.CANCELLED
     again = http.post(f"/api/tasks/{tid}/cancel")  # terminal: 200, nothing changes
     assert again.status_code == 200 and again.json() == {"cancelled": False}
+
+
+def test_actions_refuse_cross_site_requests(http, dtm, dash):
+    tid = dtm.register_task(tasks.add, 1, 2, defer=True)
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        resp = http.post(f"/api/tasks/{tid}/cancel", headers=headers)
+        assert resp.status_code == 403 and "cross-site" in resp.json()["error"]
+    assert dtm.get_task_status(tid) is TaskStatus.PENDING
+    same = http.post(f"/api/tasks/{tid}/cancel", headers={"Origin": dash.base_url})
+    assert same.status_code == 200 and same.json() == {"cancelled": True}
 
 
 def test_retry(http, dtm, worker_factory, dash_ns):

@@ -137,6 +137,30 @@ def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
     assert page.errors == []
 
 
+def test_tasks_page_filters_pages_and_finds_by_id(page, wtm):
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    ids = [wtm.register_task(tasks.add, i, i, defer=True, tags=[tag], name=f"listed-{i}")
+           for i in range(30)]
+    wtm.cancel_task_sync(ids[3])
+    page.goto(f"/tasks?tag={tag}&limit=25")
+    rows = page.locator("#tasks-table tbody tr")
+    assert rows.count() == 25
+    page.get_by_role("link", name="Next page").click()
+    page.wait_for_url("**cursor=**")
+    assert rows.count() == 5
+    page.goto(f"/tasks?tag={tag}")
+    page.locator("form.filters input[value=cancelled]").check()
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**status=cancelled**")
+    assert rows.count() == 1 and ids[3] in rows.first.inner_text()
+    page.get_by_label("Task id").fill(ids[7])
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(f"**/tasks/{ids[7]}")
+    assert "listed-7" in page.locator("h1").inner_text()
+    assert "(7, 7)" in page.locator("table.fields").inner_text()  # args, decoded
+    assert page.errors == []
+
+
 def test_live_feed_shows_a_new_task_without_reload(page, wtm):
     page.goto("/events")
     page.evaluate("window.__noReload = true")

@@ -85,8 +85,8 @@ def test_distinct_kinds_do_not_collide():
 
 def test_every_prelude_key_has_a_keys_builder():
     functions, constants = _prelude_names()
-    assert {"k_task", "k_queue", "k_done_channel"} <= set(functions)
-    assert {"K_RUNNING", "K_EVENTS", "K_CONTROL"} <= set(constants)
+    assert {"k_task", "k_queue", "k_done_channel", "k_periodic_schedule"} <= set(functions)
+    assert {"K_RUNNING", "K_EVENTS", "K_CONTROL", "K_PERIODIC"} <= set(constants)
     for name in functions:
         attr = _keys_attr(name)
         assert hasattr(Keys, attr) and not _is_property(attr), f"{name}: no Keys.{attr}()"

@@ -104,6 +104,9 @@ def test_task_exception_type_message_and_traceback(tm, worker_factory):
     assert "in raise_boom" in err.traceback and "in _inner" in err.traceback
     assert "raise Boom(message)" in err.traceback
     assert "process_child" not in err.traceback  # taskmesh's frames are trimmed
+    # the original exception, pickled in the child, is rebuilt here (SPEC §11)
+    rebuilt = err.exception()
+    assert type(rebuilt) is pt.Boom and str(rebuilt) == "it broke"
 
 
 def test_cpu_bound_tasks_run_in_parallel_children(tm, worker_factory):
@@ -213,6 +216,7 @@ def test_a_dead_child_is_process_crashed_error_and_the_worker_goes_on(tm, worker
     err = _failure(tm, crashed).error
     assert err.type == "ProcessCrashedError"
     assert detail in err.message
+    assert isinstance(err.exception(), ProcessCrashedError)
     assert isinstance(ProcessCrashedError("x"), TaskmeshError)
     # the worker is still there, and its pool is whole again
     results = [tm.wait_for_task_sync(tm.register_task(pt.whoami, executor_type=P), timeout=WAIT)
@@ -361,3 +365,23 @@ def test_processes_option_validation(redis_server):
     cli = subprocess.run([sys.executable, "-m", "taskmesh", "worker", "--url", redis_server.url,
                           "--processes", "0"], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 2 and "--processes" in cli.stderr
+
+
+# ---- a thread task holding the GIL past its lease (issue 8 #5) ------------------------
+
+def test_gil_holding_thread_task_is_told_apart_and_process_is_the_cure(tm, worker_factory):
+    # Two workers, so one reaps while the other is frozen in the C call.
+    workers = [worker_factory("--processes", "1", lease_timeout=1.0) for _ in range(2)]
+    thread_id = tm.register_task(pt.hold_gil, 2.5, executor_type="thread_pool")
+    with pytest.raises(TaskFailedError) as info:
+        tm.wait_for_task_sync(thread_id, timeout=90)
+    err = info.value.error
+    assert err.type == "WorkerLostError"
+    assert "was alive" in err.message and 'executor_type="process"' in err.message
+    assert tm.get_task(thread_id).attempts == 4  # recovered three times, although alive
+    # In a child the C call holds only the child's GIL: the worker renews its
+    # lease meanwhile and the task completes on its first attempt.
+    proc_id = tm.register_task(pt.hold_gil, 2.5, executor_type=P)
+    assert tm.wait_for_task_sync(proc_id, timeout=60) not in {w.pid for w in workers}
+    assert tm.get_task(proc_id).attempts == 1
+    assert all(w.returncode is None for w in workers)

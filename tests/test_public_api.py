@@ -138,7 +138,8 @@ def test_task_manager_signatures():
                           "retry_backoff": 1.0, "timeout": None, "description": "",
                           "tags": None, "metadata": None, "executor_type": "async",
                           "queue": "default", "task_id": None, "defer": False,
-                          "delay": None, "eta": None, "rate_key": None}.items():
+                          "delay": None, "eta": None, "rate_key": None,
+                          "retry_on": None, "retry_jitter": False}.items():
         assert reg[name].default == default, name
 
     for name in ("execute_task", "wait_for_task", "cancel_task"):

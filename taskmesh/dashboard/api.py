@@ -81,11 +81,26 @@ async def task(request: Request) -> Response:
         return error(404, f"no task {task_id!r}")
 
 
+def refused_action(request: Request, dash: Dashboard) -> JSON | None:
+    """403 under --read-only, and for a browser request sent from another
+    site (a page elsewhere cannot make a visitor's browser cancel tasks on a
+    dashboard it can reach: the cookie is SameSite=Strict, and without a
+    token there is no cookie to rely on, so the Origin is checked too)."""
+    if dash.read_only:
+        return error(403, "the dashboard is read-only")
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if (origin and origin != own) or request.headers.get("sec-fetch-site") == "cross-site":
+        return error(403, "cross-site request refused")
+    return None
+
+
 async def cancel(request: Request) -> Response:
     dash: Dashboard = request.app.state.dashboard
     task_id = request.path_params["task_id"]
-    if dash.read_only:
-        return error(403, "the dashboard is read-only")
+    refused = refused_action(request, dash)
+    if refused is not None:
+        return refused
     try:
         cancelled = await dash.tm.cancel_task(task_id)
     except TaskNotFoundError:
@@ -96,8 +111,9 @@ async def cancel(request: Request) -> Response:
 async def retry(request: Request) -> Response:
     dash: Dashboard = request.app.state.dashboard
     task_id = request.path_params["task_id"]
-    if dash.read_only:
-        return error(403, "the dashboard is read-only")
+    refused = refused_action(request, dash)
+    if refused is not None:
+        return refused
     try:
         new_id = await run_in_threadpool(dash.tm.retry_task, task_id)
     except TaskNotFoundError:

@@ -24,12 +24,20 @@ from .display import payload_view, result_view
 from .hub import REPLAY_BATCH, event_json
 
 CHART_SECONDS = 120  # the scripts keep rate:<second> buckets this long
-TIMELINE_PAGES = 5   # replay-stream pages (1000 events each) read for one task's timeline
+TIMELINE_PAGES = 3   # replay-stream pages (1000 events each) read forward from creation
 TIMELINE_BATCH = 1000
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(event_id: str | None) -> tuple[int, ...]:
+    """Orders stream ids ("ms-seq", possibly shard-prefixed) numerically."""
+    try:
+        return tuple(int(p) for p in (event_id or "").replace(":", "-").split("-"))
+    except ValueError:
+        return ()
 
 
 def task_json(info: TaskInfo) -> dict[str, Any]:
@@ -100,23 +108,35 @@ class Reader:
         return True
 
     def timeline(self, info: dict[str, Any]) -> list[dict[str, Any]]:
-        """This task's events from the replay stream, read from its creation
-        time on and bounded to a few pages (a long-lived task in a busy
-        namespace shows its first events; the stream is capped anyway)."""
+        """This task's events from the replay stream: read forward from its
+        creation for a few pages, and (if that stopped short) from its
+        start and its end, so the transitions always show. In a busy
+        namespace events in between (progress of a long task) may be left
+        out; the stream is capped anyway."""
         created = info.get("created_at")
         if not created:
             return []
-        since = f"{int(created * 1000) - 1}-0"
-        events: list[Event] = []
-        for _ in range(TIMELINE_PAGES):
+        found: dict[str, Event] = {}
+        reached = self._scan(info["id"], created, TIMELINE_PAGES, found)
+        for moment in (info.get("started_at"), info.get("finished_at")):
+            if moment and moment > reached:
+                reached = max(reached, self._scan(info["id"], moment, 1, found))
+        ordered = sorted(found.values(), key=lambda e: (e.timestamp, _id_key(e.id)))
+        return [event_json(e) for e in ordered]
+
+    def _scan(self, task_id: str, from_ts: float, pages: int, found: dict[str, Event]) -> float:
+        """Collects ``task_id``'s events from time ``from_ts`` on; returns the
+        timestamp the scan got to (infinity when it reached the end)."""
+        since = f"{int(from_ts * 1000) - 1}-0"
+        for _ in range(pages):
             batch = self.tm.get_events(since=since, count=TIMELINE_BATCH)
-            events += [e for e in batch if e.task_id == info["id"]]
-            finished = info.get("finished_at")
-            if len(batch) < TIMELINE_BATCH or not batch[-1].id or (
-                    finished and batch[-1].timestamp > finished + 1):
-                break
+            for event in batch:
+                if event.task_id == task_id:
+                    found[event.id or f"{event.timestamp}"] = event
+            if len(batch) < TIMELINE_BATCH or not batch[-1].id:
+                return float("inf")
             since = batch[-1].id
-        return [event_json(e) for e in events]
+        return batch[-1].timestamp
 
     # ---- events ------------------------------------------------------------------
     def recent_events(self, count: int = 100) -> list[dict[str, Any]]:

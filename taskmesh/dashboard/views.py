@@ -173,7 +173,7 @@ def tasks_body(page: dict[str, Any] | None, filters: dict[str, Any], queues: lis
     options = '<option value="">any queue</option>' + "".join(
         f'<option{" selected" if q == filters["queue"] else ""}>{esc(q)}</option>' for q in queues)
     limits = "".join(f'<option{" selected" if n == filters["limit"] else ""}>{n}</option>'
-                     for n in (25, 50, 100, 250))
+                     for n in sorted({25, 50, 100, 250, filters["limit"]}))
     form = f"""<form class="search" method="get" action="/tasks">
 <input name="id" placeholder="task id" aria-label="Task id" required>
 <button type="submit">Find</button></form>
@@ -264,7 +264,7 @@ def task_body(t: dict[str, Any], timeline: list[dict[str, Any]], read_only: bool
         ("dependencies", _links(t["dependencies"])),
         ("dependents", _links(t.get("dependents", []))),
         ("function", _pre(t.get("func"), "not stored")),
-        ("args", _pre(t.get("args"), "not stored (finished tasks drop their payload)")),
+        ("args", _pre(t.get("args"), "not stored (a completed task drops its payload)")),
         ("kwargs", _pre(t.get("kwargs"), "not stored")),
         ("result", _pre(t.get("result"), "none")),
     ]

@@ -21,9 +21,19 @@ for _, id in ipairs(expired) do
     if t.cancel_requested == '1' then
       finish(t, 'cancelled', {}, {worker = lost_from})
     elseif tonumber(t.recoveries) >= MAX_RECOVERIES then
-      local err = {type = 'WorkerLostError', attempt = tonumber(t.attempts),
-        message = 'worker ' .. tostring(lost_from) .. ' stopped renewing its lease; '
-          .. MAX_RECOVERIES .. ' recoveries already made'}
+      local message = 'worker ' .. tostring(lost_from) .. ' stopped renewing its lease; '
+        .. MAX_RECOVERIES .. ' recoveries already made'
+      -- Workers that renewed after losing the task (renew.lua) were alive but
+      -- frozen past the lease: typically a thread task holding the GIL in a
+      -- long C call, during which no other Python thread (renewal) runs.
+      local late = tonumber(redis.call('HGET', k_task(id), 'late_renewals') or '0')
+      if late > 0 then
+        message = message .. '; the worker was alive (it renewed after the lease had'
+          .. ' expired) but could not renew in time: a thread task holding the GIL in a long'
+          .. ' C call (or a paused process) does this; run such work with'
+          .. ' executor_type="process"'
+      end
+      local err = {type = 'WorkerLostError', attempt = tonumber(t.attempts), message = message}
       finish(t, 'failed', {'error', cjson.encode(err)}, {error = err, worker = lost_from})
     else
       redis.call('HINCRBY', k_task(id), 'recoveries', 1)

@@ -6,6 +6,8 @@
 -- Returns {lost ids..., '', cancel-requested ids...}; "lost" = taken over. A lease is extended only
 -- while the token still matches: a worker whose task was recovered and
 -- re-claimed elsewhere learns it lost it instead of stealing it back.
+-- A renewal that comes too late counts in the task's `late_renewals`: its
+-- worker was alive after all (see recover.lua's WorkerLostError message).
 local wid, lease = ARGV[2], tonumber(ARGV[3])
 local npairs = tonumber(ARGV[4])
 local first_task = 5 + 2 * npairs
@@ -30,6 +32,7 @@ for i = first_task, #ARGV, 2 do
     -- Taken over (recovered, maybe re-claimed). Any other status means our
     -- own report landed after the worker's snapshot: nothing was lost.
     lost[#lost + 1] = id
+    redis.call('HINCRBY', k_task(id), 'late_renewals', 1)
   end
 end
 lost[#lost + 1] = ''

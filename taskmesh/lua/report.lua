@@ -10,13 +10,31 @@
 --         describe the function, not the wait
 -- ARGV[8] the task's exception pickled by the worker's codec ('' if it did
 --         not pickle): kept as field error_exc when the task ends FAILED
+-- ARGV[9] jitter factor in [0.5, 1.5], drawn by the worker; scales the retry
+--         delay of a task registered with retry_jitter
 -- Returns 'stale' if the claim is no longer current (the lease was taken
 -- over, the task was handed back), else the task's new status.
 --
 -- Completed: stores the result and promotes dependents. Failed with retries
--- left: SCHEDULED after retry_delay * retry_backoff^(failures-1) seconds
--- (TASK_RETRYING). Otherwise terminal, cascading to dependents. A task whose
--- cancellation was requested ends CANCELLED whatever it returned.
+-- left (and, with retry_on, an exception of a listed class): SCHEDULED after
+-- retry_delay * retry_backoff^(failures-1) seconds, times the jitter factor
+-- with retry_jitter (TASK_RETRYING). Otherwise terminal, cascading to
+-- dependents. A task whose cancellation was requested ends CANCELLED
+-- whatever it returned.
+
+-- retry_on is a JSON list of qualified class names; the error record lists
+-- the classes of the failing exception (its MRO, written by the worker), so
+-- a subclass of a listed class matches.
+local function listed(retry_on, err)
+  if not retry_on then return true end
+  local names = {}
+  for _, name in ipairs(cjson.decode(retry_on)) do names[name] = true end
+  for _, name in ipairs(type(err.types) == 'table' and err.types or {}) do
+    if names[name] then return true end
+  end
+  return false
+end
+
 local t = load(ARGV[2])
 if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
 local outcome = ARGV[4]
@@ -40,8 +58,12 @@ if outcome == 'failed' and not cancel_requested then
   local err = cjson.decode(ARGV[5])
   local failures = tonumber(t.failures) + 1
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
-  if ARGV[6] == '1' and failures <= tonumber(t.max_retries) then
+  local policy = redis.call('HMGET', KEYS[1], 'retry_on', 'retry_jitter')
+  if ARGV[6] == '1' and failures <= tonumber(t.max_retries) and listed(policy[1], err) then
     local delay = tonumber(t.retry_delay) * tonumber(t.retry_backoff) ^ (failures - 1)
+    if policy[2] == '1' then
+      delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
+    end
     schedule(t, now_ms() + math.floor(delay * 1000))
     redis.call('HINCRBY', KEYS[3], 'retried', 1)
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})

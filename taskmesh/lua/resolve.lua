@@ -9,7 +9,8 @@
 -- cascade never needs a running worker: cancel_task drains it to the end,
 -- and a waiter on a WAITING task drains it before reading the status again.
 -- Touches what resolve() in the prelude touches: task:<id>, deps:<id>,
--- waiting, done:<status>, queue:<q>, wake:<q>, qcount:<q>, stats, events,
+-- waiting, done:<status>, queue:<q>, scheduled:<q> (a released dependent
+-- whose delay/eta is ahead), wake:<q>, qcount:<q>, stats, events,
 -- the events/done:<id> channels.
 if redis.call('LLEN', KEYS[1]) == 0 then return -1 end
 return resolve_pending()
