@@ -166,7 +166,7 @@ def _text(raw: Any) -> str:
 async def drain_outboxes(client: Any, shardset: ShardSet, shards: Iterable[int],
                          rounds: int = 8) -> int:
     """Applies what the given shards' outboxes hold; returns how many entries
-    were applied. Entries are read, applied on their dependents' shards, and
+    were delivered (applied, or found already applied by another drainer). Entries are read, applied on their dependents' shards, and
     only then removed, so a drainer that dies half-way leaves them for the
     next one (apply.lua makes a second delivery a no-op). A cascade that
     reaches further shards is followed for up to ``rounds`` rounds; the rest
@@ -203,7 +203,7 @@ async def drain_outboxes(client: Any, shardset: ShardSet, shards: Iterable[int],
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             raise failures[0]  # nothing removed: the next drain retries
-        applied += sum(1 for r in results if r == "applied")
+        applied += len(results)
         await _abatch(client, removals)
     return applied
 

@@ -57,7 +57,8 @@ class ShardedWork:
         self._drain_wanted: set[int] = set()
         self._drain_event = asyncio.Event()
         self._drainer: asyncio.Task | None = None
-        self.applied = 0  # deliveries applied by this worker (settle() compares)
+        self.applied = 0  # deliveries made by this worker (settle() compares)
+        self._busy = False  # the background drainer is in a round
         self._settled_at = 0
 
     # ---- claiming -----------------------------------------------------------------
@@ -154,6 +155,7 @@ class ShardedWork:
             await self._drain_event.wait()
             self._drain_event.clear()
             shards, self._drain_wanted = self._drain_wanted, set()
+            self._busy = True
             try:
                 self.applied += await drain_outboxes(self.worker.client, self.shardset, shards)
             except CONNECTION_ERRORS as exc:
@@ -162,15 +164,19 @@ class ShardedWork:
             except Exception:
                 log.exception("worker %s: outbox delivery failed; retried at the next heartbeat",
                               self.worker.id)
+            finally:
+                self._busy = False
 
     async def settle(self) -> bool:
         """Delivers every shard's outbox now; True if anything was applied
         since the last settle(), here or by the background drainer (a burst
         worker then claims again instead of exiting)."""
+        while self._busy or self._drain_event.is_set():  # the background round first
+            if self._drainer is None or self._drainer.done():
+                break
+            await asyncio.sleep(0.01)
         self.applied += await drain_outboxes(self.worker.client, self.shardset,
                                              range(self.shardset.count))
-        if self._drainer is not None and self._drain_event.is_set():
-            await asyncio.sleep(0.05)  # let the background drainer finish its round
         changed = self.applied != self._settled_at
         self._settled_at = self.applied
         return changed
