@@ -95,6 +95,7 @@ class TaskManager:
         secret: str | None = None,
         max_payload_bytes: int = 16 * 1024 * 1024,
         events_maxlen: int | None = None,
+        priority_aging_s: float | None = None,
         shards: int | None = None,
     ):
         self.url = resolve_url(url)
@@ -104,6 +105,7 @@ class TaskManager:
             raise ValueError("result_ttl must be >= 0 seconds or None")
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
+        aging = flow.check_priority_aging(priority_aging_s)
         self.result_ttl = None if result_ttl is None else int(result_ttl)
         secret = secret or os.environ.get("TASKMESH_SECRET") or None
         self.secret = secret
@@ -126,6 +128,8 @@ class TaskManager:
                 pass  # checked again when the namespace is first used
         if max_concurrent_tasks is not None:
             self.set_max_concurrent_tasks(max_concurrent_tasks)
+        if aging is not None:  # None leaves the stored setting (like the cap)
+            flow.set_priority_aging(self._client, self.keys, aging)
         if events_maxlen is not None:
             if events_maxlen < 1:
                 raise ValueError("events_maxlen must be >= 1")
@@ -485,6 +489,12 @@ class TaskManager:
         if limit < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
         self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+
+    def set_priority_aging(self, seconds: float | None) -> None:
+        """Anti-starvation for the whole namespace: a QUEUED task is ordered as
+        if enqueued ``priority * seconds`` earlier; None restores strict
+        priority order. Applies at once to tasks already queued."""
+        flow.set_priority_aging(self._client, self.keys, flow.check_priority_aging(seconds))
 
     def set_rate_limit(self, key: str, per_second: float | None, *,
                        burst: int | None = None) -> None:

@@ -7,6 +7,14 @@ backoff until it goes through: a report is never dropped by the worker.
 Re-sending is safe because report.lua is fenced by the claim token: a
 report that did run once answers 'stale' the second time.
 
+The reports of a batch travel as few script calls as possible: with a
+``merge`` function (the worker passes ``Commands.report_many``) up to
+REPORTS_PER_CALL of them go in one report_many.lua call, which applies each
+exactly as its own report.lua call would. That call is what most of a
+no-op task's Redis and worker time went into (see benchmarks/PROFILE.md).
+A merged call that fails as a whole is resent as single reports, so each
+report still gets its own reply (or its own refusal).
+
 A report Redis refuses outright (a result over its ``proto-max-bulk-len``:
 Redis answers a protocol error and drops the connection) must not hold up
 the reports batched with it. A batch that loses its connection while Redis
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import redis.exceptions
 
@@ -31,6 +39,7 @@ from .scripts import Call
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+REPORTS_PER_CALL = 64  # bounds how long one report_many call holds Redis
 PING_TIMEOUT_S = 2.0
 
 
@@ -44,8 +53,10 @@ def _is_refusal(exc: BaseException) -> bool:
 
 
 class Reporter:
-    def __init__(self, client: Any):
+    def __init__(self, client: Any,
+                 merge: Callable[[Sequence[Call]], Call[list[Any]]] | None = None):
         self.client = client
+        self.merge = merge
         self._pending: list[tuple[Call, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -111,7 +122,7 @@ class Reporter:
         strikes = 0
         while True:
             try:
-                results = await scripts.arun_batch(self.client, calls)
+                results = await self._deliver(calls)
             except ServerBusyError as exc:
                 return [exc] * len(calls)
             except CONNECTION_ERRORS as exc:
@@ -132,6 +143,21 @@ class Reporter:
                 continue
             return [ReportRefusedError(f"Redis refused the report: {r}") if _is_refusal(r) else r
                     for r in results]
+
+    async def _deliver(self, calls: list[Call]) -> list[Any]:
+        """One reply per call; several calls go as merged script calls."""
+        if self.merge is None or len(calls) < 2:
+            return await scripts.arun_batch(self.client, calls)
+        chunks = [calls[i:i + REPORTS_PER_CALL] for i in range(0, len(calls), REPORTS_PER_CALL)]
+        merged = await scripts.arun_batch(self.client, [self.merge(chunk) for chunk in chunks])
+        results: list[Any] = []
+        for chunk, reply in zip(chunks, merged):
+            if isinstance(reply, ServerBusyError):  # OOM/BUSY: for every report in it
+                reply = [reply] * len(chunk)
+            elif isinstance(reply, Exception):  # e.g. a refused result: find it one by one
+                reply = await scripts.arun_batch(self.client, chunk)
+            results += reply
+        return results
 
     async def _reachable(self) -> bool:
         try:

@@ -1,6 +1,7 @@
 """Loads the Lua scripts in ``lua/`` and runs them on sync or async clients.
 
-Each script is the shared libraries (prelude, flow) plus its own file, sent
+Each script is the shared libraries (prelude, flow) plus its own file (and
+the files it INCLUDES, as functions), sent
 once per connection pool with SCRIPT LOAD and then called by EVALSHA (SHA
 computed locally, as redis-py's ``register_script`` does). A NOSCRIPT reply
 (Redis restarted, or flushed its script cache) reloads and retries; that is
@@ -39,11 +40,23 @@ class LuaScript:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+# A script that runs another script's body once per item: report_many.lua
+# calls report.lua's body as `report(KEYS, ARGV)`, the parameters shadowing
+# the globals, so report.lua stays the one implementation of a report.
+INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",)}
+
+
 @cache
 def script(name: str) -> LuaScript:
     libraries = "\n".join((LUA_DIR / f"{lib}.lua").read_text() for lib in LIBRARIES)
+    parts = [libraries]
+    for inner in INCLUDES.get(name, ()):
+        body = (LUA_DIR / f"{inner}.lua").read_text()
+        parts.append(f"-- ===== {inner}.lua, as a function =====\n"
+                     f"local function {inner}(KEYS, ARGV)\n{body}\nend")
     body = (LUA_DIR / f"{name}.lua").read_text()
-    return LuaScript(name, f"{libraries}\n-- ===== {name}.lua =====\n{body}")
+    parts.append(f"-- ===== {name}.lua =====\n{body}")
+    return LuaScript(name, "\n".join(parts))
 
 
 def _identity(raw: Any) -> Any:

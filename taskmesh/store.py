@@ -19,7 +19,7 @@ from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
 from .remote import attach
 from .retry_policy import jitter_factor
-from .scripts import Call, Cmd, script
+from .scripts import Call, Cmd, busy_error, script
 
 
 def _s(value: Any) -> str | None:
@@ -202,6 +202,23 @@ class Commands:
              queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
             lambda raw: _s(raw) or "",
         )
+
+    def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
+        """Several :meth:`report` Calls as one script call (report_many.lua
+        runs report.lua's body for each). The reply is one entry per report:
+        its status, or the exception its script raised."""
+        k = self.keys
+        width = len(reports[0].args) - 1
+        args: list[Any] = [self.prefix, width]
+        for call in reports:
+            assert len(call.args) - 1 == width and call.script.name == "report"
+            args += call.args[1:]
+
+        def parse(raw: list) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(reports, raw)]
+
+        return Call(script("report_many"), [k.running, k.stats], args, parse)
 
     def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
               info: dict[str, Any] | None = None) -> Call[RenewResult]:

@@ -127,7 +127,8 @@ def test_task_manager_signatures():
     assert list(init)[1] == "url" and init["url"].default is None
     for name, default in {"namespace": None, "max_concurrent_tasks": None,
                           "result_ttl": 86400, "secret": None,
-                          "max_payload_bytes": 16 * 1024 * 1024}.items():
+                          "max_payload_bytes": 16 * 1024 * 1024,
+                          "priority_aging_s": None}.items():
         assert init[name].kind is inspect.Parameter.KEYWORD_ONLY
         assert init[name].default == default
 
@@ -147,7 +148,7 @@ def test_task_manager_signatures():
     for name in ("execute_task_sync", "wait_for_task_sync", "cancel_task_sync",
                  "get_task_status", "get_task_result", "get_task_error", "get_task_progress",
                  "get_task", "update_task_progress", "register_many", "start_worker",
-                 "set_max_concurrent_tasks", "set_rate_limit", "close"):
+                 "set_max_concurrent_tasks", "set_rate_limit", "set_priority_aging", "close"):
         fn = getattr(taskmesh.TaskManager, name)
         assert callable(fn) and not inspect.iscoroutinefunction(fn), name
     rate = inspect.signature(taskmesh.TaskManager.set_rate_limit).parameters

@@ -1,0 +1,291 @@
+"""Where a no-op task's cost goes, per script and per side, and A/B between trees.
+
+    python -m benchmarks.profile                         # this tree
+    python -m benchmarks.profile --tree /tmp/before --tree .   # A/B, interleaved
+    python -m benchmarks.profile --py-spy /tmp/worker.txt      # + worker stacks
+
+One private redis-server for the whole run (see :mod:`benchmarks.redis_server`).
+Each tree is measured in a child interpreter whose ``PYTHONPATH`` is that
+tree, so its own ``taskmesh`` runs on both sides; trees take turns
+(``--repeat``), and the medians are printed side by side. Because the trees
+share the run, their ratios hold even on a loaded machine; the CPU figures
+(``/proc/<pid>/stat`` and ``INFO commandstats``) are what to compare, the
+rates are indicative only.
+
+Phases, per tree (fresh database each):
+
+* ``register``: ``register_task`` in a loop (one script call per task).
+* ``many``: ``register_many`` (pipelined).
+* ``claim`` / ``report``: the worker's own Calls (``Commands.claim`` for 10
+  at a time, then the reports of those 10 as the reporter sends them: one
+  ``report_many`` call, or 10 ``report`` calls in one pipeline in a tree
+  without it), sent from this process, so each script's cost is measured
+  alone.
+* ``drain``: a real ``taskmesh worker --burst`` drains ``-n`` async no-op
+  tasks; worker and redis-server CPU per task from the first finished task
+  to the last (the benchmark's rows), and the scripts it ran.
+
+For each phase: redis-server CPU per task, the script calls and usec per
+task (``cmdstat_evalsha``), and the top commands run inside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# ---- child: runs inside one tree ---------------------------------------------------
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    import redis
+
+    from taskmesh import TaskManager, scripts
+    from taskmesh.store import Commands
+
+    r = redis.Redis.from_url(args.url)
+    r.flushdb()
+    ns = "prof"
+    tm = TaskManager(args.url, namespace=ns)
+    keys = tm.keys
+    func = "benchmarks.tasks:anoop"
+    out: dict[str, Any] = {}
+
+    def stats() -> dict[str, tuple[int, int]]:
+        raw = r.info("commandstats")
+        return {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in raw.items()}
+
+    def measure(label: str, n: int, fn: Any) -> Any:
+        before, c0, t0, p0 = stats(), cpu_s(args.redis_pid), time.perf_counter(), time.process_time()
+        value = fn()
+        wall, proc = time.perf_counter() - t0, time.process_time() - p0
+        c1, after = cpu_s(args.redis_pid), stats()
+        out[label] = summarize(before, after, n, c1 - c0, wall, proc)
+        return value
+
+    n = args.n
+    measure("register", args.n_single, lambda: [tm.register_task(func) for _ in range(args.n_single)])
+    r.flushdb()
+    measure("many", n, lambda: tm.register_many(func, [()] * n))
+
+    commands = Commands(keys)
+    claimed: list[Any] = []
+
+    def claim_all() -> None:
+        while True:
+            res = scripts.run(r, commands.claim("prof-w", ["default"], 10, 30000, 2))
+            if not res.tasks:
+                return
+            claimed.extend(res.tasks)
+
+    measure("claim", n, claim_all)
+
+    result = tm.codec.encode_result(None)
+
+    def report_all() -> None:
+        for i in range(0, len(claimed), 10):
+            calls = [commands.report(c.id, c.token, "completed", result)
+                     for c in claimed[i:i + 10]]
+            if hasattr(commands, "report_many"):  # as the worker's reporter sends them
+                calls = [commands.report_many(calls)]
+            scripts.run_batch(r, calls)
+
+    measure("report", n, report_all)
+    r.flushdb()
+
+    # The real worker, as the benchmark runs it.
+    tm.register_many(func, [()] * n)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.tree, str(HERE.parent)]))
+    argv = [sys.executable, "-m", "taskmesh", "worker", "--url", args.url, "--namespace", ns,
+            "--concurrency", str(args.concurrency), "--burst"]
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              cwd=args.tree)
+    spy = None
+    try:
+        done = 0
+        while done < 1:
+            done = int(r.hget(keys.stats, "completed") or 0)
+            if worker.poll() is not None:
+                raise SystemExit(f"worker exited early: {worker.stderr.read().decode()[-2000:]}")
+            time.sleep(0.002)
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "--rate", "250",
+                                    "--format", "raw", "-o", args.py_spy, "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        d0, w0, c0, s0, t0 = done, cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
+        while done < n:
+            time.sleep(0.005)
+            done = int(r.hget(keys.stats, "completed") or 0)
+        w1, c1, s1, t1 = cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
+        tasks = done - d0
+        out["drain"] = summarize(s0, s1, tasks, c1 - c0, t1 - t0, None)
+        out["drain"]["worker_us"] = (w1 - w0) * 1e6 / tasks
+        worker.wait(30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if spy is not None:
+            spy.wait(30)
+    tm.close()
+    r.flushdb()
+    return out
+
+
+def summarize(before: dict, after: dict, n: int, redis_cpu: float, wall: float,
+              proc: float | None) -> dict[str, Any]:
+    delta = {}
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls - c0 > 0 and name not in ("info", "hget", "flushdb"):
+            delta[name] = (calls - c0, usec - u0)
+    evalsha = delta.pop("evalsha", (0, 0))
+    inner = sorted(delta.items(), key=lambda kv: -kv[1][1])
+    return {
+        "n": n,
+        "redis_cpu_us": redis_cpu * 1e6 / n,
+        "script_calls": evalsha[0] / n,
+        "script_us": evalsha[1] / n,
+        "inner_us": sum(u for _, (_, u) in inner) / n,
+        "inner": {name: [c / n, u / n] for name, (c, u) in inner},
+        "per_s": n / wall,
+        "client_us": None if proc is None else proc * 1e6 / n,
+    }
+
+
+# ---- parent: one redis, trees in turn --------------------------------------------------
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tree", action="append", help="a checkout to measure (repeatable; default .)")
+    p.add_argument("-n", type=int, default=5000, help="tasks per phase (default 5000)")
+    p.add_argument("--n-single", type=int, default=2000, help="register_task calls (default 2000)")
+    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--py-spy", help="write the worker's raw py-spy stacks here (last tree)")
+    p.add_argument("--json", help="write every run here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--redis-pid", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.tree = args.tree[0]
+        print(json.dumps(child(args)))
+        return
+
+    sys.path.insert(0, str(HERE.parent))
+    from benchmarks.redis_server import RedisServer
+
+    trees = [str(Path(t).resolve()) for t in (args.tree or ["."])]
+    runs: dict[str, list[dict]] = {t: [] for t in trees}
+    with RedisServer() as server:
+        for rep in range(args.repeat):
+            for tree in trees:
+                argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", tree,
+                        "--url", server.url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
+                        "--n-single", str(args.n_single), "--concurrency", str(args.concurrency)]
+                if args.py_spy and rep == args.repeat - 1 and tree == trees[-1]:
+                    argv += ["--py-spy", args.py_spy]
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(HERE.parent)]))
+                res = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tree)
+                if res.returncode:
+                    sys.exit(f"{tree}: {res.stderr[-3000:]}")
+                runs[tree].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                print(f"[{rep + 1}/{args.repeat}] {tree} done", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
+    report(trees, runs)
+    if args.py_spy:
+        print()
+        print_stacks(args.py_spy)
+
+
+def _med(runs: list[dict], phase: str, key: str) -> float | None:
+    vals = [r[phase][key] for r in runs if r[phase].get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
+    names = [Path(t).name or t for t in trees]
+    rows = [
+        ("register_task: redis CPU us/task", "register", "redis_cpu_us"),
+        ("register_task: script us/task", "register", "script_us"),
+        ("register_task: client CPU us/call", "register", "client_us"),
+        ("register_task: calls/s", "register", "per_s"),
+        ("register_many: redis CPU us/task", "many", "redis_cpu_us"),
+        ("register_many: script us/task", "many", "script_us"),
+        ("register_many: client CPU us/task", "many", "client_us"),
+        ("register_many: tasks/s", "many", "per_s"),
+        ("claim (10 at a time): redis CPU us/task", "claim", "redis_cpu_us"),
+        ("claim: script us/task", "claim", "script_us"),
+        ("report (10 per pipeline): redis CPU us/task", "report", "redis_cpu_us"),
+        ("report: script us/task", "report", "script_us"),
+        ("drain: worker CPU us/task", "drain", "worker_us"),
+        ("drain: redis CPU us/task", "drain", "redis_cpu_us"),
+        ("drain: script calls/task", "drain", "script_calls"),
+        ("drain: script us/task", "drain", "script_us"),
+        ("drain: tasks/s", "drain", "per_s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'(medians of %d)' % len(next(iter(runs.values()))):<{width}}  "
+          + "  ".join(f"{n:>12}" for n in names)
+          + ("   ratio" if len(trees) == 2 else ""))
+    for label, phase, key in rows:
+        vals = [_med(runs[t], phase, key) for t in trees]
+        cells = "  ".join(f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in vals)
+        ratio = ""
+        if len(vals) == 2 and vals[0] and vals[1] is not None:
+            ratio = f"   {vals[1] / vals[0]:.2f}"
+        print(f"{label:<{width}}  {cells}{ratio}")
+    for tree, name in zip(trees, names):
+        last = runs[tree][-1]
+        print(f"\n{name}: commands inside the scripts, per task (calls, usec)")
+        for phase in ("register", "claim", "report", "drain"):
+            inner = last[phase]["inner"]
+            top = ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in list(inner.items())[:9])
+            print(f"  {phase:<8} script {last[phase]['script_us']:.1f} us, inner "
+                  f"{last[phase]['inner_us']:.1f} us: {top}")
+
+
+def print_stacks(path: str, top: int = 25) -> None:
+    """Inclusive and self sample shares per function, from py-spy's raw
+    (collapsed) output. Idle samples (the loop waiting in select) included."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    print(f"worker stacks: {total} samples")
+    print("inclusive:")
+    for f, c in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * c / total:5.1f}%  {f}")
+    print("self:")
+    for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * c / total:5.1f}%  {f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+-- report_many.lua: several outcome reports in one call (the reporter sends
+-- every outcome that is ready at once this way, see taskmesh/reporter.py).
+-- KEYS[1] running   KEYS[2] stats
+-- ARGV[1] prefix   ARGV[2] w, the number of report.lua arguments after its
+-- prefix (ARGV[2..] of report.lua: id, claim token, outcome, data, ...)
+-- ARGV[3 ..] w arguments per report, one report after the other
+-- Returns one reply per report: report.lua's own ('stale' when fenced out),
+-- or an error reply for a report whose script raised.
+--
+-- Each report runs report.lua's body unchanged (see INCLUDES in
+-- taskmesh/scripts.py), with its own KEYS (task hash, running, stats) and
+-- ARGV, in order: per-task fencing and transitions are exactly those of one
+-- report.lua call each. Touches what report.lua touches. One failing report
+-- (pcall) does not stop the others, as if each had been its own call; it
+-- leaves what it wrote before raising, as a report.lua call would.
+local width = tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, width do
+  local argv = {ARGV[1]}
+  for j = 0, width - 1 do argv[j + 2] = ARGV[i + j] end
+  local ok, reply = pcall(report, {k_task(ARGV[i]), KEYS[1], KEYS[2]}, argv)
+  if ok then out[#out + 1] = reply
+  else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
+end
+return out
