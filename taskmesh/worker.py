@@ -246,7 +246,9 @@ class Worker:
         self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
-        self.reporter = Reporter(self.client, merge=self.commands.report_many)
+        self.reporter = Reporter(  # merged per shard (the reporter groups by prefix)
+            self.client, merge=lambda calls: self.shardset.for_task(calls[0].args[1])
+            .report_many(calls))
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
                              self._held_snapshot, self._info, self._on_renewed,
