@@ -2,6 +2,7 @@
 
 from .context import TaskContext, current_task
 from .exceptions import (
+    CorruptRecordError,
     DependencyFailedError,
     PayloadDecodeError,
     PayloadTooLargeError,
@@ -25,10 +26,12 @@ from .manager import TaskManager
 from .models import Event, EventType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .periodic import PeriodicInfo
 from .worker import Worker, WorkerHandle, WorkerOptions
+from . import embedded as _embedded  # installs the in-process worker host  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorruptRecordError",
     "DependencyFailedError",
     "Event",
     "EventType",

@@ -35,7 +35,20 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-@click.group()
+class _Group(click.Group):
+    """Any taskmesh error (a corrupted record, Redis out of memory, a bad
+    signature) ends a command with one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .exceptions import TaskmeshError
+
+        try:
+            return super().invoke(ctx)
+        except TaskmeshError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="taskmesh")
 def main() -> None:
     """taskmesh: a distributed task manager backed by Redis."""
@@ -307,7 +320,10 @@ def dashboard(url: str | None, namespace: str | None, host: str, port: int, toke
     from .dashboard import serve
 
     _setup_logging(False)
-    serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
+    try:
+        serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
+    except (ValueError, ConnectionError) as exc:  # bad URL/namespace; a cluster that never answered
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

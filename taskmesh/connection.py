@@ -64,6 +64,32 @@ def is_memory(url: str) -> bool:
     return url.lower().startswith("memory://")
 
 
+def memory_serializes(url: str) -> bool:
+    """``memory://?serialize=1``: round-trip payloads through the codec."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    return any(to_bool(v) for k, v in parse_qsl(query) if k == "serialize")
+
+
+# Namespaces opened on the memory:// store, most recent last: a module-level
+# subscribe() without a URL listens there (the store, not a manager, knows).
+_memory_namespaces: list[str] = []
+
+
+def note_memory_namespace(namespace: str) -> None:
+    with _memory_lock:
+        if namespace in _memory_namespaces:
+            _memory_namespaces.remove(namespace)
+        _memory_namespaces.append(namespace)
+
+
+def memory_default() -> tuple[str, str] | None:
+    """(url, namespace) of the memory:// store when this process uses one."""
+    with _memory_lock:
+        if _memory_server is None or not _memory_namespaces:
+            return None
+        return "memory://", _memory_namespaces[-1]
+
+
 def memory_server() -> Any:
     global _memory_server
     with _memory_lock:

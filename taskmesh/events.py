@@ -23,11 +23,12 @@ import threading
 from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
-from .connection import async_client, resolve_namespace, resolve_url
+from .connection import async_client, memory_default, resolve_namespace, resolve_url
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
 from .pubsub import messages
 from .sharding import channel_patterns, event_id, shard_from_channel
+from .store import field_text
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,13 @@ def decode_message(raw: bytes | str) -> Event | None:
 
 
 def decode_entry(entry_id: bytes | str, fields: dict) -> Event | None:
-    f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-         for k, v in fields.items()}
+    """An Event from a stream entry; None for an entry of another shape.
+    Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
+    record = f"event {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
+    f = {}
+    for k, v in fields.items():
+        name = field_text(record, "<field name>", k) or ""
+        f[name] = field_text(record, name, v)
     try:
         return Event(EventType(f["type"]), f["task_id"], float(f["ts"]),
                      _data(json.loads(f.get("data") or "{}")),
@@ -201,24 +207,18 @@ def _log_failure(task: asyncio.Task) -> None:
 _hubs_lock = threading.Lock()
 _hubs: dict[tuple[str, str], _Hub] = {}
 
-# The most recently created TaskManager's (url, namespace): a module-level
-# subscribe() without url/namespace (and no TASKMESH_* variables) follows it,
-# so the seed example's `subscribe(EventType.X, handler)` listens where `tm`
-# publishes (memory:// included).
-_last_manager: tuple[str, str] | None = None
-
-
-def remember_manager(url: str, namespace: str) -> None:
-    global _last_manager
-    _last_manager = (url, namespace)
-
 
 def _target(url: str | None, namespace: str | None) -> tuple[str, str]:
-    if _last_manager is not None and not os.environ.get("TASKMESH_URL"):
-        if url is None:
-            url = _last_manager[0]
+    """Without a URL or $TASKMESH_URL, a process that uses the memory://
+    store listens there (the seed example's ``subscribe(EventType.X,
+    handler)`` hears its memory:// manager), in the store's most recently
+    opened namespace unless one is given."""
+    if url is None and not os.environ.get("TASKMESH_URL"):
+        memory = memory_default()
+        if memory is not None:
+            url = memory[0]
             if namespace is None and not os.environ.get("TASKMESH_NAMESPACE"):
-                namespace = _last_manager[1]
+                namespace = memory[1]
     return resolve_url(url), validate_namespace(resolve_namespace(namespace))
 
 
@@ -226,7 +226,7 @@ def subscribe(event_type: EventTypes, handler: Handler, *, url: str | None = Non
               namespace: str | None = None) -> Subscription:
     """Calls ``handler(event)`` for each live event of the given type(s)
     (one type, a list, or None for all). Without ``url``: $TASKMESH_URL, else
-    the URL and namespace of this process's most recent TaskManager, else
+    this process's memory:// store if it uses one, else
     redis://localhost:6379/0."""
     if not callable(handler):
         raise TypeError("handler must be callable")

@@ -56,6 +56,7 @@ class Job:
     claimed_at: float = field(default_factory=time.monotonic)
     executed_at: float | None = None  # monotonic time the function started
     error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
+    codec: Any = None  # the Codec its outcome is encoded with (Codec.outcome_codec)
 
     @property
     def queued_locally_ms(self) -> int:

@@ -14,13 +14,14 @@ import os
 import threading
 import weakref
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
 
 from . import scripts
 from .connection import (
     CONNECTION_ERRORS,
     async_client,
     is_memory,
+    note_memory_namespace,
     resolve_namespace,
     resolve_url,
     sync_client,
@@ -33,7 +34,6 @@ from .events import (
     Subscription,
     decode_entry,
     iterate_events,
-    remember_manager,
     subscribe,
 )
 from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
@@ -54,18 +54,49 @@ from .sharding import (
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
-from .serialization import Codec
-from .store import Commands, decode_error
+from .serialization import codec_for
+from .store import Commands, Fields, decode_error
 from .waiters import DoneWaiter
-from .worker import Worker, WorkerHandle, WorkerOptions
 
 log = logging.getLogger(__name__)
 
 REGISTER_BATCH = 1000
 _UNSET: Any = object()
 
-_embedded_lock = threading.Lock()
-_embedded: dict[str, WorkerHandle] = {}
+
+class InProcessWorker(Protocol):
+    """A worker running on a thread of this process (taskmesh.worker.WorkerHandle)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def is_alive(self) -> bool: ...
+
+    def stop(self, timeout: float | None = None) -> bool: ...
+
+
+class WorkerHost(Protocol):
+    """Runs workers inside this process. The producer does not import the
+    worker: :mod:`taskmesh.embedded` (which depends on both) installs the
+    host when the package is imported."""
+
+    def start(self, manager: "TaskManager", options: dict[str, Any]) -> InProcessWorker: ...
+
+    def ensure_embedded(self, manager: "TaskManager") -> None: ...
+
+
+_worker_host: WorkerHost | None = None
+
+
+def install_worker_host(host: WorkerHost) -> None:
+    global _worker_host
+    _worker_host = host
+
+
+def _host() -> WorkerHost:
+    if _worker_host is None:  # only if taskmesh.embedded was never imported
+        raise RuntimeError("no in-process worker host: import taskmesh (not only taskmesh.manager)")
+    return _worker_host
 
 
 # Connections one event loop's async API may hold at once. Waiting is pub/sub
@@ -109,37 +140,59 @@ class TaskManager:
         self.result_ttl = None if result_ttl is None else int(result_ttl)
         secret = secret or os.environ.get("TASKMESH_SECRET") or None
         self.secret = secret
-        self.codec = Codec(
-            secret=secret.encode() if secret else None, max_payload_bytes=max_payload_bytes
+        self.codec = codec_for(
+            self.url, secret=secret.encode() if secret else None,
+            max_payload_bytes=max_payload_bytes,
         )
         self.keys = Keys(self.namespace)  # shard 0 (the only one, unless sharded)
         self.commands = Commands(self.keys)
         self._shardset: ShardSet | None = None  # set once the stored count is known
-        self._client = sync_client(self.url)
+        self._sync_client = sync_client(self.url)
         self._loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = (
             weakref.WeakKeyDictionary()
         )
         self._portal = Portal()
-        self._workers: list[WorkerHandle] = []
-        if self._requested_shards is not None:
-            try:  # a different stored count is an error now, not at first use
-                self._shards()
-            except CONNECTION_ERRORS:
-                pass  # checked again when the namespace is first used
+        self._workers: list[InProcessWorker] = []
         if max_concurrent_tasks is not None:
-            self.set_max_concurrent_tasks(max_concurrent_tasks)
+            check_concurrency_cap(max_concurrent_tasks)
+        if events_maxlen is not None and (isinstance(events_maxlen, bool) or events_maxlen < 1):
+            raise ValueError("events_maxlen must be >= 1")
+        # Nothing touches Redis before the first use (see _client): the
+        # namespace settings given here are written then.
+        settings: list[Callable[[], Any]] = []
+        if max_concurrent_tasks is not None:
+            settings.append(lambda: self.set_max_concurrent_tasks(max_concurrent_tasks))
         if aging is not None:  # None leaves the stored setting (like the cap)
-            flow.set_priority_aging(self._client, self.keys, aging)
+            settings.append(lambda: flow.set_priority_aging(self._sync_client, self.keys, aging))
         if events_maxlen is not None:
-            if events_maxlen < 1:
-                raise ValueError("events_maxlen must be >= 1")
-            for keys in self._shards(fix=True).keys:  # each shard's scripts read their own
-                self._client.hset(keys.config, "events_maxlen", int(events_maxlen))
-        remember_manager(self.url, self.namespace)
+            settings.append(lambda: [  # each shard's scripts read their own config
+                self._sync_client.hset(keys.config, "events_maxlen", int(events_maxlen))
+                for keys in self._shards(fix=True).keys])
         if is_memory(self.url):
-            self._ensure_embedded_worker()
+            note_memory_namespace(self.namespace)  # in-process only: subscribe() finds it
+        self._setup: list[Callable[[], Any]] | None = settings
+        self._setup_lock = threading.Lock()
 
     # ---- plumbing ---------------------------------------------------------------
+    @property
+    def _client(self) -> Any:
+        """The sync client. Its first use (or the first async call) applies
+        the constructor's namespace settings and, for memory://, starts the
+        embedded worker: a manager touches Redis only once it is used."""
+        if self._setup is not None:
+            self._first_use()
+        return self._sync_client
+
+    def _first_use(self) -> None:
+        with self._setup_lock:
+            if self._setup is None:
+                return
+            settings, self._setup = self._setup, None
+            for apply in settings:
+                apply()
+            if is_memory(self.url):
+                _host().ensure_embedded(self)
+
     def _run(self, call: Any) -> Any:
         return scripts.run(self._client, call)
 
@@ -172,6 +225,8 @@ class TaskManager:
         return (await self._ashards()).for_task(task_id)
 
     def _state(self) -> _LoopState:
+        if self._setup is not None:
+            self._first_use()  # once per manager: a short blocking write
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -180,15 +235,6 @@ class TaskManager:
 
     async def _arun(self, call: Any) -> Any:
         return await scripts.arun(self._state().client, call)
-
-    def _ensure_embedded_worker(self) -> None:
-        """memory:// has no separate worker process: run one in this process."""
-        with _embedded_lock:
-            handle = _embedded.get(self.namespace)
-            if handle is None or not handle.is_alive():
-                worker = Worker(WorkerOptions(url=self.url, namespace=self.namespace,
-                                              secret=self.secret, lease_timeout=30.0))
-                _embedded[self.namespace] = WorkerHandle(worker)
 
     # ---- registration -------------------------------------------------------------
     def register_task(
@@ -369,7 +415,8 @@ class TaskManager:
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
             self._cmds(task_id).read_fields(task_id, "progress", "progress_message"))
-        return float(progress or 0.0), message.decode() if message else None
+        f = Fields(f"task {task_id}", {"progress": progress, "progress_message": message})
+        return f.number("progress") or 0.0, f.text("progress_message") or None
 
     def get_task(self, task_id: str) -> TaskInfo:
         info: TaskInfo = self._run(self._cmds(task_id).read_task(task_id))
@@ -484,11 +531,7 @@ class TaskManager:
         if limit is None:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError("max_concurrent_tasks must be an int or None")
-        if limit < 1:
-            raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
-        self._client.hset(self.keys.config, "max_concurrent_tasks", limit)
+        self._client.hset(self.keys.config, "max_concurrent_tasks", check_concurrency_cap(limit))
 
     def set_priority_aging(self, seconds: float | None) -> None:
         """Anti-starvation for the whole namespace: a QUEUED task is ordered as
@@ -505,19 +548,11 @@ class TaskManager:
         flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
-    def start_worker(self, **options: Any) -> WorkerHandle:
+    def start_worker(self, **options: Any) -> InProcessWorker:
         """Runs a worker on a background thread of this process. Options are
         the CLI flags in snake_case (``--import`` as ``imports``, ``import_``
-        or ``**{"import": ...}``)."""
-        for alias in ("import", "import_"):
-            if alias in options:
-                options["imports"] = options.pop(alias)
-        if isinstance(options.get("imports"), str):
-            options["imports"] = [options["imports"]]
-        options.setdefault("url", self.url)
-        options.setdefault("namespace", self.namespace)
-        options.setdefault("secret", self.secret)
-        handle = WorkerHandle(Worker(WorkerOptions(**options)))
+        or ``**{"import": ...}``); see :mod:`taskmesh.embedded`."""
+        handle = _host().start(self, options)
         self._workers.append(handle)
         return handle
 
@@ -530,7 +565,7 @@ class TaskManager:
             if portal_state is not None:
                 self._portal.call(portal_state.close())
         self._portal.close()
-        self._client.close()
+        self._sync_client.close()
 
     def __enter__(self) -> "TaskManager":
         return self
@@ -549,3 +584,11 @@ class TaskManager:
 
     def __repr__(self) -> str:
         return f"TaskManager(url={self.url!r}, namespace={self.namespace!r})"
+
+
+def check_concurrency_cap(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError("max_concurrent_tasks must be an int or None")
+    if limit < 1:
+        raise ValueError(f"max_concurrent_tasks must be >= 1, got {limit}")
+    return limit

@@ -115,6 +115,7 @@ class TaskInfo:
     metadata: dict[str, Any]
     error: TaskError | None
     recoveries: int = 0
+    pending_dependencies: int = 0  # dependencies not COMPLETED yet
 
 
 @dataclass

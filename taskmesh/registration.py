@@ -57,7 +57,7 @@ class TaskOptions:
 # A registration option stored in a new field belongs here too.
 RETRY_COPIED_FIELDS = ("name", "description", "queue", "priority", "executor", "max_retries",
                        "retry_delay", "retry_backoff", "timeout", "tags", "metadata", "payload",
-                       "rate_key")
+                       "rate_key", "retry_on", "retry_jitter")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import importlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import cloudpickle
@@ -41,6 +41,7 @@ from .exceptions import (
 VERSION = 1
 EXT_TUPLE = 1
 EXT_PICKLE = 2
+EXT_REF = 3  # memory:// only: an object kept by reference (ReferenceTable)
 # Each tuple level is one nested msgpack call (C stack); bound it well below
 # where a deep value would overflow the stack and kill the process.
 MAX_TUPLE_DEPTH = 64
@@ -67,9 +68,19 @@ class Codec:
     secret: bytes | None = None
     allow_pickle: bool = True
     max_payload_bytes: int | None = None
+    # memory:// only (see codec_for): objects of this process, resolved by
+    # reference; with by_reference they are also encoded that way (mocks,
+    # closures and local state work, as in the seed's in-process manager).
+    references: "ReferenceTable | None" = None
+    by_reference: bool = False
 
     # ---- encoding -------------------------------------------------------
     def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
+        if self.by_reference and self.references is not None:
+            ref = self.references.ref
+            return self._seal(msgpack.packb(
+                {"f": ref(func), "a": [ref(v) for v in args],
+                 "k": {k: ref(v) for k, v in kwargs.items()}}, use_bin_type=True))
         body = {"f": self._encode_func(func), "a": list(args), "k": kwargs}
         try:
             try:
@@ -94,6 +105,8 @@ class Codec:
         """Runs on a worker: whatever the result's own code raises (SystemExit
         from a ``__reduce__`` included) becomes a SerializationError, so it
         fails that one task instead of ending the worker."""
+        if self.by_reference and self.references is not None:
+            return self._seal(msgpack.packb(self.references.ref(value)), part="result")
         try:
             return self._seal(self._pack(value), part="result")
         except SerializationError:
@@ -233,18 +246,87 @@ class Codec:
             if not self.allow_pickle:
                 raise UnsafePayloadError("pickled payload refused: worker runs with --no-pickle")
             return cloudpickle.loads(data)
+        if code == EXT_REF:
+            if self.references is None:
+                raise PayloadDecodeError("payload refers to an object of a memory:// process")
+            return self.references.resolve(data)
         raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
+
+    def outcome_codec(self, payload: bytes) -> "Codec":
+        """The codec a worker encodes a task's outcome with: by reference when
+        the task came by reference (memory://), else serialized; so a
+        ``memory://?serialize=1`` task round-trips its result too."""
+        if self.references is None:
+            return self
+        by_reference = False
+        try:
+            def note(code: int, data: bytes) -> None:
+                nonlocal by_reference
+                by_reference = by_reference or code == EXT_REF
+
+            msgpack.unpackb(self._open(payload), raw=False, ext_hook=note, strict_map_key=False)
+        except Exception:
+            pass  # decode_task reports what is wrong with it
+        return self if by_reference == self.by_reference else replace(
+            self, by_reference=by_reference)
+
+
+class ReferenceTable:
+    """memory://'s objects kept by reference, one table per process. Entries
+    live as long as the process, as the seed's in-process manager kept every
+    task (a memory:// process is for development and tests). Pickled (a
+    process-executor child), it arrives empty: references do not cross
+    processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[int, Any] = {}
+        self._next = 0
+
+    def ref(self, obj: Any) -> msgpack.ExtType:
+        with self._lock:
+            self._next += 1
+            self._objects[self._next] = obj
+            return msgpack.ExtType(EXT_REF, self._next.to_bytes(8, "big"))
+
+    def resolve(self, data: bytes) -> Any:
+        try:
+            return self._objects[int.from_bytes(data, "big")]
+        except KeyError:
+            raise PayloadDecodeError("memory:// reference unknown in this process (the "
+                                     "process executor needs memory://?serialize=1)") from None
+
+    def __reduce__(self) -> tuple:
+        return (ReferenceTable, ())
+
+
+MEMORY_REFERENCES = ReferenceTable()
+
+
+def codec_for(url: str, **options: Any) -> Codec:
+    """The Codec for a URL: memory:// keeps callables, arguments, results and
+    exceptions by reference (SPEC §16) unless ``?serialize=1`` asks for the
+    real round trip; every other URL serializes."""
+    from .connection import is_memory, memory_serializes
+
+    if is_memory(url):
+        return Codec(references=MEMORY_REFERENCES, by_reference=not memory_serializes(url),
+                     **options)
+    return Codec(**options)
 
 
 class Pickled:
     """Stands in for a pickled value that was deliberately not unpickled."""
 
-    __slots__ = ("size",)
+    __slots__ = ("size", "kind")
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, kind: str = "pickled"):
         self.size = size
+        self.kind = kind
 
     def __repr__(self) -> str:
+        if self.kind != "pickled":
+            return f"<{self.kind}>"
         return f"<pickled, {self.size} bytes>"
 
     def __eq__(self, other: object) -> bool:
@@ -263,6 +345,8 @@ def _preview_hook(code: int, data: bytes) -> Any:
                                          strict_map_key=False))
     if code == EXT_PICKLE:
         return Pickled(len(data))
+    if code == EXT_REF:
+        return Pickled(len(data), "memory:// object")
     raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
 
 

@@ -357,9 +357,10 @@ def combine_metrics(per_shard: list[dict[str, Any]], raws: list[dict[str, Any]])
     ages: dict[str, dict[int, float]] = {}
     for m in per_shard:
         for name, view in m["queues"].items():
-            into = queues.setdefault(name, {"queued": 0, "scheduled": 0, "by_priority": {}})
-            into["queued"] += view["queued"]
-            into["scheduled"] += view["scheduled"]
+            into = queues.setdefault(name, {"by_priority": {}})
+            for field, value in view.items():  # queued, scheduled, rate_limited, ...
+                if isinstance(value, int) and not isinstance(value, bool):
+                    into[field] = into.get(field, 0) + value
             for p, n in view["by_priority"].items():
                 into["by_priority"][p] = into["by_priority"].get(p, 0) + n
         for name, by_p in m.get("oldest_queued_age_s", {}).items():

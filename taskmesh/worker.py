@@ -58,7 +58,7 @@ from .pubsub import messages, stop_listener
 from .remote import pickle_exception
 from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
-from .serialization import Codec, resolve_import, safe_str
+from .serialization import Codec, codec_for, resolve_import, safe_str
 from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork
 from .store import ClaimedTask, Commands
@@ -163,7 +163,8 @@ class Worker:
         # than one brings in the ShardedWork helper (shardwork.py).
         self.shardset = ShardSet(opts.namespace, 1)  # type: ignore[arg-type]
         self._sharded: ShardedWork | None = None
-        self.codec = Codec(
+        self.codec = codec_for(
+            opts.url,  # type: ignore[arg-type]
             secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
             max_payload_bytes=opts.max_payload_bytes,
         )
@@ -457,6 +458,7 @@ class Worker:
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
         func, args, kwargs = self.codec.decode_task(job.claimed.payload)
+        job.codec = self.codec.outcome_codec(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
 
@@ -505,7 +507,7 @@ class Worker:
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
             job.error_pickle = pickle_exception(
-                self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
+                job.codec or self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -513,7 +515,7 @@ class Worker:
             job.error_pickle = result.error_pickle
             return result.kind, result.data, result.retryable
         try:
-            return "completed", self.codec.encode_result(result), False
+            return "completed", (job.codec or self.codec).encode_result(result), False
         except SerializationError as exc:
             return "failed", _error_json(exc, attempt), False
 

@@ -11,7 +11,11 @@ import pytest
 
 from taskmesh import (
     DependencyFailedError,
+    ProcessCrashedError,
     RemoteTaskError,
+    TaskError,
+    TaskmeshError,
+    WorkerLostError,
     TaskManager,
     TaskNotFoundError,
     TaskPage,
@@ -458,3 +462,29 @@ def test_parked_and_delayed_tasks_are_listed(tm, worker_factory):
     assert listed[:4] == parked + [queued_now, delayed]
     assert ids(tm.list_tasks(status=S.QUEUED, queue="default", limit=1, cursor=tm.list_tasks(
         status=S.QUEUED, limit=1).cursor)) == parked[1:]
+
+
+def test_exception_of_a_process_task_is_rebuilt(tm, worker_factory):
+    task_id = tm.register_task(lt.raise_custom, "in a child", 3, executor_type="process")
+    worker_factory("--burst", "--processes", "1").wait(WAIT)
+    exc = tm.get_task_error(task_id).exception()
+    assert type(exc) is lt.CustomError and exc.code == 3
+
+
+@pytest.mark.parametrize("cls", [TaskTimeoutError, WorkerLostError, DependencyFailedError,
+                                 ProcessCrashedError])
+def test_taskmeshs_own_error_types_come_back_as_themselves(cls):
+    exc = TaskError(cls.__name__, "why", "Traceback ...", 2).exception()
+    assert type(exc) is cls and str(exc) == "why"
+    other = TaskError("KeyError", "'k'", None, 1).exception()  # no pickle carried
+    assert isinstance(other, RemoteTaskError) and other.type == "KeyError"
+    assert issubclass(RemoteTaskError, TaskmeshError)
+
+
+def test_retry_copies_flow_options(tm, rds):
+    old = tm.register_task(tasks.fail, "x", rate_key="k", retry_on=(ValueError,),
+                           retry_jitter=True, defer=True)
+    tm.cancel_task_sync(old)
+    new = tm.retry_task(old)
+    for field in (b"rate_key", b"retry_on", b"retry_jitter"):
+        assert rds.hget(tm.keys.task(new), field) == rds.hget(tm.keys.task(old), field) != None
