@@ -172,6 +172,11 @@ class TaskManager:
             note_memory_namespace(self.namespace)  # in-process only: subscribe() finds it
         self._setup: list[Callable[[], Any]] | None = settings
         self._setup_lock = threading.Lock()
+        if self._requested_shards is not None:
+            try:  # a count that differs from the stored one is an error here already
+                self._shards()
+            except CONNECTION_ERRORS:
+                pass  # checked again at first use
 
     # ---- plumbing ---------------------------------------------------------------
     @property
