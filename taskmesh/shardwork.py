@@ -68,7 +68,8 @@ class ShardedWork:
         self.rotation = (self.rotation + 1) % n
         return [(start + i) % n for i in range(min(n, PEEK_WINDOW))]
 
-    async def claim(self, want: int, lease_ms: int, seq_slots: int) -> ClaimResult:
+    async def claim(self, want: int, lease_ms: int, seq_slots: int,
+                    process_slots: int) -> ClaimResult:
         w = self.worker
         shards = self.window()
         keys = self.shardset.keys
@@ -103,10 +104,10 @@ class ShardedWork:
         calls = []
         if target is not None and grant > 0:
             calls.append(self.shardset.commands[target].claim(
-                w.id, queues, grant, lease_ms, seq_slots))
+                w.id, queues, grant, lease_ms, seq_slots, process_slots))
         for s in maintenance:
             if s != target or grant <= 0:
-                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0))
+                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0, 0))
         results = await scripts.arun_batch(w.client, calls) if calls else []
         for res in results:
             if isinstance(res, Exception):
