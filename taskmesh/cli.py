@@ -307,7 +307,10 @@ def dashboard(url: str | None, namespace: str | None, host: str, port: int, toke
     from .dashboard import serve
 
     _setup_logging(False)
-    serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
+    try:
+        serve(url, namespace=namespace, host=host, port=port, token=token, read_only=read_only)
+    except (ValueError, ConnectionError) as exc:  # bad URL/namespace; a cluster that never answered
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

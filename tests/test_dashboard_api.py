@@ -19,7 +19,7 @@ from taskmesh.dashboard.auth import COOKIE_NAME, session_cookie_value
 from taskmesh.dashboard.display import describe_pickle, payload_view, result_view
 from taskmesh.serialization import Codec
 from tests import dashboard_tasks, tasks
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, _free_port
 from tests.dashboard_helpers import DashboardProcess, sse_events
 from tests.helpers import wait_until
 
@@ -435,6 +435,25 @@ def test_redis_down_gives_503_and_a_banner_then_recovers(tmp_path):
         server.cleanup()
 
 
+def test_starts_while_redis_is_down_and_catches_up(tmp_path):
+    server = RedisServer(port=_free_port())
+    proc = DashboardProcess(server.url, "late", logpath=tmp_path / "dash.log")
+    try:
+        with proc.client() as c:
+            assert c.get("/api/metrics").status_code == 503
+            assert "Redis is unavailable" in c.get("/").text
+            server.start()
+            wait_until(lambda: c.get("/api/metrics").status_code == 200, timeout=15,
+                       what="dashboard to reach Redis")
+            with TaskManager(server.url, namespace="late") as tm:
+                with c.stream("GET", "/api/events") as resp:
+                    tid = tm.register_task(tasks.add, 1, 1, defer=True)
+                    assert next(sse_events(resp))["data"]["task_id"] == tid
+    finally:
+        proc.stop()
+        server.cleanup()
+
+
 def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
     """Pub/sub loses what is published while the hub is disconnected: once it
     has resubscribed it ends every stream, and the browser's resume with
@@ -462,3 +481,13 @@ def test_events_published_during_an_outage_reach_sse_clients(tmp_path):
         if proc is not None:
             proc.stop()
         server.cleanup()
+
+
+def test_cli_refuses_a_bad_namespace_without_a_traceback():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "taskmesh", "dashboard", "--namespace", "a b",
+                          "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "namespace" in out.stderr and "Traceback" not in out.stderr

@@ -70,8 +70,8 @@ def progress_value(pg: Any) -> float:
 
 
 def test_overview_loads_without_console_errors(page, wtm, worker_factory, browser_ns):
-    for i in range(12):
-        wtm.register_task(tasks.add, i, i, priority=10 if i % 2 else 0)
+    for i in range(12):  # completions spread over a few seconds, for the chart
+        wtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
     for _ in range(3):
         wtm.register_task(tasks.fail, "for the chart")
     w = worker_factory("--burst", namespace=browser_ns)
@@ -193,3 +193,29 @@ def test_banner_while_redis_is_down_then_recovers(browser, tmp_path):
         if proc is not None:
             proc.stop()
         server.cleanup()
+
+
+def test_token_login_sets_a_cookie_that_pages_and_the_stream_use(browser, redis_server, tmp_path):
+    ns = f"webtok{uuid.uuid4().hex[:8]}"
+    proc = DashboardProcess(redis_server.url, ns, "--token", "let-me-in", "--read-only",
+                            logpath=tmp_path / "dash.log")
+    tm = TaskManager(redis_server.url, namespace=ns)
+    try:
+        context = browser.new_context(base_url=proc.base_url)
+        pg = context.new_page()
+        assert pg.goto("/").status == 401
+        assert pg.goto("/?token=wrong").status == 401
+        resp = pg.goto("/?token=let-me-in")
+        assert resp.status == 200 and pg.url == proc.base_url + "/"
+        assert "let-me-in" not in pg.url
+        tid = tm.register_task(tasks.add, 1, 1, defer=True)
+        assert pg.goto(f"/tasks/{tid}").status == 200
+        assert pg.get_by_role("button", name="Cancel", exact=True).count() == 0  # read-only
+        pg.goto("/events")
+        pg.locator("#feed-state", has_text="Live").wait_for()
+        fresh = tm.register_task(tasks.add, 2, 2, defer=True)
+        pg.locator("#events-feed tbody tr", has_text=fresh).first.wait_for()
+        context.close()
+    finally:
+        tm.close()
+        proc.stop()
