@@ -2,6 +2,7 @@
 
 from .context import TaskContext, current_task
 from .exceptions import (
+    CorruptRecordError,
     DependencyFailedError,
     PayloadDecodeError,
     PayloadTooLargeError,
@@ -30,6 +31,7 @@ from . import embedded as _embedded  # installs the in-process worker host  # no
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorruptRecordError",
     "DependencyFailedError",
     "Event",
     "EventType",

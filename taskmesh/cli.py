@@ -35,7 +35,20 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-@click.group()
+class _Group(click.Group):
+    """Any taskmesh error (a corrupted record, Redis out of memory, a bad
+    signature) ends a command with one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .exceptions import TaskmeshError
+
+        try:
+            return super().invoke(ctx)
+        except TaskmeshError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="taskmesh")
 def main() -> None:
     """taskmesh: a distributed task manager backed by Redis."""

@@ -26,6 +26,7 @@ from .connection import async_client, memory_default, resolve_namespace, resolve
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
 from .pubsub import messages
+from .store import field_text
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,13 @@ def decode_message(raw: bytes | str) -> Event | None:
 
 
 def decode_entry(entry_id: bytes | str, fields: dict) -> Event | None:
-    f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-         for k, v in fields.items()}
+    """An Event from a stream entry; None for an entry of another shape.
+    Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
+    record = f"event {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
+    f = {}
+    for k, v in fields.items():
+        name = field_text(record, "<field name>", k) or ""
+        f[name] = field_text(record, name, v)
     try:
         return Event(EventType(f["type"]), f["task_id"], float(f["ts"]),
                      _data(json.loads(f.get("data") or "{}")),

@@ -15,7 +15,8 @@
     ├── ProcessCrashedError      a process-executor child died mid-task (remote type)
     ├── RemoteTaskError          a task's exception that cannot be rebuilt here
     ├── StoreError               Redis answered something the store cannot use
-    │   └── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
+    │   ├── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
+    │   └── CorruptRecordError   a stored field is unreadable (not UTF-8, not a number)
     └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
 
 The "remote types" are raised inside workers and recorded as a TaskError's
@@ -148,6 +149,18 @@ class ServerBusyError(StoreError):
         self.detail = detail
         what = "is out of memory (maxmemory)" if reason == "oom" else "is busy running a script"
         super().__init__(f"Redis {what}; nothing was changed, retry later ({detail})")
+
+
+class CorruptRecordError(StoreError):
+    """A stored record has a field taskmesh cannot read (written to Redis by
+    something else, or damaged). ``record`` names it (``task <id>``, ``event
+    <stream id>``), ``field`` the field."""
+
+    def __init__(self, record: str, field: str, detail: str):
+        self.record = record
+        self.field = field
+        self.detail = detail
+        super().__init__(f"{record}: field {field!r} is corrupted ({detail})")
 
 
 class TaskmeshConnectionError(TaskmeshError, ConnectionError):

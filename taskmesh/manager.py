@@ -44,7 +44,7 @@ from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
 from .serialization import codec_for
-from .store import Commands, decode_error
+from .store import Commands, Fields, decode_error
 from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,8 @@ class TaskManager:
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
             self.commands.read_fields(task_id, "progress", "progress_message"))
-        return float(progress or 0.0), message.decode() if message else None
+        f = Fields(f"task {task_id}", {"progress": progress, "progress_message": message})
+        return f.number("progress") or 0.0, f.text("progress_message") or None
 
     def get_task(self, task_id: str) -> TaskInfo:
         info: TaskInfo = self._run(self.commands.read_task(task_id))

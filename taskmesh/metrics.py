@@ -10,7 +10,6 @@ list of recent completions.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 from .keys import Keys
@@ -21,15 +20,44 @@ PARKED_PROBE = 100  # parked tasks read per queue for oldest ages
 
 
 def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class _Notes(list):
+    """What metrics had to skip: a counter that is not a number (written by
+    something else, or damaged) counts as 0 and is named here, never a
+    traceback. Shown by every output format."""
+
+    def count(self, value: Any, where: str) -> int:
+        try:
+            return int(_s(value))
+        except ValueError:
+            self.append(f"skipped corrupted counter {where} = {_s(value)[:40]!r}")
+            return 0
+
+    def number(self, value: Any, where: str) -> float | None:
+        try:
+            return float(_s(value))
+        except ValueError:
+            self.append(f"skipped corrupted value {where} = {_s(value)[:40]!r}")
+            return None
 
 
 def _hash(raw: dict) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in (raw or {}).items()}
 
 
+def redis_time(client: Any) -> float:
+    """The Redis server's clock, in epoch seconds: the one the scripts stamp
+    heartbeats, expiries and rate buckets with, so liveness and rates do not
+    depend on the reader's own clock."""
+    sec, usec = client.execute_command("TIME")  # not .time(): the cluster client refuses it
+    return int(sec) + int(usec) / 1e6
+
+
 def collect(client: Any, keys: Keys) -> dict[str, Any]:
-    now = time.time()
+    notes = _Notes()
+    now = redis_time(client)
     queues = sorted(_s(q) for q in client.smembers(keys.queues))
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses that method
@@ -62,7 +90,11 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
         parked = int(raw[pos + 3])  # QUEUED, waiting for a rate-limit token
         depth = int(depth) + parked
         pos += 4
-        by_priority = {int(p): int(n) for p, n in counts.items() if int(n) > 0}
+        by_priority = {}
+        for p, n in counts.items():
+            prio, count = notes.count(p, f"qcount:{q} priority"), notes.count(n, f"qcount:{q}[{p}]")
+            if count > 0:
+                by_priority[prio] = count
         queue_view[q] = {"queued": depth, "scheduled": int(scheduled),
                          "rate_limited": parked,
                          "by_priority": dict(sorted(by_priority.items(), reverse=True))}
@@ -72,17 +104,22 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
     running, waiting, pending = raw[pos:pos + 3]
     completed, failed, cancelled = raw[pos + 3:pos + 6]
     stats, config = _hash(raw[pos + 6]), _hash(raw[pos + 7])
-    runtimes = [float(x) for x in raw[pos + 8]]
+    runtimes = [v for v in (notes.number(x, "runtimes") for x in raw[pos + 8]) if v is not None]
     worker_ids = [_s(w) for w in raw[pos + 9]]
     buckets = [_hash(b) for b in raw[pos + 10:]]
 
-    done_window = sum(int(b.get("completed", 0)) for b in buckets)
-    failed_window = sum(int(b.get("failed", 0)) for b in buckets)
+    done_window = sum(notes.count(b.get("completed", 0), "rate.completed") for b in buckets)
+    failed_window = sum(notes.count(b.get("failed", 0), "rate.failed") for b in buckets)
     finished_window = done_window + failed_window
 
-    _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now)
+    _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now, notes)
     cap = config.get("max_concurrent_tasks")
-    return {
+    totals = {name: notes.count(stats.get(name, 0), f"stats.{name}") for name in
+              ("registered", "completed", "failed", "cancelled", "retried")}
+    recoveries = notes.count(stats.get("recoveries", 0), "stats.recoveries")
+    lease_expiries = notes.count(stats.get("lease_expiries", 0), "stats.lease_expiries")
+    workers = _workers(client, keys, worker_ids, notes)
+    view = {
         "namespace": keys.namespace,
         "timestamp": redis_now,
         "tasks": {
@@ -91,22 +128,25 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
             "failed": int(failed), "cancelled": int(cancelled),
         },
         "queues": queue_view,
-        "workers": _workers(client, keys, worker_ids),
-        "totals": {name: int(stats.get(name, 0)) for name in
-                   ("registered", "completed", "failed", "cancelled", "retried")},
+        "workers": workers,
+        "totals": totals,
         "throughput_per_s": round(done_window / WINDOW_S, 3),
         "runtime_ms": _runtime_summary(runtimes),
-        "max_concurrent_tasks": int(cap) if cap else None,
+        "max_concurrent_tasks": (notes.count(cap, "config.max_concurrent_tasks") or None)
+                                if cap else None,
         "oldest_queued_age_s": {q: v.pop("oldest_age_s") for q, v in queue_view.items()},
         "blocked_on_dependencies": int(waiting),
-        "recoveries": int(stats.get("recoveries", 0)),
-        "lease_expiries": int(stats.get("lease_expiries", 0)),
+        "recoveries": recoveries,
+        "lease_expiries": lease_expiries,
         "failure_rate": round(failed_window / finished_window, 4) if finished_window else 0.0,
     }
+    if notes:  # only when something was skipped: the usual shape is unchanged
+        view["notes"] = list(dict.fromkeys(notes))
+    return view
 
 
 def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
-                     probes: list[tuple[str, int]], now: float) -> None:
+                     probes: list[tuple[str, int]], now: float, notes: _Notes) -> None:
     """Age of the head (oldest in line) of each queue and priority."""
     for q in view:
         view[q]["oldest_age_s"] = {}
@@ -121,12 +161,14 @@ def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
     for head in heads:
         pipe.hget(keys.task(_s(head[0])), "queued_at") if head else pipe.echo("")
     for (q, p), queued_at in zip(probes, pipe.execute()):
-        if queued_at:
-            view[q]["oldest_age_s"][p] = round(max(now - float(queued_at), 0.0), 3)
-    _add_parked_ages(client, keys, view, now)
+        at = notes.number(queued_at, f"queued_at of the head of {q}") if queued_at else None
+        if at is not None:
+            view[q]["oldest_age_s"][p] = round(max(now - at, 0.0), 3)
+    _add_parked_ages(client, keys, view, now, notes)
 
 
-def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float) -> None:
+def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float,
+                     notes: _Notes) -> None:
     """Tasks parked for a rate-limit token are QUEUED too, but out of their
     queue's bands: the first PARKED_PROBE of each lot (the earliest turns,
     so mostly the longest waiting) count towards the oldest ages."""
@@ -145,12 +187,15 @@ def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float) 
     for q, (priority, queued_at) in zip(owners, pipe2.execute()):
         if priority is None or not queued_at:
             continue
+        at = notes.number(queued_at, f"queued_at of a task parked in {q}")
+        if at is None:
+            continue
+        prio = notes.count(priority, f"priority of a task parked in {q}")
         ages = view[q]["oldest_age_s"]
-        age = round(max(now - float(queued_at), 0.0), 3)
-        ages[int(priority)] = max(ages.get(int(priority), 0.0), age)
+        ages[prio] = max(ages.get(prio, 0.0), round(max(now - at, 0.0), 3))
 
 
-def _workers(client: Any, keys: Keys, ids: list[str]) -> list[dict[str, Any]]:
+def _workers(client: Any, keys: Keys, ids: list[str], notes: _Notes) -> list[dict[str, Any]]:
     if not ids:
         return []
     pipe = client.pipeline(transaction=False)
@@ -161,13 +206,18 @@ def _workers(client: Any, keys: Keys, ids: list[str]) -> list[dict[str, Any]]:
         h = _hash(raw)
         if not h:
             continue
+        def num(name: str) -> int:
+            return notes.count(h.get(name, 0), f"worker:{wid}.{name}")
+
+        def when(name: str) -> float:
+            return notes.number(h.get(name) or 0, f"worker:{wid}.{name}") or 0.0
+
         out.append({
-            "id": wid, "host": h.get("host"), "pid": int(h.get("pid", 0)),
+            "id": wid, "host": h.get("host"), "pid": num("pid"),
             "queues": [q for q in h.get("queues", "").split(",") if q],
-            "concurrency": int(h.get("concurrency", 0)), "running": int(h.get("running", 0)),
-            "processed": int(h.get("processed", 0)), "failed": int(h.get("failed", 0)),
-            "started_at": float(h.get("started_at") or 0),
-            "last_heartbeat": float(h.get("last_heartbeat") or 0),
+            "concurrency": num("concurrency"), "running": num("running"),
+            "processed": num("processed"), "failed": num("failed"),
+            "started_at": when("started_at"), "last_heartbeat": when("last_heartbeat"),
         })
     return out
 

@@ -318,12 +318,15 @@ def codec_for(url: str, **options: Any) -> Codec:
 class Pickled:
     """Stands in for a pickled value that was deliberately not unpickled."""
 
-    __slots__ = ("size",)
+    __slots__ = ("size", "kind")
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, kind: str = "pickled"):
         self.size = size
+        self.kind = kind
 
     def __repr__(self) -> str:
+        if self.kind != "pickled":
+            return f"<{self.kind}>"
         return f"<pickled, {self.size} bytes>"
 
     def __eq__(self, other: object) -> bool:
@@ -342,6 +345,8 @@ def _preview_hook(code: int, data: bytes) -> Any:
                                          strict_map_key=False))
     if code == EXT_PICKLE:
         return Pickled(len(data))
+    if code == EXT_REF:
+        return Pickled(len(data), "memory:// object")
     raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
 
 

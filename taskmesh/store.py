@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import msgpack
 
-from .exceptions import StoreError, TaskNotFoundError
+from .exceptions import CorruptRecordError, TaskNotFoundError
 from .keys import Keys
 from .models import TaskError, TaskInfo, TaskStatus
 from .remote import attach
@@ -273,7 +273,7 @@ class Commands:
         def parse(raw: list) -> list[Any]:
             if raw[0] is None:
                 raise TaskNotFoundError(task_id)
-            return [TaskStatus(_str(raw[0])), *raw[1:]]
+            return [field_status(f"task {task_id}", raw[0]), *raw[1:]]
 
         return Cmd(("HMGET", self.keys.task(task_id), "status", *fields), parse)
 
@@ -312,32 +312,79 @@ def _parse_claim(raw: list) -> ClaimResult:
     return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
 
 
-def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
+class Fields:
+    """Reads one stored record's fields, each conversion naming its field:
+    a value written by something else (invalid UTF-8, a non-number) is a
+    CorruptRecordError saying which record and field, never a bare
+    UnicodeDecodeError or ValueError from deep inside a reader."""
+
+    def __init__(self, record: str, h: dict[str, Any]):
+        self.record = record
+        self.h = h
+
+    def text(self, name: str) -> str | None:
+        return field_text(self.record, name, self.h.get(name))
+
+    def number(self, name: str, conv: Callable[[str], Any] = float) -> Any:
+        text = self.text(name)
+        if text in (None, ""):
+            return None
+        try:
+            return conv(text)
+        except ValueError:
+            raise CorruptRecordError(self.record, name, f"not a number: {text!r}") from None
+
+    def json(self, name: str, default: str) -> Any:
+        text = self.text(name) or default
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise CorruptRecordError(self.record, name, f"not JSON: {text[:80]!r}") from None
+
+
+def field_text(record: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, bytes):
+        return str(value)
     try:
-        status = TaskStatus(_str(h.get("status")))
-    except ValueError as exc:
-        raise StoreError(f"task {task_id} has an invalid status") from exc
+        return value.decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(record, name, f"not UTF-8: {exc}") from None
+
+
+def field_status(record: str, value: Any) -> TaskStatus:
+    text = field_text(record, "status", value) or ""
+    try:
+        return TaskStatus(text)
+    except ValueError:
+        raise CorruptRecordError(record, "status", f"not a task status: {text!r}") from None
+
+
+def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
+    f = Fields(f"task {task_id}", h)
+    status = field_status(f.record, h.get("status"))
     error = decode_error(h.get("error"), h.get("error_exc")) if status.is_terminal else None
     return TaskInfo(
         id=task_id,
-        name=_s(h.get("name")) or "",
-        description=_s(h.get("description")) or "",
+        name=f.text("name") or "",
+        description=f.text("description") or "",
         status=status,
-        priority=int(h.get("priority") or 0),
-        queue=_s(h.get("queue")) or "default",
-        executor_type=_s(h.get("executor")) or "async",
-        dependencies=json.loads(h.get("deps") or "[]"),
-        attempts=int(h.get("attempts") or 0),
-        max_retries=int(h.get("max_retries") or 0),
-        worker=_s(h.get("worker")),
-        created_at=_f(h.get("created_at")),
-        started_at=_f(h.get("started_at")),
-        finished_at=_f(h.get("finished_at")),
-        progress=_f(h.get("progress")) or 0.0,
-        progress_message=_s(h.get("progress_message")),
-        tags=json.loads(h.get("tags") or "[]"),
+        priority=f.number("priority", int) or 0,
+        queue=f.text("queue") or "default",
+        executor_type=f.text("executor") or "async",
+        dependencies=f.json("deps", "[]"),
+        attempts=f.number("attempts", int) or 0,
+        max_retries=f.number("max_retries", int) or 0,
+        worker=f.text("worker"),
+        created_at=f.number("created_at"),
+        started_at=f.number("started_at"),
+        finished_at=f.number("finished_at"),
+        progress=f.number("progress") or 0.0,
+        progress_message=f.text("progress_message"),
+        tags=f.json("tags", "[]"),
         metadata=decode_metadata(h.get("metadata")),
         error=error,
-        recoveries=int(h.get("recoveries") or 0),
-        pending_dependencies=int(h.get("pending_deps") or 0),
+        recoveries=f.number("recoveries", int) or 0,
+        pending_dependencies=f.number("pending_deps", int) or 0,
     )

@@ -86,7 +86,8 @@ def metrics_view(m: dict[str, Any]) -> Group:
     runtime = (f"runtime ms: avg {_fmt_ms(rt['avg'])} · p50 {_fmt_ms(rt['p50'])} · "
                f"p95 {_fmt_ms(rt['p95'])} · max {_fmt_ms(rt['max'])}   "
                f"totals: {', '.join(f'{k} {v}' for k, v in m['totals'].items())}")
-    return Group(title, summary, queues, workers, Text(runtime))
+    notes = [Text(f"note: {n}", style="yellow") for n in m.get("notes", ())]  # skipped counters
+    return Group(title, summary, queues, workers, Text(runtime), *notes)
 
 
 def event_line(event: Any) -> Text:

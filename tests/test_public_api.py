@@ -176,3 +176,9 @@ def test_server_busy_error_is_a_store_error():
     """Issue 8: OOM/BUSY replies reach producers as a typed taskmesh error."""
     assert "ServerBusyError" in taskmesh.__all__
     assert issubclass(taskmesh.ServerBusyError, taskmesh.StoreError)
+
+
+def test_corrupt_record_error_is_a_store_error():
+    """Issue 8: unreadable stored fields are a typed error naming the field."""
+    assert "CorruptRecordError" in taskmesh.__all__
+    assert issubclass(taskmesh.CorruptRecordError, taskmesh.StoreError)

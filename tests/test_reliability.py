@@ -7,6 +7,7 @@ redis-server and real ``taskmesh worker`` processes (tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 from taskmesh import (
+    CorruptRecordError,
     SerializationError,
     TaskCancelledError,
     ServerBusyError,
@@ -381,3 +383,76 @@ def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespa
     out = _cli("inspect", "--unpickle", task_id, *common)
     assert out.returncode == 0, out.stderr
     assert marker.exists()  # the explicit flag does unpickle
+
+
+# ---- 14: metrics use Redis TIME, not the reader's clock --------------------------------
+
+def test_metrics_do_not_depend_on_the_readers_clock(tm, worker_factory, monkeypatch):
+    worker_factory("--concurrency", "4")
+    ids = tm.register_many(tasks.add, [(i, i) for i in range(20)])
+    for task_id in ids:
+        tm.wait_for_task_sync(task_id, timeout=WAIT)
+    honest = tm.get_metrics()
+    assert honest["workers"] and honest["throughput_per_s"] > 0
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # the reader's clock is off
+    skewed = tm.get_metrics()
+    assert [w["id"] for w in skewed["workers"]] == [w["id"] for w in honest["workers"]]
+    assert skewed["throughput_per_s"] > 0
+    assert skewed["tasks"]["completed"] == honest["tasks"]["completed"] == 20
+
+
+# ---- 13: corrupted records: typed errors naming the field; metrics skip and say so -----
+
+@pytest.mark.parametrize("field", ["name", "queue", "progress_message", "status", "tags"])
+def test_invalid_utf8_in_a_record_is_a_typed_error_naming_the_field(tm, rds, redis_server,
+                                                                     namespace, field):
+    task_id = tm.register_task(tasks.add, 1, 2, defer=True)
+    rds.hset(Keys(namespace).task(task_id), field, b"\xff\xfe not utf-8")
+    with pytest.raises(CorruptRecordError) as info:
+        tm.get_task(task_id)
+    assert info.value.field == field and task_id in str(info.value)
+    assert isinstance(info.value, StoreError)
+    if field in ("progress_message", "status"):
+        with pytest.raises(CorruptRecordError, match=field):
+            tm.get_task_progress(task_id)
+    out = _cli("inspect", task_id, "--url", redis_server.url, "--namespace", namespace)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "CorruptRecordError" in lines[0] and field in lines[0], out.stderr
+
+
+def test_garbage_number_in_a_record_is_a_typed_error(tm, rds, namespace):
+    task_id = tm.register_task(tasks.add, 1, 2, defer=True)
+    rds.hset(Keys(namespace).task(task_id), "priority", "high")
+    with pytest.raises(CorruptRecordError, match="priority"):
+        tm.get_task(task_id)
+
+
+def test_invalid_utf8_in_an_event_is_a_typed_error(tm, rds, namespace):
+    tm.register_task(tasks.add, 1, 2, defer=True)
+    rds.xadd(Keys(namespace).events, {"type": "TASK_CREATED", "task_id": b"\xff\xfe",
+                                      "ts": "1.0", "data": "{}"})
+    with pytest.raises(CorruptRecordError) as info:
+        tm.get_events()
+    assert info.value.field == "task_id" and info.value.record.startswith("event ")
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--prometheus", None])
+def test_metrics_skip_a_garbage_counter_and_say_so(tm, rds, redis_server, namespace, fmt):
+    tm.register_task(tasks.add, 1, 2, defer=True)
+    k = Keys(namespace)
+    rds.hset(k.stats, "completed", "not-a-number")
+    rds.hset(k.qcount("default"), "5", "garbage")
+    rds.rpush(k.runtimes, "nan?")
+    m = tm.get_metrics()
+    assert m["totals"]["completed"] == 0 and m["totals"]["registered"] == 1
+    assert any("stats.completed" in n for n in m["notes"]), m["notes"]
+    args = ["metrics", "--url", redis_server.url, "--namespace", namespace]
+    out = _cli(*args, *([fmt] if fmt else []))
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "stats.completed" in out.stdout, out.stdout
+    if fmt == "--json":
+        assert json.loads(out.stdout)["notes"]
