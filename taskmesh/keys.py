@@ -39,7 +39,8 @@ tag_expiry             zset    JSON [id, tags] of tagged tasks whose record
                                removes the id from each tag:<tag>)
 qcount:<name>          hash    priority -> number of QUEUED ids (metrics)
 rate:<epoch second>    hash    outcome counts in that second (expire in 120 s)
-runtimes               list    runtime ms of the last 1000 completions
+runtimes               list    runtime ms of the last 1000 completions (newest
+                               first; trimmed back after 100 more)
 resolve                list    "<id>|<status>": dependents still to resolve
 periodic               zset    periodic schedule names; score = next tick (epoch s)
 periodic:<name>        hash    one schedule: cron, every, tz, next_run_at,

@@ -17,6 +17,7 @@ from .keys import Keys
 WINDOW_S = 60
 PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
 PARKED_PROBE = 100  # parked tasks read per queue for oldest ages
+RUNTIME_SAMPLES = 1000  # percentiles over the latest 1000 runtimes, as in prelude.lua
 
 
 def _s(value: Any) -> str:
@@ -73,7 +74,7 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
         pipe.zcount(keys.done(status), f"({int(now * 1000)}", "+inf")
     pipe.hgetall(keys.stats)
     pipe.hgetall(keys.config)
-    pipe.lrange(keys.runtimes, 0, -1)
+    pipe.lrange(keys.runtimes, 0, RUNTIME_SAMPLES - 1)  # the list may run a little longer
     pipe.zrangebyscore(keys.workers, int(now * 1000), "+inf")
     second = int(now)
     for sec in range(second - WINDOW_S + 1, second + 1):

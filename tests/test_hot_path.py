@@ -119,3 +119,25 @@ def test_worker_drains_through_batched_reports(tm, worker_factory):
     worker_factory("--burst", "--concurrency", "50").wait(WAIT)
     assert [tm.get_task_result(i) for i in ids] == [i + 1 for i in range(300)]
     assert tm.get_metrics()["totals"]["completed"] == 300  # each counted once
+
+
+def test_runtimes_and_wake_tokens_stay_bounded(tm, rds):
+    """The runtimes list is trimmed in steps (metrics reads the latest 1000),
+    the wake list stays at its cap, and every outcome's rate bucket expires."""
+    from taskmesh.metrics import RUNTIME_SAMPLES
+
+    commands = Commands(tm.keys)
+    n = RUNTIME_SAMPLES + 150
+    tm.register_many("tests.tasks:add", [(1, 1)] * n)
+    assert rds.llen(tm.keys.wake("default")) == 64  # WAKE_TOKENS + 1
+    claimed = []
+    while len(claimed) < n:
+        claimed += scripts.run(rds, commands.claim("w-test", ["default"], 100, 30_000, 2)).tasks
+    result = tm.codec.encode_result(2)
+    for i in range(0, n, 50):
+        scripts.run(rds, commands.report_many(
+            [commands.report(c.id, c.token, "completed", result) for c in claimed[i:i + 50]]))
+    assert RUNTIME_SAMPLES <= rds.llen(tm.keys.runtimes) <= RUNTIME_SAMPLES + 100
+    assert tm.get_metrics()["runtime_ms"]["p50"] is not None
+    buckets = list(rds.scan_iter(match=f"{tm.keys.prefix}rate:*"))
+    assert buckets and all(0 < rds.ttl(b) <= 120 for b in buckets)

@@ -46,6 +46,7 @@ local WAKE_TOKENS = 63  -- wake lists are trimmed to this many extra tokens
 local MAX_RECOVERIES = 3
 local RATE_WINDOW_S = 120  -- per-second outcome buckets live this long
 local RUNTIME_SAMPLES = 1000  -- recent completion runtimes kept for percentiles
+local RUNTIME_SLACK = 100  -- the runtimes list is trimmed once it is this much longer
 local RESOLVE_BUDGET = 200  -- dependents handled per script call (see resolve())
 -- done:<status> score of a record kept forever: above every expiry in ms, and
 -- + finished ms keeps "most recently finished first" (exact below 2^53).
@@ -87,6 +88,14 @@ end
 
 local function is_terminal(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+-- One wake-up token for the idle workers of queue q. LPUSH answers the
+-- length, so the list is trimmed only when it has grown past its cap.
+local function wake(q)
+  if redis.call('LPUSH', k_wake(q), '1') > WAKE_TOKENS + 1 then
+    redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
+  end
 end
 
 -- Events --------------------------------------------------------------------
@@ -166,13 +175,18 @@ local function enqueue(t, announce)
   if redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id) == 1 then
     redis.call('HINCRBY', k_qcount(t.queue), t.priority, 1)
   end
-  redis.call('LPUSH', k_wake(t.queue), '1')
-  redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
-  redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
-  -- Kept from the first time (like seq): priority aging (flow.lua) ages
-  -- a re-queued task from when it first joined the line.
-  redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
-  redis.call('HDEL', k_task(t.id), 'token')
+  wake(t.queue)
+  -- first_queued_ms is kept from the first time (like seq): priority aging
+  -- (flow.lua) ages a re-queued task from when it first joined the line.
+  -- A task just registered (status 'new') has neither it nor a token.
+  if t.status == 'new' then
+    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s(),
+      'first_queued_ms', now_ms())
+  else
+    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
+    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
+    redis.call('HDEL', k_task(t.id), 'token')
+  end
   t.status = 'queued'
   if announce then emit('TASK_QUEUED', t) end
 end
@@ -189,10 +203,7 @@ local function schedule(t, due_ms)
   redis.call('HSET', k_task(t.id), 'status', 'scheduled')
   redis.call('HDEL', k_task(t.id), 'token')
   t.status = 'scheduled'
-  if redis.call('ZRANGE', key, 0, 0)[1] == t.id then
-    redis.call('LPUSH', k_wake(t.queue), '1')
-    redis.call('LTRIM', k_wake(t.queue), 0, WAKE_TOKENS)
-  end
+  if redis.call('ZRANGE', key, 0, 0)[1] == t.id then wake(t.queue) end
 end
 
 -- A task whose dependencies are done (or that has none) may run: QUEUED, or
@@ -229,8 +240,10 @@ local function mark_terminal(t, status, fields, data, quiet)
   redis.call('ZADD', k_done(status), string.format('%.0f', score), t.id)
   redis.call('HINCRBY', K_STATS, status, 1)
   local rate_key = k_rate(math.floor(now_ms() / 1000))
-  redis.call('HINCRBY', rate_key, status, 1)
-  redis.call('EXPIRE', rate_key, RATE_WINDOW_S)
+  -- The bucket's expiry is set when it is created (its first outcome).
+  if redis.call('HINCRBY', rate_key, status, 1) == 1 then
+    redis.call('EXPIRE', rate_key, RATE_WINDOW_S)
+  end
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end
@@ -271,10 +284,7 @@ local function resolve(stack)
         end
       end
       -- Wake idle workers so the rest is resolved promptly.
-      for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
-        redis.call('LPUSH', k_wake(q), '1')
-        redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
-      end
+      for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do wake(q) end
       return
     end
   end

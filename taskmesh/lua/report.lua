@@ -47,8 +47,9 @@ end
 
 if outcome == 'completed' and not cancel_requested then
   local runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)
-  redis.call('LPUSH', K_RUNTIMES, runtime_ms)
-  redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
+  if redis.call('LPUSH', K_RUNTIMES, runtime_ms) > RUNTIME_SAMPLES + RUNTIME_SLACK then
+    redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
+  end
   finish(t, 'completed', {'result', ARGV[5]}, {attempt = tonumber(t.attempts),
     worker = t.worker, runtime_ms = runtime_ms})
   return 'completed'
