@@ -4,7 +4,8 @@ Nothing here scans tasks: per-status counts come from the status homes
 (queues, running, done:* indexes, which the reaper prunes as records
 expire), per-priority queue depth from ``qcount:<queue>``, throughput and
 failure rate from per-second ``rate:*`` buckets, runtimes from a capped
-list of recent completions.
+list of recent completions. QUEUED tasks parked for a rate-limit token
+(``parked:<queue>``) count as queued; ``rate_limited`` says how many.
 """
 
 from __future__ import annotations

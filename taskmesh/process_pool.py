@@ -32,6 +32,8 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -56,6 +58,7 @@ SPAWN_RETRY_MAX_S = 30.0
 READY_TIMEOUT_S = 30.0
 CLOSE_WAIT_S = 1.0
 SEND_ATTEMPTS = 3
+CHILD_NAME = "taskmesh-process-child"
 
 
 def _mp_context() -> Any:
@@ -64,6 +67,21 @@ def _mp_context() -> Any:
         ctx.set_forkserver_preload(["taskmesh.process_child"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+@functools.cache
+def _kill_children_at_exit() -> None:
+    """Children ignore SIGTERM, so multiprocessing's own exit handler (which
+    terminates daemonic children, then joins them) would wait for them
+    forever if one outlived its pool (a worker whose loop ended while a
+    replacement was starting). Registered after multiprocessing's, this
+    runs first and SIGKILLs them."""
+    def kill() -> None:
+        for proc in multiprocessing.active_children():
+            if proc.name == CHILD_NAME:
+                proc.kill()
+
+    atexit.register(kill)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -191,9 +209,11 @@ class ProcessPool:
         self.codec = codec
         self._children: set[Child] = set()
         self._starting = 0
+        self._spawns: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Queue[Child] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._draining = False  # the worker is stopping: replace no child
         self._spawn_delay = SPAWN_RETRY_S
 
     @property
@@ -220,10 +240,7 @@ class ProcessPool:
         (the child is killed in all three cases)."""
         loop = asyncio.get_running_loop()
         for tries in range(SEND_ATTEMPTS):
-            child = await self._acquire()
-            if job.cancel_reason is not None:  # cancelled while waiting for a child
-                self._release(child)
-                raise asyncio.CancelledError
+            child = await self._acquire_for(job)
             attempt = _Attempt(job, child, loop)
             child.attempt = attempt
             frame = pack("run", job.id, job.claimed.attempt, job.claimed.name,
@@ -282,6 +299,30 @@ class ProcessPool:
                         _describe_exit(code))
         self._retire(child)
 
+    async def _acquire_for(self, job: "Job") -> Child:
+        """Waits for an idle child. Until one is free, ``job.execution`` is
+        a gate that Job.request_cancel cancels, so a task cancelled while it
+        waits ends at once instead of when some child frees up."""
+        if job.cancel_reason is not None:
+            raise asyncio.CancelledError
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        job.execution = gate
+        getter = asyncio.ensure_future(self._acquire())
+        try:
+            waiting: set[asyncio.Future[Any]] = {getter, gate}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the runner was cancelled (shutdown)
+            gate.cancel()
+            raise
+        finally:
+            if not getter.done():
+                getter.cancel()  # a cancelled Queue.get leaves the child queued
+            elif gate.done() and not getter.cancelled() and getter.exception() is None:
+                self._release(getter.result())  # got one, but no longer wanted
+        if gate.done():
+            raise asyncio.CancelledError
+        return getter.result()
+
     # ---- children ----------------------------------------------------------------
     async def _acquire(self) -> Child:
         if self._idle is None:
@@ -312,9 +353,12 @@ class ProcessPool:
         self._top_up()
 
     def _top_up(self) -> None:
-        while not self._closing and len(self._children) + self._starting < self.size:
+        while (not self._closing and not self._draining
+               and len(self._children) + self._starting < self.size):
             self._starting += 1
-            asyncio.get_running_loop().create_task(self._spawn(), name="taskmesh-proc-spawn")
+            task = asyncio.get_running_loop().create_task(self._spawn(), name="taskmesh-proc-spawn")
+            self._spawns.add(task)
+            task.add_done_callback(self._spawns.discard)
 
     async def _spawn(self) -> None:
         try:
@@ -337,11 +381,12 @@ class ProcessPool:
         self._idle.put_nowait(child)
 
     def _start_child(self) -> Child:
+        _kill_children_at_exit()
         ctx = _mp_context()
         ours, theirs = ctx.Pipe(duplex=True)
         # daemon: multiprocessing kills it if the interpreter exits without close().
         proc = ctx.Process(target=serve, args=(theirs, self.codec), daemon=True,
-                           name="taskmesh-process-child")
+                           name=CHILD_NAME)
         try:
             proc.start()
         finally:
@@ -361,10 +406,17 @@ class ProcessPool:
                 "level with `if __name__ == '__main__':`")
         return Child(self, proc, ours)
 
+    def drain(self) -> None:
+        """The worker stops claiming: children that end now are not replaced
+        (the tasks still waiting for one are handed back after the grace)."""
+        self._draining = True
+
     async def close(self) -> None:
         """Stops every child: idle ones exit when their pipe closes, anything
         still running is killed (its task was already handed back)."""
         self._closing = True
+        if self._spawns:  # a child still starting is stopped as soon as it is up
+            await asyncio.wait(set(self._spawns), timeout=READY_TIMEOUT_S)
         children = list(self._children)
         for child in children:
             if child.attempt is not None:

@@ -174,13 +174,14 @@ class Commands:
 
     # ---- worker-side state changes ---------------------------------------
     def claim(
-        self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int
+        self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int,
+        process_slots: int,
     ) -> Call[ClaimResult]:
         k = self.keys
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
-            [self.prefix, worker_id, count, lease_ms, seq_slots, *queues],
+            [self.prefix, worker_id, count, lease_ms, seq_slots, process_slots, *queues],
             _parse_claim,
         )
 

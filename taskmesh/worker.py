@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
 SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
+PROCESS_LANE_PER_CHILD = 2  # likewise, per process-executor child
 PROGRESS_PAUSE_S = 0.5  # after a failed progress write, coalesce locally this long
 PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
 
@@ -163,6 +164,8 @@ class Worker:
             max_payload_bytes=opts.max_payload_bytes,
         )
         self.lease_ms = int(opts.lease_timeout * 1000)
+        # Starts no process until the first process task (process_pool.py).
+        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
@@ -222,6 +225,7 @@ class Worker:
         if not self._stopping:
             log.info("worker %s stopping: no new claims, %d running", self.id, len(self._active))
             self._stopping = True
+            self.process_pool.drain()
             if self._slot_freed is not None:
                 self._slot_freed.set()
             if self._idle_wait is not None:
@@ -237,8 +241,6 @@ class Worker:
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
-        # Starts no process until the first process task (process_pool.py).
-        self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
         self.reporter = Reporter(self.client, merge=self.commands.report_many)
@@ -303,7 +305,8 @@ class Worker:
             want = min(free, CLAIM_BATCH)
             try:
                 res = await scripts.arun(self.client, self.commands.claim(
-                    self.id, self.options.queues, want, self.lease_ms, self._sequential_slots()))
+                    self.id, self.options.queues, want, self.lease_ms, self._sequential_slots(),
+                    self._process_slots()))
             except ServerBusyError as exc:
                 self._note_busy(exc)
                 await asyncio.sleep(delay)
@@ -336,6 +339,12 @@ class Worker:
     def _sequential_slots(self) -> int:
         busy = sum(1 for j in self._active.values() if j.claimed.executor == "sequential")
         return max(SEQUENTIAL_LANE - busy, 0)
+
+    def _process_slots(self) -> int:
+        """One running and at most one waiting process task per child: more
+        would sit here while another worker's children are idle."""
+        busy = sum(1 for j in self._active.values() if j.claimed.executor == "process")
+        return max(PROCESS_LANE_PER_CHILD * (self.options.processes or 1) - busy, 0)
 
     async def _wait_slot(self, timeout: float | None) -> None:
         assert self._slot_freed is not None

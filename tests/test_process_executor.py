@@ -202,6 +202,36 @@ def test_cancel_of_a_running_task_kills_its_child(tm, worker_factory, tmp_path):
     assert worker.returncode is None
 
 
+def test_cancel_of_a_task_waiting_for_a_child_ends_it_at_once(tm, worker_factory, tmp_path):
+    worker_factory("--processes", "1")
+    pidfile = tmp_path / "busy.pid"
+    busy = tm.register_task(pt.sleep_in_c, 600, str(pidfile), executor_type=P)
+    child_pid = _read_pid(pidfile)
+    waiting = tm.register_task(pt.sleep_in_c, 600, executor_type=P)
+    wait_until(lambda: tm.get_task_status(waiting) is TaskStatus.RUNNING, timeout=WAIT,
+               what="the second task to be claimed (it waits for the only child)")
+    assert tm.cancel_task_sync(waiting) is True
+    with pytest.raises(TaskCancelledError):
+        tm.wait_for_task_sync(waiting, timeout=10)  # not when the busy child frees up
+    assert _pid_alive(child_pid)  # the running task's child was left alone
+    assert tm.get_task_status(busy) is TaskStatus.RUNNING
+    tm.cancel_task_sync(busy)
+    with pytest.raises(TaskCancelledError):
+        tm.wait_for_task_sync(busy, timeout=WAIT)
+
+
+def test_sigterm_hands_a_running_process_task_back_and_kills_its_child(tm, worker_factory,
+                                                                       tmp_path):
+    worker = worker_factory("--processes", "1", grace_period=0.5)
+    pidfile = tmp_path / "long.pid"
+    task_id = tm.register_task(pt.sleep_in_c, 600, str(pidfile), executor_type=P)
+    child_pid = _read_pid(pidfile)
+    worker.terminate()
+    assert worker.wait(WAIT) == 0
+    assert tm.get_task_status(task_id) is TaskStatus.QUEUED  # handed back, not failed
+    wait_until(lambda: not _pid_alive(child_pid), timeout=5, what="the child to be killed")
+
+
 # ---- crashes ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("crash, detail", [
@@ -333,6 +363,25 @@ def test_children_start_only_for_the_first_process_task(tm, worker_factory):
     assert _descendants(worker.pid) == set()  # a worker that runs no process task pays nothing
     res = tm.wait_for_task_sync(tm.register_task(pt.whoami, executor_type=P), timeout=WAIT)
     assert res["pid"] in _descendants(worker.pid)
+
+
+def test_a_worker_claims_at_most_two_process_tasks_per_child(tm, worker_factory):
+    """Tasks beyond its children stay QUEUED for other workers instead of
+    waiting inside a busy one (one running + one waiting per child)."""
+    ids = [tm.register_task(pt.sleep_in_c, 1.0, executor_type=P) for _ in range(8)]
+    first = worker_factory("--processes", "1", "--concurrency", "10")
+    wait_until(lambda: sum(tm.get_task_status(i) is TaskStatus.RUNNING for i in ids) == 2,
+               timeout=WAIT, what="the first worker to claim")
+    # other executors still fill the remaining slots
+    other = tm.register_task(pt.whoami, executor_type="thread_pool")
+    assert tm.wait_for_task_sync(other, timeout=WAIT)["pid"] == first.pid
+    statuses = [tm.get_task_status(i) for i in ids]
+    assert statuses.count(TaskStatus.RUNNING) <= 2 and statuses.count(TaskStatus.QUEUED) >= 5
+    worker_factory("--processes", "2", "--concurrency", "10")
+    for i in ids:
+        assert tm.wait_for_task_sync(i, timeout=WAIT) == "woke"
+    workers = {tm.get_task(i).worker for i in ids}
+    assert len(workers) == 2  # the second worker took its share
 
 
 def test_sigterm_stops_the_worker_and_its_children(tm, worker_factory):

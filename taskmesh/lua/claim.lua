@@ -1,11 +1,12 @@
 -- claim.lua: atomically move up to N queued tasks into RUNNING for a worker.
 -- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
--- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6..] queue names
+-- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6] free process slots
+-- ARGV[7..] queue names
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
--- flags: 'c' = cluster cap reached, 'l' = skipped sequential tasks (lane
--- full), 'q' = tasks still queued (or dependency resolution still pending). next_due_ms: ms until the next SCHEDULED
+-- flags: 'c' = cluster cap reached, 'l' = skipped sequential or process
+-- tasks (that local lane is full), 'q' = tasks still queued (or dependency resolution still pending). next_due_ms: ms until the next SCHEDULED
 -- task of these queues is due or a parked task's token turn comes, -1 if none.
 --
 -- First continues pending dependency resolution (bounded, see resolve() in
@@ -22,9 +23,10 @@
 -- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
 -- (listing indexes, written with the homes).
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local seq_slots = tonumber(ARGV[5])
+-- Executors with a local lane the worker must not over-claim for.
+local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local queues = {}
-for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 7, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 local unresolved = resolve_pending()
 
@@ -67,7 +69,7 @@ while claimed < want and park_budget > 0 do
     local t = load(c.id)
     if not t then
       redis.call('ZREM', k_queue(c.q), c.id)
-    elseif t.executor == 'sequential' and seq_slots <= 0 then
+    elseif lane_slots[t.executor] and lane_slots[t.executor] <= 0 then
       if not string.find(flags, 'l') then flags = flags .. 'l' end
     else
       local wait = t.rate_key and take_token(t.rate_key, t.id) or 0
@@ -75,7 +77,7 @@ while claimed < want and park_budget > 0 do
         park(t, wait)
         parked, park_budget = parked + 1, park_budget - 1
       else
-        if t.executor == 'sequential' then seq_slots = seq_slots - 1 end
+        if lane_slots[t.executor] then lane_slots[t.executor] = lane_slots[t.executor] - 1 end
         leave(t)
         local token = redis.call('INCR', KEYS[3])
         local attempt = tonumber(t.attempts) + 1
