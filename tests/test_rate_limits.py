@@ -110,9 +110,9 @@ def test_removing_the_limit_releases_waiting_tasks(tm, redis_server, namespace, 
     tm.set_rate_limit("gate", None)
     # ...and run at once when the limit goes, without waiting out their turns.
     for t in ids:
-        tm.wait_for_task_sync(t, timeout=3)
+        tm.wait_for_task_sync(t, timeout=4)  # their next turns were 5 s apart
     starts = _starts(tm, ids)
-    assert starts[-1] - starts[1] < 1.0
+    assert starts[-1] - starts[1] < 2.0
     assert tm.get_metrics()["queues"]["default"]["rate_limited"] == 0
 
 
