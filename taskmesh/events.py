@@ -20,12 +20,14 @@ import os
 import json
 import logging
 import threading
+from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
 from .connection import async_client, memory_default, resolve_namespace, resolve_url
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
 from .pubsub import messages
+from .sharding import channel_patterns, event_id, shard_from_channel
 from .store import field_text
 
 log = logging.getLogger(__name__)
@@ -91,12 +93,17 @@ async def iterate_events(
         log.warning("live events may have been missed while Redis was unreachable: "
                     "use get_events(since=...) to replay them")
 
-    stream = messages(client, channels=[keys.events_channel], label="event listener",
-                      on_subscribed=on_subscribed, on_reconnect=reconnected, stop=stop)
-    async for _, data in stream:
+    # Shard 0's channel, and a pattern for the other shards' (whose count a
+    # listener never needs to know: it may start before the namespace is used).
+    stream = messages(client, channels=[keys.events_channel],
+                      patterns=channel_patterns(keys.namespace, "events")[1:],
+                      label="event listener", on_subscribed=on_subscribed,
+                      on_reconnect=reconnected, stop=stop)
+    async for channel, data in stream:
         event = decode_message(data)
         if event is not None and (wanted is None or event.type in wanted):
-            yield event
+            shard = shard_from_channel(keys.namespace, channel)
+            yield replace(event, id=event_id(shard, event.id or ""))
 
 
 class Subscription:

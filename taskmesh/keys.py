@@ -2,7 +2,9 @@
 
 Every key of a namespace starts with ``taskmesh:{<namespace>}:`` — the braces
 are a Redis Cluster hash tag, so all keys of one namespace live in one slot and
-every Lua script touching them runs on one node.
+every Lua script touching them runs on one node. A sharded namespace (SPEC
+§14) has one such prefix per shard (see :class:`Keys` and
+:mod:`taskmesh.sharding`); every family below exists once per shard.
 
 Scripts get the fixed keys they touch through ``KEYS`` and the prefix as
 ``ARGV[1]``; keys that depend on data (another task's hash, a dependents set)
@@ -57,6 +59,12 @@ ratebucket:<rate key>  hash    token bucket of a limited rate key: tokens, ts
                                (ms of the last refill), parked (ids waiting)
 seq                    string  global FIFO sequence counter
 claims                 string  claim-token counter (fencing)
+outbox                 list    cross-shard deliveries still to apply, JSON
+                               [parent id, parent status, shard, dependent id]
+rdeps:<id>             set     "<shard>|<id>": dependents of <id> in other shards
+applied:<id>           set     parents whose outcome <id> already applied (once)
+early:<id>             hash    parent -> status delivered before <id> existed
+capres                 hash    worker id -> cap slots held (shard 0, shards > 1)
 events                 stream  capped replay of every event
 events (channel)       pubsub  every event, JSON
 done:<id> (channel)    pubsub  terminal status of one task, for waiters
@@ -111,11 +119,17 @@ def validate_rate_key(rate_key: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
+    """The keys of one shard of a namespace. Shard 0 (and every unsharded
+    namespace) uses the hash tag ``{namespace}``; shard i > 0 of a sharded
+    namespace uses the tag :func:`taskmesh.sharding.shard_tags` picked for it
+    (``namespace:i:j``), so each shard is one slot of its own."""
+
     namespace: str
+    shard_tag: str | None = None  # the hash tag; None is the namespace itself
 
     @property
     def prefix(self) -> str:
-        return f"taskmesh:{{{self.namespace}}}:"
+        return f"taskmesh:{{{self.shard_tag or self.namespace}}}:"
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -162,6 +176,22 @@ class Keys:
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
 
+    def rdeps(self, task_id: str) -> str:
+        return f"{self.prefix}rdeps:{task_id}"
+
+    def applied(self, task_id: str) -> str:
+        return f"{self.prefix}applied:{task_id}"
+
+    def early(self, task_id: str) -> str:
+        return f"{self.prefix}early:{task_id}"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"
+
+    @property
+    def capres(self) -> str:
+        return f"{self.prefix}capres"
     def periodic_schedule(self, name: str) -> str:
         return f"{self.prefix}periodic:{name}"
 

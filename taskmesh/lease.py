@@ -21,7 +21,8 @@ from typing import Any, Callable
 from . import scripts
 from .connection import CONNECTION_ERRORS
 from .exceptions import ServerBusyError
-from .store import Commands
+from .sharding import ShardSet, shards_call
+from .store import Commands, RenewResult
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class LeaseKeeper(threading.Thread):
         held: Callable[[], dict[str, str]],
         info: Callable[[], dict[str, Any]],
         on_renewed: Callable[[list[str], list[str]], None],
+        shards: Callable[[], ShardSet] | None = None,
+        on_shards: Callable[[int], None] | None = None,
     ):
         super().__init__(name=f"taskmesh-lease-{worker_id}", daemon=True)
         self.client = client
@@ -50,6 +53,8 @@ class LeaseKeeper(threading.Thread):
         self.held = held
         self.info = info
         self.on_renewed = on_renewed
+        self.shards = shards
+        self.on_shards = on_shards
         self.stopped = threading.Event()
         self._redis_down = False
         self._reap_after = 0.0  # monotonic time before which this keeper does not reap
@@ -57,12 +62,18 @@ class LeaseKeeper(threading.Thread):
     def beat(self) -> bool:
         """One renewal + reaper pass. Returns False if Redis was unreachable."""
         try:
-            renewed = scripts.run(
-                self.client,
-                self.commands.renew(self.worker_id, self.lease_ms, self.held(), self.info()),
-            )
-            if time.monotonic() >= self._reap_after:
-                scripts.run(self.client, self.commands.recover())
+            shardset = self.shards() if self.shards is not None else None
+            if shardset is None or shardset.count == 1:
+                renewed = scripts.run(
+                    self.client,
+                    self.commands.renew(self.worker_id, self.lease_ms, self.held(), self.info()),
+                )
+                if time.monotonic() >= self._reap_after:
+                    scripts.run(self.client, self.commands.recover())
+            else:
+                renewed = self._beat_shards(shardset)
+            if self.on_shards is not None:  # SPEC §14: read at every heartbeat
+                self.on_shards(scripts.run(self.client, shards_call(self.commands.keys)))
         except (*CONNECTION_ERRORS, ServerBusyError) as exc:
             # OOM/BUSY: renew.lua is refused, but so is every other worker's
             # recover.lua, so no lease is taken over meanwhile; afterwards the
@@ -80,6 +91,30 @@ class LeaseKeeper(threading.Thread):
         if renewed.lost or renewed.cancel_requested:
             self.on_renewed(renewed.lost, renewed.cancel_requested)
         return True
+
+    def _beat_shards(self, shardset: ShardSet) -> RenewResult:
+        """Renews on shard 0 (the worker's registry entry) and on every shard
+        holding one of its tasks, then reaps every shard: one pipeline each."""
+        by_shard: dict[int, dict[str, str]] = {0: {}}
+        for task_id, token in self.held().items():
+            by_shard.setdefault(shardset.of(task_id), {})[task_id] = token
+        info = self.info()
+        calls = [shardset.commands[s].renew(self.worker_id, self.lease_ms, held,
+                                            info if s == 0 else None)
+                 for s, held in sorted(by_shard.items())]
+        renewals = scripts.run_batch(self.client, calls)
+        if time.monotonic() >= self._reap_after:
+            for res in scripts.run_batch(self.client, [c.recover() for c in shardset.commands]):
+                if isinstance(res, Exception):
+                    raise res
+        lost: list[str] = []
+        cancels: list[str] = []
+        for res in renewals:
+            if isinstance(res, Exception):
+                raise res
+            lost += res.lost
+            cancels += res.cancel_requested
+        return RenewResult(lost, cancels)
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):

@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
 
 from . import scripts
 from .connection import (
+    CONNECTION_ERRORS,
     async_client,
     is_memory,
     note_memory_namespace,
@@ -40,6 +41,16 @@ from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
 from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .periodic import PeriodicInfo
+from .sharding import (
+    ShardSet,
+    combine_metrics,
+    drain_outboxes,
+    event_id,
+    link_dependencies,
+    read_events,
+    shards_call,
+    validate_shards,
+)
 from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
@@ -116,8 +127,10 @@ class TaskManager:
         max_payload_bytes: int = 16 * 1024 * 1024,
         events_maxlen: int | None = None,
         priority_aging_s: float | None = None,
+        shards: int | None = None,
     ):
         self.url = resolve_url(url)
+        self._requested_shards = validate_shards(shards)
         self.namespace = validate_namespace(resolve_namespace(namespace))
         if result_ttl is not None and (isinstance(result_ttl, bool) or result_ttl < 0):
             raise ValueError("result_ttl must be >= 0 seconds or None")
@@ -131,8 +144,9 @@ class TaskManager:
             self.url, secret=secret.encode() if secret else None,
             max_payload_bytes=max_payload_bytes,
         )
-        self.keys = Keys(self.namespace)
+        self.keys = Keys(self.namespace)  # shard 0 (the only one, unless sharded)
         self.commands = Commands(self.keys)
+        self._shardset: ShardSet | None = None  # set once the stored count is known
         self._sync_client = sync_client(self.url)
         self._loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = (
             weakref.WeakKeyDictionary()
@@ -151,12 +165,18 @@ class TaskManager:
         if aging is not None:  # None leaves the stored setting (like the cap)
             settings.append(lambda: flow.set_priority_aging(self._sync_client, self.keys, aging))
         if events_maxlen is not None:
-            settings.append(lambda: self._sync_client.hset(
-                self.keys.config, "events_maxlen", int(events_maxlen)))
+            settings.append(lambda: [  # each shard's scripts read their own config
+                self._sync_client.hset(keys.config, "events_maxlen", int(events_maxlen))
+                for keys in self._shards(fix=True).keys])
         if is_memory(self.url):
             note_memory_namespace(self.namespace)  # in-process only: subscribe() finds it
         self._setup: list[Callable[[], Any]] | None = settings
         self._setup_lock = threading.Lock()
+        if self._requested_shards is not None:
+            try:  # a count that differs from the stored one is an error here already
+                self._shards()
+            except CONNECTION_ERRORS:
+                pass  # checked again at first use
 
     # ---- plumbing ---------------------------------------------------------------
     @property
@@ -180,6 +200,34 @@ class TaskManager:
 
     def _run(self, call: Any) -> Any:
         return scripts.run(self._client, call)
+
+    def _shards(self, fix: bool = False) -> ShardSet:
+        """The namespace's shards. ``fix`` (first registration or settings
+        write) stores the count if nothing is stored yet; otherwise an unused
+        namespace reads as the requested count (or 1) without fixing it."""
+        if self._shardset is None:
+            wanted = (self._requested_shards or 1) if fix else 0
+            self._adopt_shards(self._run(shards_call(self.keys, wanted)))
+        return self._shardset or ShardSet(self.namespace, self._requested_shards or 1)
+
+    async def _ashards(self) -> ShardSet:
+        if self._shardset is None:
+            self._adopt_shards(await self._arun(shards_call(self.keys, 0)))
+        return self._shardset or ShardSet(self.namespace, self._requested_shards or 1)
+
+    def _adopt_shards(self, stored: int) -> None:
+        if stored and self._requested_shards is not None and stored != self._requested_shards:
+            raise ValueError(
+                f"namespace {self.namespace!r} has {stored} shard(s); it was created with that "
+                f"count and cannot be opened with shards={self._requested_shards}")
+        if stored:
+            self._shardset = ShardSet(self.namespace, stored)
+
+    def _cmds(self, task_id: str) -> Commands:
+        return self._shards().for_task(task_id)
+
+    async def _acmds(self, task_id: str) -> Commands:
+        return (await self._ashards()).for_task(task_id)
 
     def _state(self) -> _LoopState:
         if self._setup is not None:
@@ -259,7 +307,11 @@ class TaskManager:
         return ids
 
     def _store(self, tasks: list[NewTask]) -> list[str]:
-        calls = [self.commands.register(t.id, t.fields, t.dependencies, t.defer) for t in tasks]
+        shardset = self._shards(fix=True)
+        links = link_dependencies(self._client, shardset, tasks)
+        calls = [shardset.for_task(t.id).register(
+            t.id, t.fields, [d for d in t.dependencies if shardset.of(d) == shardset.of(t.id)],
+            t.defer, links.get(t.id, ())) for t in tasks]
         results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
             self._run(calls[0])]
         for result in results:
@@ -273,7 +325,7 @@ class TaskManager:
     async def execute_task(self, task_id: str, wait: bool = False,
                            timeout: float | None = None) -> Any:
         """Enqueues a PENDING task (no-op otherwise); with wait=True returns its result."""
-        await self._arun(self.commands.execute(task_id))
+        await self._arun((await self._acmds(task_id)).execute(task_id))
         if wait:
             return await self.wait_for_task(task_id, timeout)
         return None
@@ -284,15 +336,16 @@ class TaskManager:
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0")
         state = self._state()
+        commands = await self._acmds(task_id)
 
         async def read_status() -> TaskStatus:
-            status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
-            if status is TaskStatus.WAITING and await self._finish_cascades():
-                status = (await scripts.arun(state.client, self.commands.read_fields(task_id)))[0]
+            status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+            if status is TaskStatus.WAITING and await self._finish_cascades(commands):
+                status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
             return status
 
         await state.waiter.wait(task_id, read_status, timeout)
-        raw = await scripts.arun(state.client, self.commands.read_fields(
+        raw = await scripts.arun(state.client, commands.read_fields(
             task_id, "result", "error", "error_exc"))
         return self._outcome(task_id, raw)
 
@@ -312,17 +365,23 @@ class TaskManager:
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
         the task was already terminal."""
-        cancelled = await self._arun(self.commands.cancel(task_id)) > 0
-        await self._finish_cascades()
+        shardset = await self._ashards()
+        commands = shardset.for_task(task_id)
+        cancelled = await self._arun(commands.cancel(task_id)) > 0
+        await self._finish_cascades(commands)
+        if cancelled and shardset.count > 1:
+            # The cascade to dependents in other shards is in the outbox:
+            # deliver it now (workers would, at their next heartbeat).
+            await drain_outboxes(self._state().client, shardset, [shardset.of(task_id)])
         return cancelled
 
-    async def _finish_cascades(self) -> bool:
-        """Runs the dependency resolution left on the ``resolve`` list to the
-        end (a cascade over thousands of dependents is cut into bounded
-        script calls), so finishing one never waits for a worker to claim.
-        True if there was any."""
+    async def _finish_cascades(self, commands: Commands) -> bool:
+        """Runs the dependency resolution left on the ``resolve`` list (of
+        the shard ``commands`` address) to the end (a cascade over thousands
+        of dependents is cut into bounded script calls), so finishing one
+        never waits for a worker to claim. True if there was any."""
         worked = False
-        while (left := await self._arun(self.commands.resolve())) >= 0:
+        while (left := await self._arun(commands.resolve())) >= 0:
             worked = True
             if left == 0:
                 break
@@ -340,13 +399,13 @@ class TaskManager:
 
     # ---- reading ---------------------------------------------------------------------
     def get_task_status(self, task_id: str) -> TaskStatus:
-        return self._run(self.commands.read_fields(task_id))[0]
+        return self._run(self._cmds(task_id).read_fields(task_id))[0]
 
     def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
         """With ``unpickle=False`` pickled parts come back as ``<pickled, N
         bytes>`` placeholders: what operator tools use, as they must never
         run code read from Redis."""
-        status, result = self._run(self.commands.read_fields(task_id, "result"))
+        status, result = self._run(self._cmds(task_id).read_fields(task_id, "result"))
         if status is TaskStatus.COMPLETED and result:
             if not unpickle:
                 return self.codec.preview_result(result)
@@ -354,17 +413,18 @@ class TaskManager:
         return None
 
     def get_task_error(self, task_id: str) -> TaskError | None:
-        status, error, pickled = self._run(self.commands.read_fields(task_id, "error", "error_exc"))
+        status, error, pickled = self._run(
+            self._cmds(task_id).read_fields(task_id, "error", "error_exc"))
         return self._error(error, pickled) if status.is_terminal else None
 
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
-            self.commands.read_fields(task_id, "progress", "progress_message"))
+            self._cmds(task_id).read_fields(task_id, "progress", "progress_message"))
         f = Fields(f"task {task_id}", {"progress": progress, "progress_message": message})
         return f.number("progress") or 0.0, f.text("progress_message") or None
 
     def get_task(self, task_id: str) -> TaskInfo:
-        info: TaskInfo = self._run(self.commands.read_task(task_id))
+        info: TaskInfo = self._run(self._cmds(task_id).read_task(task_id))
         bind(info.error, self.codec)
         return info
 
@@ -405,20 +465,27 @@ class TaskManager:
             check_priority(priority)
         if queue is not None:
             validate_queue_name(queue)
-        record = self._run(self.commands.read_record(task_id))
+        record = self._run(self._cmds(task_id).read_record(task_id))
         return self._store([build_retry(task_id, record, priority, queue, self.result_ttl)])[0]
 
     def update_task_progress(self, task_id: str, progress: float,
                              message: str | None = None) -> bool:
         """Records progress and publishes TASK_PROGRESS. False if the task is terminal."""
         value = validate_progress(progress, message)
-        return self._run(self.commands.progress(task_id, value, message))
+        return self._run(self._cmds(task_id).progress(task_id, value, message))
 
     # ---- watching -----------------------------------------------------------------------
     def get_metrics(self) -> dict[str, Any]:
         """Counts per status, queues by priority, workers, totals, throughput,
         runtimes and queue health (see SPEC §2 Metrics)."""
-        return metrics.collect(self._client, self.keys)
+        shardset = self._shards()
+        raws: list[dict[str, Any]] = [{} for _ in shardset.keys]
+        per_shard = [metrics.collect(self._client, keys, raw)
+                     for keys, raw in zip(shardset.keys, raws)]
+        if shardset.count == 1:
+            return {**per_shard[0], "shards": [
+                {"shard": 0, "tasks": per_shard[0]["tasks"], "totals": per_shard[0]["totals"]}]}
+        return combine_metrics(per_shard, raws)
 
     def subscribe(self, event_type: EventTypes, handler: Handler) -> Subscription:
         return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
@@ -429,16 +496,15 @@ class TaskManager:
             yield event
 
     def get_events(self, since: str | None = None, count: int = 100) -> list[Event]:
-        """Replays recent events, oldest first: those after stream id ``since``,
-        or the latest ``count`` when ``since`` is None."""
+        """Replays recent events, oldest first: the ``count`` after event id
+        ``since`` (``"<shard>:<stream id>"``: after that position in every
+        shard), or the latest ``count`` when ``since`` is None. Shards merge
+        by time, each shard's own order kept."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count must be a positive int")
-        entries: list[Any]
-        if since is None:
-            entries = list(reversed(self._client.xrevrange(self.keys.events, count=count) or []))
-        else:
-            entries = list(self._client.xrange(self.keys.events, min=f"({since}", count=count) or [])
-        return [e for e in (decode_entry(i, f) for i, f in entries) if e is not None]
+        entries = read_events(self._client, self._shards(), since, count)
+        events = (decode_entry(event_id(shard, i), f) for shard, i, f in entries)
+        return [e for e in events if e is not None]
 
     # ---- periodic tasks ------------------------------------------------------------------
     def add_periodic(self, name: str, func: Callable[..., Any] | str, *args: Any,
@@ -466,6 +532,7 @@ class TaskManager:
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:
         """Cluster-wide cap on RUNNING tasks in this namespace; None removes it."""
+        self._shards(fix=True)  # a settings write is a first use (SPEC §17)
         if limit is None:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return

@@ -4,7 +4,8 @@ Nothing here scans tasks: per-status counts come from the status homes
 (queues, running, done:* indexes, which the reaper prunes as records
 expire), per-priority queue depth from ``qcount:<queue>``, throughput and
 failure rate from per-second ``rate:*`` buckets, runtimes from a capped
-list of recent completions.
+list of recent completions. QUEUED tasks parked for a rate-limit token
+(``parked:<queue>``) count as queued; ``rate_limited`` says how many.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def redis_time(client: Any) -> float:
     return int(sec) + int(usec) / 1e6
 
 
-def collect(client: Any, keys: Keys) -> dict[str, Any]:
+def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics of one shard (the whole namespace, unless sharded).
+    ``raw_out`` receives the runtime samples and window counts, which
+    sharding.combine_metrics needs to merge several shards exactly."""
     notes = _Notes()
     now = redis_time(client)
     queues = sorted(_s(q) for q in client.smembers(keys.queues))
@@ -112,6 +116,8 @@ def collect(client: Any, keys: Keys) -> dict[str, Any]:
     done_window = sum(notes.count(b.get("completed", 0), "rate.completed") for b in buckets)
     failed_window = sum(notes.count(b.get("failed", 0), "rate.failed") for b in buckets)
     finished_window = done_window + failed_window
+    if raw_out is not None:
+        raw_out.update(runtimes=runtimes, done_window=done_window, failed_window=failed_window)
 
     _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now, notes)
     cap = config.get("max_concurrent_tasks")

@@ -23,13 +23,18 @@ class _MetricsCollector:
         age = GaugeMetricFamily("taskmesh_oldest_queued_age_seconds",
                                 "Age of the oldest queued task per queue and priority",
                                 labels=["namespace", "queue", "priority"])
+        limited = GaugeMetricFamily("taskmesh_queue_rate_limited",
+                                    "Queued tasks waiting for a rate-limit token, per queue",
+                                    labels=["namespace", "queue"])
         for q, view in m["queues"].items():
             for p, n in view["by_priority"].items():
                 queued.add_metric([ns, q, str(p)], n)
             for p, seconds in m["oldest_queued_age_s"].get(q, {}).items():
                 age.add_metric([ns, q, str(p)], seconds)
+            limited.add_metric([ns, q], view.get("rate_limited", 0))
         yield queued
         yield age
+        yield limited
         totals = CounterMetricFamily("taskmesh_task_outcomes",
                                      "Registrations, outcomes and retries since the namespace began",
                                      labels=["namespace", "outcome"])

@@ -148,15 +148,23 @@ class Reporter:
         """One reply per call; several calls go as merged script calls."""
         if self.merge is None or len(calls) < 2:
             return await scripts.arun_batch(self.client, calls)
-        chunks = [calls[i:i + REPORTS_PER_CALL] for i in range(0, len(calls), REPORTS_PER_CALL)]
+        # One merged call touches one slot: reports of different shards of a
+        # sharded namespace (their prefix, args[0], differs) go in separate ones.
+        by_prefix: dict[Any, list[int]] = {}
+        for i, call in enumerate(calls):
+            by_prefix.setdefault(call.args[0], []).append(i)
+        groups = [idx[i:i + REPORTS_PER_CALL] for idx in by_prefix.values()
+                  for i in range(0, len(idx), REPORTS_PER_CALL)]
+        chunks = [[calls[i] for i in group] for group in groups]
         merged = await scripts.arun_batch(self.client, [self.merge(chunk) for chunk in chunks])
-        results: list[Any] = []
-        for chunk, reply in zip(chunks, merged):
+        results: list[Any] = [None] * len(calls)
+        for group, chunk, reply in zip(groups, chunks, merged):
             if isinstance(reply, ServerBusyError):  # OOM/BUSY: for every report in it
                 reply = [reply] * len(chunk)
             elif isinstance(reply, Exception):  # e.g. a refused result: find it one by one
                 reply = await scripts.arun_batch(self.client, chunk)
-            results += reply
+            for i, result in zip(group, reply):
+                results[i] = result
         return results
 
     async def _reachable(self) -> bool:

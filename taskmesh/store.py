@@ -105,12 +105,18 @@ class Commands:
 
     # ---- producer-side state changes ------------------------------------
     def register(
-        self, task_id: str, fields: dict[str, Any], dependencies: Sequence[str], defer: bool
+        self, task_id: str, fields: dict[str, Any], dependencies: Sequence[str], defer: bool,
+        remote: Sequence[tuple[str, str]] = (),
     ) -> Call[tuple[str, str | None]]:
+        """``dependencies`` are in this shard; ``remote`` pairs a dependency
+        in another shard with what link.lua answered there (sharding.py)."""
         k = self.keys
         pairs: list[Any] = []
         for name, value in fields.items():
             pairs += [name, value]
+        remote_args: list[str] = [""] if remote else []
+        for dep, status in remote:
+            remote_args += [dep, status]
 
         def parse(raw: list) -> tuple[str, str | None]:
             return _s(raw[0]) or "", _s(raw[1]) if len(raw) > 1 else None
@@ -118,7 +124,8 @@ class Commands:
         return Call(
             script("register"),
             [k.task(task_id), k.seq, k.stats, k.queues],
-            [self.prefix, task_id, "1" if defer else "0", len(fields), *pairs, *dependencies],
+            [self.prefix, task_id, "1" if defer else "0", len(fields), *pairs, *dependencies,
+             *remote_args],
             parse,
         )
 
@@ -249,7 +256,8 @@ class Commands:
     def unregister_worker(self, worker_id: str) -> list[Cmd]:
         """Blind writes, sent together in one MULTI (see scripts.arun_atomic)."""
         return [Cmd(("ZREM", self.keys.workers, worker_id)),
-                Cmd(("DEL", self.keys.worker(worker_id), self.keys.alarm(worker_id)))]
+                Cmd(("DEL", self.keys.worker(worker_id), self.keys.alarm(worker_id))),
+                Cmd(("HDEL", self.keys.capres, worker_id))]
 
     # ---- reads -------------------------------------------------------------
     def list_step(self, statuses: Sequence[str], queue: str | None, tag: str | None,

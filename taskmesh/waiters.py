@@ -1,7 +1,7 @@
 """Push-based waiting for task completion.
 
-One pattern subscription (``done:*`` of the namespace) per event loop is
-shared by every wait in it. A wait subscribes first, then reads the stored
+One pattern subscription (``done:*`` of every shard of the namespace) per
+event loop is shared by every wait in it. A wait subscribes first, then reads the stored
 status, so a completion between the two is never missed; the stored state
 is re-read every few seconds as well, so a lost pub/sub message (a Redis
 restart, a dropped connection) costs latency, never correctness.
@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from .keys import Keys
 from .models import TaskStatus
 from .pubsub import messages, stop_listener
+from .sharding import channel_patterns
 
 RECHECK_S = 5.0
 
@@ -22,8 +23,8 @@ RECHECK_S = 5.0
 class DoneWaiter:
     def __init__(self, client: Any, keys: Keys):
         self._client = client
-        self._pattern = keys.done_channel("*")
-        self._prefix_len = len(keys.done_channel(""))
+        # done:<id> of every shard (sharding.channel_patterns)
+        self._patterns = channel_patterns(keys.namespace, "done:*")
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._ready: asyncio.Event | None = None
         self._reader: asyncio.Task | None = None
@@ -37,12 +38,12 @@ class DoneWaiter:
         await self._ready.wait()  # type: ignore[union-attr]
 
     async def _read_forever(self) -> None:
-        stream = messages(self._client, patterns=[self._pattern], label="result listener",
+        stream = messages(self._client, patterns=self._patterns, label="result listener",
                           on_subscribed=self._ready.set,  # type: ignore[union-attr]
                           on_reconnect=self._wake_all,  # waiters re-read the stored state
                           stop=self._stop)
         async for channel, _ in stream:
-            self._wake(channel[self._prefix_len:])
+            self._wake(channel.split("}:done:", 1)[1])
 
     def _wake(self, task_id: str) -> None:
         for fut in self._waiters.pop(task_id, []):

@@ -59,6 +59,8 @@ from .remote import pickle_exception
 from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, codec_for, resolve_import, safe_str
+from .sharding import ShardSet, TaskRouter, channel_patterns
+from .shardwork import ShardedWork
 from .store import ClaimedTask, Commands
 
 log = logging.getLogger(__name__)
@@ -156,8 +158,12 @@ class Worker:
         for module in opts.imports:
             importlib.import_module(module)
         self.id = opts.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.keys = Keys(opts.namespace)  # type: ignore[arg-type]
+        self.keys = Keys(opts.namespace)  # type: ignore[arg-type]  # shard 0
         self.commands = Commands(self.keys)
+        # The namespace's shards, re-read at every heartbeat (SPEC §14); more
+        # than one brings in the ShardedWork helper (shardwork.py).
+        self.shardset = ShardSet(opts.namespace, 1)  # type: ignore[arg-type]
+        self._sharded: ShardedWork | None = None
         self.codec = codec_for(
             opts.url,  # type: ignore[arg-type]
             secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
@@ -243,13 +249,17 @@ class Worker:
         )
         self.executors = build_executors(pool, self.process_pool)
         await self._check_credentials()
-        self.reporter = Reporter(self.client, merge=self.commands.report_many)
+        self.reporter = Reporter(  # merged per shard (the reporter groups by prefix)
+            self.client, merge=lambda calls: self.shardset.for_task(calls[0].args[1])
+            .report_many(calls))
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
-                             self._held_snapshot, self._info, self._on_renewed)
+                             self._held_snapshot, self._info, self._on_renewed,
+                             shards=lambda: self.shardset, on_shards=self._on_shards)
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
-        ticker = PeriodicTicker(self.sync_client, self.keys, self.commands, self.id)
+        ticker = PeriodicTicker(self.sync_client, self.keys,  # a tick's task goes to its shard
+                                TaskRouter(lambda: self.shardset), self.id)  # type: ignore[arg-type]
         ticker.start()
         self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")
@@ -267,6 +277,8 @@ class Worker:
                             "are recovered by another worker when their lease expires",
                             self.id, self.reporter.pending)
             await self._unregister()
+            if self._sharded is not None:
+                await self._sharded.close()
             await self.process_pool.close()
             pool.shutdown(wait=False, cancel_futures=True)
             self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
@@ -303,10 +315,17 @@ class Worker:
                 await self._wait_slot(None)
                 continue
             want = min(free, CLAIM_BATCH)
+            # A report landing during the claim may have queued a retry or a
+            # dependent the claim did not see: a burst worker must look again.
+            busy_before = bool(self._active or self._reports_in_flight)
             try:
-                res = await scripts.arun(self.client, self.commands.claim(
-                    self.id, self.options.queues, want, self.lease_ms, self._sequential_slots(),
-                    self._process_slots()))
+                if self._sharded is not None:
+                    res = await self._sharded.claim(want, self.lease_ms, self._sequential_slots(),
+                                                    self._process_slots())
+                else:
+                    res = await scripts.arun(self.client, self.commands.claim(
+                        self.id, self.options.queues, want, self.lease_ms,
+                        self._sequential_slots(), self._process_slots()))
             except ServerBusyError as exc:
                 self._note_busy(exc)
                 await asyncio.sleep(delay)
@@ -329,9 +348,12 @@ class Worker:
                 continue
             elif self.options.burst and not res.more_queued and res.next_due_ms < 0:
                 # A report still in flight may promote dependents: not done yet.
-                if not self._active and not self._reports_in_flight:
-                    log.info("worker %s: burst finished, nothing left to run", self.id)
-                    return
+                if not busy_before and not self._active and not self._reports_in_flight:
+                    # Outcomes still in outboxes may make dependents runnable.
+                    if self._sharded is None or not await self._sharded.settle():
+                        log.info("worker %s: burst finished, nothing left to run", self.id)
+                        return
+                    continue
                 await self._wait_slot(0.2)
             else:
                 await self._wait_for_work(res.next_due_ms)
@@ -355,8 +377,9 @@ class Worker:
         self._slot_freed.clear()
 
     async def _wait_for_work(self, next_due_ms: int) -> None:
+        waiter = self._sharded or self._idle
         self._idle_wait = asyncio.ensure_future(
-            self._idle.wait(next_due_ms, 0.2 if self.options.burst else IDLE_MAX_S))
+            waiter.wait(next_due_ms, 0.2 if self.options.burst else IDLE_MAX_S))
         try:
             await self._idle_wait
         except asyncio.CancelledError:
@@ -413,7 +436,8 @@ class Worker:
         the task on a failing round trip."""
         if time.monotonic() < self._progress_paused_until:
             raise ProgressDeferred()
-        call = self.commands.progress(claimed.id, progress, message, claimed.token, force)
+        call = self.shardset.for_task(claimed.id).progress(claimed.id, progress, message,
+                                                           claimed.token, force)
         try:
             return scripts.run(self.sync_client, call)
         except (*CONNECTION_ERRORS, ServerBusyError) as exc:
@@ -506,10 +530,11 @@ class Worker:
 
     async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
         kind, data, retryable = outcome
+        commands = self.shardset.for_task(job.id)
         try:
             status = await self.reporter.submit(
-                self.commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                     job.queued_locally_ms, job.error_pickle))
+                commands.report(job.id, job.claimed.token, kind, data, retryable,
+                                job.queued_locally_ms, job.error_pickle))
         except ReportRefusedError:
             if kind == "cancelled":
                 raise
@@ -520,9 +545,11 @@ class Worker:
             log.warning("task %s: Redis refused its %s (%d bytes)", job.id, part, len(data))
             kind, data = "failed", _error_json(refused, job.claimed.attempt)
             status = await self.reporter.submit(
-                self.commands.report(job.id, job.claimed.token, kind, data, False,
-                                     job.queued_locally_ms))
+                commands.report(job.id, job.claimed.token, kind, data, False,
+                                job.queued_locally_ms))
         ms = (time.monotonic() - began) * 1000
+        if self._sharded is not None and status in ("completed", "failed", "cancelled"):
+            self._sharded.drain_soon([self.shardset.of(job.id)])  # dependents elsewhere
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",
                         job.id, kind, ms)
@@ -564,6 +591,7 @@ class Worker:
     # ---- control and shutdown ----------------------------------------------------
     async def _listen_control(self) -> None:
         stream = messages(self.client, channels=[self.keys.control_channel],
+                          patterns=channel_patterns(self.keys.namespace, "control")[1:],
                           label=f"worker {self.id} control channel", stop=self._control_stop)
         async for _, data in stream:
             self._on_control(data)
@@ -595,7 +623,7 @@ class Worker:
         if leftovers:
             await asyncio.wait(runners, timeout=1.0)
             held = [(j.id, j.claimed.token, j.started) for j in leftovers]
-            handed = await self._retrying(self.commands.handback(held))
+            handed = await self._handback(held)
             with self._held_lock:
                 for job in leftovers:
                     self._held.pop(job.id, None)
@@ -605,6 +633,32 @@ class Worker:
             else:
                 log.info("worker %s: handed %d unfinished task(s) back to the queue",
                          self.id, handed)
+
+    async def _handback(self, held: list[tuple[str, str, bool]]) -> int | None:
+        """handback.lua on each shard that holds some of ``held``."""
+        by_shard: dict[int, list[tuple[str, str, bool]]] = {}
+        for item in held:
+            by_shard.setdefault(self.shardset.of(item[0]), []).append(item)
+        total: int | None = 0
+        for shard, items in by_shard.items():
+            handed = await self._retrying(self.shardset.commands[shard].handback(items))
+            total = None if handed is None or total is None else total + handed
+        return total
+
+    def _on_shards(self, count: int) -> None:
+        """From the lease thread: the stored shard count (0: namespace unused)."""
+        if self._loop is not None and max(count, 1) != self.shardset.count:
+            self._loop.call_soon_threadsafe(self._adopt_shards, max(count, 1))
+        elif self._sharded is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._sharded.drain_soon,
+                                            range(self.shardset.count))
+
+    def _adopt_shards(self, count: int) -> None:
+        if count == self.shardset.count or count < self.shardset.count:
+            return  # a count never changes once fixed; it only becomes known
+        log.info("worker %s: namespace has %d shards", self.id, count)
+        self.shardset = ShardSet(self.options.namespace, count)  # type: ignore[arg-type]
+        self._sharded = ShardedWork(self, self.shardset)
 
     async def _retrying(self, call: Any, attempts: int = 6) -> Any:
         delay = 0.1

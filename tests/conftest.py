@@ -217,7 +217,7 @@ def namespace() -> str:
 # test on the single server (it inspects raw keys there, say). Side channels
 # the test tasks write to (stamp lists, gates) stay on ``redis_server``.
 
-BACKENDS = ("redis", "cluster")
+BACKENDS = ("redis", "cluster", "cluster-shards3")
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def backend(request, redis_server: RedisServer) -> Backend:
     if kind == "redis":
         return Backend("redis", redis_server.url)
     cluster = request.getfixturevalue("redis_cluster")
-    return Backend(kind, cluster.url)
+    return Backend(kind, cluster.url, {"shards": 3} if kind == "cluster-shards3" else {})
 
 
 @pytest.fixture

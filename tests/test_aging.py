@@ -129,11 +129,15 @@ def test_requeued_task_keeps_its_first_enqueue_time(tm, rds, redis_server, names
 
 
 def test_setting_is_stored_and_last_writer_wins(redis_server, rds, namespace):
+    """A manager writes its constructor settings on first use."""
     a = TaskManager(redis_server.url, namespace=namespace, priority_aging_s=2)
+    a.get_metrics()
     assert rds.hget(a.keys.config, "priority_aging_s") == b"2.0"
     b = TaskManager(redis_server.url, namespace=namespace, priority_aging_s=0.5)
+    b.get_metrics()
     assert rds.hget(a.keys.config, "priority_aging_s") == b"0.5"
     c = TaskManager(redis_server.url, namespace=namespace)  # None leaves it
+    c.get_metrics()
     assert rds.hget(a.keys.config, "priority_aging_s") == b"0.5"
     c.set_priority_aging(None)
     assert rds.hget(a.keys.config, "priority_aging_s") is None

@@ -26,7 +26,7 @@ def _is_property(name: str) -> bool:
 
 
 def _builders() -> list[str]:
-    return sorted(n for n in dir(Keys) if not n.startswith("_") and n not in ("namespace", "prefix"))
+    return sorted(n for n in dir(Keys) if not n.startswith("_") and n not in ("namespace", "prefix", "shard_tag"))
 
 
 def _all_keys(keys: Keys) -> list[str]:
@@ -127,6 +127,23 @@ def test_lua_prelude_builds_the_same_keys_real_redis(redis_server):
                 assert [g.decode() for g in got] == _expected(keys, arg)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("ns", NAMESPACES)
+@pytest.mark.parametrize("count", [2, 3, 7, 64])
+def test_each_shard_is_one_slot_and_the_shards_spread_evenly(ns, count):
+    from taskmesh.sharding import ShardSet
+
+    shardset = ShardSet(ns, count)
+    assert shardset.keys[0] == Keys(ns)  # shard 0 is the unsharded namespace
+    slots = []
+    for keys in shardset.keys:
+        built = {key_slot(key.encode()) for key in _all_keys(keys)}
+        assert len(built) == 1
+        slots.append(built.pop())
+    base = slots[0]
+    for i, slot in enumerate(slots):  # shard i in the i-th arc of 16384/count slots
+        assert i * 16384 // count <= (slot - base) % 16384 < (i + 1) * 16384 // count
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a{b", "a}b", "a b", "a\nb"])

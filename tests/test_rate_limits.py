@@ -9,6 +9,7 @@ import math
 import pytest
 
 from taskmesh import EventType, TaskStatus
+from taskmesh.prometheus import exposition
 from tests import flow_tasks as ft
 from tests.conftest import namespace_snapshot
 from tests.helpers import wait_until
@@ -88,6 +89,9 @@ def test_waiting_tasks_do_not_block_the_queue(tm, redis_server, namespace, worke
     assert abs(sum(queued["by_priority"].values()) - queued["queued"]) == 0
     assert queued["rate_limited"] >= 280
     assert 5 in metrics["oldest_queued_age_s"]["default"]
+    prom = exposition(metrics)
+    assert (f'taskmesh_queue_rate_limited{{namespace="{namespace}",queue="default"}} '
+            f'{float(queued["rate_limited"])}') in prom
 
 
 def test_removing_the_limit_releases_waiting_tasks(tm, redis_server, namespace, worker_factory):

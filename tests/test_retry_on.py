@@ -188,3 +188,13 @@ def test_jitter_spreads_delays_within_half_and_one_and_a_half(tm, redis_server, 
         assert delay - 0.002 <= waited <= delay + 0.25, (delay, waited)
     # Without jitter the delay is exactly the computed one.
     assert [d for d, _ in _retry_waits(tm, plain)] == [0.3, 0.3, 0.3]
+
+
+def test_retry_task_keeps_the_retry_policy(tm, rds):
+    old = tm.register_task(ft.stamp, "redis://x", "k", "l", defer=True, rate_key="api",
+                           retry_on=(ft.TransientError,), retry_jitter=True)
+    assert tm.cancel_task_sync(old)
+    new = tm.retry_task(old)
+    fields = [b"retry_on", b"retry_jitter", b"rate_key"]
+    assert rds.hmget(tm.keys.task(new), fields) == rds.hmget(tm.keys.task(old), fields)
+    assert rds.hget(tm.keys.task(new), "retry_jitter") == b"1"

@@ -106,44 +106,72 @@ local function priority_aging_ms()
   return s and s > 0 and s * 1000 or nil
 end
 
--- Up to m heads of each queue (per priority band with aging), in claim
--- order: a list of {id, q, score}.
+local BAND_CHUNK = 16  -- band members read at a time by the aged merge
+
+-- One priority band of a queue, read lazily in chunks for the aged merge.
+-- Members come in seq order; each gets the sort key first_queued_ms -
+-- priority * aging, raised to the key before it (a running maximum), so a
+-- band stays FIFO: its later members never pass its head.
+local function band_reader(q, p, aging_ms)
+  local low = (255 - p) * PRIORITY_SPAN
+  local band = {offset = 0, buf = {}, i = 1, exhausted = false, floor = -math.huge}
+  function band.head()
+    if band.i > #band.buf and not band.exhausted then
+      local page = redis.call('ZRANGEBYSCORE', k_queue(q), string.format('%.0f', low),
+        '(' .. string.format('%.0f', low + PRIORITY_SPAN), 'WITHSCORES',
+        'LIMIT', band.offset, BAND_CHUNK)
+      band.buf, band.i = {}, 1
+      band.offset = band.offset + #page / 2
+      band.exhausted = #page / 2 < BAND_CHUNK
+      for j = 1, #page, 2 do
+        local when = redis.call('HMGET', k_task(page[j]), 'first_queued_ms', 'queued_at')
+        local first = tonumber(when[1]) or (tonumber(when[2]) or 0) * 1000
+        band.floor = math.max(band.floor, first - p * aging_ms)
+        band.buf[#band.buf + 1] = {id = page[j], q = q, score = tonumber(page[j + 1]),
+          aged = band.floor}
+      end
+    end
+    return band.buf[band.i]
+  end
+  return band
+end
+
+-- The first m candidates of these queues in claim order: a list of
+-- {id, q, score}. Without aging, the queue scores' order (priority, then
+-- seq). With aging, a k-way merge of the non-empty priority bands (known
+-- from qcount) by aged key, ties to the lower score (higher priority).
 local function claim_order(queues, m, aging_ms)
   local out = {}
-  for _, q in ipairs(queues) do
-    if not aging_ms then
+  if not aging_ms then
+    for _, q in ipairs(queues) do
       local head = redis.call('ZRANGE', k_queue(q), 0, m - 1, 'WITHSCORES')
       for i = 1, #head, 2 do
         out[#out + 1] = {id = head[i], q = q, score = tonumber(head[i + 1])}
       end
-    else
-      local counts = redis.call('HGETALL', k_qcount(q))
-      for i = 1, #counts, 2 do
-        local p = tonumber(counts[i])
-        if p and tonumber(counts[i + 1]) > 0 then
-          local low = (255 - p) * PRIORITY_SPAN
-          local band = redis.call('ZRANGEBYSCORE', k_queue(q), string.format('%.0f', low),
-            '(' .. string.format('%.0f', low + PRIORITY_SPAN), 'WITHSCORES', 'LIMIT', 0, m)
-          local floor = -math.huge
-          for j = 1, #band, 2 do
-            local when = redis.call('HMGET', k_task(band[j]), 'first_queued_ms', 'queued_at')
-            local first = tonumber(when[1]) or (tonumber(when[2]) or 0) * 1000
-            -- A band is FIFO by seq: its later members never pass its head,
-            -- so their sort key is at least the key before them.
-            floor = math.max(floor, first - p * aging_ms)
-            out[#out + 1] = {id = band[j], q = q, score = tonumber(band[j + 1]), aged = floor}
-          end
-        end
-      end
+    end
+    table.sort(out, function(a, b) return a.score < b.score end)
+    return out
+  end
+  local bands = {}
+  for _, q in ipairs(queues) do
+    local counts = redis.call('HGETALL', k_qcount(q))
+    for i = 1, #counts, 2 do
+      local p = tonumber(counts[i])
+      if p and tonumber(counts[i + 1]) > 0 then bands[#bands + 1] = band_reader(q, p, aging_ms) end
     end
   end
-  if aging_ms then
-    table.sort(out, function(a, b)
-      if a.aged ~= b.aged then return a.aged < b.aged end
-      return a.score < b.score
-    end)
-  else
-    table.sort(out, function(a, b) return a.score < b.score end)
+  while #out < m do
+    local best, best_head = nil, nil
+    for _, band in ipairs(bands) do
+      local h = band.head()
+      if h and (not best_head or h.aged < best_head.aged
+          or (h.aged == best_head.aged and h.score < best_head.score)) then
+        best, best_head = band, h
+      end
+    end
+    if not best then break end
+    out[#out + 1] = best_head
+    best.i = best.i + 1
   end
   return out
 end

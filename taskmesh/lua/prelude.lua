@@ -22,6 +22,9 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
+local function k_rdeps(id) return PREFIX .. 'rdeps:' .. id end
+local function k_applied(id) return PREFIX .. 'applied:' .. id end
+local function k_early(id) return PREFIX .. 'early:' .. id end
 local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
 local function k_byseq(status) return PREFIX .. 'byseq:' .. status end
 local function k_tag(tag) return PREFIX .. 'tag:' .. tag end
@@ -39,6 +42,8 @@ local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
 local K_RESOLVE = PREFIX .. 'resolve'
+local K_OUTBOX = PREFIX .. 'outbox'
+local K_CAPRES = PREFIX .. 'capres'
 local K_PERIODIC = PREFIX .. 'periodic'
 local K_TAG_EXPIRY = PREFIX .. 'tag_expiry'
 
@@ -52,11 +57,11 @@ local RESOLVE_BUDGET = 200  -- dependents handled per script call (see resolve()
 -- + finished ms keeps "most recently finished first" (exact below 2^53).
 local FOREVER_BASE = 4503599627370496
 
-local _now_ms
+local _now_ms, _time
 local function now_ms()
   if not _now_ms then
-    local t = redis.call('TIME')
-    _now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    _time = redis.call('TIME')
+    _now_ms = tonumber(_time[1]) * 1000 + math.floor(tonumber(_time[2]) / 1000)
   end
   return _now_ms
 end
@@ -114,8 +119,11 @@ local function emit(etype, t, data)
   data.status = t.status
   local ts = now_s()
   local payload = cjson.encode(data)
+  -- 'us' (microseconds, same clock) orders the events of different shards
+  -- when they are merged (sharding.read_events).
   local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload)
+    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload,
+    'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
   redis.call('PUBLISH', K_EVENTS, '{"id":"' .. xid .. '","type":"' .. etype .. '","task_id":'
     .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
@@ -226,6 +234,7 @@ local function mark_terminal(t, status, fields, data, quiet)
   else
     redis.call('HDEL', key, 'token')
   end
+  redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
   local ttl = tonumber(t.ttl or '-1')
   local score = FOREVER_BASE + now_ms()
   if ttl >= 0 then
@@ -259,6 +268,15 @@ local function resolve(stack)
   local budget = RESOLVE_BUDGET
   while #stack > 0 do
     local parent = table.remove(stack)
+    -- Dependents in other shards: one outbox entry each, written with the
+    -- outcome itself, applied there once by apply.lua (see sharding.py).
+    local rkey = k_rdeps(parent.id)
+    local remote = redis.call('SMEMBERS', rkey)
+    for _, member in ipairs(remote) do
+      local shard, did = string.match(member, '^(%d+)|(.*)$')
+      redis.call('RPUSH', K_OUTBOX, cjson.encode({parent.id, parent.status, tonumber(shard), did}))
+    end
+    if #remote > 0 then redis.call('DEL', rkey) end
     local dkey = k_deps(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
@@ -279,7 +297,7 @@ local function resolve(stack)
     if budget <= 0 then
       table.insert(stack, parent)
       for _, left in ipairs(stack) do
-        if redis.call('EXISTS', k_deps(left.id)) == 1 then
+        if redis.call('EXISTS', k_deps(left.id), k_rdeps(left.id)) > 0 then
           redis.call('RPUSH', K_RESOLVE, left.id .. '|' .. left.status)
         end
       end

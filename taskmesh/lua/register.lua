@@ -3,7 +3,11 @@
 -- ARGV[1] prefix   ARGV[2] id   ARGV[3] '1' to defer (PENDING)
 -- ARGV[4] n, the number of field/value pairs that follow
 -- ARGV[5 .. 4+2n] record fields (name, queue, priority, ttl, payload, ...)
--- ARGV[5+2n ..] dependency ids (deduplicated by the caller)
+-- ARGV[5+2n ..] dependency ids in this shard (deduplicated by the caller),
+--   then optionally '' and pairs of (id, link status) for dependencies in
+--   other shards: the status link.lua found there ('linked' = unfinished,
+--   this task now in its rdeps set), read against early:<id> (outcomes
+--   apply.lua delivered before this task existed)
 -- Returns {'exists'} | {'missing', dep_id} | {'created', status}
 --
 -- Placement: a dependency already FAILED/CANCELLED stores the task CANCELLED
@@ -20,8 +24,10 @@ local npairs = tonumber(ARGV[4])
 local first_dep = 5 + 2 * npairs
 
 local unfinished, failed_dep, failed_status = {}, nil, nil
+local remote_from, remote_unfinished = #ARGV + 1, 0
 for i = first_dep, #ARGV do
   local dep = ARGV[i]
+  if dep == '' then remote_from = i + 1; break end
   local status = redis.call('HGET', k_task(dep), 'status')
   if not status then return {'missing', dep} end
   if (status == 'failed' or status == 'cancelled') and not failed_dep then
@@ -30,6 +36,18 @@ for i = first_dep, #ARGV do
     table.insert(unfinished, dep)
   end
 end
+for i = remote_from, #ARGV, 2 do
+  local dep, status = ARGV[i], ARGV[i + 1]
+  if status == 'linked' then
+    status = redis.call('HGET', k_early(id), dep) or 'linked'
+  end
+  if (status == 'failed' or status == 'cancelled') and not failed_dep then
+    failed_dep, failed_status = dep, status
+  elseif status == 'linked' then
+    remote_unfinished = remote_unfinished + 1
+  end
+end
+if remote_from <= #ARGV then redis.call('DEL', k_early(id)) end
 
 local fields = {}
 local t = {id = id, status = 'new'}  -- the record as load() would return it
@@ -41,7 +59,7 @@ end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
 redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
-  'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished, 'progress', 0,
+  'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished + remote_unfinished, 'progress', 0,
   unpack(fields))
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
 elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
@@ -61,7 +79,7 @@ else
   if ARGV[3] == '1' then
     enter_pending(t)
     t.status = 'pending'
-  elseif #unfinished > 0 then
+  elseif #unfinished + remote_unfinished > 0 then
     enter_waiting(t)
     t.status = 'waiting'
   else

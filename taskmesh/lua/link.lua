@@ -1,0 +1,17 @@
+-- link.lua: make a task in another shard a dependent of this shard's task,
+-- or say how the task already ended (run before registering the dependent).
+-- KEYS[1] the dependency's hash (task:<dep>)
+-- ARGV[1] prefix   ARGV[2] dependency id   ARGV[3] the dependent's shard
+-- ARGV[4] the dependent's id
+-- Key families: task (read), rdeps (SADD).
+-- Returns 'missing' | 'completed' | 'failed' | 'cancelled' | 'linked'.
+--
+-- Atomic against the dependency finishing: either it is already terminal
+-- (the caller registers the dependent knowing that), or the dependent is in
+-- rdeps:<dep> before it can finish, and its outcome goes to the outbox with
+-- the finishing script (see resolve() in the prelude).
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if is_terminal(status) then return status end
+redis.call('SADD', k_rdeps(ARGV[2]), ARGV[3] .. '|' .. ARGV[4])
+return 'linked'
