@@ -55,6 +55,7 @@ class Job:
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
     executed_at: float | None = None  # monotonic time the function started
+    returned_at: float | None = None  # monotonic time it returned (stamped where it ran)
     error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
     codec: Any = None  # the Codec its outcome is encoded with (Codec.outcome_codec)
 
@@ -122,15 +123,30 @@ def timeout_error(job: Job) -> TaskTimeoutError:
 async def supervise(job: Job, execution: asyncio.Future) -> Any:
     job.execution = execution
     job.started = True
-    job.executed_at = time.monotonic()
+    job.executed_at = started = time.monotonic()
     if job.timeout is None:
         return await execution
     try:
-        return await asyncio.wait_for(asyncio.shield(execution), job.timeout)
+        result = await asyncio.wait_for(asyncio.shield(execution), job.timeout)
     except TimeoutError:
         job.context._cancel_event.set()
         execution.cancel()  # effective for coroutines; a thread runs on
         raise timeout_error(job) from None
+    # While the loop was blocked (by another task) the deadline timer could
+    # not fire; a function that ran past its timeout meanwhile still failed it.
+    if job.returned_at is not None and job.returned_at - started > job.timeout:
+        job.context._cancel_event.set()
+        raise timeout_error(job)
+    return result
+
+
+def _stamped(job: Job, call: Callable[[], Any]) -> Any:
+    """Runs ``call`` in the pool thread, stamping when it returned: the loop
+    may only see the result much later."""
+    try:
+        return call()
+    finally:
+        job.returned_at = time.monotonic()
 
 
 def run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -149,11 +165,13 @@ class EscapedExit(Exception):
         self.original = original
 
 
-async def _contained(coro: Any) -> Any:
+async def _contained(coro: Any, job: Job) -> Any:
     try:
         return await coro
     except (SystemExit, KeyboardInterrupt) as exc:
         raise EscapedExit(exc) from exc
+    finally:
+        job.returned_at = time.monotonic()
 
 
 class Executor:
@@ -171,7 +189,8 @@ class ThreadExecutor(Executor):
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
             target = functools.partial(run_coroutine, target)
         call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
-        return asyncio.get_running_loop().run_in_executor(self.pool, call)
+        return asyncio.get_running_loop().run_in_executor(
+            self.pool, functools.partial(_stamped, job, call))
 
     async def run(self, job: Job) -> Any:
         return await supervise(job, self.submit(job))
@@ -184,7 +203,7 @@ class AsyncExecutor(Executor):
     def submit(self, job: Job) -> asyncio.Future:
         if not job.is_coroutine:
             return self.threads.submit(job)
-        coro = _contained(job.func(*job.args, **job.kwargs))  # type: ignore[misc]
+        coro = _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]
         return asyncio.get_running_loop().create_task(coro, context=job.fresh_context())
 
     async def run(self, job: Job) -> Any:

@@ -456,3 +456,54 @@ def test_metrics_skip_a_garbage_counter_and_say_so(tm, rds, redis_server, namesp
     assert "stats.completed" in out.stdout, out.stdout
     if fmt == "--json":
         assert json.loads(out.stdout)["notes"]
+
+
+# ---- 15: a deadline passed while the loop was blocked still fails the attempt ----------
+
+@pytest.mark.parametrize("executor_type", ["thread_pool", "sequential"])
+def test_thread_task_past_its_timeout_fails_even_if_the_loop_was_blocked(tm, worker_factory,
+                                                                         executor_type):
+    """The thread task (claimed first: higher priority) runs 0.4 s against a
+    0.1 s timeout while an async task blocks the worker's loop for 1.5 s, so
+    the deadline timer cannot fire before the function has returned."""
+    slow = tm.register_task("tests.reliability_tasks:sleep_then", 0.4, timeout=0.1,
+                            executor_type=executor_type, priority=200)
+    blocker = tm.register_task("tests.reliability_tasks:block_loop_for", 1.5, priority=100)
+    worker_factory("--burst", "--concurrency", "2")
+    with pytest.raises(TaskFailedError) as info:
+        tm.wait_for_task_sync(slow, timeout=WAIT)
+    assert info.value.error.type == "TaskTimeoutError"
+    assert tm.wait_for_task_sync(blocker, timeout=WAIT) == "blocked"
+    assert tm.get_task(slow).started_at <= tm.get_task(blocker).started_at
+
+
+# ---- 16: claim tokens stay unique across a Redis rollback -----------------------------
+
+def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
+    """Emulated power loss: every key of the namespace is put back as it was
+    before a claim (the ``claims`` counter too). The next claim of the same
+    task must get a different token, so the pre-crash holder is fenced off."""
+    task_id = tm.register_task(tasks.add, 1, 2)
+    before = namespace_snapshot(rds, namespace)
+    first = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 1, 30_000, 2, 0))
+    [old_claim] = first.tasks
+    for key, dumped in before.items():  # the rollback
+        rds.delete(key)
+        if dumped is not None:
+            rds.restore(key, 0, dumped)
+    for key in set(namespace_snapshot(rds, namespace)) - set(before):
+        rds.delete(key)
+    assert tm.get_task_status(task_id) is TaskStatus.QUEUED
+    claimed_ms = int(old_claim.token.rpartition("-")[2] or 0)
+
+    def redis_ms() -> int:
+        sec, usec = rds.time()
+        return sec * 1000 + usec // 1000
+
+    wait_until(lambda: redis_ms() > claimed_ms, what="the Redis clock to move on")  # as a restart does
+    second = scripts.run(rds, tm.commands.claim("worker-b", ["default"], 1, 30_000, 2, 0))
+    [new_claim] = second.tasks
+    assert new_claim.id == task_id and new_claim.token != old_claim.token
+    late = tm.commands.report(task_id, old_claim.token, "completed", tm.codec.encode_result(3))
+    assert scripts.run(rds, late) == "stale"  # the pre-crash holder is fenced off
+    assert tm.get_task_status(task_id) is TaskStatus.RUNNING

@@ -79,7 +79,9 @@ while claimed < want and park_budget > 0 do
       else
         if lane_slots[t.executor] then lane_slots[t.executor] = lane_slots[t.executor] - 1 end
         leave(t)
-        local token = redis.call('INCR', KEYS[3])
+        -- counter + Redis clock: a rollback (AOF everysec after power loss)
+        -- re-issues counter values, never the same ms, so fencing survives it
+        local token = redis.call('INCR', KEYS[3]) .. '-' .. now_ms()
         local attempt = tonumber(t.attempts) + 1
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
