@@ -32,6 +32,7 @@ task (``cmdstat_evalsha``), and the top commands run inside them.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -89,11 +90,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     measure("many", n, lambda: tm.register_many(func, [()] * n))
 
     commands = Commands(keys)
+    # Free sequential (and, in trees that have them, process) slots.
+    slots = [2] * (len(inspect.signature(commands.claim).parameters) - 4)
     claimed: list[Any] = []
 
     def claim_all() -> None:
         while True:
-            res = scripts.run(r, commands.claim("prof-w", ["default"], 10, 30000, 2))
+            res = scripts.run(r, commands.claim("prof-w", ["default"], 10, 30000, *slots))
             if not res.tasks:
                 return
             claimed.extend(res.tasks)

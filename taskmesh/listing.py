@@ -163,7 +163,7 @@ class PageReader:
     def _read(self, ids: list[str]) -> list[TaskInfo | None]:
         if not ids:
             return []
-        cmds = [Cmd(("HGETALL", self.commands.keys.task(i))) for i in ids]
+        cmds: list[Cmd[Any]] = [Cmd(("HGETALL", self.commands.keys.task(i))) for i in ids]
         out: list[TaskInfo | None] = []
         for task_id, raw in zip(ids, self.run_many(cmds)):
             h = {_str(k): v for k, v in (raw or {}).items()}

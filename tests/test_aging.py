@@ -129,8 +129,9 @@ def test_requeued_task_keeps_its_first_enqueue_time(tm, rds, redis_server, names
 
 
 def test_setting_is_stored_and_last_writer_wins(redis_server, rds, namespace):
-    """A manager writes its constructor settings on first use."""
+    # A manager writes its settings when first used (issue 11), not when built.
     a = TaskManager(redis_server.url, namespace=namespace, priority_aging_s=2)
+    assert rds.hget(a.keys.config, "priority_aging_s") is None
     a.get_metrics()
     assert rds.hget(a.keys.config, "priority_aging_s") == b"2.0"
     b = TaskManager(redis_server.url, namespace=namespace, priority_aging_s=0.5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import cloudpickle

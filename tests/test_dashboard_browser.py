@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -52,6 +51,8 @@ def page(browser, dash) -> Iterator[Any]:
     context = browser.new_context(base_url=dash.base_url, viewport={"width": 1280, "height": 860})
     pg = context.new_page()
     pg.errors = []  # type: ignore[attr-defined]
+    pg.requests = []  # type: ignore[attr-defined]
+    pg.on("request", lambda r: pg.requests.append(r.url))
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
     yield pg
@@ -69,7 +70,7 @@ def progress_value(pg: Any) -> float:
     return float(pg.eval_on_selector("#task-progress", "el => el.value"))
 
 
-def test_overview_loads_without_console_errors(page, wtm, worker_factory, browser_ns):
+def test_overview_loads_without_console_errors(page, dash, wtm, worker_factory, browser_ns):
     for i in range(12):  # completions spread over a few seconds, for the chart
         wtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
     for _ in range(3):
@@ -92,6 +93,9 @@ def test_overview_loads_without_console_errors(page, wtm, worker_factory, browse
     page.wait_for_function("() => Number(document.body.dataset.refreshes || 0) >= 1")
     assert page.locator(".count.s-completed").count() == 1
     assert page.errors == []
+    # Every asset comes from the dashboard itself: nothing from a CDN.
+    assert any(u.endswith("/static/dashboard.js") for u in page.requests)
+    assert all(u.startswith(dash.base_url + "/") for u in page.requests), page.requests
     page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
     live.stop()
 

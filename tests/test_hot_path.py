@@ -20,7 +20,7 @@ WAIT = 20.0
 
 
 def _claim(tm, rds, n: int, worker: str = "w-test"):
-    res = scripts.run(rds, Commands(tm.keys).claim(worker, ["default"], n, 30_000, 2))
+    res = scripts.run(rds, Commands(tm.keys).claim(worker, ["default"], n, 30_000, 2, 2))
     assert len(res.tasks) == n
     return res.tasks
 
@@ -132,7 +132,7 @@ def test_runtimes_and_wake_tokens_stay_bounded(tm, rds):
     assert rds.llen(tm.keys.wake("default")) == 64  # WAKE_TOKENS + 1
     claimed = []
     while len(claimed) < n:
-        claimed += scripts.run(rds, commands.claim("w-test", ["default"], 100, 30_000, 2)).tasks
+        claimed += scripts.run(rds, commands.claim("w-test", ["default"], 100, 30_000, 2, 2)).tasks
     result = tm.codec.encode_result(2)
     for i in range(0, n, 50):
         scripts.run(rds, commands.report_many(

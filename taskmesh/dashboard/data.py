@@ -19,7 +19,6 @@ from typing import Any
 from ..exceptions import TaskNotFoundError
 from ..manager import TaskManager
 from ..models import Event, TaskInfo, TaskStatus
-from ..store import Commands
 from .display import payload_view, result_view
 from .hub import REPLAY_BATCH, event_json
 
@@ -54,7 +53,6 @@ class Reader:
         self.tm = tm
         self.client = client
         self.keys = tm.keys
-        self.commands = Commands(tm.keys)
 
     # ---- overview ------------------------------------------------------------
     def overview(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class TaskError(core.TaskmeshError):
                 "task_id": self.task_id, "details": self.details}
 
 
-class TaskNotFoundError(TaskError, core.TaskNotFoundError):
+class TaskNotFoundError(TaskError, core.TaskNotFoundError):  # type: ignore[misc]
     """An unknown (or expired) task id; also catchable as taskmesh's own."""
 
 

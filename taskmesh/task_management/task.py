@@ -38,7 +38,7 @@ class Task:
         task_id: str | None = None,
         name: str = "Unnamed Task",
         func: Callable[..., Any] | str | None = None,
-        args: tuple = (),
+        args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         priority: int = TaskPriority.NORMAL,
         dependencies: list[str] | None = None,

@@ -228,7 +228,7 @@ class TaskManager:
     def _task(self, info: TaskInfo) -> Task:
         task_id = info.id
 
-        def payload() -> tuple[Any, tuple, dict]:
+        def payload() -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
             status, raw = self.core._run(self.core.commands.read_fields(task_id, "payload"))
             if not raw:
                 return None, (), {}

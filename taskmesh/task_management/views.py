@@ -32,7 +32,7 @@ class TaskMap(dict):  # type: ignore[type-arg]
             raise KeyError(task_id)
         return task
 
-    def get(self, task_id: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, task_id: str, default: Any = None) -> Any:
         task = self._manager.get_task(task_id)
         return default if task is None else task
 
