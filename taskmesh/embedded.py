@@ -57,5 +57,14 @@ class InProcessWorkers:
                                               lease_timeout=EMBEDDED_LEASE_TIMEOUT_S))
                 self._embedded[manager.namespace] = WorkerHandle(worker)
 
+    def release_embedded(self, namespace: str) -> None:
+        """Stops a namespace's embedded worker (in the background: a running
+        task gets the grace period) once nothing will use that namespace again."""
+        with self._lock:
+            handle = self._embedded.pop(namespace, None)
+        if handle is not None:
+            threading.Thread(target=handle.stop, name=f"taskmesh-release-{namespace}",
+                             daemon=True).start()
+
 
 install_worker_host(InProcessWorkers())

@@ -84,6 +84,8 @@ class WorkerHost(Protocol):
 
     def ensure_embedded(self, manager: "TaskManager") -> None: ...
 
+    def release_embedded(self, namespace: str) -> None: ...
+
 
 _worker_host: WorkerHost | None = None
 
@@ -93,7 +95,7 @@ def install_worker_host(host: WorkerHost) -> None:
     _worker_host = host
 
 
-def _host() -> WorkerHost:
+def worker_host() -> WorkerHost:
     if _worker_host is None:  # only if taskmesh.embedded was never imported
         raise RuntimeError("no in-process worker host: import taskmesh (not only taskmesh.manager)")
     return _worker_host
@@ -196,7 +198,7 @@ class TaskManager:
             for apply in settings:
                 apply()
             if is_memory(self.url):
-                _host().ensure_embedded(self)
+                worker_host().ensure_embedded(self)
 
     def _run(self, call: Any) -> Any:
         return scripts.run(self._client, call)
@@ -578,7 +580,7 @@ class TaskManager:
         """Runs a worker on a background thread of this process. Options are
         the CLI flags in snake_case (``--import`` as ``imports``, ``import_``
         or ``**{"import": ...}``); see :mod:`taskmesh.embedded`."""
-        handle = _host().start(self, options)
+        handle = worker_host().start(self, options)
         self._workers.append(handle)
         return handle
 

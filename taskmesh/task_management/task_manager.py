@@ -67,6 +67,7 @@ class TaskManager:
     one per process (``TaskManager._instance = None`` makes a fresh one)."""
 
     _instance: "TaskManager | None" = None
+    _last_private: str | None = None  # the namespace a fresh memory:// manager made
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "TaskManager":
         if cls._instance is None or not isinstance(cls._instance, cls):
@@ -85,8 +86,11 @@ class TaskManager:
         url = os.environ.get("TASKMESH_URL") or "memory://"
         namespace = os.environ.get("TASKMESH_NAMESPACE") or None
         if namespace is None and is_memory(url):
-            # In process, as the seed was: a fresh manager starts empty.
-            namespace = f"seed-{uuid.uuid4().hex[:12]}"
+            # In process, as the seed was: a fresh manager starts empty (and
+            # the one it replaces, unreachable now, stops its worker).
+            if TaskManager._last_private is not None:
+                core_manager.worker_host().release_embedded(TaskManager._last_private)
+            namespace = TaskManager._last_private = f"seed-{uuid.uuid4().hex[:12]}"
         self.core = core_manager.TaskManager(
             url, namespace=namespace,
             max_concurrent_tasks=int(max_concurrent_tasks) if explicit else None)
