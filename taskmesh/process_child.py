@@ -16,12 +16,12 @@ nothing a task controls)::
                       ["started"]                  the function is about to run
                       ["progress", value, message]  current_task().update_progress
                       ["final", value, message]     the last coalesced update
-                      ["done", kind, data, retryable, class names, pickled exception]
+                      ["done", kind, data, retryable, pickled exception]
                           kind "completed": data is the result envelope
-                          kind "failed":    data is the TaskError JSON, and
-                          the class names are ``module.QualName`` of the
-                          exception's MRO; the exception itself travels only
-                          as the envelope ``taskmesh.remote`` stores (or nil)
+                          kind "failed":    data is the TaskError JSON (with
+                          the "types" retry_on matches); the exception itself
+                          travels only as the envelope taskmesh.remote
+                          stores (or nil)
 
 Every failure inside the child, even a ``SystemExit`` raised by a result's
 ``__reduce__`` or an exception's ``__str__``, ends as a "failed" frame; if
@@ -126,8 +126,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True, class_names(exc),
-                  pickle_exception(codec, exc)))
+        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(codec, exc)))
         return
     _flush(context)
     try:
@@ -149,15 +148,6 @@ def _flush(context: TaskContext) -> None:
         context.flush_progress()
     except Exception:
         pass  # progress is telemetry; the outcome still goes out
-
-
-def class_names(exc: BaseException) -> list[str]:
-    """``module.QualName`` of every class in the exception's MRO, so the
-    worker can match a failure against classes without the instance."""
-    try:
-        return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
-    except BaseException:
-        return [type(exc).__name__]
 
 
 def describe(exc: BaseException, attempt: int) -> str:

@@ -193,9 +193,8 @@ class Child:
             # publishes) it when the task ends, as for the other executors.
             attempt.job.context._unsent = (frame[1], frame[2])
         elif kind == "done" and len(frame) >= 4:
-            names = tuple(str(n) for n in frame[4]) if len(frame) > 4 else ()
-            pickled = frame[5] if len(frame) > 5 and isinstance(frame[5], bytes) else None
-            outcome = EncodedOutcome(str(frame[1]), frame[2], bool(frame[3]), names, pickled)
+            pickled = frame[4] if len(frame) > 4 and isinstance(frame[4], bytes) else None
+            outcome = EncodedOutcome(str(frame[1]), frame[2], bool(frame[3]), pickled)
             self.pool.call_soon(attempt.settle, outcome)
 
 

@@ -4,9 +4,10 @@ A namespace of N shards has N key prefixes (:class:`taskmesh.keys.Keys`
 with a tag each). Shard 0 keeps the tag ``{namespace}``, so a namespace
 written before shards existed is simply a 1-shard namespace. Shard i > 0
 gets the tag ``namespace:i:j`` with the smallest j whose cluster slot lies
-in the i-th of N equal arcs of the 16384 slots, counted from shard 0's slot:
-the shards' slots spread evenly, which puts them on different masters of a
-cluster whose masters own equal slot ranges. (``:`` cannot appear in a
+in the middle of the i-th of the N equal windows of the 16384 slots after
+the window of shard 0's slot: the shards spread evenly, which puts them on
+different masters of a cluster whose N masters own equal slot ranges (what
+``redis-cli --cluster create`` makes). (``:`` cannot appear in a
 namespace, so no other namespace's tag can collide with these.)
 
 A task's shard is ``crc32(id) % N``: any process finds any task, ids chosen
@@ -63,15 +64,22 @@ def _slot(tag: str) -> int:
 
 @lru_cache(maxsize=64)
 def shard_tags(namespace: str, count: int) -> tuple[str, ...]:
-    """The hash tag of each shard (see the module docstring)."""
+    """The hash tag of each shard (see the module docstring). Slot windows
+    are the N equal parts of 0..16383; shard 0 sits where ``{namespace}``
+    hashes, and shard i takes the i-th window after that one, its slot in the
+    window's middle half, so equal-range masters each get their share."""
     base = _slot(namespace)
+    first = base * count // SLOTS
     tags = [namespace]
     for i in range(1, count):
-        low, high = i * SLOTS // count, (i + 1) * SLOTS // count
+        window = (first + i) % count
+        low, high = window * SLOTS // count, (window + 1) * SLOTS // count
+        quarter = (high - low) // 4
+        low, high = low + quarter, high - quarter
         j = 0
         while True:
             tag = f"{namespace}:{i}:{j}"
-            if low <= (_slot(tag) - base) % SLOTS < high:
+            if low <= _slot(tag) < high:
                 tags.append(tag)
                 break
             j += 1

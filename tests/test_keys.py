@@ -141,9 +141,9 @@ def test_each_shard_is_one_slot_and_the_shards_spread_evenly(ns, count):
         built = {key_slot(key.encode()) for key in _all_keys(keys)}
         assert len(built) == 1
         slots.append(built.pop())
-    base = slots[0]
-    for i, slot in enumerate(slots):  # shard i in the i-th arc of 16384/count slots
-        assert i * 16384 // count <= (slot - base) % 16384 < (i + 1) * 16384 // count
+    windows = [slot * count // 16384 for slot in slots]  # one of count equal windows each
+    assert sorted(windows) == list(range(count))
+    assert windows == [(windows[0] + i) % count for i in range(count)]
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a{b", "a}b", "a b", "a\nb"])

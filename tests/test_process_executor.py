@@ -263,6 +263,27 @@ def test_a_crash_is_retried_while_retries_are_left(tm, worker_factory, tmp_path)
     assert tm.get_task(task_id).attempts == 3
 
 
+def test_retry_on_filters_process_failures(tm, worker_factory):
+    """SPEC §17: timeouts and crashes are filtered by retry_on like any
+    failure, and the task's own exception is matched by class although it
+    was raised in the child."""
+    worker_factory("--processes", "2")
+    crash_kept = tm.register_task(pt.hard_exit, 1, executor_type=P, max_retries=2,
+                                  retry_delay=0, retry_on=(ProcessCrashedError,))
+    crash_not_listed = tm.register_task(pt.hard_exit, 1, executor_type=P, max_retries=2,
+                                        retry_delay=0, retry_on=(ValueError,))
+    own = tm.register_task(pt.raise_boom, "again", executor_type=P, max_retries=1,
+                           retry_delay=0, retry_on=("tests.process_tasks.Boom",))
+    timeout_not_listed = tm.register_task(pt.spin_forever, executor_type=P, timeout=0.5,
+                                          max_retries=2, retry_delay=0, retry_on=(ValueError,))
+    for task_id, attempts, err_type in [(crash_kept, 3, "ProcessCrashedError"),
+                                        (crash_not_listed, 1, "ProcessCrashedError"),
+                                        (own, 2, "Boom"),
+                                        (timeout_not_listed, 1, "TaskTimeoutError")]:
+        assert _failure(tm, task_id).error.type == err_type
+        assert tm.get_task(task_id).attempts == attempts, err_type
+
+
 def test_a_child_killed_from_outside_fails_its_task(tm, worker_factory, tmp_path):
     worker = worker_factory("--processes", "1")
     pidfile = tmp_path / "victim.pid"

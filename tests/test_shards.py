@@ -75,10 +75,11 @@ def test_a_namespace_without_a_stored_count_is_one_shard(url, namespace):
 
 
 def test_shards_land_on_different_masters(redis_cluster, namespace):
-    shardset = ShardSet(namespace, 3)
-    slots = [key_slot(k.seq.encode()) for k in shardset.keys]
-    masters = {redis_cluster.node_for_slot(s).port for s in slots}
-    assert len(masters) == 3
+    for ns in [namespace] + [f"{namespace}{i}" for i in range(20)]:
+        shardset = ShardSet(ns, 3)
+        slots = [key_slot(k.seq.encode()) for k in shardset.keys]
+        masters = {redis_cluster.node_for_slot(s).port for s in slots}
+        assert len(masters) == 3, (ns, slots)
 
 
 def test_tasks_are_stored_in_their_shard(url, namespace):

@@ -3,16 +3,17 @@
 -- KEYS[1] the dependent's hash (task:<id>)
 -- ARGV[1] prefix   ARGV[2] dependent id   ARGV[3] dependency id
 -- ARGV[4] the dependency's terminal status
--- Key families: task, applied, early, deps, rdeps, outbox, waiting, queue,
--- qcount, wake, scheduled, done, stats, rate, events, config, queues,
--- resolve (through release()/mark_terminal()/resolve() in the prelude).
 -- Returns 'dup' | 'early' | 'terminal' | 'applied'.
 --
 -- Deliveries come from outbox lists drained at least once (a drainer may die
 -- after applying and before removing the entry), so applied:<id> remembers
 -- each dependency already counted. A delivery that arrives before the
 -- dependent is registered (the producer linked, then paused) is kept in
--- early:<id>, which register.lua reads.
+-- early:<id>, which register.lua reads. (Most families below are reached
+-- through release()/finish() in the prelude.)
+-- Key families: applied, byseq, config, deps, done, done_channel, early, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running,
+--   scheduled, stats, tag_expiry, task, waiting, wake
 local id, dep, status = ARGV[2], ARGV[3], ARGV[4]
 local t = load(id)
 if t and is_terminal(t.status) then return 'terminal' end

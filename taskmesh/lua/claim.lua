@@ -22,6 +22,9 @@
 -- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>, scheduled:<q>,
 -- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
 -- (listing indexes, written with the homes).
+-- Key families: applied, byseq, claims, config, deps, done, done_channel, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, rdeps, resolve,
+--   running, scheduled, stats, tag_expiry, task, waiting, wake, workers
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Executors with a local lane the worker must not over-claim for.
 local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}

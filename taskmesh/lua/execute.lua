@@ -4,6 +4,8 @@
 -- KEYS[1] task hash   KEYS[2] pending
 -- ARGV[1] prefix   ARGV[2] id
 -- Returns the status after the call, or false if the task does not exist.
+-- Key families: byseq, config, events, parked, pending, qcount, queue, rate_bucket, running,
+--   scheduled, task, waiting, wake
 local t = load(ARGV[2])
 if not t then return false end
 if t.status ~= 'pending' then return t.status end

@@ -3,13 +3,13 @@
 -- KEYS[1] the dependency's hash (task:<dep>)
 -- ARGV[1] prefix   ARGV[2] dependency id   ARGV[3] the dependent's shard
 -- ARGV[4] the dependent's id
--- Key families: task (read), rdeps (SADD).
 -- Returns 'missing' | 'completed' | 'failed' | 'cancelled' | 'linked'.
 --
 -- Atomic against the dependency finishing: either it is already terminal
 -- (the caller registers the dependent knowing that), or the dependent is in
 -- rdeps:<dep> before it can finish, and its outcome goes to the outbox with
 -- the finishing script (see resolve() in the prelude).
+-- Key families: rdeps, task
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if is_terminal(status) then return status end

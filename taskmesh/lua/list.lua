@@ -22,6 +22,7 @@
 -- is exact. A sparse tag (few ids among many tasks) is listed from its own
 -- index, sorted into that same order; a dense one filters the status walk.
 -- The page's records are read by the caller (metadata matching happens there).
+-- Key families: byseq, done, parked, pending, queue, queues, tag, task, waiting
 local TAG_DIRECT = 2000
 local MAX_CHUNK = 256  -- entries read from one index per ZRANGE, at most
 local want, budget = tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -11,6 +11,7 @@
 -- "periodic:<name>:<tick>" (register.lua is idempotent on ids): a caller
 -- that dies in between leaves the schedule due, and the next worker to fire
 -- it registers the same id, which creates nothing, then advances it.
+-- Key families: periodic, periodic_schedule
 local current = redis.call('HGET', KEYS[1], 'next_run_at')
 if not current then
   redis.call('ZREM', KEYS[2], ARGV[2])  -- removed meanwhile: drop a stray index entry

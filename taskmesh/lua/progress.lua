@@ -10,6 +10,7 @@
 -- PROGRESS_BURST, then PROGRESS_RATE per second), so a tight loop cannot
 -- flood subscribers; progress 1.0, a changed message and a task's final
 -- value always publish.
+-- Key families: config, events, task
 local PROGRESS_BURST, PROGRESS_RATE = 10, 10
 local t = load(ARGV[2])
 if not t then return -1 end

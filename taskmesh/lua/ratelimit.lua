@@ -9,6 +9,7 @@
 -- under the old rate are sent back to their queues by unpark.lua (the
 -- caller runs it after a change), so none waits out a turn computed for a
 -- limit that no longer holds. Removing a limit deletes its bucket.
+-- Key families: rate_bucket, ratelimits
 local rk = ARGV[2]
 local old = redis.call('HGET', KEYS[1], rk)
 if ARGV[3] == '' then

@@ -18,6 +18,9 @@
 -- Only TASK_CREATED is published; it carries the status stored.
 -- Listing: each of the task's tags gets the id in tag:<tag> (score seq); the
 -- status homes it enters are the status indexes (see leave() in the prelude).
+-- Key families: applied, byseq, config, deps, done, done_channel, early, events, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
+--   tag_expiry, task, waiting, wake
 local id = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local npairs = tonumber(ARGV[4])

@@ -8,6 +8,7 @@
 -- re-claimed elsewhere learns it lost it instead of stealing it back.
 -- A renewal that comes too late counts in the task's `late_renewals`: its
 -- worker was alive after all (see recover.lua's WorkerLostError message).
+-- Key families: running, task, worker, workers
 local wid, lease = ARGV[2], tonumber(ARGV[3])
 local npairs = tonumber(ARGV[4])
 local first_task = 5 + 2 * npairs

@@ -3,7 +3,6 @@
 -- KEYS[1] config   KEYS[2] capres   KEYS[3] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] tasks this worker holds now
 -- ARGV[4] how many more it wants
--- Key families: config (read), capres, workers (read).
 -- Returns the number granted, or -1 when there is no cap (take all you want).
 --
 -- capres holds, per worker, the slots it may fill: what it holds plus what
@@ -12,6 +11,7 @@
 -- workers whose heartbeat expired are dropped (their tasks' leases expire
 -- with it, so the reaper re-queues them). Running tasks across all shards
 -- therefore never exceed the cap.
+-- Key families: capres, config, workers
 local wid, held, want = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local cap = redis.call('HGET', KEYS[1], 'max_concurrent_tasks')
 if not cap then

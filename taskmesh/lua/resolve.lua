@@ -12,5 +12,8 @@
 -- waiting, done:<status>, queue:<q>, scheduled:<q> (a released dependent
 -- whose delay/eta is ahead), wake:<q>, qcount:<q>, stats, events,
 -- the events/done:<id> channels.
+-- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, scheduled,
+--   stats, tag_expiry, task, waiting, wake
 if redis.call('LLEN', KEYS[1]) == 0 then return -1 end
 return resolve_pending()

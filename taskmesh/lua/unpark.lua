@@ -6,6 +6,7 @@
 -- Returns the next cursor ('0' when the walk is done).
 -- Tasks keep their original place in line and stay QUEUED (no event);
 -- idle workers of the queue are woken.
+-- Key families: parked, queue, rate_bucket, task, wake
 local page = redis.call('ZSCAN', KEYS[1], ARGV[4], 'COUNT', 200)
 local moved = 0
 for i = 1, #page[2], 2 do
