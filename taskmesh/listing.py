@@ -134,6 +134,13 @@ class PageReader:
         self.run_many = run_many
 
     def page(self, query: Query, cursor: str | None) -> tuple[list[TaskInfo], str | None]:
+        found, next_cursor = self.entries(query, cursor)
+        return [info for _, info in found], next_cursor
+
+    def entries(self, query: Query,
+                cursor: str | None) -> tuple[list[tuple[Position, TaskInfo]], str | None]:
+        """The page with each task's position (what a cursor after it would
+        hold): sharding.list_merged resumes a shard after any of them."""
         position = decode_cursor(cursor)
         want = query.limit + 1  # one more than the page: is there a next page?
         found: list[tuple[Position, TaskInfo]] = []
@@ -149,16 +156,16 @@ class PageReader:
                     if len(found) == want:
                         break
             if len(found) == want:
-                return [info for _, info in found[:-1]], encode_cursor(found[-2][0])
+                return found[:-1], encode_cursor(found[-2][0])
             if step.resume is None:
-                return [info for _, info in found], None
+                return found, None
             position = step.resume
             if reads >= max_reads:
                 break
         # Budget spent (a sparse filter): a short page that resumes from the
         # last entry examined.
         assert position is not None
-        return [info for _, info in found], encode_cursor(position)
+        return found, encode_cursor(position)
 
     def _read(self, ids: list[str]) -> list[TaskInfo | None]:
         if not ids:

@@ -47,6 +47,7 @@ from .sharding import (
     drain_outboxes,
     event_id,
     link_dependencies,
+    list_merged,
     read_events,
     shards_call,
     validate_shards,
@@ -445,8 +446,12 @@ class TaskManager:
         most recently finished first (SPEC §11, §17). Pass ``page.cursor``
         back for the next page; None means there is no more."""
         query = build_query(status, queue, tag, metadata, limit)
-        reader = PageReader(self.commands, self._run, self._run_many)
-        tasks, next_cursor = reader.page(query, cursor)
+        shardset = self._shards()
+        if shardset.count == 1:
+            reader = PageReader(self.commands, self._run, self._run_many)
+            tasks, next_cursor = reader.page(query, cursor)
+        else:
+            tasks, next_cursor = list_merged(shardset, self._run, self._run_many, query, cursor)
         for info in tasks:
             bind(info.error, self.codec)
         return TaskPage(tasks, next_cursor)
