@@ -111,7 +111,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
         _report_final=lambda v, m: _send_progress(send, "final", v, m),
     )
     try:
-        func, args, kwargs = codec.decode_task(payload)
+        func, args, kwargs = codec.for_payload(task_id).decode_task(payload)
         target = resolve_import(func) if isinstance(func, str) else func
     except BaseException as exc:  # bad payload, signature, import: never retried
         send(pack("done", "failed", describe(exc, attempt), False))
@@ -126,11 +126,12 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(codec, exc)))
+        send(pack("done", "failed", describe(exc, attempt), True,
+                  pickle_exception(codec.for_error(task_id, attempt), exc)))
         return
     _flush(context)
     try:
-        data = codec.encode_result(result)
+        data = codec.for_result(task_id, attempt).encode_result(result)
     except BaseException as exc:  # a SerializationError: encode_result wraps anything
         send(pack("done", "failed", describe(exc, attempt), False))
         return

@@ -206,29 +206,40 @@ def build_task(
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise TypeError("kwargs keys must be strings")
     _check_text(opts, func)
-    payload = codec.encode_task(func, tuple(args), dict(kwargs or {}))
+    task_id = opts.task_id or uuid.uuid4().hex
+    # With a secret the payload's signature is bound to this task id (and
+    # namespace): copied into another record it no longer verifies.
+    payload = codec.for_payload(task_id).encode_task(func, tuple(args), dict(kwargs or {}))
     try:
         metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
     except BaseException as exc:  # a value's own code may raise SystemExit too
         raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     deps = list(dict.fromkeys(opts.dependencies or ()))
-    fields = {
+    fields: dict[str, Any] = {
         "name": opts.name or default_name(func),
-        "description": opts.description,
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
         "executor": opts.executor_type,
         "max_retries": opts.max_retries,
         "retry_delay": repr(float(opts.retry_delay)),
         "retry_backoff": repr(float(opts.retry_backoff)),
-        "timeout": "" if opts.timeout is None else repr(float(opts.timeout)),
         "ttl": -1 if result_ttl is None else int(result_ttl),
-        "tags": json.dumps(list(opts.tags or [])),
-        "metadata": metadata,
-        "deps": json.dumps(deps),
         "payload": payload,
         **timing,
     }
+    # Options left empty are not stored: every reader defaults them (store.
+    # task_info, claim.lua, the listing indexes), and a record with fewer
+    # fields is cheaper to write and to read on every transition.
+    if opts.description:
+        fields["description"] = opts.description
+    if opts.timeout is not None:
+        fields["timeout"] = repr(float(opts.timeout))
+    if opts.tags:
+        fields["tags"] = json.dumps(list(opts.tags))
+    if opts.metadata:
+        fields["metadata"] = metadata
+    if deps:
+        fields["deps"] = json.dumps(deps)
     if opts.rate_key is not None:
         fields["rate_key"] = opts.rate_key
     retry_on = normalize_retry_on(opts.retry_on)  # cached: checked above already
@@ -236,7 +247,7 @@ def build_task(
         fields["retry_on"] = json.dumps(retry_on)
     if opts.retry_jitter:
         fields["retry_jitter"] = "1"
-    return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))
+    return NewTask(task_id, fields, deps, bool(opts.defer))
 
 
 def build_retry(old_id: str, record: dict[str, Any], priority: int | None,

@@ -28,10 +28,7 @@ namespace of its own (queues, running, events, stats); what crosses shards:
 
 from __future__ import annotations
 
-import base64
 import binascii
-import heapq
-import itertools
 import json
 import logging
 import zlib
@@ -413,74 +410,3 @@ class TaskRouter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._current().commands[0], name)
 
-
-# ---- list_tasks --------------------------------------------------------------------
-
-_MERGED_CURSOR = "s1."
-_DONE = "-"  # a shard with nothing more
-
-
-def list_merged(shardset: ShardSet, run: Any, run_many: Any, query: Any,
-                cursor: str | None) -> tuple[list[Any], str | None]:
-    """list_tasks over every shard: each shard's page (listing.PageReader),
-    merged in listing order, the first ``limit`` kept. The cursor holds each
-    shard's own cursor, set after the last task taken from that shard (so
-    tasks fetched but not taken are fetched again next page). Across shards,
-    QUEUED tasks merge by priority then creation time, the other unfinished
-    ones newest first, finished ones most recently finished first."""
-    from .listing import PageReader
-
-    cursors = _decode_merged(cursor, shardset.count)
-    pages: dict[int, tuple[list[tuple[Any, Any]], str | None]] = {}
-    for shard, shard_cursor in enumerate(cursors):
-        if shard_cursor != _DONE:
-            reader = PageReader(shardset.commands[shard], run, run_many)
-            pages[shard] = reader.entries(query, shard_cursor)
-    # A k-way merge of the shards' pages, each kept in its own order (which a
-    # shard cursor resumes exactly): paging yields the same sequence as one
-    # big page.
-    merged = heapq.merge(*[[(_list_key(pos, info), shard, i) for i, (pos, info) in
-                            enumerate(found)] for shard, (found, _) in pages.items()])
-    taken = list(itertools.islice(merged, query.limit))
-    count = {shard: 0 for shard in pages}
-    for _, shard, _ in taken:
-        count[shard] += 1
-    for shard, (found, next_cursor) in pages.items():
-        k = count[shard]
-        if k == len(found):
-            cursors[shard] = next_cursor if next_cursor is not None else _DONE
-        elif k > 0:
-            from .listing import encode_cursor
-
-            cursors[shard] = encode_cursor(found[k - 1][0])
-    tasks = [pages[shard][0][i][1] for _, shard, i in taken]
-    if all(c == _DONE for c in cursors):
-        return tasks, None
-    payload = json.dumps(cursors).encode()
-    return tasks, _MERGED_CURSOR + base64.urlsafe_b64encode(payload).decode()
-
-
-def _list_key(pos: Any, info: Any) -> tuple:
-    phase = pos[0]
-    if phase == "q":
-        return (0, -info.priority, info.created_at or 0.0, info.id)
-    if phase == "p":
-        return (1, float(pos[1]), info.id)
-    if phase == "u":
-        return (2, -(info.created_at or 0.0), info.id)
-    return (3, -(info.finished_at or 0.0), info.id)
-
-
-def _decode_merged(cursor: str | None, count: int) -> list[str | None]:
-    if cursor is None:
-        return [None] * count
-    try:
-        if not isinstance(cursor, str) or not cursor.startswith(_MERGED_CURSOR):
-            raise ValueError
-        cursors = json.loads(base64.urlsafe_b64decode(cursor[len(_MERGED_CURSOR):]))
-        if (not isinstance(cursors, list) or len(cursors) != count
-                or not all(c is None or isinstance(c, str) for c in cursors)):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise ValueError(f"malformed cursor {cursor!r}") from None
-    return cursors
