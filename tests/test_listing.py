@@ -62,6 +62,7 @@ def hgetall_calls(rds) -> int:
 
 # ---- orderings ------------------------------------------------------------------------
 
+@pytest.mark.single_backend  # FIFO across shards is per shard
 def test_queued_tasks_come_in_claim_order_across_queues(tm):
     plan = [("a", TaskPriority.LOW), ("b", TaskPriority.HIGH), ("a", TaskPriority.HIGH),
             ("b", TaskPriority.NORMAL), ("a", TaskPriority.NORMAL), ("b", TaskPriority.HIGH)]
@@ -123,6 +124,7 @@ def test_listing_spans_kinds_queued_then_unfinished_then_finished(tm, worker_fac
         q_high, q_low, waiting, first]
 
 
+@pytest.mark.single_backend  # "newest first" across shards follows each shard's own seq
 def test_running_and_scheduled_are_listed_newest_first(tm, worker_factory, redis_server):
     retried = tm.register_task(tasks.fail, "again", max_retries=1, retry_delay=30)
     worker_factory()
@@ -502,6 +504,7 @@ def test_retry_copies_flow_options(tm, rds):
         assert rds.hget(tm.keys.task(new), field) == rds.hget(tm.keys.task(old), field) != None
 
 
+@pytest.mark.single_backend  # its manager is on the single server
 def test_a_sharded_namespace_lists_every_shard_merged(redis_server, namespace, worker_factory):
     """Every shard is walked from the same cursor and the pages merge in the
     one listing order (SPEC §14: list_tasks merged)."""
