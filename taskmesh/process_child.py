@@ -113,6 +113,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
     try:
         func, args, kwargs = codec.decode_task(payload)
         target = resolve_import(func) if isinstance(func, str) else func
+        out = codec.outcome_codec(payload)  # what the worker would encode with
     except BaseException as exc:  # bad payload, signature, import: never retried
         send(pack("done", "failed", describe(exc, attempt), False))
         return
@@ -126,11 +127,11 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(codec, exc)))
+        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(out, exc)))
         return
     _flush(context)
     try:
-        data = codec.encode_result(result)
+        data = out.encode_result(result)
     except BaseException as exc:  # a SerializationError: encode_result wraps anything
         send(pack("done", "failed", describe(exc, attempt), False))
         return
