@@ -534,11 +534,12 @@ class TaskManager:
     # ---- settings --------------------------------------------------------------------------
     def set_max_concurrent_tasks(self, limit: int | None) -> None:
         """Cluster-wide cap on RUNNING tasks in this namespace; None removes it."""
+        value = None if limit is None else check_concurrency_cap(limit)  # nothing written yet
         self._shards(fix=True)  # a settings write is a first use (SPEC §17)
-        if limit is None:
+        if value is None:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return
-        self._client.hset(self.keys.config, "max_concurrent_tasks", check_concurrency_cap(limit))
+        self._client.hset(self.keys.config, "max_concurrent_tasks", value)
 
     def set_priority_aging(self, seconds: float | None) -> None:
         """Anti-starvation for the whole namespace: a QUEUED task is ordered as
