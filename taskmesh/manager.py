@@ -36,7 +36,7 @@ from .events import (
     iterate_events,
     subscribe,
 )
-from .exceptions import TaskCancelledError, TaskFailedError, TaskNotFoundError
+from .exceptions import SignatureError, TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
 from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
@@ -143,7 +143,7 @@ class TaskManager:
         secret = secret or os.environ.get("TASKMESH_SECRET") or None
         self.secret = secret
         self.codec = codec_for(
-            self.url, secret=secret.encode() if secret else None,
+            self.url, secret=secret.encode() if secret else None, namespace=self.namespace,
             max_payload_bytes=max_payload_bytes,
         )
         self.keys = Keys(self.namespace)  # shard 0 (the only one, unless sharded)
@@ -348,21 +348,39 @@ class TaskManager:
 
         await state.waiter.wait(task_id, read_status, timeout)
         raw = await scripts.arun(state.client, commands.read_fields(
-            task_id, "result", "error", "error_exc"))
+            task_id, "result", "attempts", "error", "error_exc"))
         return self._outcome(task_id, raw)
 
     def _outcome(self, task_id: str, raw: list[Any]) -> Any:
-        status, result, error, pickled = raw
+        status, result, attempts, error, pickled = raw
         if status is TaskStatus.COMPLETED:
-            return self.codec.decode_result(result) if result else None
+            return self._result(task_id, result, attempts)
         if status is TaskStatus.FAILED:
-            raise TaskFailedError(task_id, self._error(error, pickled) or TaskError("Unknown", ""))
-        raise TaskCancelledError(task_id, self._error(error, pickled))
+            raise TaskFailedError(task_id, self._error(task_id, error, pickled)
+                                  or TaskError("Unknown", ""))
+        raise TaskCancelledError(task_id, self._error(task_id, error, pickled))
 
-    def _error(self, raw: Any, pickled: Any = None) -> TaskError | None:
+    def _result(self, task_id: str, raw: Any, attempts: Any, preview: bool = False) -> Any:
+        """A COMPLETED task's result. With a secret only a result signed for
+        this task and the attempt that completed it is accepted: another
+        task's result copied in, or a record set to completed with no result
+        at all, is a SignatureError, never an unverified value."""
+        if not raw:
+            if self.codec.secret:
+                raise SignatureError(f"task {task_id} is completed but holds no signed result")
+            return None
+        attempt = Fields(f"task {task_id}", {"attempts": attempts}).number("attempts", int) or 0
+        codec = self.codec.for_result(task_id, attempt)
+        return codec.preview_result(raw) if preview else codec.decode_result(raw)
+
+    def _error(self, task_id: str, raw: Any, pickled: Any = None) -> TaskError | None:
         """A stored error, able to rebuild its exception under this manager's
         secret policy (TaskError.exception())."""
-        return bind(decode_error(raw, pickled), self.codec)
+        return self._bind_error(task_id, decode_error(raw, pickled))
+
+    def _bind_error(self, task_id: str, error: TaskError | None) -> TaskError | None:
+        # The pickled exception verifies only as this task's, of that attempt.
+        return bind(error, self.codec.for_error(task_id, error.attempt if error else 0))
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels now if not running; signals the worker if running. False if
@@ -407,17 +425,16 @@ class TaskManager:
         """With ``unpickle=False`` pickled parts come back as ``<pickled, N
         bytes>`` placeholders: what operator tools use, as they must never
         run code read from Redis."""
-        status, result = self._run(self._cmds(task_id).read_fields(task_id, "result"))
-        if status is TaskStatus.COMPLETED and result:
-            if not unpickle:
-                return self.codec.preview_result(result)
-            return self.codec.decode_result(result)
+        status, result, attempts = self._run(
+            self._cmds(task_id).read_fields(task_id, "result", "attempts"))
+        if status is TaskStatus.COMPLETED:
+            return self._result(task_id, result, attempts, preview=not unpickle)
         return None
 
     def get_task_error(self, task_id: str) -> TaskError | None:
         status, error, pickled = self._run(
             self._cmds(task_id).read_fields(task_id, "error", "error_exc"))
-        return self._error(error, pickled) if status.is_terminal else None
+        return self._error(task_id, error, pickled) if status.is_terminal else None
 
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
         _, progress, message = self._run(
@@ -427,7 +444,7 @@ class TaskManager:
 
     def get_task(self, task_id: str) -> TaskInfo:
         info: TaskInfo = self._run(self._cmds(task_id).read_task(task_id))
-        bind(info.error, self.codec)
+        self._bind_error(task_id, info.error)
         return info
 
     def list_tasks(
@@ -448,7 +465,7 @@ class TaskManager:
         reader = PageReader(self.commands, self._run, self._run_many)
         tasks, next_cursor = reader.page(query, cursor)
         for info in tasks:
-            bind(info.error, self.codec)
+            self._bind_error(info.id, info.error)
         return TaskPage(tasks, next_cursor)
 
     def _run_many(self, cmds: Sequence[Any]) -> list[Any]:
@@ -468,7 +485,11 @@ class TaskManager:
         if queue is not None:
             validate_queue_name(queue)
         record = self._run(self._cmds(task_id).read_record(task_id))
-        return self._store([build_retry(task_id, record, priority, queue, self.result_ttl)])[0]
+        new = build_retry(task_id, record, priority, queue, self.result_ttl)
+        # The copied payload is signed anew for the new id (verified first).
+        new.fields["payload"] = self.codec.for_payload(task_id).rebind(
+            record["payload"], self.codec.for_payload(new.id))
+        return self._store([new])[0]
 
     def update_task_progress(self, task_id: str, progress: float,
                              message: str | None = None) -> bool:

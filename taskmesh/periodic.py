@@ -172,7 +172,10 @@ def add(client: Any, keys: Keys, codec: Codec, result_ttl: int | None, name: str
         if bad in options:
             raise TypeError(f"add_periodic() does not take {bad}= (each tick's task is "
                             f"registered as {tick_task_id(name, 0)[:-1]}<tick>)")
-    new = build_task(codec, func, args, kwargs, TaskOptions(name=name, **options), result_ttl)
+    # Bound (with a secret) to the schedule, not to one tick: every tick's
+    # task carries this payload (Codec.for_payload).
+    new = build_task(codec, func, args, kwargs,
+                     TaskOptions(name=name, task_id=tick_task_id(name, 0), **options), result_ttl)
     task = msgpack.packb(new.fields, use_bin_type=True)
     next_run_at = schedule.next_after(_redis_now(client))
     key = keys.periodic_schedule(name)

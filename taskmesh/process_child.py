@@ -111,9 +111,10 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
         _report_final=lambda v, m: _send_progress(send, "final", v, m),
     )
     try:
-        func, args, kwargs = codec.decode_task(payload)
+        payload_codec = codec.for_payload(task_id)  # as Worker._prepare does
+        func, args, kwargs = payload_codec.decode_task(payload)
         target = resolve_import(func) if isinstance(func, str) else func
-        out = codec.outcome_codec(payload)  # what the worker would encode with
+        out = payload_codec.outcome_codec(payload)
     except BaseException as exc:  # bad payload, signature, import: never retried
         send(pack("done", "failed", describe(exc, attempt), False))
         return
@@ -127,11 +128,12 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
             result = ctx.run(target, *args, **kwargs)
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
-        send(pack("done", "failed", describe(exc, attempt), True, pickle_exception(out, exc)))
+        send(pack("done", "failed", describe(exc, attempt), True,
+                  pickle_exception(out.for_error(task_id, attempt), exc)))
         return
     _flush(context)
     try:
-        data = out.encode_result(result)
+        data = out.for_result(task_id, attempt).encode_result(result)
     except BaseException as exc:  # a SerializationError: encode_result wraps anything
         send(pack("done", "failed", describe(exc, attempt), False))
         return

@@ -206,7 +206,10 @@ def build_task(
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise TypeError("kwargs keys must be strings")
     _check_text(opts, func)
-    payload = codec.encode_task(func, tuple(args), dict(kwargs or {}))
+    task_id = opts.task_id or uuid.uuid4().hex
+    # With a secret the payload's signature is bound to this task id (and
+    # namespace): copied into another record it no longer verifies.
+    payload = codec.for_payload(task_id).encode_task(func, tuple(args), dict(kwargs or {}))
     try:
         metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
     except BaseException as exc:  # a value's own code may raise SystemExit too
@@ -236,7 +239,7 @@ def build_task(
         fields["retry_on"] = json.dumps(retry_on)
     if opts.retry_jitter:
         fields["retry_jitter"] = "1"
-    return NewTask(opts.task_id or uuid.uuid4().hex, fields, deps, bool(opts.defer))
+    return NewTask(task_id, fields, deps, bool(opts.defer))
 
 
 def build_retry(old_id: str, record: dict[str, Any], priority: int | None,

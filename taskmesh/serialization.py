@@ -73,6 +73,45 @@ class Codec:
     # closures and local state work, as in the seed's in-process manager).
     references: "ReferenceTable | None" = None
     by_reference: bool = False
+    # With a secret, signatures cover ``context`` + body: what the envelope is
+    # for (payload / result / error), its namespace and task id (and attempt),
+    # so an envelope copied into another record or namespace does not verify.
+    namespace: str = ""
+    context: bytes = b""
+
+    # ---- signature binding (issue 8: replay and splicing) ----------------
+    def _bound(self, *parts: object) -> "Codec":
+        if not self.secret:
+            return self  # nothing is signed: nothing to bind
+        return replace(self, context="\x1f".join(map(str, (self.namespace, *parts))).encode())
+
+    def for_payload(self, task_id: str) -> "Codec":
+        """The codec for the payload of task ``task_id``. A periodic tick's
+        task (``periodic:<name>:<tick>``) carries its schedule's payload, so
+        that is bound to the schedule rather than to one tick."""
+        if task_id.startswith("periodic:"):
+            return self._bound("payload", "periodic", task_id[9:].rpartition(":")[0])
+        return self._bound("payload", task_id)
+
+    def for_result(self, task_id: str, attempt: int) -> "Codec":
+        """The codec for the result of one attempt (claim) of a task."""
+        return self._bound("result", task_id, int(attempt))
+
+    def for_error(self, task_id: str, attempt: int) -> "Codec":
+        """The codec for the pickled exception of one attempt of a task."""
+        return self._bound("error", task_id, int(attempt))
+
+    def rebind(self, envelope: bytes, to: "Codec") -> bytes:
+        """``envelope`` (verified under this codec's binding) signed anew under
+        ``to``'s, without unpacking its body: what retry_task does when it
+        copies a payload into a new task."""
+        if not self.secret:
+            return envelope
+        return to._seal(self._open(envelope))
+
+    def _mac(self, body: bytes) -> bytes:
+        assert self.secret is not None
+        return hmac.new(self.secret, self.context + b"\x00" + body, hashlib.sha256).digest()
 
     # ---- encoding -------------------------------------------------------
     def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
@@ -172,7 +211,7 @@ class Codec:
                 raise SerializationError(part, _describe(exc)) from exc
 
     def _seal(self, body: bytes, part: str = "payload") -> bytes:
-        sig = hmac.new(self.secret, body, hashlib.sha256).digest() if self.secret else None
+        sig = self._mac(body) if self.secret else None
         envelope = msgpack.packb([VERSION, body, sig], use_bin_type=True)
         if self.max_payload_bytes is not None and len(envelope) > self.max_payload_bytes:
             raise PayloadTooLargeError(len(envelope), self.max_payload_bytes, part)
@@ -222,9 +261,9 @@ class Codec:
         if self.secret:
             if sig is None:
                 raise SignatureError("payload is not signed but a secret is configured")
-            expected = hmac.new(self.secret, body, hashlib.sha256).digest()
-            if not hmac.compare_digest(sig, expected):
-                raise SignatureError("payload signature does not match (tampered or wrong secret)")
+            if not hmac.compare_digest(sig, self._mac(body)):
+                raise SignatureError("payload signature does not match (tampered, wrong secret, "
+                                     "or copied from another task or namespace)")
         return body
 
     def _unpack(self, body: bytes) -> Any:

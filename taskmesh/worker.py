@@ -167,6 +167,7 @@ class Worker:
         self.codec = codec_for(
             opts.url,  # type: ignore[arg-type]
             secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
+            namespace=opts.namespace or "",
             max_payload_bytes=opts.max_payload_bytes,
         )
         self.lease_ms = int(opts.lease_timeout * 1000)
@@ -466,8 +467,9 @@ class Worker:
             raise StoreError(job.claimed.defect)
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
-        func, args, kwargs = self.codec.decode_task(job.claimed.payload)
-        job.codec = self.codec.outcome_codec(job.claimed.payload)
+        payload_codec = self.codec.for_payload(job.id)
+        func, args, kwargs = payload_codec.decode_task(job.claimed.payload)
+        job.codec = payload_codec.outcome_codec(job.claimed.payload)
         job.func = resolve_import(func) if isinstance(func, str) else func
         job.args, job.kwargs = args, kwargs
 
@@ -516,7 +518,8 @@ class Worker:
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
             job.error_pickle = pickle_exception(
-                job.codec or self.codec, exc.original if isinstance(exc, EscapedExit) else exc)
+                (job.codec or self.codec).for_error(job.id, attempt),
+                exc.original if isinstance(exc, EscapedExit) else exc)
             return "failed", _error_json(exc, attempt), True
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
@@ -524,7 +527,8 @@ class Worker:
             job.error_pickle = result.error_pickle
             return result.kind, result.data, result.retryable
         try:
-            return "completed", (job.codec or self.codec).encode_result(result), False
+            codec = (job.codec or self.codec).for_result(job.id, attempt)
+            return "completed", codec.encode_result(result), False
         except SerializationError as exc:
             return "failed", _error_json(exc, attempt), False
 

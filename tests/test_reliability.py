@@ -22,6 +22,7 @@ import redis
 from taskmesh import (
     CorruptRecordError,
     SerializationError,
+    SignatureError,
     TaskCancelledError,
     ServerBusyError,
     StoreError,
@@ -507,3 +508,85 @@ def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
     late = tm.commands.report(task_id, old_claim.token, "completed", tm.codec.encode_result(3))
     assert scripts.run(rds, late) == "stale"  # the pre-crash holder is fenced off
     assert tm.get_task_status(task_id) is TaskStatus.RUNNING
+
+
+# ---- 8 & 9: signatures bound to namespace, task id and attempt -------------------------
+
+SECRET = "reliability-secret"
+
+
+def test_signed_payload_copied_into_another_record_is_refused(redis_server, rds, namespace,
+                                                              worker_factory, tmp_path):
+    """A raw-Redis writer copies a signed payload into another task of the
+    namespace, and into a same-id task of another namespace: neither runs."""
+    other_ns = namespace + "-other"
+    with TaskManager(redis_server.url, namespace=namespace, secret=SECRET) as tm, \
+            TaskManager(redis_server.url, namespace=other_ns, secret=SECRET) as other:
+        marker = tmp_path / "ran"
+        original = tm.register_task("tests.tasks:record", redis_server.url, "rel:runs",
+                                    str(marker), defer=True)
+        victim = tm.register_task(tasks.add, 1, 1, defer=True)
+        twin = other.register_task(tasks.add, 1, 1, task_id=original, defer=True)
+        payload = rds.hget(Keys(namespace).task(original), "payload")
+        rds.hset(Keys(namespace).task(victim), "payload", payload)
+        rds.hset(Keys(other_ns).task(twin), "payload", payload)
+        rds.delete("rel:runs")
+        for manager, task_id in ((tm, victim), (other, twin)):
+            manager.execute_task_sync(task_id)
+        worker_factory("--burst", "--secret", SECRET)
+        worker_factory("--burst", "--secret", SECRET, namespace=other_ns)
+        for manager, task_id in ((tm, victim), (other, twin)):
+            with pytest.raises(TaskFailedError) as info:
+                manager.wait_for_task_sync(task_id, timeout=WAIT)
+            assert info.value.error.type == "SignatureError"
+        assert rds.llen("rel:runs") == 0  # the copied function never ran
+        tm.execute_task_sync(original)  # positive control: in its own record it runs
+        worker_factory("--burst", "--secret", SECRET)
+        tm.wait_for_task_sync(original, timeout=WAIT)
+        assert rds.llen("rel:runs") == 1
+        rds.delete("rel:runs")
+
+
+def test_signed_results_verify_only_for_their_own_task(redis_server, rds, namespace,
+                                                       worker_factory):
+    with TaskManager(redis_server.url, namespace=namespace, secret=SECRET) as tm:
+        a = tm.register_task(tasks.add, 1, 1)
+        b = tm.register_task(tasks.add, 2, 2)
+        worker_factory("--burst", "--secret", SECRET)
+        assert tm.wait_for_task_sync(a, timeout=WAIT) == 2
+        assert tm.wait_for_task_sync(b, timeout=WAIT) == 4
+        ka, kb = Keys(namespace).task(a), Keys(namespace).task(b)
+        rds.hset(kb, "result", rds.hget(ka, "result"))  # A's signed result spliced into B
+        with pytest.raises(SignatureError):
+            tm.get_task_result(b)
+        with pytest.raises(SignatureError):
+            tm.wait_for_task_sync(b, timeout=WAIT)
+        rds.hdel(kb, "result")  # completed, with no result at all
+        with pytest.raises(SignatureError):
+            tm.get_task_result(b)
+        with pytest.raises(SignatureError):
+            tm.wait_for_task_sync(b, timeout=WAIT)
+        rds.hset(ka, "attempts", 2)  # the result of another attempt of the same task
+        with pytest.raises(SignatureError):
+            tm.get_task_result(a)
+
+
+def test_retry_and_periodic_tasks_still_verify_with_a_secret(redis_server, namespace,
+                                                             worker_factory):
+    """retry_task copies a payload into a new id (re-signed for it); every
+    periodic tick carries its schedule's payload (bound to the schedule)."""
+    with TaskManager(redis_server.url, namespace=namespace, secret=SECRET) as tm:
+        failed = tm.register_task(tasks.fail, "first run")
+        worker_factory("--secret", SECRET)
+        with pytest.raises(TaskFailedError):
+            tm.wait_for_task_sync(failed, timeout=WAIT)
+        again = tm.retry_task(failed)
+        with pytest.raises(TaskFailedError) as info:
+            tm.wait_for_task_sync(again, timeout=WAIT)
+        assert info.value.error.type == "ValueError", info.value.error
+        tm.add_periodic("tick", tasks.add, 20, 22, every=1)
+        last = wait_until(lambda: next((p.last_task_id for p in tm.list_periodic()
+                                        if p.last_task_id), None), timeout=WAIT,
+                          what="a periodic tick")
+        assert tm.wait_for_task_sync(last, timeout=WAIT) == 42
+        tm.remove_periodic("tick")

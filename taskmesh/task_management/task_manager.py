@@ -236,7 +236,7 @@ class TaskManager:
             status, raw = self.core._run(self.core.commands.read_fields(task_id, "payload"))
             if not raw:
                 return None, (), {}
-            func, args, kwargs = self.core.codec.decode_task(raw)
+            func, args, kwargs = self.core.codec.for_payload(task_id).decode_task(raw)
             return func, tuple(args), kwargs
 
         def error() -> BaseException | None:
