@@ -41,9 +41,9 @@ from typing import Any, Callable
 import msgpack
 
 from .context import TaskContext, _current
-from .executors import is_coroutine_callable, run_coroutine
+from .executors import is_coroutine_callable, open_payload, run_coroutine
 from .remote import pickle_exception
-from .serialization import Codec, resolve_import, safe_str
+from .serialization import Codec, safe_str
 
 def pack(*frame: Any) -> bytes:
     data: bytes = msgpack.packb(list(frame), use_bin_type=True)
@@ -111,10 +111,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
         _report_final=lambda v, m: _send_progress(send, "final", v, m),
     )
     try:
-        payload_codec = codec.for_payload(task_id)  # as Worker._prepare does
-        func, args, kwargs = payload_codec.decode_task(payload)
-        target = resolve_import(func) if isinstance(func, str) else func
-        out = payload_codec.outcome_codec(payload)
+        target, args, kwargs, out = open_payload(codec, task_id, payload)
     except BaseException as exc:  # bad payload, signature, import: never retried
         send(pack("done", "failed", describe(exc, attempt), False))
         return
