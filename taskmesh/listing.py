@@ -23,7 +23,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .keys import validate_queue_name
 from .models import TaskInfo, TaskStatus
@@ -123,49 +123,117 @@ def _matches(info: TaskInfo, query: Query) -> bool:
     return True
 
 
+_RANK = {"q": 1, "p": 2, "u": 3, "f": 4}
+
+
+def _before(a: Position, b: Position) -> bool:
+    """Does position ``a`` come before ``b`` in listing order? (The order of
+    list.lua: phase, then score ascending for QUEUED phases and descending
+    otherwise, then id bytewise the same way.)"""
+    if a[0] != b[0]:
+        return _RANK[a[0]] < _RANK[b[0]]
+    ascending = a[0] in ("q", "p")
+    sa, sb = float(a[1]), float(b[1])
+    if sa != sb:
+        return sa < sb if ascending else sa > sb
+    ia, ib = a[2].encode(), b[2].encode()
+    return ia < ib if ascending else ia > ib
+
+
+class _Walk:
+    """One shard's walk: its matches not yet taken, and where it resumes."""
+
+    def __init__(self, commands: Commands, position: Position | None):
+        self.commands = commands
+        self.position = position  # resume point (last entry examined)
+        self.matches: list[Position] = []
+        self.done = False  # nothing after the matches held
+        self.steps = 0
+
+
 class PageReader:
     """Builds one page with a caller-supplied way of running Calls, so the
     same rule serves any client (``run`` runs one Call, ``run_many`` a
-    pipelined list of plain commands)."""
+    pipelined list of plain commands).
 
-    def __init__(self, commands: Commands, run: Any, run_many: Any):
-        self.commands = commands
+    A sharded namespace (SPEC §14) is one walk per shard, merged: positions
+    are totally ordered, so every shard resumes from the same cursor and the
+    page takes matches in global order. A shard whose walk is still behind
+    (its budget spent without a match) bounds how far the page may go."""
+
+    def __init__(self, commands: Commands | Sequence[Commands], run: Any, run_many: Any):
+        self.shards = [commands] if isinstance(commands, Commands) else list(commands)
         self.run = run
         self.run_many = run_many
 
     def page(self, query: Query, cursor: str | None) -> tuple[list[TaskInfo], str | None]:
-        position = decode_cursor(cursor)
+        start = decode_cursor(cursor)
         want = query.limit + 1  # one more than the page: is there a next page?
+        walks = [_Walk(c, start) for c in self.shards]
         found: list[tuple[Position, TaskInfo]] = []
         reads, max_reads = 0, READS_PER_LIMIT * query.limit + 100
         statuses = [s.value for s in query.statuses]
-        for _ in range(MAX_STEPS):
-            step: ListStep = self.run(self.commands.list_step(
-                statuses, query.queue, query.tag, position, want - len(found), SCRIPT_BUDGET))
-            reads += len(step.matches)
-            for pos, info in zip(step.matches, self._read([m[2] for m in step.matches])):
+        last: Position | None = None  # the last match taken, in global order
+        while len(found) < want and reads < max_reads:
+            for walk in walks:
+                while not walk.matches and not walk.done and walk.steps < MAX_STEPS:
+                    step: ListStep = self.run(walk.commands.list_step(
+                        statuses, query.queue, query.tag, walk.position, want - len(found),
+                        SCRIPT_BUDGET))
+                    walk.steps += 1
+                    walk.matches = list(step.matches)
+                    if step.resume is None:
+                        walk.done = True
+                    else:
+                        walk.position = step.resume
+            stalled = [w.position for w in walks if not w.matches and not w.done
+                       and w.position is not None]
+            taken: list[tuple[Position, _Walk]] = []
+            while len(taken) < want - len(found):
+                live = [w for w in walks if w.matches]
+                if not live:
+                    break
+                walk = min(live, key=lambda w: _Key(w.matches[0]))
+                head = walk.matches[0]
+                if any(_before(p, head) for p in stalled):
+                    break  # a shard behind may still hold an earlier match
+                taken.append((walk.matches.pop(0), walk))
+            if not taken:
+                break
+            reads += len(taken)
+            for (pos, _), info in zip(taken, self._read(taken)):
+                last = pos
                 if info is not None and _matches(info, query):
                     found.append((pos, info))
                     if len(found) == want:
                         break
-            if len(found) == want:
-                return [info for _, info in found[:-1]], encode_cursor(found[-2][0])
-            if step.resume is None:
-                return [info for _, info in found], None
-            position = step.resume
-            if reads >= max_reads:
-                break
-        # Budget spent (a sparse filter): a short page that resumes from the
-        # last entry examined.
-        assert position is not None
-        return [info for _, info in found], encode_cursor(position)
+        if len(found) == want:
+            return [info for _, info in found[:-1]], encode_cursor(found[-2][0])
+        tasks = [info for _, info in found]
+        if all(w.done and not w.matches for w in walks):
+            return tasks, None
+        # A short page (a sparse filter spent its budget): resume after the
+        # last match taken, or from the walk furthest behind.
+        behind = [w.position for w in walks if w.position is not None and not w.done]
+        resume = last or (min(behind, key=_Key) if behind else start)
+        assert resume is not None
+        return tasks, encode_cursor(resume)
 
-    def _read(self, ids: list[str]) -> list[TaskInfo | None]:
-        if not ids:
-            return []
-        cmds: list[Cmd[Any]] = [Cmd(("HGETALL", self.commands.keys.task(i))) for i in ids]
+    def _read(self, taken: list[tuple[Position, "_Walk"]]) -> list[TaskInfo | None]:
+        cmds: list[Cmd[Any]] = [Cmd(("HGETALL", walk.commands.keys.task(pos[2])))
+                                for pos, walk in taken]
         out: list[TaskInfo | None] = []
-        for task_id, raw in zip(ids, self.run_many(cmds)):
+        for (pos, _), raw in zip(taken, self.run_many(cmds)):
             h = {_str(k): v for k, v in (raw or {}).items()}
-            out.append(task_info(task_id, h) if h else None)
+            out.append(task_info(pos[2], h) if h else None)
         return out
+
+
+class _Key:
+    """Sort key for positions in listing order."""
+
+    def __init__(self, position: Position):
+        self.position = position
+
+    def __lt__(self, other: "_Key") -> bool:
+        return _before(self.position, other.position)

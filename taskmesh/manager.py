@@ -462,7 +462,7 @@ class TaskManager:
         most recently finished first (SPEC §11, §17). Pass ``page.cursor``
         back for the next page; None means there is no more."""
         query = build_query(status, queue, tag, metadata, limit)
-        reader = PageReader(self.commands, self._run, self._run_many)
+        reader = PageReader(self._shards().commands, self._run, self._run_many)
         tasks, next_cursor = reader.page(query, cursor)
         for info in tasks:
             self._bind_error(info.id, info.error)

@@ -215,23 +215,31 @@ def build_task(
     except BaseException as exc:  # a value's own code may raise SystemExit too
         raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     deps = list(dict.fromkeys(opts.dependencies or ()))
-    fields = {
+    fields: dict[str, Any] = {
         "name": opts.name or default_name(func),
-        "description": opts.description,
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
         "executor": opts.executor_type,
         "max_retries": opts.max_retries,
         "retry_delay": repr(float(opts.retry_delay)),
         "retry_backoff": repr(float(opts.retry_backoff)),
-        "timeout": "" if opts.timeout is None else repr(float(opts.timeout)),
         "ttl": -1 if result_ttl is None else int(result_ttl),
-        "tags": json.dumps(list(opts.tags or [])),
-        "metadata": metadata,
-        "deps": json.dumps(deps),
         "payload": payload,
         **timing,
     }
+    # Options left empty are not stored: every reader defaults them (store.
+    # task_info, claim.lua, the listing indexes), and a record with fewer
+    # fields is cheaper to write and to read on every transition.
+    if opts.description:
+        fields["description"] = opts.description
+    if opts.timeout is not None:
+        fields["timeout"] = repr(float(opts.timeout))
+    if opts.tags:
+        fields["tags"] = json.dumps(list(opts.tags))
+    if opts.metadata:
+        fields["metadata"] = metadata
+    if deps:
+        fields["deps"] = json.dumps(deps)
     if opts.rate_key is not None:
         fields["rate_key"] = opts.rate_key
     retry_on = normalize_retry_on(opts.retry_on)  # cached: checked above already
