@@ -5,6 +5,7 @@ QUEUED and never holds up the rest of its queue."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -41,13 +42,16 @@ def test_two_workers_share_one_limit(tm, rds, redis_server, namespace, worker_fa
     # Tokens come every 200 ms; event timestamps have ms resolution.
     assert min(gaps) >= 0.2 - 0.0015, gaps
     total = starts[-1] - starts[0]
-    assert 19 * 0.2 - 0.01 <= total <= 19 * 0.2 + 1.5, total
+    # Late claims (a loaded machine) lose their lateness: a bucket of one
+    # token stores none. Generous upper bound; the lower one is exact.
+    assert 19 * 0.2 - 0.01 <= total <= 19 * 0.2 + 3.0, total
     # Both workers took part: the limit is cluster-wide, not per worker.
     assert len({tm.get_task(t).worker for t in ids}) == 2
-    # What the functions saw agrees (worker clocks, same host).
+    # What the functions saw agrees (worker clocks, same host; a thread's
+    # start jitters with the machine's load, so the median, not each gap).
     seen = sorted(float(x.split()[1]) for x in (v.decode() for v in rds.lrange(key, 0, -1)))
     seen_gaps = [b - a for a, b in zip(seen, seen[1:])]
-    assert min(seen_gaps) >= 0.2 - 0.06, seen_gaps
+    assert len(seen) == 20 and statistics.median(seen_gaps) >= 0.19, seen_gaps
 
 
 def test_burst_starts_at_once_then_the_rate(tm, redis_server, namespace, worker_factory):
@@ -106,9 +110,9 @@ def test_removing_the_limit_releases_waiting_tasks(tm, redis_server, namespace, 
     tm.set_rate_limit("gate", None)
     # ...and run at once when the limit goes, without waiting out their turns.
     for t in ids:
-        tm.wait_for_task_sync(t, timeout=3)
+        tm.wait_for_task_sync(t, timeout=4)  # their next turns were 5 s apart
     starts = _starts(tm, ids)
-    assert starts[-1] - starts[1] < 1.0
+    assert starts[-1] - starts[1] < 2.0
     assert tm.get_metrics()["queues"]["default"]["rate_limited"] == 0
 
 
@@ -135,9 +139,10 @@ def test_every_attempt_takes_a_token(tm, rds, redis_server, namespace, worker_fa
                          retry_delay=0, rate_key="r")
     worker_factory()
     assert tm.wait_for_task_sync(t, timeout=WAIT) == 4
-    times = [float(v.decode().split()[1]) for v in rds.lrange(key, 0, -1)]
-    assert len(times) == 4
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.5 - 0.06
+    assert len(rds.lrange(key, 0, -1)) == 4
+    starts = _starts(tm, [t])  # one TASK_STARTED per attempt
+    assert len(starts) == 4
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.5 - 0.0015
 
 
 def test_unlimited_rate_key_runs_freely(tm, redis_server, namespace, worker_factory):
@@ -213,3 +218,17 @@ def test_cancelling_a_waiting_task(tm, redis_server, namespace, worker_factory):
     assert tm.get_task_status(ids[2]) is TaskStatus.CANCELLED
     view = tm.get_metrics()["queues"]["default"]
     assert view["rate_limited"] == 1 and view["queued"] == 1 and view["by_priority"] == {5: 1}
+
+
+def test_one_limit_across_queues_and_a_burst_worker(tm, redis_server, namespace,
+                                                    worker_factory):
+    """The bucket belongs to the rate key, not to a queue; a --burst worker
+    waits for parked tasks (they are QUEUED) and exits once all ran."""
+    tm.set_rate_limit("shared", 8, burst=1)
+    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
+                            rate_key="shared", queue="a" if i % 2 else "b") for i in range(8)]
+    worker = worker_factory("--burst", "--queues", "a,b", "--concurrency", "8")
+    assert worker.wait(WAIT) == 0
+    assert all(tm.get_task_status(t) is TaskStatus.COMPLETED for t in ids)
+    starts = _starts(tm, ids)
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.125 - 0.0015

@@ -185,7 +185,7 @@ def test_jitter_spreads_delays_within_half_and_one_and_a_half(tm, redis_server, 
     assert len({round(d, 6) for d in delays}) >= 8  # spread, not one value
     assert min(delays) < 0.3 < max(delays)  # both sides of the base delay
     for delay, waited in waits:  # the retry really waited the jittered delay
-        assert delay - 0.002 <= waited <= delay + 0.25, (delay, waited)
+        assert delay - 0.002 <= waited <= delay + 0.5, (delay, waited)
     # Without jitter the delay is exactly the computed one.
     assert [d for d, _ in _retry_waits(tm, plain)] == [0.3, 0.3, 0.3]
 

@@ -67,7 +67,7 @@ local aging_ms = priority_aging_ms()
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 while claimed < want and park_budget > 0 do
   local parked = 0
-  for _, c in ipairs(claim_order(queues, want - claimed + 8, aging_ms)) do
+  for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
     local t = load(c.id)
     if not t then

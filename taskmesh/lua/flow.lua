@@ -106,23 +106,28 @@ local function priority_aging_ms()
   return s and s > 0 and s * 1000 or nil
 end
 
-local BAND_CHUNK = 16  -- band members read at a time by the aged merge
+local BAND_CHUNK = 16  -- most band members the aged merge reads at a time
 
--- One priority band of a queue, read lazily in chunks for the aged merge.
--- Members come in seq order; each gets the sort key first_queued_ms -
--- priority * aging, raised to the key before it (a running maximum), so a
--- band stays FIFO: its later members never pass its head.
+-- One priority band of a queue, read lazily for the aged merge in chunks of
+-- 1, 2, 4 ... BAND_CHUNK (a claim of one task reads little more than each
+-- band's head). Members come in seq order; each gets the sort key
+-- first_queued_ms - priority * aging, raised to the key before it (a running
+-- maximum), so a band stays FIFO: its later members never pass its head.
 local function band_reader(q, p, aging_ms)
   local low = (255 - p) * PRIORITY_SPAN
-  local band = {offset = 0, buf = {}, i = 1, exhausted = false, floor = -math.huge}
+  local upto = '(' .. string.format('%.0f', low + PRIORITY_SPAN)
+  -- Reads resume after the last score seen, not at an offset: the claim
+  -- removes members (claimed, parked) while the merge goes on.
+  local band = {from = string.format('%.0f', low), buf = {}, i = 1, chunk = 1,
+    exhausted = false, floor = -math.huge}
   function band.head()
     if band.i > #band.buf and not band.exhausted then
-      local page = redis.call('ZRANGEBYSCORE', k_queue(q), string.format('%.0f', low),
-        '(' .. string.format('%.0f', low + PRIORITY_SPAN), 'WITHSCORES',
-        'LIMIT', band.offset, BAND_CHUNK)
+      local page = redis.call('ZRANGEBYSCORE', k_queue(q), band.from, upto, 'WITHSCORES',
+        'LIMIT', 0, band.chunk)
       band.buf, band.i = {}, 1
-      band.offset = band.offset + #page / 2
-      band.exhausted = #page / 2 < BAND_CHUNK
+      band.exhausted = #page / 2 < band.chunk
+      if #page > 0 then band.from = '(' .. page[#page] end
+      band.chunk = math.min(band.chunk * 2, BAND_CHUNK)
       for j = 1, #page, 2 do
         local when = redis.call('HMGET', k_task(page[j]), 'first_queued_ms', 'queued_at')
         local first = tonumber(when[1]) or (tonumber(when[2]) or 0) * 1000
@@ -136,13 +141,15 @@ local function band_reader(q, p, aging_ms)
   return band
 end
 
--- The first m candidates of these queues in claim order: a list of
--- {id, q, score}. Without aging, the queue scores' order (priority, then
--- seq). With aging, a k-way merge of the non-empty priority bands (known
--- from qcount) by aged key, ties to the lower score (higher priority).
+-- The candidates of these queues in claim order, as an iterator of
+-- {id, q, score}, at most m of them. Without aging, the queue scores'
+-- order (priority, then seq). With aging, a lazy k-way merge of the
+-- non-empty priority bands (known from qcount) by aged key, ties to the
+-- lower score (higher priority): only what the claim looks at is read.
 local function claim_order(queues, m, aging_ms)
-  local out = {}
+  local n = 0
   if not aging_ms then
+    local out = {}
     for _, q in ipairs(queues) do
       local head = redis.call('ZRANGE', k_queue(q), 0, m - 1, 'WITHSCORES')
       for i = 1, #head, 2 do
@@ -150,7 +157,10 @@ local function claim_order(queues, m, aging_ms)
       end
     end
     table.sort(out, function(a, b) return a.score < b.score end)
-    return out
+    return function()
+      n = n + 1
+      return out[n]
+    end
   end
   local bands = {}
   for _, q in ipairs(queues) do
@@ -160,7 +170,8 @@ local function claim_order(queues, m, aging_ms)
       if p and tonumber(counts[i + 1]) > 0 then bands[#bands + 1] = band_reader(q, p, aging_ms) end
     end
   end
-  while #out < m do
+  return function()
+    if n >= m then return nil end
     local best, best_head = nil, nil
     for _, band in ipairs(bands) do
       local h = band.head()
@@ -169,9 +180,9 @@ local function claim_order(queues, m, aging_ms)
         best, best_head = band, h
       end
     end
-    if not best then break end
-    out[#out + 1] = best_head
+    if not best then return nil end
     best.i = best.i + 1
+    n = n + 1
+    return best_head
   end
-  return out
 end
