@@ -9,6 +9,7 @@ implementation on a private portal loop. Every state change is a Call from
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -387,7 +388,13 @@ class TaskManager:
         the task was already terminal."""
         shardset = await self._ashards()
         commands = shardset.for_task(task_id)
-        cancelled = await self._arun(commands.cancel(task_id)) > 0
+        outcome = await self._arun(commands.cancel(task_id))
+        cancelled = outcome > 0
+        signature = self.codec.control_signature("cancel", task_id)
+        if outcome == 2 and signature is not None:
+            # Running: secret-holding workers act only on a signed signal.
+            await self._state().client.publish(commands.keys.control_channel, json.dumps(
+                {"action": "cancel", "task_id": task_id, "sig": signature}))
         await self._finish_cascades(commands)
         if cancelled and shardset.count > 1:
             # The cascade to dependents in other shards is in the outbox:

@@ -109,6 +109,16 @@ class Codec:
             return envelope
         return to._seal(self._open(envelope))
 
+    def control_signature(self, action: str, task_id: str) -> str | None:
+        """The signature of a control message (hex), None without a secret.
+        Workers with a secret act only on signed control messages; anyone
+        else who may PUBLISH is ignored (the stored ``cancel_requested`` flag
+        still reaches the worker through its lease renewal)."""
+        if not self.secret:
+            return None
+        text = "\x1f".join(("control", self.namespace, action, task_id)).encode()
+        return hmac.new(self.secret, text, hashlib.sha256).hexdigest()
+
     def _mac(self, body: bytes) -> bytes:
         assert self.secret is not None
         return hmac.new(self.secret, self.context + b"\x00" + body, hashlib.sha256).digest()

@@ -409,3 +409,4 @@ class TaskRouter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._current().commands[0], name)
+

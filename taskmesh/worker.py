@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import importlib
 import json
 import logging
@@ -602,8 +603,22 @@ class Worker:
             msg = json.loads(data)
         except ValueError:
             return
-        if msg.get("action") == "cancel" and msg.get("task_id") in self._active:
-            self._cancel_local(msg["task_id"])
+        if not isinstance(msg, dict):
+            return
+        action, task_id = msg.get("action"), msg.get("task_id")
+        if action != "cancel" or task_id not in self._active:
+            return
+        expected = self.codec.control_signature(action, task_id)
+        if expected is not None:
+            given = msg.get("sig")
+            if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+                # Unsigned (cancel.lua's own PUBLISH, or anyone allowed to
+                # PUBLISH): not acted on. A real cancellation is also in the
+                # record, and the next lease renewal delivers it.
+                log.info("worker %s: ignored an unsigned control message for task %s",
+                         self.id, task_id)
+                return
+        self._cancel_local(task_id)
 
     async def _drain(self) -> None:
         """Waits up to the grace period, then hands unfinished tasks back."""

@@ -51,3 +51,8 @@ def return_touch_on_unpickle(path: str) -> object:
     from tests.bad_tasks import TouchOnUnpickle
 
     return {"marker": TouchOnUnpickle(path), "plain": [1, 2]}
+
+
+async def async_sleep_then(seconds: float, value: object = "done") -> object:
+    await asyncio.sleep(seconds)
+    return value

@@ -28,6 +28,8 @@ from tests import listing_tasks as lt
 from tests import tasks
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
+
 WAIT = 20.0
 S = TaskStatus
 
@@ -60,6 +62,7 @@ def hgetall_calls(rds) -> int:
 
 # ---- orderings ------------------------------------------------------------------------
 
+@pytest.mark.single_backend  # FIFO across shards is per shard
 def test_queued_tasks_come_in_claim_order_across_queues(tm):
     plan = [("a", TaskPriority.LOW), ("b", TaskPriority.HIGH), ("a", TaskPriority.HIGH),
             ("b", TaskPriority.NORMAL), ("a", TaskPriority.NORMAL), ("b", TaskPriority.HIGH)]
@@ -73,6 +76,7 @@ def test_queued_tasks_come_in_claim_order_across_queues(tm):
         i for i in expected if tm.get_task(i).queue == "b"]
 
 
+@pytest.mark.single_backend  # claim order across shards is per shard (README, priority bound)
 def test_queued_order_is_the_order_a_worker_claims(tm, worker_factory, redis_server):
     key = f"order-{tm.namespace}"
     label_of = {}
@@ -120,6 +124,7 @@ def test_listing_spans_kinds_queued_then_unfinished_then_finished(tm, worker_fac
         q_high, q_low, waiting, first]
 
 
+@pytest.mark.single_backend  # "newest first" across shards follows each shard's own seq
 def test_running_and_scheduled_are_listed_newest_first(tm, worker_factory, redis_server):
     retried = tm.register_task(tasks.fail, "again", max_retries=1, retry_delay=30)
     worker_factory()
@@ -160,6 +165,7 @@ def test_filters_combine_with_and(tm, worker_factory):
     assert info.id == c and info.tags == ["eu"] and info.error is not None
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_a_big_tag_filters_the_status_walk(tm):
     """Above 2000 ids a tag no longer sorts its own index: the status walk is
     filtered by it instead, with the same order and cursors."""
@@ -198,6 +204,7 @@ def test_paging_visits_every_task_exactly_once_in_listing_order(tm, worker_facto
     assert tm.list_tasks(limit=1000, status=S.QUEUED).cursor is None
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_equal_scores_page_exactly(tm, rds):
     """Tasks that finished in the same millisecond share a score: the
     cursor breaks the tie by id, even across more ties than one read chunk."""
@@ -210,6 +217,7 @@ def test_equal_scores_page_exactly(tm, rds):
     assert flat == sorted(ids_, reverse=True)
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_expired_records_drop_out_of_listings_and_indexes(redis_server, namespace, rds,
                                                           worker_factory):
     with TaskManager(redis_server.url, namespace=namespace, result_ttl=1) as tm:
@@ -230,6 +238,7 @@ def test_expired_records_drop_out_of_listings_and_indexes(redis_server, namespac
         assert rds.zrange(tm.keys.tag("t"), 0, -1) == [kept.encode()]
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_the_reaper_removes_expired_ids_from_tag_indexes(redis_server, namespace, rds,
                                                          worker_factory):
     with TaskManager(redis_server.url, namespace=namespace, result_ttl=1) as tm:
@@ -242,6 +251,7 @@ def test_the_reaper_removes_expired_ids_from_tag_indexes(redis_server, namespace
         assert rds.zcard(tm.keys.tag_expiry) == 0
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_a_page_reads_about_limit_records_however_many_tasks_exist(tm, rds):
     tm.register_many(tasks.add, [(i, i) for i in range(30)], tags=["p"])
     before = hgetall_calls(rds)
@@ -295,6 +305,7 @@ def test_status_values_and_lists_are_accepted(tm):
 
 # ---- retry_task --------------------------------------------------------------------------
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_retry_of_a_failed_task_copies_function_arguments_and_options(tm, worker_factory, rds):
     old = tm.register_task(lt.raise_custom, "bad input", 7, name="importer",
                            priority=TaskPriority.HIGH, max_retries=0, retry_delay=0.5,
@@ -409,6 +420,7 @@ def test_exception_of_taskmeshs_own_errors(tm, worker_factory):
     assert isinstance(exc, DependencyFailedError) and dep in str(exc)
 
 
+@pytest.mark.single_backend  # its managers use the single server
 def test_a_producer_with_a_secret_never_unpickles_an_unsigned_exception(
         redis_server, namespace, worker_factory, tmp_path):
     marker = tmp_path / "unpickled"
@@ -442,6 +454,7 @@ def test_no_pickle_workers_store_no_pickled_exception(tm, worker_factory, rds):
 
 # ---- homes added by flow control and delays ----------------------------------------------
 
+@pytest.mark.single_backend  # rate limits are read from shard 0 only (README)
 def test_parked_and_delayed_tasks_are_listed(tm, worker_factory):
     """A task waiting for a rate-limit token is QUEUED (parked, listed after
     the claimable ones); a delayed task is SCHEDULED."""
@@ -481,6 +494,7 @@ def test_taskmeshs_own_error_types_come_back_as_themselves(cls):
     assert issubclass(RemoteTaskError, TaskmeshError)
 
 
+@pytest.mark.single_backend  # inspects raw keys on the single server
 def test_retry_copies_flow_options(tm, rds):
     old = tm.register_task(tasks.fail, "x", rate_key="k", retry_on=(ValueError,),
                            retry_jitter=True, defer=True)
@@ -490,6 +504,7 @@ def test_retry_copies_flow_options(tm, rds):
         assert rds.hget(tm.keys.task(new), field) == rds.hget(tm.keys.task(old), field) != None
 
 
+@pytest.mark.single_backend  # its manager is on the single server
 def test_a_sharded_namespace_lists_every_shard_merged(redis_server, namespace, worker_factory):
     """Every shard is walked from the same cursor and the pages merge in the
     one listing order (SPEC §14: list_tasks merged)."""

@@ -590,3 +590,32 @@ def test_retry_and_periodic_tasks_still_verify_with_a_secret(redis_server, names
                           what="a periodic tick")
         assert tm.wait_for_task_sync(last, timeout=WAIT) == 42
         tm.remove_periodic("tick")
+
+
+# ---- 10: with a secret, control messages are signed; unsigned ones are refused ---------
+
+def test_unsigned_control_messages_cannot_cancel_with_a_secret(redis_server, rds, namespace,
+                                                               worker_factory):
+    with TaskManager(redis_server.url, namespace=namespace, secret=SECRET) as tm:
+        worker = worker_factory("--secret", SECRET, "--lease-timeout", "30")
+        target = tm.register_task("tests.reliability_tasks:async_sleep_then", 2.0)
+        wait_until(lambda: tm.get_task_status(target) is TaskStatus.RUNNING, timeout=WAIT,
+                   what="the task to start")
+        channel = Keys(namespace).control_channel
+        wait_until(lambda: rds.pubsub_numsub(channel)[0][1] >= 1, timeout=WAIT,
+                   what="the worker's control subscription")
+        forged = json.dumps({"action": "cancel", "task_id": target, "sig": "00" * 32})
+        for message in (json.dumps({"action": "cancel", "task_id": target}), forged):
+            rds.publish(channel, message)  # anyone who may PUBLISH
+        wait_until(lambda: worker.log().count("ignored an unsigned control message") >= 2,
+                   timeout=WAIT, what="the worker to refuse both")
+        assert tm.wait_for_task_sync(target, timeout=WAIT) == "done"
+        # The producer's own cancellation (signed) still works, at once.
+        victim = tm.register_task("tests.reliability_tasks:async_sleep_then", 60.0)
+        wait_until(lambda: tm.get_task_status(victim) is TaskStatus.RUNNING, timeout=WAIT,
+                   what="the second task to start")
+        began = time.monotonic()
+        assert tm.cancel_task_sync(victim)
+        with pytest.raises(TaskCancelledError):
+            tm.wait_for_task_sync(victim, timeout=WAIT)
+        assert time.monotonic() - began < 5  # the signal, not the 10 s renewal round
