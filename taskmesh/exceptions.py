@@ -17,7 +17,8 @@
     ├── StoreError               Redis answered something the store cannot use
     │   ├── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     │   └── CorruptRecordError   a stored field is unreadable (not UTF-8, not a number)
-    └── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
+    ├── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
+    └── ReplicationError         fewer than min_replicas replicas took a write in time
 
 The "remote types" are raised inside workers and recorded as a TaskError's
 ``type``; producers see them through TaskFailedError / TaskCancelledError.
@@ -168,3 +169,8 @@ class TaskmeshConnectionError(TaskmeshError, ConnectionError):
 
     Also a builtin ``ConnectionError`` (an ``OSError``), so code that waits
     out an unreachable Redis treats it like a dropped socket."""
+
+
+class ReplicationError(TaskmeshError):
+    """Fewer replicas than ``min_replicas`` acknowledged a state change within
+    2 s (SPEC §14). The write happened on the master; retrying it is safe."""

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
@@ -42,6 +43,7 @@ from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
 from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
 from .periodic import PeriodicInfo
+from .replication import REFRESH_S, check_min_replicas, run_replicated
 from .sharding import (
     ShardSet,
     combine_metrics,
@@ -131,9 +133,12 @@ class TaskManager:
         events_maxlen: int | None = None,
         priority_aging_s: float | None = None,
         shards: int | None = None,
+        min_replicas: int | None = None,
     ):
         self.url = resolve_url(url)
         self._requested_shards = validate_shards(shards)
+        replicas = None if min_replicas is None else check_min_replicas(min_replicas)
+        self._replicas: tuple[float, int] = (0.0, 0)  # (read at, value) of min_replicas
         self.namespace = validate_namespace(resolve_namespace(namespace))
         if result_ttl is not None and (isinstance(result_ttl, bool) or result_ttl < 0):
             raise ValueError("result_ttl must be >= 0 seconds or None")
@@ -173,6 +178,8 @@ class TaskManager:
                 for keys in self._shards(fix=True).keys])
         if is_memory(self.url):
             note_memory_namespace(self.namespace)  # in-process only: subscribe() finds it
+        if replicas is not None:  # a namespace setting like the cap (last writer wins)
+            settings.append(lambda: self.set_min_replicas(replicas))
         self._setup: list[Callable[[], Any]] | None = settings
         self._setup_lock = threading.Lock()
         if self._requested_shards is not None:
@@ -315,8 +322,12 @@ class TaskManager:
         calls = [shardset.for_task(t.id).register(
             t.id, t.fields, [d for d in t.dependencies if shardset.of(d) == shardset.of(t.id)],
             t.defer, links.get(t.id, ())) for t in tasks]
-        results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
-            self._run(calls[0])]
+        replicas = self._min_replicas()
+        if replicas:
+            results = run_replicated(self._client, calls, replicas)
+        else:
+            results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
+                self._run(calls[0])]
         for result in results:
             if isinstance(result, Exception):
                 raise result
@@ -328,7 +339,7 @@ class TaskManager:
     async def execute_task(self, task_id: str, wait: bool = False,
                            timeout: float | None = None) -> Any:
         """Enqueues a PENDING task (no-op otherwise); with wait=True returns its result."""
-        await self._arun((await self._acmds(task_id)).execute(task_id))
+        await self._write((await self._acmds(task_id)).execute(task_id))
         if wait:
             return await self.wait_for_task(task_id, timeout)
         return None
@@ -388,7 +399,7 @@ class TaskManager:
         the task was already terminal."""
         shardset = await self._ashards()
         commands = shardset.for_task(task_id)
-        outcome = await self._arun(commands.cancel(task_id))
+        outcome = await self._write(commands.cancel(task_id))
         cancelled = outcome > 0
         signature = self.codec.control_signature("cancel", task_id)
         if outcome == 2 and signature is not None:
@@ -502,7 +513,14 @@ class TaskManager:
                              message: str | None = None) -> bool:
         """Records progress and publishes TASK_PROGRESS. False if the task is terminal."""
         value = validate_progress(progress, message)
-        return self._run(self._cmds(task_id).progress(task_id, value, message))
+        call = self._cmds(task_id).progress(task_id, value, message)
+        replicas = self._min_replicas()
+        if replicas:
+            result = run_replicated(self._client, [call], replicas)[0]
+            if isinstance(result, Exception):
+                raise result
+            return bool(result)
+        return self._run(call)
 
     # ---- watching -----------------------------------------------------------------------
     def get_metrics(self) -> dict[str, Any]:
@@ -568,6 +586,37 @@ class TaskManager:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return
         self._client.hset(self.keys.config, "max_concurrent_tasks", value)
+
+    def set_min_replicas(self, replicas: int) -> None:
+        """Every state change waits until this many replicas hold it (WAIT,
+        2 s, else ReplicationError); 0 turns that off. A namespace setting:
+        workers follow it, last writer wins."""
+        value = check_min_replicas(replicas)
+        self._shards(fix=True)
+        if value:
+            self._client.hset(self.keys.config, "min_replicas", value)
+        else:
+            self._client.hdel(self.keys.config, "min_replicas")
+        self._replicas = (time.monotonic(), value)
+
+    def _min_replicas(self) -> int:
+        read_at, value = self._replicas
+        if time.monotonic() - read_at > REFRESH_S:
+            raw = self._client.hget(self.keys.config, "min_replicas")
+            value = int(raw) if raw else 0
+            self._replicas = (time.monotonic(), value)
+        return value
+
+    async def _write(self, call: Any) -> Any:
+        """An async state change; with min_replicas it runs on the sync client
+        in a thread, so the script and its WAIT share one connection."""
+        replicas = await asyncio.to_thread(self._min_replicas)
+        if not replicas:
+            return await self._arun(call)
+        result = (await asyncio.to_thread(run_replicated, self._client, [call], replicas))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def set_priority_aging(self, seconds: float | None) -> None:
         """Anti-starvation for the whole namespace: a QUEUED task is ordered as

@@ -253,3 +253,34 @@ def test_failover_of_one_shard_master_under_load(redis_server, worker_factory, n
     # kill may be missing on the promoted replica (SPEC §17), nothing else.
     assert counts["completed"] + counts["lost"] == counts["registered"]
     assert counts["lost"] <= 10
+
+
+# ---- min_replicas -----------------------------------------------------------------------
+
+def test_min_replicas_waits_for_replicas_and_says_when_too_few(redis_cluster, namespace):
+    from taskmesh import ReplicationError
+
+    with pytest.raises(ValueError):
+        TaskManager(redis_cluster.url, namespace=namespace, min_replicas=-1)
+    with TaskManager(redis_cluster.url, namespace=namespace, shards=3, min_replicas=1) as tm:
+        ids = tm.register_many(tasks.add, [(i, i) for i in range(12)])  # every shard
+        assert tm.cancel_task_sync(ids[0]) is True
+        assert tm.update_task_progress(ids[1], 0.5) is True
+        with TaskManager(redis_cluster.url, namespace=namespace) as other:
+            assert other._min_replicas() == 1  # a namespace setting
+        tm.set_min_replicas(2)  # each master has one replica
+        started = time.monotonic()
+        with pytest.raises(ReplicationError):
+            tm.register_task(tasks.add, 1, 1, task_id=f"{namespace}-late")
+        assert time.monotonic() - started < 5
+        # The write itself happened on the master; registering again is safe.
+        tm.set_min_replicas(0)
+        assert tm.register_task(tasks.add, 1, 1, task_id=f"{namespace}-late") == f"{namespace}-late"
+
+
+def test_min_replicas_on_a_redis_without_replicas_is_a_replication_error(redis_server, namespace):
+    from taskmesh import ReplicationError
+
+    with TaskManager(redis_server.url, namespace=namespace, min_replicas=1) as tm:
+        with pytest.raises(ReplicationError, match="0 of 1"):
+            tm.register_task(tasks.add, 1, 1)
