@@ -118,18 +118,22 @@ def _retry_options(retry_class: type) -> dict[str, Any]:
 
 # Query parameters of cluster/sentinel URLs that are not connection-pool
 # options redis-py already knows how to cast.
+def _bool(value: str) -> bool | None:
+    return to_bool(value)  # type: ignore[no-untyped-call, no-any-return]
+
+
 _OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
-    **URL_QUERY_ARGUMENT_PARSERS,
-    "read_from_replicas": to_bool,
-    "require_full_coverage": to_bool,
-    "dynamic_startup_nodes": to_bool,
+    **URL_QUERY_ARGUMENT_PARSERS,  # type: ignore[dict-item]
+    "read_from_replicas": _bool,
+    "require_full_coverage": _bool,
+    "dynamic_startup_nodes": _bool,
     "reinitialize_steps": int,
     "cluster_error_retry_attempts": int,
     "ssl_cert_reqs": str,
     "ssl_ca_certs": str,
     "ssl_certfile": str,
     "ssl_keyfile": str,
-    "ssl_check_hostname": to_bool,
+    "ssl_check_hostname": _bool,
     "sentinel_password": str,
     "sentinel_username": str,
     "min_other_sentinels": int,
@@ -271,7 +275,8 @@ def _cluster_unreachable(target: MultiHostURL, exc: BaseException) -> "TaskmeshC
         f"cannot use the Redis Cluster at {hosts} (connect timeout {timeout} s): {exc}")
 
 
-def _sentinel_parts(target: MultiHostURL, options: dict[str, Any]) -> tuple[dict, dict]:
+def _sentinel_parts(target: MultiHostURL,
+                    options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     sentinel_kwargs = {"socket_connect_timeout": target.connection_kwargs["socket_connect_timeout"],
                        "socket_timeout": target.options.get("socket_timeout", 5.0)}
     if "sentinel_password" in target.options:
@@ -297,20 +302,22 @@ def sync_client(url: str, **options: Any) -> Any:
     if target is None:
         return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
     if target.kind == "cluster":
-        nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.hosts]
+        nodes = [redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                 for h, p in target.hosts]
         try:
             client = redis.cluster.RedisCluster(startup_nodes=nodes,
                                                 **_cluster_kwargs(target, options))
         except redis.exceptions.RedisClusterException as exc:
             raise _cluster_unreachable(target, exc) from exc
-        client._taskmesh_target = target
+        client._taskmesh_target = target  # type: ignore[attr-defined]
         return client
     sentinel_kwargs, conn = _sentinel_parts(target, options)
-    sentinel = redis.sentinel.Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs,
-                                       min_other_sentinels=target.options.get(
-                                           "min_other_sentinels", 0),
-                                       **{**_retry_options(Retry), **conn})
-    client = sentinel.master_for(target.service, db=target.db)
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(target.hosts), sentinel_kwargs=sentinel_kwargs,
+        min_other_sentinels=target.options.get("min_other_sentinels", 0),
+        **{**_retry_options(Retry), **conn})
+    assert target.service is not None  # parse_multi_host requires one
+    client = sentinel.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
     client._taskmesh_target = target
     return client
 
@@ -367,10 +374,11 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
                                                          **_cluster_kwargs(target, options))
     else:
         sentinel_kwargs, conn = _sentinel_parts(target, options)
-        sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts), sentinel_kwargs=sentinel_kwargs,
             min_other_sentinels=target.options.get("min_other_sentinels", 0),
             **{**_retry_options(AsyncRetry), **conn})
+        assert target.service is not None
         client = sentinel.master_for(target.service, db=target.db)
     client._taskmesh_target = target
     return client

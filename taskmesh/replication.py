@@ -34,7 +34,7 @@ def check_min_replicas(value: Any) -> int:
     return value
 
 
-def run_replicated(client: Any, calls: Sequence[Call], replicas: int) -> list[Any]:
+def run_replicated(client: Any, calls: Sequence[Call[Any]], replicas: int) -> list[Any]:
     """Runs the calls (sync client), each group of one node followed by
     ``WAIT replicas 2000`` on the same connection; returns the parsed
     replies (exceptions in place, as scripts.run_batch does)."""
@@ -49,14 +49,14 @@ def run_replicated(client: Any, calls: Sequence[Call], replicas: int) -> list[An
     return out
 
 
-def _node_client(client: Any, call: Call) -> Any:
+def _node_client(client: Any, call: Call[Any]) -> Any:
     if isinstance(client, redis.cluster.RedisCluster):
-        node = client.get_node_from_key(call.keys[0])
+        node = client.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
         return client.get_redis_connection(node)
     return client
 
 
-def _send(node: Any, calls: Sequence[Call], replicas: int) -> list[Any]:
+def _send(node: Any, calls: Sequence[Call[Any]], replicas: int) -> list[Any]:
     for attempt in range(2):
         pipe = node.pipeline(transaction=False)
         for call in calls:

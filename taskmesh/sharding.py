@@ -186,11 +186,12 @@ async def drain_outboxes(client: Any, shardset: ShardSet, shards: Iterable[int],
         if not todo:
             break
         order = sorted(todo)
-        reads = [Cmd(("LRANGE", keys[s].outbox, 0, OUTBOX_BATCH - 1)) for s in order]
+        reads: list[Cmd[Any]] = [Cmd(("LRANGE", keys[s].outbox, 0, OUTBOX_BATCH - 1))
+                                 for s in order]
         batches = await _abatch(client, reads)
         todo = set()
-        calls: list[Call] = []
-        removals: list[Cmd] = []
+        calls: list[Call[Any]] = []
+        removals: list[Cmd[Any]] = []
         for source, raw_entries in zip(order, batches):
             for raw in raw_entries or ():
                 try:
@@ -216,7 +217,7 @@ async def drain_outboxes(client: Any, shardset: ShardSet, shards: Iterable[int],
     return applied
 
 
-async def _abatch(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+async def _abatch(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for cmd in cmds:
         pipe.execute_command(*cmd.args)
@@ -253,7 +254,7 @@ def _stream_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _merge_key(shard: int, stream_id: str, fields: dict) -> tuple[int, int, int, int]:
+def _merge_key(shard: int, stream_id: str, fields: dict[Any, Any]) -> tuple[int, int, int, int]:
     """Events of different shards merge by the microsecond their script ran
     (field ``us``; ms * 1000 for entries written before it existed), then
     shard, then stream position - a total order consistent with each shard's
@@ -268,7 +269,7 @@ def _merge_key(shard: int, stream_id: str, fields: dict) -> tuple[int, int, int,
 
 
 def read_events(client: Any, shardset: ShardSet, since: str | None,
-                count: int) -> list[tuple[int, str, dict]]:
+                count: int) -> list[tuple[int, str, dict[Any, Any]]]:
     """(shard, stream id, fields) of the replayed events in merge order
     (:func:`_merge_key`): the latest ``count`` when ``since`` is None, else
     the first ``count`` after the position ``since`` marks in every shard.
@@ -278,8 +279,8 @@ def read_events(client: Any, shardset: ShardSet, since: str | None,
     shards are read from one millisecond before the mark (scripts' clock and
     stream ids agree to that) and filtered by merge key."""
     keys = shardset.keys
-    text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
-    merged: list[tuple[tuple[int, int, int, int], int, str, dict]] = []
+    text = _text
+    merged: list[tuple[tuple[int, int, int, int], int, str, dict[Any, Any]]] = []
     if since is None:
         pipe = client.pipeline(transaction=False)
         for k in keys:
@@ -327,7 +328,7 @@ def link_dependencies(client: Any, shardset: ShardSet,
     dependent is stored."""
     if shardset.count == 1:
         return {}
-    calls: list[Call] = []
+    calls: list[Call[Any]] = []
     owners: list[tuple[str, str]] = []
     for task in tasks:
         own = shardset.of(task.id)
@@ -402,9 +403,11 @@ class TaskRouter:
         self._shardset = shardset  # a ShardSet, or a callable returning the current one
 
     def _current(self) -> ShardSet:
-        return self._shardset() if callable(self._shardset) else self._shardset
+        current = self._shardset() if callable(self._shardset) else self._shardset
+        assert isinstance(current, ShardSet)
+        return current
 
-    def register(self, task_id: str, *args: Any, **kwargs: Any) -> Call:
+    def register(self, task_id: str, *args: Any, **kwargs: Any) -> Call[Any]:
         return self._current().for_task(task_id).register(task_id, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -56,7 +56,7 @@ class ShardedWork:
                       for k in shardset.keys]
         self._drain_wanted: set[int] = set()
         self._drain_event = asyncio.Event()
-        self._drainer: asyncio.Task | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self.applied = 0  # deliveries made by this worker (settle() compares)
         self._busy = False  # the background drainer is in a round
         self._settled_at = 0
@@ -74,7 +74,7 @@ class ShardedWork:
         shards = self.window()
         keys = self.shardset.keys
         queues = w.options.queues
-        peeks: list[Cmd] = []
+        peeks: list[Cmd[Any]] = []
         for s in shards:
             for q in queues:
                 peeks.append(Cmd(("ZRANGE", keys[s].queue(q), 0, 0, "WITHSCORES")))
@@ -188,7 +188,7 @@ class ShardedWork:
             await asyncio.gather(self._drainer, return_exceptions=True)
 
 
-async def _pipeline(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+async def _pipeline(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for cmd in cmds:
         pipe.execute_command(*cmd.args)
