@@ -9,8 +9,9 @@ report that did run once answers 'stale' the second time.
 
 The reports of a batch travel as few script calls as possible: with a
 ``merge`` function (the worker passes ``Commands.report_many``) up to
-REPORTS_PER_CALL of them go in one report_many.lua call, which applies each
-exactly as its own report.lua call would. That call is what most of a
+REPORTS_PER_CALL of them (MERGE_MAX_BYTES of results at most; a larger one
+goes alone) go in one report_many.lua call, which applies each exactly as
+its own report.lua call would. That call is what most of a
 no-op task's Redis and worker time went into (see benchmarks/PROFILE.md).
 A merged call that fails as a whole is resent as single reports, so each
 report still gets its own reply (or its own refusal).
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 REPORTS_PER_CALL = 64  # bounds how long one report_many call holds Redis
+MERGE_MAX_BYTES = 1 << 20  # and how much of Redis's query buffer it fills
 PING_TIMEOUT_S = 2.0
 
 
@@ -50,6 +52,26 @@ class ReportRefusedError(StoreError):
 def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.ResponseError) and (
         "protocol error" in str(exc).lower())
+
+
+def _size(call: Call) -> int:
+    return sum(len(a) for a in call.args if isinstance(a, (bytes, str)))
+
+
+def _groups(calls: list[Call], indexes: list[int]) -> list[list[int]]:
+    """Consecutive runs of at most REPORTS_PER_CALL reports and MERGE_MAX_BYTES
+    of arguments (a merged call is one command, which Redis buffers whole:
+    large results go on their own)."""
+    groups: list[list[int]] = []
+    size = 0
+    for i in indexes:
+        n = _size(calls[i])
+        if not groups or len(groups[-1]) >= REPORTS_PER_CALL or size + n > MERGE_MAX_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += n
+    return groups
 
 
 class Reporter:
@@ -153,16 +175,19 @@ class Reporter:
         by_prefix: dict[Any, list[int]] = {}
         for i, call in enumerate(calls):
             by_prefix.setdefault(call.args[0], []).append(i)
-        groups = [idx[i:i + REPORTS_PER_CALL] for idx in by_prefix.values()
-                  for i in range(0, len(idx), REPORTS_PER_CALL)]
-        chunks = [[calls[i] for i in group] for group in groups]
-        merged = await scripts.arun_batch(self.client, [self.merge(chunk) for chunk in chunks])
+        groups = [g for idx in by_prefix.values() for g in _groups(calls, idx)]
+        sends = [calls[g[0]] if len(g) == 1 else self.merge([calls[i] for i in g])
+                 for g in groups]
+        replies = await scripts.arun_batch(self.client, sends)
         results: list[Any] = [None] * len(calls)
-        for group, chunk, reply in zip(groups, chunks, merged):
+        for group, reply in zip(groups, replies):
+            if len(group) == 1:
+                results[group[0]] = reply
+                continue
             if isinstance(reply, ServerBusyError):  # OOM/BUSY: for every report in it
-                reply = [reply] * len(chunk)
+                reply = [reply] * len(group)
             elif isinstance(reply, Exception):  # e.g. a refused result: find it one by one
-                reply = await scripts.arun_batch(self.client, chunk)
+                reply = await scripts.arun_batch(self.client, [calls[i] for i in group])
             for i, result in zip(group, reply):
                 results[i] = result
         return results

@@ -115,11 +115,13 @@ def test_namespace_keys_share_one_slot_on_one_master(redis_cluster, namespace, w
 def _retry_connection(fn, *args, timeout: float = 30.0, **kwargs):
     """What SPEC §17 asks of producers during a failover: retry (safely,
     the task ids are caller-chosen)."""
+    from taskmesh import ReplicationError
+
     deadline = time.monotonic() + timeout
     while True:
         try:
             return fn(*args, **kwargs)
-        except CONNECTION_ERRORS:
+        except (*CONNECTION_ERRORS, ReplicationError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -208,12 +210,19 @@ def failover_under_load(namespace, redis_server, worker_factory, *, tasks_n=300,
 
             victim_slot = key_slot(ShardSet(namespace, shards).keys[shards - 1].seq.encode())
             victim = cluster.node_for_slot(victim_slot)
+            rejoin = None
             for n, task_id in enumerate(ids):
                 if n == tasks_n // 3:
                     victim.kill()  # kill -9; promotion happens while we go on
+                    # The killed node comes back (as a replica of its successor),
+                    # so a shard has a replica again for min_replicas=1.
+                    rejoin = threading.Thread(target=_rejoin, args=(cluster, victim))
+                    rejoin.start()
                 _retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.02,
                                   task_id=task_id)
                 registered.append(task_id)
+            if rejoin is not None:
+                rejoin.join(60)
             cluster.wait_ok()
 
             def status(task_id):
@@ -244,10 +253,20 @@ def failover_under_load(namespace, redis_server, worker_factory, *, tasks_n=300,
     }
 
 
+def _rejoin(cluster, victim) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(cluster.masters()) < 3:
+        time.sleep(0.2)
+    victim.start()
+
+
 @pytest.mark.slow
-def test_failover_of_one_shard_master_under_load(redis_server, worker_factory, namespace):
-    counts = failover_under_load(namespace, redis_server, worker_factory)
-    print(f"\nfailover figures (shards=3, no min_replicas): {counts}")
+@pytest.mark.parametrize("min_replicas", [0, 1])
+def test_failover_of_one_shard_master_under_load(redis_server, worker_factory, namespace,
+                                                 min_replicas):
+    counts = failover_under_load(namespace, redis_server, worker_factory,
+                                 manager_options={"min_replicas": min_replicas})
+    print(f"\nfailover figures (shards=3, min_replicas={min_replicas}): {counts}")
     assert counts["registered"] == 300
     # Redis replicates asynchronously: writes acknowledged just before the
     # kill may be missing on the promoted replica (SPEC §17), nothing else.

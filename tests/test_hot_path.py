@@ -111,6 +111,41 @@ def test_reporter_sends_ready_outcomes_as_one_call(tm, rds, redis_server):
     assert [tm.get_task_result(i) for i in ids[1:]] == list(range(1, 20))
 
 
+def test_large_results_are_not_merged(tm, rds, redis_server):
+    """A merged call is one command, buffered whole by Redis: a result over
+    MERGE_MAX_BYTES goes in a report of its own, the others around it merge."""
+    import redis.asyncio
+
+    from taskmesh.reporter import MERGE_MAX_BYTES
+
+    commands = Commands(tm.keys)
+    ids = [tm.register_task("tests.tasks:add", i, 1) for i in range(5)]
+    claimed = {c.id: c for c in _claim(tm, rds, 5)}
+    big = tm.codec.encode_result("x" * (MERGE_MAX_BYTES + MERGE_MAX_BYTES // 2))
+    merged: list[int] = []
+
+    def merge(calls):
+        merged.append(len(calls))
+        return commands.report_many(calls)
+
+    async def main() -> list[str]:
+        client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
+        reporter = Reporter(client, merge=merge)
+        reporter.start()
+        try:
+            calls = [commands.report(i, claimed[i].token, "completed",
+                                     big if n == 2 else tm.codec.encode_result(n))
+                     for n, i in enumerate(ids)]
+            return await asyncio.gather(*(reporter.submit(c) for c in calls))
+        finally:
+            await reporter.close(timeout=5)
+            await client.aclose()
+
+    assert asyncio.run(main()) == ["completed"] * 5
+    assert merged == [2, 2]
+    assert len(tm.get_task_result(ids[2])) == MERGE_MAX_BYTES + MERGE_MAX_BYTES // 2
+
+
 @pytest.mark.all_backends
 def test_worker_drains_through_batched_reports(tm, worker_factory):
     """A burst worker with many tasks finishing at once completes each exactly
