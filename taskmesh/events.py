@@ -69,10 +69,10 @@ def decode_entry(entry_id: bytes | str, fields: dict) -> Event | None:
     """An Event from a stream entry; None for an entry of another shape.
     Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
     record = f"event {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
-    f = {}
+    f: dict[str, str] = {}
     for k, v in fields.items():
         name = field_text(record, "<field name>", k) or ""
-        f[name] = field_text(record, name, v)
+        f[name] = field_text(record, name, v) or ""
     try:
         return Event(EventType(f["type"]), f["task_id"], float(f["ts"]),
                      _data(json.loads(f.get("data") or "{}")),

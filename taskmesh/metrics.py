@@ -25,23 +25,26 @@ def _s(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class _Notes(list):
+class _Notes:
     """What metrics had to skip: a counter that is not a number (written by
     something else, or damaged) counts as 0 and is named here, never a
     traceback. Shown by every output format."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
 
     def count(self, value: Any, where: str) -> int:
         try:
             return int(_s(value))
         except ValueError:
-            self.append(f"skipped corrupted counter {where} = {_s(value)[:40]!r}")
+            self.items.append(f"skipped corrupted counter {where} = {_s(value)[:40]!r}")
             return 0
 
     def number(self, value: Any, where: str) -> float | None:
         try:
             return float(_s(value))
         except ValueError:
-            self.append(f"skipped corrupted value {where} = {_s(value)[:40]!r}")
+            self.items.append(f"skipped corrupted value {where} = {_s(value)[:40]!r}")
             return None
 
 
@@ -147,8 +150,8 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
         "lease_expiries": lease_expiries,
         "failure_rate": round(failed_window / finished_window, 4) if finished_window else 0.0,
     }
-    if notes:  # only when something was skipped: the usual shape is unchanged
-        view["notes"] = list(dict.fromkeys(notes))
+    if notes.items:  # only when something was skipped: the usual shape is unchanged
+        view["notes"] = list(dict.fromkeys(notes.items))
     return view
 
 
