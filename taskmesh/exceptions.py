@@ -173,4 +173,7 @@ class TaskmeshConnectionError(TaskmeshError, ConnectionError):
 
 class ReplicationError(TaskmeshError):
     """Fewer replicas than ``min_replicas`` acknowledged a state change within
-    2 s (SPEC §14). The write happened on the master; retrying it is safe."""
+    2 s (SPEC §14). The write happened on the master; retrying it is safe.
+    ``replies`` holds the calls' own answers."""
+
+    replies: list[object] = []

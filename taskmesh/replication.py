@@ -11,18 +11,24 @@ happened (on the master) and is retried safely (registration with the same
 ``task_id`` is idempotent).
 
 The setting lives in shard 0's config (``min_replicas``), last writer wins;
-managers re-read it at most every :data:`REFRESH_S` seconds.
+managers re-read it at most every :data:`REFRESH_S` seconds, workers at
+every heartbeat. A worker sends its reports the same way
+(:func:`reports_replicated`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import asyncio
+import logging
+from typing import Any, Callable, Sequence
 
 import redis.cluster
 from redis.exceptions import NoScriptError
 
 from .exceptions import ReplicationError
 from .scripts import Call
+
+log = logging.getLogger(__name__)
 
 WAIT_MS = 2000
 REFRESH_S = 1.0
@@ -49,6 +55,34 @@ def run_replicated(client: Any, calls: Sequence[Call[Any]], replicas: int) -> li
     return out
 
 
+async def reports_replicated(client: Any, calls: list[Call[Any]], replicas: Callable[[], int],
+                             stopping: Callable[[], bool]) -> list[Any]:
+    """A worker's reports under min_replicas (SPEC §17: the worker retries
+    its report). Each try re-sends the reports with WAIT; a report that the
+    master already holds answers 'stale' (fenced), so the first answer is
+    kept for it, while one lost in a failover is applied again. ``replicas``
+    is re-read before each try (the setting may change meanwhile); gives up,
+    keeping the first answers, when it drops to 0 or the worker stops."""
+    first: list[Any] | None = None
+    delay = 0.2
+    while True:
+        wanted = replicas()
+        if first is not None and (not wanted or stopping()):
+            return first
+        try:
+            replies = await asyncio.to_thread(run_replicated, client, calls, max(wanted, 1))
+        except ReplicationError as exc:
+            first = first or exc.replies
+            log.warning("%d report(s) not yet on %d replica(s): %s; retrying", len(calls),
+                        wanted, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        if first is None:
+            return replies
+        return [old if new == "stale" else new for old, new in zip(first, replies)]
+
+
 def _node_client(client: Any, call: Call[Any]) -> Any:
     if isinstance(client, redis.cluster.RedisCluster):
         node = client.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
@@ -72,7 +106,10 @@ def _send(node: Any, calls: Sequence[Call[Any]], replicas: int) -> list[Any]:
     if isinstance(acked, Exception):
         raise acked
     if int(acked) < replicas:
-        raise ReplicationError(
+        error = ReplicationError(
             f"only {int(acked)} of {replicas} replica(s) acknowledged the write within "
             f"{WAIT_MS / 1000:.0f} s")
+        error.replies = [r if isinstance(r, Exception) else c.parse(r)
+                         for c, r in zip(calls, raws[:-1])]
+        raise error
     return list(raws[:-1])

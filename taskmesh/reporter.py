@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import redis.exceptions
 
@@ -76,9 +76,13 @@ def _groups(calls: list[Call], indexes: list[int]) -> list[list[int]]:
 
 class Reporter:
     def __init__(self, client: Any,
-                 merge: Callable[[Sequence[Call]], Call[list[Any]]] | None = None):
+                 merge: Callable[[Sequence[Call]], Call[list[Any]]] | None = None,
+                 replicated: Callable[[list[Call]], Awaitable[list[Any] | None]] | None = None):
         self.client = client
         self.merge = merge
+        # min_replicas (replication.py): sends the batch itself when the
+        # namespace asks for replicas, else answers None.
+        self.replicated = replicated
         self._pending: list[tuple[Call, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -168,6 +172,10 @@ class Reporter:
 
     async def _deliver(self, calls: list[Call]) -> list[Any]:
         """One reply per call; several calls go as merged script calls."""
+        if self.replicated is not None:
+            replies = await self.replicated(calls)
+            if replies is not None:
+                return replies
         if self.merge is None or len(calls) < 2:
             return await scripts.arun_batch(self.client, calls)
         # One merged call touches one slot: reports of different shards of a

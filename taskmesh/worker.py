@@ -60,6 +60,7 @@ from .remote import pickle_exception
 from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
 from .serialization import Codec, codec_for, safe_str
+from .replication import reports_replicated
 from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork
 from .store import ClaimedTask, Commands
@@ -165,6 +166,7 @@ class Worker:
         # than one brings in the ShardedWork helper (shardwork.py).
         self.shardset = ShardSet(opts.namespace, 1)  # type: ignore[arg-type]
         self._sharded: ShardedWork | None = None
+        self.min_replicas = 0  # the namespace's setting, re-read at every heartbeat
         self.codec = codec_for(
             opts.url,  # type: ignore[arg-type]
             secret=opts.secret.encode() if opts.secret else None, allow_pickle=not opts.no_pickle,
@@ -253,7 +255,7 @@ class Worker:
         await self._check_credentials()
         self.reporter = Reporter(  # merged per shard (the reporter groups by prefix)
             self.client, merge=lambda calls: self.shardset.for_task(calls[0].args[1])
-            .report_many(calls))
+            .report_many(calls), replicated=self._replicated_reports)
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
                              self._held_snapshot, self._info, self._on_renewed,
@@ -661,8 +663,21 @@ class Worker:
             total = None if handed is None or total is None else total + handed
         return total
 
+    async def _replicated_reports(self, calls: list[Any]) -> list[Any] | None:
+        """Reports under the namespace's min_replicas (None: not asked for)."""
+        if not self.min_replicas:
+            return None
+        return await reports_replicated(self.sync_client, calls, lambda: self.min_replicas,
+                                        lambda: self._stopping)
+
     def _on_shards(self, count: int) -> None:
-        """From the lease thread: the stored shard count (0: namespace unused)."""
+        """From the lease thread, every heartbeat: the stored shard count (0:
+        namespace unused); min_replicas is read here too."""
+        try:
+            raw = self.sync_client.hget(self.keys.config, "min_replicas")
+            self.min_replicas = int(raw) if raw else 0
+        except (*CONNECTION_ERRORS, ValueError):
+            pass
         if self._loop is not None and max(count, 1) != self.shardset.count:
             self._loop.call_soon_threadsafe(self._adopt_shards, max(count, 1))
         elif self._sharded is not None and self._loop is not None:

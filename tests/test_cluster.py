@@ -16,6 +16,7 @@ from taskmesh import EventType, TaskManager, TaskmeshError
 from taskmesh.connection import CONNECTION_ERRORS, parse_multi_host, resolve_url
 from taskmesh.exceptions import TaskmeshConnectionError
 from tests import chaos_tasks as ct
+from tests import semantics_tasks as st
 from tests import tasks
 from tests.cluster import LocalCluster, LocalSentinel, _cluster_port
 from tests.conftest import REPO_ROOT
@@ -303,3 +304,20 @@ def test_min_replicas_on_a_redis_without_replicas_is_a_replication_error(redis_s
     with TaskManager(redis_server.url, namespace=namespace, min_replicas=1) as tm:
         with pytest.raises(ReplicationError, match="0 of 1"):
             tm.register_task(tasks.add, 1, 1)
+
+
+def test_workers_follow_min_replicas_and_retry_reports_until_replicated(
+        redis_cluster, namespace, worker_factory):
+    with TaskManager(redis_cluster.url, namespace=namespace, shards=3, min_replicas=1) as tm:
+        worker = worker_factory("--concurrency", "4", url=redis_cluster.url)
+        ids = [tm.register_task(tasks.add, i, i) for i in range(9)]
+        assert [tm.wait_for_task_sync(i, timeout=WAIT) for i in ids] == [2 * i for i in range(9)]
+        # Runs long enough for the worker's heartbeat to see the new setting.
+        late = tm.register_task(st.async_sleep, 2.5)
+        tm.set_min_replicas(2)  # more than the cluster has: reports cannot be replicated
+        wait_until(lambda: "not yet on 2 replica(s)" in worker.log(), WAIT,
+                   what="the worker retrying a report")
+        tm.set_min_replicas(0)
+        assert tm.wait_for_task_sync(late, timeout=WAIT) == "slept"
+        # The reporter is free again: later reports go through.
+        assert tm.wait_for_task_sync(tm.register_task(tasks.add, 2, 2), timeout=WAIT) == 4
