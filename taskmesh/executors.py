@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
+from .serialization import Codec, resolve_import
 from .store import ClaimedTask
 
 if TYPE_CHECKING:
@@ -97,6 +98,16 @@ class Job:
         self.context._cancel_event.set()
         if (self.is_coroutine or self.runs_in_child) and self.execution is not None:
             self.execution.cancel()
+
+
+def open_payload(codec: Codec, task_id: str,
+                 payload: bytes) -> tuple[Callable[..., Any], list[Any], dict[str, Any], Codec]:
+    """A claimed task's function, arguments, and the codec its outcome is
+    encoded with: the one rule for the worker and a process child alike."""
+    payload_codec = codec.for_payload(task_id)
+    func, args, kwargs = payload_codec.decode_task(payload)
+    target = resolve_import(func) if isinstance(func, str) else func
+    return target, args, kwargs, payload_codec.outcome_codec(payload)
 
 
 def is_coroutine_callable(func: Any) -> bool:
