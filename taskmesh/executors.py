@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
+from .serialization import Codec, resolve_import
 from .store import ClaimedTask
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ class Job:
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     started: bool = False
-    runner: asyncio.Task | None = None  # the worker's coroutine driving this job
-    execution: asyncio.Future | None = None  # the function itself
+    runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
+    execution: asyncio.Future[Any] | None = None  # the function itself
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
@@ -99,6 +100,16 @@ class Job:
             self.execution.cancel()
 
 
+def open_payload(codec: Codec, task_id: str,
+                 payload: bytes) -> tuple[Callable[..., Any], list[Any], dict[str, Any], Codec]:
+    """A claimed task's function, arguments, and the codec its outcome is
+    encoded with: the one rule for the worker and a process child alike."""
+    payload_codec = codec.for_payload(task_id)
+    func, args, kwargs = payload_codec.decode_task(payload)
+    target = resolve_import(func) if isinstance(func, str) else func
+    return target, args, kwargs, payload_codec.outcome_codec(payload)
+
+
 def is_coroutine_callable(func: Any) -> bool:
     # Also async callable objects (an instance with ``async def __call__``).
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
@@ -120,7 +131,7 @@ def timeout_error(job: Job) -> TaskTimeoutError:
     return TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s")
 
 
-async def supervise(job: Job, execution: asyncio.Future) -> Any:
+async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
     job.execution = execution
     job.started = True
     job.executed_at = started = time.monotonic()
@@ -183,7 +194,7 @@ class ThreadExecutor(Executor):
     def __init__(self, pool: ThreadPoolExecutor):
         self.pool = pool
 
-    def submit(self, job: Job) -> asyncio.Future:
+    def submit(self, job: Job) -> asyncio.Future[Any]:
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
@@ -200,7 +211,7 @@ class AsyncExecutor(Executor):
     def __init__(self, threads: ThreadExecutor):
         self.threads = threads
 
-    def submit(self, job: Job) -> asyncio.Future:
+    def submit(self, job: Job) -> asyncio.Future[Any]:
         if not job.is_coroutine:
             return self.threads.submit(job)
         coro = _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]

@@ -41,9 +41,9 @@ from typing import Any, Callable
 import msgpack
 
 from .context import TaskContext, _current
-from .executors import is_coroutine_callable, run_coroutine
+from .executors import is_coroutine_callable, open_payload, run_coroutine
 from .remote import pickle_exception
-from .serialization import Codec, resolve_import, safe_str
+from .serialization import Codec, safe_str
 
 def pack(*frame: Any) -> bytes:
     data: bytes = msgpack.packb(list(frame), use_bin_type=True)
@@ -111,8 +111,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
         _report_final=lambda v, m: _send_progress(send, "final", v, m),
     )
     try:
-        func, args, kwargs = codec.for_payload(task_id).decode_task(payload)
-        target = resolve_import(func) if isinstance(func, str) else func
+        target, args, kwargs, out = open_payload(codec, task_id, payload)
     except BaseException as exc:  # bad payload, signature, import: never retried
         send(pack("done", "failed", describe(exc, attempt), False))
         return
@@ -127,11 +126,11 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
     except BaseException as exc:  # the task's own exception, SystemExit included
         _flush(context)
         send(pack("done", "failed", describe(exc, attempt), True,
-                  pickle_exception(codec.for_error(task_id, attempt), exc)))
+                  pickle_exception(out.for_error(task_id, attempt), exc)))
         return
     _flush(context)
     try:
-        data = codec.for_result(task_id, attempt).encode_result(result)
+        data = out.for_result(task_id, attempt).encode_result(result)
     except BaseException as exc:  # a SerializationError: encode_result wraps anything
         send(pack("done", "failed", describe(exc, attempt), False))
         return

@@ -40,6 +40,7 @@ import multiprocessing.connection
 import signal
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ProcessCrashedError
@@ -69,14 +70,20 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+_POOLS: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
+
+
 @functools.cache
 def _kill_children_at_exit() -> None:
     """Children ignore SIGTERM, so multiprocessing's own exit handler (which
     terminates daemonic children, then joins them) would wait for them
-    forever if one outlived its pool (a worker whose loop ended while a
-    replacement was starting). Registered after multiprocessing's, this
-    runs first and SIGKILLs them."""
+    forever if one outlived its pool (an embedded worker still running at
+    exit, or a replacement that was starting when the worker's loop ended).
+    Registered after multiprocessing's, this runs first: it tells the pools
+    not to replace anyone, then SIGKILLs the children."""
     def kill() -> None:
+        for pool in list(_POOLS):
+            pool._closing = True
         for proc in multiprocessing.active_children():
             if proc.name == CHILD_NAME:
                 proc.kill()
@@ -214,6 +221,7 @@ class ProcessPool:
         self._closing = False
         self._draining = False  # the worker is stopping: replace no child
         self._spawn_delay = SPAWN_RETRY_S
+        _POOLS.add(self)
 
     @property
     def started(self) -> bool:

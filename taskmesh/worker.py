@@ -49,7 +49,7 @@ from .exceptions import (
     StoreError,
     TaskTimeoutError,
 )
-from .executors import EncodedOutcome, EscapedExit, Job, build_executors
+from .executors import EncodedOutcome, EscapedExit, Job, build_executors, open_payload
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
@@ -59,7 +59,7 @@ from .pubsub import messages, stop_listener
 from .remote import pickle_exception
 from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
-from .serialization import Codec, codec_for, resolve_import, safe_str
+from .serialization import Codec, codec_for, safe_str
 from .replication import reports_replicated
 from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork
@@ -186,7 +186,7 @@ class Worker:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slot_freed: asyncio.Event | None = None
-        self._idle_wait: asyncio.Task | None = None
+        self._idle_wait: asyncio.Task[Any] | None = None
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
         self._progress_paused_until = 0.0  # monotonic; progress is coalesced until then
@@ -470,11 +470,8 @@ class Worker:
             raise StoreError(job.claimed.defect)
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
-        payload_codec = self.codec.for_payload(job.id)
-        func, args, kwargs = payload_codec.decode_task(job.claimed.payload)
-        job.codec = payload_codec.outcome_codec(job.claimed.payload)
-        job.func = resolve_import(func) if isinstance(func, str) else func
-        job.args, job.kwargs = args, kwargs
+        job.func, job.args, job.kwargs, job.codec = open_payload(
+            self.codec, job.id, job.claimed.payload)
 
     async def _run_job(self, job: Job) -> None:
         began = time.monotonic()

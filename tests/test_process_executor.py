@@ -455,3 +455,16 @@ def test_gil_holding_thread_task_is_told_apart_and_process_is_the_cure(tm, worke
     assert tm.wait_for_task_sync(proc_id, timeout=60) not in {w.pid for w in workers}
     assert tm.get_task(proc_id).attempts == 1
     assert all(w.returncode is None for w in workers)
+
+
+def test_memory_url_with_serialize_runs_process_tasks(namespace):
+    """memory:// with ?serialize=1 (references do not cross processes): the
+    child needs no Redis, progress comes back through the embedded worker."""
+    tm = TaskManager("memory://?serialize=1", namespace=namespace)
+    try:
+        task_id = tm.register_task(pt.report_progress, 2, executor_type=P)
+        res = tm.wait_for_task_sync(task_id, timeout=WAIT)
+        assert res["task_id"] == task_id and res["pid"] != os.getpid()
+        assert tm.get_task_progress(task_id) == (1.0, "step 2/2")
+    finally:
+        tm.close()
