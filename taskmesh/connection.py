@@ -67,7 +67,8 @@ def is_memory(url: str) -> bool:
 def memory_serializes(url: str) -> bool:
     """``memory://?serialize=1``: round-trip payloads through the codec."""
     query = url.split("?", 1)[1] if "?" in url else ""
-    return any(to_bool(v) for k, v in parse_qsl(query) if k == "serialize")
+    # redis-py leaves to_bool unannotated; it answers a bool or None.
+    return any(to_bool(v) for k, v in parse_qsl(query) if k == "serialize")  # type: ignore[no-untyped-call]
 
 
 # Namespaces opened on the memory:// store, most recent last: a module-level
@@ -332,7 +333,8 @@ class _HiredisPacking:
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        return self._packer.pack(*args)
+        packed: list[bytes] = self._packer.pack(*args)  # hiredis's pack() is typed Any
+        return packed
 
 
 _packing_classes: dict[type, type] = {}

@@ -65,7 +65,7 @@ def decode_message(raw: bytes | str) -> Event | None:
         return None
 
 
-def decode_entry(entry_id: bytes | str, fields: dict) -> Event | None:
+def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
     """An Event from a stream entry; None for an entry of another shape.
     Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
     record = f"event {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
@@ -140,7 +140,7 @@ class _Hub:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name=f"taskmesh-events-{namespace}")
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.stop = asyncio.Event()
         self.thread.start()
 
@@ -172,7 +172,7 @@ class _Hub:
                 continue
             try:
                 if inspect.iscoroutinefunction(sub.handler):
-                    task = self.loop.create_task(sub.handler(event))  # type: ignore[arg-type]
+                    task = self.loop.create_task(sub.handler(event))
                     task.add_done_callback(_log_failure)
                 else:
                     sub.handler(event)
@@ -199,7 +199,7 @@ class _Hub:
                 pass  # the loop closed meanwhile
 
 
-def _log_failure(task: asyncio.Task) -> None:
+def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("async event handler raised; listener continues", exc_info=task.exception())
 

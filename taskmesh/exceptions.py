@@ -28,7 +28,7 @@ code would expect them (bad arguments, wait timeouts).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import TaskError
@@ -131,7 +131,7 @@ class RemoteTaskError(TaskmeshError):
         self.message = message
         self.traceback = traceback
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteTaskError, (self.type, self.message, self.traceback))
 
 

@@ -50,8 +50,8 @@ class Job:
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     started: bool = False
-    runner: asyncio.Task | None = None  # the worker's coroutine driving this job
-    execution: asyncio.Future | None = None  # the function itself
+    runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
+    execution: asyncio.Future[Any] | None = None  # the function itself
     cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
     slot_freed: bool = False
     claimed_at: float = field(default_factory=time.monotonic)
@@ -131,7 +131,7 @@ def timeout_error(job: Job) -> TaskTimeoutError:
     return TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s")
 
 
-async def supervise(job: Job, execution: asyncio.Future) -> Any:
+async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
     job.execution = execution
     job.started = True
     job.executed_at = started = time.monotonic()
@@ -194,7 +194,7 @@ class ThreadExecutor(Executor):
     def __init__(self, pool: ThreadPoolExecutor):
         self.pool = pool
 
-    def submit(self, job: Job) -> asyncio.Future:
+    def submit(self, job: Job) -> asyncio.Future[Any]:
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
@@ -211,7 +211,7 @@ class AsyncExecutor(Executor):
     def __init__(self, threads: ThreadExecutor):
         self.threads = threads
 
-    def submit(self, job: Job) -> asyncio.Future:
+    def submit(self, job: Job) -> asyncio.Future[Any]:
         if not job.is_coroutine:
             return self.threads.submit(job)
         coro = _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]

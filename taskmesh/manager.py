@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar
 
 from . import scripts
 from .connection import (
@@ -58,10 +58,12 @@ from .portal import Portal
 from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
 from .remote import bind
 from .serialization import codec_for
+from .scripts import Call, Cmd
 from .store import Commands, Fields, decode_error
 from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REGISTER_BATCH = 1000
 _UNSET: Any = object()
@@ -208,7 +210,7 @@ class TaskManager:
             if is_memory(self.url):
                 worker_host().ensure_embedded(self)
 
-    def _run(self, call: Any) -> Any:
+    def _run(self, call: Call[T] | Cmd[T]) -> T:
         return scripts.run(self._client, call)
 
     def _shards(self, fix: bool = False) -> ShardSet:
@@ -248,7 +250,7 @@ class TaskManager:
             state = self._loops[loop] = _LoopState(self.url, self.keys)
         return state
 
-    async def _arun(self, call: Any) -> Any:
+    async def _arun(self, call: Call[T] | Cmd[T]) -> T:
         return await scripts.arun(self._state().client, call)
 
     # ---- registration -------------------------------------------------------------
@@ -353,9 +355,9 @@ class TaskManager:
         commands = await self._acmds(task_id)
 
         async def read_status() -> TaskStatus:
-            status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+            status = await scripts.arun(state.client, commands.read_status(task_id))
             if status is TaskStatus.WAITING and await self._finish_cascades(commands):
-                status = (await scripts.arun(state.client, commands.read_fields(task_id)))[0]
+                status = await scripts.arun(state.client, commands.read_status(task_id))
             return status
 
         await state.waiter.wait(task_id, read_status, timeout)
@@ -437,7 +439,7 @@ class TaskManager:
 
     # ---- reading ---------------------------------------------------------------------
     def get_task_status(self, task_id: str) -> TaskStatus:
-        return self._run(self._cmds(task_id).read_fields(task_id))[0]
+        return self._run(self._cmds(task_id).read_status(task_id))
 
     def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
         """With ``unpickle=False`` pickled parts come back as ``<pickled, N
@@ -607,13 +609,14 @@ class TaskManager:
             self._replicas = (time.monotonic(), value)
         return value
 
-    async def _write(self, call: Any) -> Any:
+    async def _write(self, call: Call[T]) -> T:
         """An async state change; with min_replicas it runs on the sync client
         in a thread, so the script and its WAIT share one connection."""
         replicas = await asyncio.to_thread(self._min_replicas)
         if not replicas:
             return await self._arun(call)
-        result = (await asyncio.to_thread(run_replicated, self._client, [call], replicas))[0]
+        result: T | Exception = (
+            await asyncio.to_thread(run_replicated, self._client, [call], replicas))[0]
         if isinstance(result, Exception):
             raise result
         return result

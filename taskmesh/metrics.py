@@ -48,7 +48,7 @@ class _Notes:
             return None
 
 
-def _hash(raw: dict) -> dict[str, str]:
+def _hash(raw: dict[Any, Any]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in (raw or {}).items()}
 
 

@@ -87,6 +87,8 @@ class Schedule:
     def _cron(self, start: int) -> Any:
         from croniter import croniter  # imported on first use: workers start faster
 
+        if self.cron is None:  # an `every` schedule never gets here (see the callers)
+            raise ValueError("not a cron schedule")
         return croniter(self.cron, datetime.fromtimestamp(start, ZoneInfo(self.tz)))
 
     def fields(self) -> dict[str, str]:

@@ -64,6 +64,6 @@ class _MetricsCollector:
 
 def exposition(snapshot: dict[str, Any]) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_MetricsCollector(snapshot))  # type: ignore[arg-type]
+    registry.register(_MetricsCollector(snapshot))
     notes = "".join(f"# note: {n}\n" for n in snapshot.get("notes", ()))  # skipped counters
     return notes + generate_latest(registry).decode()

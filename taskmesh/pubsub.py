@@ -74,7 +74,7 @@ async def messages(
                 pass
 
 
-async def stop_listener(task: asyncio.Task | None, stop: asyncio.Event,
+async def stop_listener(task: asyncio.Task[Any] | None, stop: asyncio.Event,
                         timeout: float = 2.5) -> None:
     """Ends a task consuming :func:`messages`: cancels it, and sets its stop
     event so that it still ends (within one read) if the cancellation is

@@ -77,7 +77,8 @@ def check_func(func: Any) -> Callable[..., Any] | str:
         return func
     if not callable(func):
         raise TypeError(f"func must be a callable or an import string, not {type(func).__name__}")
-    return func
+    checked: Callable[..., Any] = func
+    return checked
 
 
 def default_name(func: Callable[..., Any] | str) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import redis.exceptions
 
@@ -38,6 +38,7 @@ from .exceptions import ServerBusyError, StoreError
 from .scripts import Call
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH = 256
 REPORTS_PER_CALL = 64  # bounds how long one report_many call holds Redis
@@ -54,11 +55,11 @@ def _is_refusal(exc: BaseException) -> bool:
         "protocol error" in str(exc).lower())
 
 
-def _size(call: Call) -> int:
+def _size(call: Call[Any]) -> int:
     return sum(len(a) for a in call.args if isinstance(a, (bytes, str)))
 
 
-def _groups(calls: list[Call], indexes: list[int]) -> list[list[int]]:
+def _groups(calls: list[Call[Any]], indexes: list[int]) -> list[list[int]]:
     """Consecutive runs of at most REPORTS_PER_CALL reports and MERGE_MAX_BYTES
     of arguments (a merged call is one command, which Redis buffers whole:
     large results go on their own)."""
@@ -76,24 +77,24 @@ def _groups(calls: list[Call], indexes: list[int]) -> list[list[int]]:
 
 class Reporter:
     def __init__(self, client: Any,
-                 merge: Callable[[Sequence[Call]], Call[list[Any]]] | None = None,
-                 replicated: Callable[[list[Call]], Awaitable[list[Any] | None]] | None = None):
+                 merge: Callable[[Sequence[Call[Any]]], Call[list[Any]]] | None = None,
+                 replicated: Callable[[list[Call[Any]]], Awaitable[list[Any] | None]] | None = None):
         self.client = client
         self.merge = merge
         # min_replicas (replication.py): sends the batch itself when the
         # namespace asks for replicas, else answers None.
         self.replicated = replicated
-        self._pending: list[tuple[Call, asyncio.Future]] = []
+        self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._server_busy = False  # Redis answered OOM/BUSY: logged once until it passes
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="taskmesh-reporter")
 
-    async def submit(self, call: Call) -> Any:
-        fut = asyncio.get_running_loop().create_future()
+    async def submit(self, call: Call[T]) -> T:
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((call, fut))
         self._wakeup.set()
         return await fut
@@ -115,7 +116,7 @@ class Reporter:
                         fut.set_result(result)
             self._busy = False
 
-    async def _send(self, calls: list[Call]) -> list[Any]:
+    async def _send(self, calls: list[Call[Any]]) -> list[Any]:
         """Results in call order. Calls answered OOM/BUSY (transient server
         states) are resent after a backoff until Redis takes them."""
         results: list[Any] = [None] * len(calls)
@@ -143,7 +144,7 @@ class Reporter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _send_once(self, calls: list[Call]) -> list[Any]:
+    async def _send_once(self, calls: list[Call[Any]]) -> list[Any]:
         delay = 0.1
         strikes = 0
         while True:
@@ -170,7 +171,7 @@ class Reporter:
             return [ReportRefusedError(f"Redis refused the report: {r}") if _is_refusal(r) else r
                     for r in results]
 
-    async def _deliver(self, calls: list[Call]) -> list[Any]:
+    async def _deliver(self, calls: list[Call[Any]]) -> list[Any]:
         """One reply per call; several calls go as merged script calls."""
         if self.replicated is not None:
             replies = await self.replicated(calls)

@@ -71,7 +71,7 @@ class Call(Generic[T]):
     parse: Callable[[Any], T] = _identity
 
     @property
-    def evalsha_args(self) -> tuple:
+    def evalsha_args(self) -> tuple[Any, ...]:
         return (self.script.sha, len(self.keys), *self.keys, *self.args)
 
 
@@ -128,7 +128,7 @@ async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
     return call.parse(raw)
 
 
-def run_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+def run_atomic(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
     """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
     pipe = client.pipeline(transaction=True)
     for cmd in cmds:
@@ -136,7 +136,7 @@ def run_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
     return [cmd.parse(raw) for cmd, raw in zip(cmds, pipe.execute())]
 
 
-async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
+async def arun_atomic(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
     """Plain commands as one MULTI/EXEC: for blind multi-key writes."""
     pipe = client.pipeline(transaction=True)
     for cmd in cmds:
@@ -148,7 +148,7 @@ async def arun_atomic(client: Any, cmds: Sequence[Cmd]) -> list[Any]:
     return [cmd.parse(raw) for cmd, raw in zip(cmds, raws)]
 
 
-def run_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
+def run_batch(client: Any, calls: Sequence[Call[Any]]) -> list[Any]:
     """Pipelined (non-transactional): each script is atomic on its own. After
     a NOSCRIPT (first use, or Redis restarted) the scripts are loaded once and
     only the calls that answered NOSCRIPT are sent again, still pipelined."""
@@ -162,7 +162,7 @@ def run_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
     return [_parse(call, raw) for call, raw in zip(calls, raws)]
 
 
-async def arun_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
+async def arun_batch(client: Any, calls: Sequence[Call[Any]]) -> list[Any]:
     raws = await _pipeline(client, calls)
     missing = [i for i, raw in enumerate(raws) if isinstance(raw, NoScriptError)]
     if missing:
@@ -173,7 +173,7 @@ async def arun_batch(client: Any, calls: Sequence[Call]) -> list[Any]:
     return [_parse(call, raw) for call, raw in zip(calls, raws)]
 
 
-def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
+def _pipeline(client: Any, calls: Sequence[Call[Any]]) -> Any:
     """Queues the calls on a pipeline; returns its execute() (awaitable on an
     asyncio client) with errors returned in place rather than raised."""
     pipe = client.pipeline(transaction=False)
@@ -184,7 +184,7 @@ def _pipeline(client: Any, calls: Sequence[Call]) -> Any:
     return pipe.execute(raise_on_error=False)
 
 
-def _parse(call: Call, raw: Any) -> Any:
+def _parse(call: Call[Any], raw: Any) -> Any:
     if isinstance(raw, Exception):
         return busy_error(raw) or raw
     return call.parse(raw)

@@ -124,7 +124,7 @@ class Codec:
         return hmac.new(self.secret, self.context + b"\x00" + body, hashlib.sha256).digest()
 
     # ---- encoding -------------------------------------------------------
-    def encode_task(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict) -> bytes:
+    def encode_task(self, func: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if self.by_reference and self.references is not None:
             ref = self.references.ref
             return self._seal(msgpack.packb(
@@ -208,7 +208,7 @@ class Codec:
                 return msgpack.ExtType(EXT_TUPLE, self._pack(list(obj)))
         return msgpack.ExtType(EXT_PICKLE, cloudpickle.dumps(obj))
 
-    def _find_culprit(self, args: tuple, kwargs: dict) -> None:
+    def _find_culprit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Re-pack part by part so the error names what cannot be serialized."""
         parts = [(f"args[{i}]", v) for i, v in enumerate(args)]
         parts += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
@@ -228,7 +228,7 @@ class Codec:
         return envelope
 
     # ---- decoding -------------------------------------------------------
-    def decode_task(self, envelope: bytes) -> tuple[Callable[..., Any] | str, list, dict]:
+    def decode_task(self, envelope: bytes) -> tuple[Callable[..., Any] | str, list[Any], dict[str, Any]]:
         body = self._unpack(self._open(envelope))
         if not isinstance(body, dict) or "f" not in body:
             raise PayloadDecodeError("task payload has no function")
@@ -267,7 +267,8 @@ class Codec:
             or not (outer[2] is None or isinstance(outer[2], bytes))
         ):
             raise PayloadDecodeError("payload is not a taskmesh envelope (bad header)")
-        _, body, sig = outer
+        body: bytes = outer[1]  # checked to be bytes above
+        sig = outer[2]
         if self.secret:
             if sig is None:
                 raise SignatureError("payload is not signed but a secret is configured")
@@ -345,7 +346,7 @@ class ReferenceTable:
             raise PayloadDecodeError("memory:// reference unknown in this process (the "
                                      "process executor needs memory://?serialize=1)") from None
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (ReferenceTable, ())
 
 
@@ -417,7 +418,8 @@ def resolve_import(path: str) -> Callable[..., Any]:
             raise ImportError(f"module {module_name!r} has no attribute {attr_path!r}") from None
     if not callable(obj):
         raise TypeError(f"{path!r} resolves to a {type(obj).__name__}, not a callable")
-    return obj
+    func: Callable[..., Any] = obj
+    return func
 
 
 def _describe(exc: BaseException) -> str:

@@ -107,7 +107,7 @@ def _die_with_parent(death_signal: int = signal.SIGTERM) -> Callable[[], None] |
 
 
 def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGTERM,
-          **popen: Any) -> subprocess.Popen:
+          **popen: Any) -> subprocess.Popen[bytes]:
     """Starts a helper process in its own session (a Ctrl-C in the terminal
     reaches only us; we stop our children in order) that gets
     ``death_signal`` if we die without stopping it."""
@@ -115,7 +115,7 @@ def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGTERM,
                             preexec_fn=_die_with_parent(death_signal), **popen)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int | None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> int | None:
     """SIGTERM by PID, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -148,7 +148,7 @@ class EmbeddedRedis:
         self.persist = persist
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.dir: str | None = None
 
     @property

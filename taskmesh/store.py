@@ -118,7 +118,7 @@ class Commands:
         for dep, status in remote:
             remote_args += [dep, status]
 
-        def parse(raw: list) -> tuple[str, str | None]:
+        def parse(raw: list[Any]) -> tuple[str, str | None]:
             return _s(raw[0]) or "", _s(raw[1]) if len(raw) > 1 else None
 
         return Call(
@@ -215,7 +215,7 @@ class Commands:
             assert len(call.args) - 1 == width and call.script.name == "report"
             args += call.args[1:]
 
-        def parse(raw: list) -> list[Any]:
+        def parse(raw: list[Any]) -> list[Any]:
             return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
                     for call, r in zip(reports, raw)]
 
@@ -231,7 +231,7 @@ class Commands:
         for task_id, token in held.items():
             held_pairs += [task_id, token]
 
-        def parse(raw: list) -> RenewResult:
+        def parse(raw: list[Any]) -> RenewResult:
             items = [_s(x) or "" for x in raw]
             cut = items.index("")
             return RenewResult(items[:cut], items[cut + 1:])
@@ -253,7 +253,7 @@ class Commands:
             args += [task_id, token, "1" if started else "0"]
         return Call(script("handback"), [self.keys.running], [self.prefix, *args], int)
 
-    def unregister_worker(self, worker_id: str) -> list[Cmd]:
+    def unregister_worker(self, worker_id: str) -> list[Cmd[Any]]:
         """Blind writes, sent together in one MULTI (see scripts.arun_atomic)."""
         return [Cmd(("ZREM", self.keys.workers, worker_id)),
                 Cmd(("DEL", self.keys.worker(worker_id), self.keys.alarm(worker_id))),
@@ -265,7 +265,7 @@ class Commands:
                   budget: int) -> Call[ListStep]:
         """Walks the status indexes from ``position`` (see lua/list.lua)."""
 
-        def parse(raw: list) -> ListStep:
+        def parse(raw: list[Any]) -> ListStep:
             items = [_str(x) for x in raw]
             matches = [(items[i], items[i + 1], items[i + 2]) for i in range(4, len(items), 3)]
             resume = (items[1], items[2], items[3]) if items[0] == "more" else None
@@ -279,17 +279,22 @@ class Commands:
     def read_fields(self, task_id: str, *fields: str) -> Cmd[list[Any]]:
         """HMGET status + fields; raises TaskNotFoundError if there is no record."""
 
-        def parse(raw: list) -> list[Any]:
+        def parse(raw: list[Any]) -> list[Any]:
             if raw[0] is None:
                 raise TaskNotFoundError(task_id)
             return [field_status(f"task {task_id}", raw[0]), *raw[1:]]
 
         return Cmd(("HMGET", self.keys.task(task_id), "status", *fields), parse)
 
+    def read_status(self, task_id: str) -> Cmd[TaskStatus]:
+        """read_fields(task_id)[0], typed: the one field most reads need."""
+        inner = self.read_fields(task_id)
+        return Cmd(inner.args, lambda raw: inner.parse(raw)[0])
+
     def read_record(self, task_id: str) -> Cmd[dict[str, Any]]:
         """The whole record (field names decoded, values raw)."""
 
-        def parse(raw: dict) -> dict[str, Any]:
+        def parse(raw: dict[Any, Any]) -> dict[str, Any]:
             if not raw:
                 raise TaskNotFoundError(task_id)
             return {_str(k): v for k, v in raw.items()}
@@ -301,7 +306,7 @@ class Commands:
         return Cmd(record.args, lambda raw: task_info(task_id, record.parse(raw)))
 
 
-def _parse_claim(raw: list) -> ClaimResult:
+def _parse_claim(raw: list[Any]) -> ClaimResult:
     flags = _s(raw[0]) or ""
     tasks = []
     for i in range(2, len(raw), 8):

@@ -25,9 +25,9 @@ class DoneWaiter:
         self._client = client
         # done:<id> of every shard (sharding.channel_patterns)
         self._patterns = channel_patterns(keys.namespace, "done:*")
-        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._ready: asyncio.Event | None = None
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
 
     async def _ensure_reader(self) -> None:

@@ -186,7 +186,7 @@ class Worker:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slot_freed: asyncio.Event | None = None
-        self._idle_wait: asyncio.Task | None = None
+        self._idle_wait: asyncio.Task[Any] | None = None
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
         self._progress_paused_until = 0.0  # monotonic; progress is coalesced until then

@@ -28,7 +28,7 @@ class WorkerProcesses:
         self.namespace = namespace
         self.log_dir = log_dir
         self.suffix = secrets.token_hex(2)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
         self.exit_codes: list[int | None] = []
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import TaskID
 
 from .. import demo_tasks
 from ..models import TaskInfo, TaskPriority, TaskStatus
+
+if TYPE_CHECKING:
+    from ..manager import TaskManager
 
 
 @dataclass
@@ -46,7 +49,7 @@ class DemoTask:
     result: Any = None
 
 
-def submit(tm: Any, url: str, namespace: str) -> list[DemoTask]:
+def submit(tm: TaskManager, url: str, namespace: str) -> list[DemoTask]:
     """Registers the demo's tasks; returns them in display order."""
     P, S = TaskPriority, TaskStatus
     tasks: list[DemoTask] = []
@@ -107,14 +110,14 @@ def submit(tm: Any, url: str, namespace: str) -> list[DemoTask]:
 PERIODIC_NAME = "demo-heartbeat"
 
 
-def add_schedule(tm: Any) -> Any:
+def add_schedule(tm: TaskManager) -> Any:
     """A periodic schedule, fired by the workers every second while the demo
     runs (its tick tasks are counted apart from the table above)."""
     return tm.add_periodic(PERIODIC_NAME, demo_tasks.notify, "#ops", "heartbeat", every=1,
                            tags=["demo"])
 
 
-def schedule_summary(tm: Any, added: Any) -> str:
+def schedule_summary(tm: TaskManager, added: Any) -> str:
     """One line about the demo's schedule; removes it (the demo leaves no
     schedule behind to tick forever)."""
     info = next((s for s in tm.list_periodic() if s.name == PERIODIC_NAME), None)
