@@ -175,7 +175,7 @@ class TaskManager:
         if max_concurrent_tasks is not None:
             settings.append(lambda: self.set_max_concurrent_tasks(max_concurrent_tasks))
         if aging is not None:  # None leaves the stored setting (like the cap)
-            settings.append(lambda: flow.set_priority_aging(self._sync_client, self.keys, aging))
+            settings.append(lambda: self._set_aging(aging))
         if events_maxlen is not None:
             settings.append(lambda: [  # each shard's scripts read their own config
                 self._sync_client.hset(keys.config, "events_maxlen", int(events_maxlen))
@@ -627,7 +627,12 @@ class TaskManager:
         """Anti-starvation for the whole namespace: a QUEUED task is ordered as
         if enqueued ``priority * seconds`` earlier; None restores strict
         priority order. Applies at once to tasks already queued."""
-        flow.set_priority_aging(self._client, self.keys, flow.check_priority_aging(seconds))
+        self._set_aging(flow.check_priority_aging(seconds))
+
+    def _set_aging(self, seconds: float | None) -> None:
+        """Every shard's claims read their own shard's config: write them all."""
+        for keys in self._shards(fix=True).keys:
+            flow.set_priority_aging(self._client, keys, seconds)
 
     def set_rate_limit(self, key: str, per_second: float | None, *,
                        burst: int | None = None) -> None:

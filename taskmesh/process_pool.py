@@ -223,14 +223,6 @@ class ProcessPool:
         self._spawn_delay = SPAWN_RETRY_S
         _POOLS.add(self)
 
-    @property
-    def started(self) -> bool:
-        return self._idle is not None
-
-    @property
-    def pids(self) -> list[int]:
-        return sorted(c.pid for c in self._children if not c.retired)
-
     def call_soon(self, callback: Any, *args: Any) -> None:
         """From a reader thread onto the worker's loop (a no-op once it closed)."""
         if self._loop is None:
@@ -270,6 +262,8 @@ class ProcessPool:
     async def _await(self, child: Child, attempt: _Attempt) -> EncodedOutcome:
         job = attempt.job
         job.execution = attempt.done  # cancel and slot accounting go through it
+        if job.cancel_reason is not None:  # cancelled while a large frame was sent
+            attempt.done.cancel()
         healthy = False
         try:
             outcome = await attempt.done

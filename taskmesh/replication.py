@@ -23,7 +23,8 @@ import logging
 from typing import Any, Callable, Sequence
 
 import redis.cluster
-from redis.exceptions import NoScriptError
+import redis.exceptions
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from .exceptions import ReplicationError
 from .scripts import Call
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 WAIT_MS = 2000
 REFRESH_S = 1.0
+
+
+class _Moved(Exception):
+    """The node answered for a slot it no longer owns."""
 
 
 def check_min_replicas(value: Any) -> int:
@@ -49,7 +54,15 @@ def run_replicated(client: Any, calls: Sequence[Call[Any]], replicas: int) -> li
         groups.setdefault(_node_client(client, call), []).append(i)
     out: list[Any] = [None] * len(calls)
     for node, indexes in groups.items():
-        raws = _send(node, [calls[i] for i in indexes], replicas)
+        try:
+            raws = _send(node, [calls[i] for i in indexes], replicas)
+        except _Moved as exc:
+            # A failover moved the slot (the node we chose is a replica now):
+            # refresh the slot map and let the caller retry, as it does any
+            # connection error during a failover.
+            if isinstance(client, redis.cluster.RedisCluster):
+                client.nodes_manager.initialize()
+            raise redis.exceptions.ConnectionError(f"slot moved during a failover: {exc}")
         for i, raw in zip(indexes, raws):
             out[i] = raw if isinstance(raw, Exception) else calls[i].parse(raw)
     return out
@@ -102,6 +115,9 @@ def _send(node: Any, calls: Sequence[Call[Any]], replicas: int) -> list[Any]:
                 node.script_load(source)
             continue  # a call that answered NOSCRIPT did not run: send again
         break
+    moved = [r for r in raws[:-1] if isinstance(r, (MovedError, AskError))]
+    if moved or (isinstance(raws[-1], ResponseError) and "replica" in str(raws[-1])):
+        raise _Moved(str(moved[0] if moved else raws[-1]))
     acked = raws[-1]
     if isinstance(acked, Exception):
         raise acked

@@ -80,6 +80,8 @@ def test_results_round_trip_sync_and_async(tm, worker_factory):
     async_id = tm.register_task(pt.async_whoami, {"k": [1, 2]}, executor_type=P)
     named_id = tm.register_task("tests.process_tasks:add", 2, 3, executor_type=P)
     lambda_id = tm.register_task(lambda x: x * 2, 21, executor_type=P)  # cloudpickled by value
+    big = bytes(range(256)) * 4096  # 1 MiB: written to the child off the event loop
+    big_id = tm.register_task(pt.echo, big, executor_type=P)
 
     sync_res = tm.wait_for_task_sync(sync_id, timeout=WAIT)
     assert sync_res["value"] == ("a", 1)  # a tuple stays a tuple, as in every executor
@@ -90,6 +92,7 @@ def test_results_round_trip_sync_and_async(tm, worker_factory):
     assert async_res["pid"] != worker.pid
     assert tm.wait_for_task_sync(named_id, timeout=WAIT) == 5
     assert tm.wait_for_task_sync(lambda_id, timeout=WAIT) == 42
+    assert tm.wait_for_task_sync(big_id, timeout=WAIT) == big
     info = tm.get_task(sync_id)
     assert info.status is TaskStatus.COMPLETED and info.executor_type == P and info.attempts == 1
 

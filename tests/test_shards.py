@@ -209,3 +209,13 @@ def test_a_worker_started_before_first_use_finds_the_shards(url, namespace, work
 def test_cluster_client_is_used_for_sharded_namespaces(url, namespace):
     with TaskManager(url, namespace=namespace, shards=3) as tm:
         assert isinstance(tm._client, redis.cluster.RedisCluster)
+
+
+def test_priority_aging_reaches_every_shard(url, namespace):
+    with TaskManager(url, namespace=namespace, shards=3, priority_aging_s=5.0) as tm:
+        tm.register_task(tasks.add, 1, 1)
+        configs = [tm._client.hget(k.config, "priority_aging_s") for k in ShardSet(namespace, 3).keys]
+        assert configs == [b"5.0"] * 3
+        tm.set_priority_aging(None)
+        assert not any(tm._client.hget(k.config, "priority_aging_s")
+                       for k in ShardSet(namespace, 3).keys)
