@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
+from .models import ExecutorType
 from .serialization import Codec, resolve_import
 from .store import ClaimedTask
 
@@ -84,7 +85,7 @@ class Job:
     @property
     def runs_in_child(self) -> bool:
         """A process task: decoded and run in a child, stopped by killing it."""
-        return self.claimed.executor == "process"
+        return self.claimed.executor == ExecutorType.PROCESS
 
     def fresh_context(self) -> contextvars.Context:
         ctx = contextvars.copy_context()
@@ -262,7 +263,8 @@ def build_executors(pool: ThreadPoolExecutor,
     threads = ThreadExecutor(pool)
     async_ = AsyncExecutor(threads)
     executors: dict[str, Executor] = {
-        "thread_pool": threads, "async": async_, "sequential": SequentialExecutor(async_)}
+        ExecutorType.THREAD_POOL: threads, ExecutorType.ASYNC: async_,
+        ExecutorType.SEQUENTIAL: SequentialExecutor(async_)}
     if processes is not None:
-        executors["process"] = ProcessExecutor(processes)
+        executors[ExecutorType.PROCESS] = ProcessExecutor(processes)
     return executors

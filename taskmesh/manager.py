@@ -41,7 +41,9 @@ from .events import (
 from .exceptions import SignatureError, TaskCancelledError, TaskFailedError, TaskNotFoundError
 from .keys import Keys, validate_namespace, validate_queue_name
 from .listing import PageReader, build_query
-from .models import Event, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus
+from .models import (
+    Event, ExecutorType, TaskError, TaskInfo, TaskPage, TaskPriority, TaskStatus,
+)
 from .periodic import PeriodicInfo
 from .replication import REFRESH_S, check_min_replicas, run_replicated
 from .sharding import (
@@ -270,7 +272,7 @@ class TaskManager:
         description: str = "",
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
-        executor_type: str = "async",
+        executor_type: ExecutorType | str = "async",
         queue: str = "default",
         task_id: str | None = None,
         defer: bool = False,
@@ -525,7 +527,7 @@ class TaskManager:
         return self._run(call)
 
     # ---- watching -----------------------------------------------------------------------
-    def get_metrics(self) -> dict[str, Any]:
+    def get_metrics(self) -> metrics.Metrics:
         """Counts per status, queues by priority, workers, totals, throughput,
         runtimes and queue health (see SPEC §2 Metrics)."""
         shardset = self._shards()

@@ -11,7 +11,7 @@ list of recent completions. QUEUED tasks parked for a rate-limit token
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from .keys import Keys
 
@@ -19,6 +19,92 @@ WINDOW_S = 60
 PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
 PARKED_PROBE = 100  # parked tasks read per queue for oldest ages
 RUNTIME_SAMPLES = 1000  # percentiles over the latest 1000 runtimes, as in prelude.lua
+
+
+class TaskCounts(TypedDict):
+    """Tasks per status, now (``tasks``)."""
+
+    pending: int
+    waiting: int
+    queued: int
+    scheduled: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class QueueMetrics(TypedDict):
+    """One queue (``queues[name]``); QUEUED tasks parked for a rate-limit
+    token count in ``queued`` and, again, in ``rate_limited``."""
+
+    queued: int
+    scheduled: int
+    rate_limited: int
+    by_priority: dict[int, int]  # highest priority first
+
+
+class WorkerMetrics(TypedDict):
+    """One alive worker (``workers``), as its heartbeat hash last said."""
+
+    id: str
+    host: str | None
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: int
+    processed: int
+    failed: int
+    started_at: float
+    last_heartbeat: float
+
+
+class RuntimeSummary(TypedDict):
+    """Milliseconds over the latest RUNTIME_SAMPLES completions; all None
+    before the first."""
+
+    avg: float | None
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+
+class ShardMetrics(TypedDict):
+    """One shard's own counts (``shards``, in shard order)."""
+
+    shard: int
+    tasks: TaskCounts
+    totals: dict[str, int]
+
+
+class Metrics(TypedDict):
+    """What ``TaskManager.get_metrics()`` returns: a plain dict at runtime
+    (JSON-ready), typed so readers (ui.py, prometheus.py, the dashboard) name
+    fields the type checker knows. ``totals`` counts since the namespace
+    began: registered, completed, failed, cancelled, retried."""
+
+    namespace: str
+    timestamp: float
+    tasks: TaskCounts
+    queues: dict[str, QueueMetrics]
+    workers: list[WorkerMetrics]
+    totals: dict[str, int]
+    throughput_per_s: float
+    runtime_ms: RuntimeSummary
+    max_concurrent_tasks: int | None
+    oldest_queued_age_s: dict[str, dict[int, float]]
+    blocked_on_dependencies: int
+    recoveries: int
+    lease_expiries: int
+    failure_rate: float
+    notes: NotRequired[list[str]]  # only when a damaged counter was skipped
+    shards: NotRequired[list[ShardMetrics]]  # always in get_metrics(); not per shard
+
+
+def status_counts(tasks: TaskCounts) -> dict[str, int]:
+    """``tasks`` as a mapping, for code that walks every status (every value
+    of a TaskCounts is an int, which a TypedDict's items() cannot say)."""
+    return cast("dict[str, int]", tasks)
 
 
 def _s(value: Any) -> str:
@@ -60,7 +146,7 @@ def redis_time(client: Any) -> float:
     return int(sec) + int(usec) / 1e6
 
 
-def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> Metrics:
     """The metrics of one shard (the whole namespace, unless sharded).
     ``raw_out`` receives the runtime samples and window counts, which
     sharding.combine_metrics needs to merge several shards exactly."""
@@ -90,7 +176,8 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
     redis_now = float(raw[0][0]) + float(raw[0][1]) / 1e6
     pos = 1
 
-    queue_view: dict[str, Any] = {}
+    queue_view: dict[str, QueueMetrics] = {}
+    ages: dict[str, dict[int, float]] = {}
     queued_total = scheduled_total = 0
     oldest_probe: list[tuple[str, int]] = []
     for q in queues:
@@ -98,7 +185,7 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
         parked = int(raw[pos + 3])  # QUEUED, waiting for a rate-limit token
         depth = int(depth) + parked
         pos += 4
-        by_priority = {}
+        by_priority: dict[int, int] = {}
         for p, n in counts.items():
             prio, count = notes.count(p, f"qcount:{q} priority"), notes.count(n, f"qcount:{q}[{p}]")
             if count > 0:
@@ -122,14 +209,14 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
     if raw_out is not None:
         raw_out.update(runtimes=runtimes, done_window=done_window, failed_window=failed_window)
 
-    _add_oldest_ages(client, keys, queue_view, oldest_probe, redis_now, notes)
+    _add_oldest_ages(client, keys, queue_view, ages, oldest_probe, redis_now, notes)
     cap = config.get("max_concurrent_tasks")
     totals = {name: notes.count(stats.get(name, 0), f"stats.{name}") for name in
               ("registered", "completed", "failed", "cancelled", "retried")}
     recoveries = notes.count(stats.get("recoveries", 0), "stats.recoveries")
     lease_expiries = notes.count(stats.get("lease_expiries", 0), "stats.lease_expiries")
     workers = _workers(client, keys, worker_ids, notes)
-    view = {
+    view: Metrics = {
         "namespace": keys.namespace,
         "timestamp": redis_now,
         "tasks": {
@@ -144,7 +231,7 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
         "runtime_ms": _runtime_summary(runtimes),
         "max_concurrent_tasks": (notes.count(cap, "config.max_concurrent_tasks") or None)
                                 if cap else None,
-        "oldest_queued_age_s": {q: v.pop("oldest_age_s") for q, v in queue_view.items()},
+        "oldest_queued_age_s": {q: ages[q] for q in queue_view},
         "blocked_on_dependencies": int(waiting),
         "recoveries": recoveries,
         "lease_expiries": lease_expiries,
@@ -155,11 +242,12 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> d
     return view
 
 
-def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
-                     probes: list[tuple[str, int]], now: float, notes: _Notes) -> None:
-    """Age of the head (oldest in line) of each queue and priority."""
+def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, QueueMetrics],
+                     ages: dict[str, dict[int, float]], probes: list[tuple[str, int]],
+                     now: float, notes: _Notes) -> None:
+    """Fills ``ages``: age of the head (oldest in line) of each queue and priority."""
     for q in view:
-        view[q]["oldest_age_s"] = {}
+        ages[q] = {}
     if not probes:
         return
     pipe = client.pipeline(transaction=False)
@@ -173,12 +261,12 @@ def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, Any],
     for (q, p), queued_at in zip(probes, pipe.execute()):
         at = notes.number(queued_at, f"queued_at of the head of {q}") if queued_at else None
         if at is not None:
-            view[q]["oldest_age_s"][p] = round(max(now - at, 0.0), 3)
-    _add_parked_ages(client, keys, view, now, notes)
+            ages[q][p] = round(max(now - at, 0.0), 3)
+    _add_parked_ages(client, keys, view, ages, now, notes)
 
 
-def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float,
-                     notes: _Notes) -> None:
+def _add_parked_ages(client: Any, keys: Keys, view: dict[str, QueueMetrics],
+                     ages: dict[str, dict[int, float]], now: float, notes: _Notes) -> None:
     """Tasks parked for a rate-limit token are QUEUED too, but out of their
     queue's bands: the first PARKED_PROBE of each lot (the earliest turns,
     so mostly the longest waiting) count towards the oldest ages."""
@@ -201,17 +289,17 @@ def _add_parked_ages(client: Any, keys: Keys, view: dict[str, Any], now: float,
         if at is None:
             continue
         prio = notes.count(priority, f"priority of a task parked in {q}")
-        ages = view[q]["oldest_age_s"]
-        ages[prio] = max(ages.get(prio, 0.0), round(max(now - at, 0.0), 3))
+        lot = ages[q]
+        lot[prio] = max(lot.get(prio, 0.0), round(max(now - at, 0.0), 3))
 
 
-def _workers(client: Any, keys: Keys, ids: list[str], notes: _Notes) -> list[dict[str, Any]]:
+def _workers(client: Any, keys: Keys, ids: list[str], notes: _Notes) -> list[WorkerMetrics]:
     if not ids:
         return []
     pipe = client.pipeline(transaction=False)
     for wid in ids:
         pipe.hgetall(keys.worker(wid))
-    out = []
+    out: list[WorkerMetrics] = []
     for wid, raw in zip(ids, pipe.execute()):
         h = _hash(raw)
         if not h:
@@ -232,7 +320,7 @@ def _workers(client: Any, keys: Keys, ids: list[str], notes: _Notes) -> list[dic
     return out
 
 
-def _runtime_summary(samples: list[float]) -> dict[str, float | None]:
+def _runtime_summary(samples: list[float]) -> RuntimeSummary:
     if not samples:
         return {"avg": None, "p50": None, "p95": None, "max": None}
     ordered = sorted(samples)

@@ -45,7 +45,19 @@ class EventType(StrEnum):
     TASK_CANCELLED = "TASK_CANCELLED"
 
 
-EXECUTOR_TYPES = ("async", "sequential", "thread_pool", "process")
+class ExecutorType(StrEnum):
+    """How a worker runs a task's function (``register_task(executor_type=)``).
+    A StrEnum, so the plain strings (``"async"``) keep working everywhere and
+    are what the record stores."""
+
+    ASYNC = "async"
+    SEQUENTIAL = "sequential"
+    THREAD_POOL = "thread_pool"
+    PROCESS = "process"
+
+
+# The accepted values as plain strings, in the order error messages list them.
+EXECUTOR_TYPES: tuple[str, ...] = tuple(e.value for e in ExecutorType)
 
 
 @dataclass(frozen=True)

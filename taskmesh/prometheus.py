@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .metrics import Metrics, status_counts
+
 
 class _MetricsCollector:
-    def __init__(self, snapshot: dict[str, Any]):
+    def __init__(self, snapshot: Metrics):
         self.m = snapshot
 
     def collect(self) -> Iterator[Metric]:
         m, ns = self.m, self.m.get("namespace", "default")
         tasks = GaugeMetricFamily("taskmesh_tasks", "Tasks per status", labels=["namespace", "status"])
-        for status, n in m["tasks"].items():
+        for status, n in status_counts(m["tasks"]).items():
             tasks.add_metric([ns, status], n)
         yield tasks
         queued = GaugeMetricFamily("taskmesh_queue_depth", "Queued tasks per queue and priority",
@@ -56,13 +58,15 @@ class _MetricsCollector:
         yield GaugeMetricFamily("taskmesh_workers", "Alive workers", value=len(m["workers"]))
         runtime = GaugeMetricFamily("taskmesh_runtime_milliseconds",
                                     "Runtime of recent completions", labels=["namespace", "stat"])
-        for stat, value in m["runtime_ms"].items():
+        rt = m["runtime_ms"]
+        for stat, value in (("avg", rt["avg"]), ("p50", rt["p50"]), ("p95", rt["p95"]),
+                            ("max", rt["max"])):
             if value is not None:
                 runtime.add_metric([ns, stat], value)
         yield runtime
 
 
-def exposition(snapshot: dict[str, Any]) -> str:
+def exposition(snapshot: Metrics) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_MetricsCollector(snapshot))
     notes = "".join(f"# note: {n}\n" for n in snapshot.get("notes", ()))  # skipped counters

@@ -19,7 +19,7 @@ import msgpack
 
 from .exceptions import SerializationError
 from .keys import validate_queue_name, validate_rate_key
-from .models import EXECUTOR_TYPES, TaskPriority
+from .models import EXECUTOR_TYPES, ExecutorType, TaskPriority
 from .retry_policy import normalize_retry_on
 from .serialization import Codec
 
@@ -41,7 +41,7 @@ class TaskOptions:
     description: str = ""
     tags: Sequence[str] | None = None
     metadata: dict[str, Any] | None = None
-    executor_type: str = "async"
+    executor_type: ExecutorType | str = "async"
     queue: str = "default"
     task_id: str | None = None
     defer: bool = False
@@ -220,7 +220,7 @@ def build_task(
         "name": opts.name or default_name(func),
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
-        "executor": opts.executor_type,
+        "executor": str(opts.executor_type),  # an ExecutorType is stored as its value
         "max_retries": opts.max_retries,
         "retry_delay": repr(float(opts.retry_delay)),
         "retry_backoff": repr(float(opts.retry_backoff)),

@@ -34,13 +34,16 @@ import logging
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 from . import scripts
 from .exceptions import TaskNotFoundError
 from .keys import Keys
 from .scripts import Call, Cmd, script
 from .store import Commands
+
+if TYPE_CHECKING:
+    from .metrics import Metrics, QueueMetrics, TaskCounts
 
 log = logging.getLogger(__name__)
 
@@ -351,25 +354,28 @@ def link_dependencies(client: Any, shardset: ShardSet,
 
 # ---- metrics ---------------------------------------------------------------------------
 
-def combine_metrics(per_shard: list[dict[str, Any]], raws: list[dict[str, Any]]) -> dict[str, Any]:
+def combine_metrics(per_shard: list[Metrics], raws: list[dict[str, Any]]) -> Metrics:
     """One get_metrics() dict from each shard's: counts summed, queues merged,
     runtimes and failure rate recomputed from the shards' samples, workers
     and settings from shard 0 (where workers register). ``shards`` lists each
     shard's own ``tasks`` and ``totals``."""
-    from .metrics import _runtime_summary
+    from .metrics import _runtime_summary, status_counts
 
-    out = dict(per_shard[0])
-    out["tasks"] = {k: sum(m["tasks"][k] for m in per_shard) for k in per_shard[0]["tasks"]}
+    out = per_shard[0].copy()
+    # Every shard's counts have the same keys (collect() writes them all).
+    counts = [status_counts(m["tasks"]) for m in per_shard]
+    out["tasks"] = cast("TaskCounts", {k: sum(c[k] for c in counts) for k in counts[0]})
     out["totals"] = {k: sum(m["totals"].get(k, 0) for m in per_shard)
                      for k in per_shard[0]["totals"]}
-    queues: dict[str, Any] = {}
+    queues: dict[str, QueueMetrics] = {}
     ages: dict[str, dict[int, float]] = {}
     for m in per_shard:
         for name, view in m["queues"].items():
-            into = queues.setdefault(name, {"by_priority": {}})
-            for field, value in view.items():  # queued, scheduled, rate_limited, ...
-                if isinstance(value, int) and not isinstance(value, bool):
-                    into[field] = into.get(field, 0) + value
+            into = queues.setdefault(
+                name, {"by_priority": {}, "queued": 0, "scheduled": 0, "rate_limited": 0})
+            into["queued"] += view["queued"]
+            into["scheduled"] += view["scheduled"]
+            into["rate_limited"] += view["rate_limited"]
             for p, n in view["by_priority"].items():
                 into["by_priority"][p] = into["by_priority"].get(p, 0) + n
         for name, by_p in m.get("oldest_queued_age_s", {}).items():
@@ -380,10 +386,10 @@ def combine_metrics(per_shard: list[dict[str, Any]], raws: list[dict[str, Any]])
         view["by_priority"] = dict(sorted(view["by_priority"].items(), reverse=True))
     out["queues"] = dict(sorted(queues.items()))
     out["oldest_queued_age_s"] = {q: ages.get(q, {}) for q in out["queues"]}
-    for name in ("throughput_per_s",):
-        out[name] = round(sum(m[name] for m in per_shard), 3)
-    for name in ("blocked_on_dependencies", "recoveries", "lease_expiries"):
-        out[name] = sum(m.get(name, 0) for m in per_shard)
+    out["throughput_per_s"] = round(sum(m["throughput_per_s"] for m in per_shard), 3)
+    out["blocked_on_dependencies"] = sum(m.get("blocked_on_dependencies", 0) for m in per_shard)
+    out["recoveries"] = sum(m.get("recoveries", 0) for m in per_shard)
+    out["lease_expiries"] = sum(m.get("lease_expiries", 0) for m in per_shard)
     samples = [x for raw in raws for x in raw.get("runtimes", [])]
     out["runtime_ms"] = _runtime_summary(samples)
     done = sum(raw.get("done_window", 0) for raw in raws)

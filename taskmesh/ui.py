@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .metrics import Metrics
 from .models import TaskInfo
 
 
@@ -47,7 +48,7 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def metrics_view(m: dict[str, Any]) -> Group:
+def metrics_view(m: Metrics) -> Group:
     """The `taskmesh metrics` screen: status line, queues by priority, workers."""
     t, rt = m["tasks"], m["runtime_ms"]
     cap = m["max_concurrent_tasks"]
@@ -70,7 +71,7 @@ def metrics_view(m: dict[str, Any]) -> Group:
         queues.add_column(col, justify="right" if col != "queue" else "left")
     for name, q in m["queues"].items():
         ages = m["oldest_queued_age_s"].get(name, {})
-        rows = list(q["by_priority"].items()) or [(None, 0)]
+        rows: list[tuple[int | None, int]] = [*q["by_priority"].items()] or [(None, 0)]
         for i, (prio, n) in enumerate(rows):
             age = ages.get(prio) if prio is not None else None
             queues.add_row(name if i == 0 else "", "-" if prio is None else str(prio), str(n),

@@ -53,6 +53,7 @@ from .executors import EncodedOutcome, EscapedExit, Job, build_executors, open_p
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
+from .models import ExecutorType
 from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
@@ -285,7 +286,7 @@ class Worker:
                 await self._sharded.close()
             await self.process_pool.close()
             pool.shutdown(wait=False, cancel_futures=True)
-            self.executors["sequential"].shutdown()  # type: ignore[attr-defined]
+            self.executors[ExecutorType.SEQUENTIAL].shutdown()  # type: ignore[attr-defined]
             await self.client.aclose()
             self.sync_client.close()
             self._stopped.set()
@@ -369,7 +370,7 @@ class Worker:
     def _process_slots(self) -> int:
         """One running and at most one waiting process task per child: more
         would sit here while another worker's children are idle."""
-        busy = sum(1 for j in self._active.values() if j.claimed.executor == "process")
+        busy = sum(1 for j in self._active.values() if j.claimed.executor == ExecutorType.PROCESS)
         return max(PROCESS_LANE_PER_CHILD * (self.options.processes or 1) - busy, 0)
 
     async def _wait_slot(self, timeout: float | None) -> None:
@@ -507,7 +508,7 @@ class Worker:
 
     async def _execute(self, job: Job) -> tuple[str, Any, bool]:
         attempt = job.claimed.attempt
-        executor = self.executors.get(job.claimed.executor, self.executors["async"])
+        executor = self.executors.get(job.claimed.executor, self.executors[ExecutorType.ASYNC])
         try:
             result = await executor.run(job)
         except TaskTimeoutError as exc:

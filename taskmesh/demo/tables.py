@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import RenderableType
 from rich.markup import escape
@@ -14,6 +14,9 @@ from rich.table import Table
 from ..models import TaskStatus
 from .board import STATUS_STYLE, describe_error
 from .workload import DemoTask
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 
 def _short(value: Any, width: int = 46) -> str:
@@ -93,7 +96,8 @@ def metrics_table(tm: Any, tasks: list[DemoTask], elapsed: float) -> RenderableT
         try:
             from ..ui import metrics_view
 
-            return metrics_view(metrics)
+            # get_metrics() of either manager: Metrics, or the seed's superset of it.
+            return metrics_view(cast("Metrics", metrics))
         except Exception:  # the screen's format moved on: show the raw numbers
             pass
         counts = metrics.get("tasks") or {}

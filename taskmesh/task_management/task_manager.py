@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .. import manager as core_manager
 from ..connection import is_memory
+from ..metrics import Metrics, status_counts
 from ..exceptions import TaskCancelledError, TaskFailedError
 from ..exceptions import TaskNotFoundError as CoreNotFound
 from ..models import EXECUTOR_TYPES, TaskInfo, TaskPriority, TaskStatus
@@ -326,11 +327,11 @@ class TaskManager:
     def get_tasks_by_metadata(self, key: str, value: Any) -> list[Task]:
         return [self._task(i) for i in self.iter_infos(metadata={key: value})]
 
-    def seed_counts(self, metrics: dict[str, Any] | None = None) -> dict[str, int]:
+    def seed_counts(self, metrics: Metrics | None = None) -> dict[str, int]:
         """Tasks per seed status: the core's counts, with deferred tasks whose
         dependencies are unfinished moved from PENDING to WAITING (that part
         walks the PENDING index)."""
-        counts = dict((metrics or self.core.get_metrics())["tasks"])
+        counts = dict(status_counts((metrics or self.core.get_metrics())["tasks"]))
         if counts.get("pending"):
             blocked = sum(1 for i in self.iter_infos([TaskStatus.WAITING])
                           if i.status is TaskStatus.PENDING)
@@ -340,8 +341,9 @@ class TaskManager:
 
     def get_metrics(self) -> dict[str, Any]:
         """taskmesh's metrics plus the seed's keys."""
-        out = self.core.get_metrics()
-        counts = self.seed_counts(out)
+        core = self.core.get_metrics()
+        counts = self.seed_counts(core)
+        out: dict[str, Any] = dict(core)  # the seed's keys are not in Metrics
         cap = out.get("max_concurrent_tasks")
         out.update({
             "is_running": self.is_running,
