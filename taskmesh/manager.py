@@ -640,7 +640,15 @@ class TaskManager:
         times per second across all workers (a token bucket of ``burst``
         tokens, default ``per_second``); None removes the limit."""
         limit = flow.check_rate_limit(key, per_second, burst)
-        flow.set_rate_limit(self._client, self.keys, self.commands, key, limit)
+        shardset = self._shards(fix=True)
+        # Each shard's claims take tokens from their own shard's bucket: a
+        # sharded namespace gives each shard an equal share of the rate and
+        # of the bucket (at least one token), so the shards together never
+        # start more than per_second a second (bursts: max(burst, shards)).
+        n = shardset.count
+        share = None if limit is None else (limit[0] / n, max(limit[1] / n, 1.0))
+        for keys, commands in zip(shardset.keys, shardset.commands):
+            flow.set_rate_limit(self._client, keys, commands, key, share)
 
     # ---- workers and lifecycle ---------------------------------------------------------------
     def start_worker(self, **options: Any) -> InProcessWorker:

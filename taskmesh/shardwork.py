@@ -8,9 +8,11 @@ call as it always did). With N > 1 shards, each claim:
    claim (a rotation), reading the head of each of the worker's queues there
    and asking shard 0 for room under the cap (reserve.lua), in parallel;
 2. runs claim.lua on the shard whose head has the highest priority (ties go
-   to the rotation order) for the room granted, plus claim.lua with nothing
-   to claim on the other looked-at shards that hold SCHEDULED tasks or
-   pending resolutions, so their due tasks are promoted.
+   to the rotation order) for the room granted (less one task's worth for
+   each other shard holding tasks parked for a rate-limit token, which
+   claim.lua serves only when asked to claim), plus claim.lua with nothing
+   to claim on the shards holding SCHEDULED tasks or pending resolutions,
+   so their due tasks are promoted.
 
 Priority order is exact within a shard. Across shards, a worker takes the
 highest head among the shards it looks at; with N <= PEEK_WINDOW that is
@@ -79,6 +81,7 @@ class ShardedWork:
             for q in queues:
                 peeks.append(Cmd(("ZRANGE", keys[s].queue(q), 0, 0, "WITHSCORES")))
                 peeks.append(Cmd(("ZCARD", keys[s].scheduled(q))))
+                peeks.append(Cmd(("ZCARD", keys[s].parked(q))))  # waiting for a rate token
             peeks.append(Cmd(("LLEN", keys[s].resolve)))
         held = len(w._held_snapshot())
         grant_raw, peeked = await asyncio.gather(
@@ -88,25 +91,37 @@ class ShardedWork:
         capped = grant < want
         best: tuple[int, int] | None = None  # (priority rank, position in window)
         maintenance: list[int] = []
-        per = 2 * len(queues) + 1
+        parked: list[int] = []
+        per = 3 * len(queues) + 1
         for pos, s in enumerate(shards):
             part = peeked[pos * per:(pos + 1) * per]
-            heads = [part[2 * i] for i in range(len(queues))]
-            scheduled = sum(int(part[2 * i + 1]) for i in range(len(queues)))
+            heads = [part[3 * i] for i in range(len(queues))]
             for head in heads:
                 if head:
                     rank = int(float(head[0][1])) // PRIORITY_SPAN
                     if best is None or rank < best[0]:
                         best = (rank, pos)
-            if scheduled or int(part[-1]):
+            if any(int(part[3 * i + 2]) for i in range(len(queues))):
+                parked.append(s)
+            elif any(int(part[3 * i + 1]) for i in range(len(queues))) or int(part[-1]):
                 maintenance.append(s)
         target = shards[best[1]] if best is not None else None
-        calls = []
-        if target is not None and grant > 0:
-            calls.append(self.shardset.commands[target].claim(
-                w.id, queues, grant, lease_ms, seq_slots, process_slots))
-        for s in maintenance:
-            if s != target or grant <= 0:
+        # claim.lua hands parked tasks (rate limits) their tokens only when
+        # asked to claim: a shard holding some gets room of its own, one
+        # task's worth, out of the grant.
+        wants: dict[int, int] = {}
+        room = grant
+        for s in parked:
+            if s != target and room > 0:
+                wants[s] = 1
+                room -= 1
+        if target is not None and room > 0:
+            wants[target] = wants.get(target, 0) + room
+        calls = [self.shardset.commands[s].claim(
+            w.id, queues, n, lease_ms, seq_slots if s == target else 0,
+            process_slots if s == target else 0) for s, n in wants.items()]
+        for s in maintenance + parked:
+            if s not in wants:
                 calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0, 0))
         results = await scripts.arun_batch(w.client, calls) if calls else []
         for res in results:
@@ -121,7 +136,8 @@ class ShardedWork:
             tasks=tasks,
             capped=capped or any(res.capped for res in results),
             lane_full=any(res.lane_full for res in results),
-            more_queued=best is not None or any(res.more_queued for res in results),
+            more_queued=best is not None or bool(parked)
+            or any(res.more_queued for res in results),
             next_due_ms=min(dues) if dues else -1,
         )
 

@@ -219,3 +219,22 @@ def test_priority_aging_reaches_every_shard(url, namespace):
         tm.set_priority_aging(None)
         assert not any(tm._client.hget(k.config, "priority_aging_s")
                        for k in ShardSet(namespace, 3).keys)
+
+
+def test_a_rate_limit_is_split_over_the_shards(url, namespace, rds, redis_server,
+                                               worker_factory):
+    from tests import chaos_tasks as ct
+
+    marks = f"{namespace}:starts"
+    with TaskManager(url, namespace=namespace, shards=3) as tm:
+        tm.set_rate_limit("api", 6.0, burst=3)
+        stored = [tm._client.hget(k.ratelimits, "api") for k in ShardSet(namespace, 3).keys]
+        assert len(set(stored)) == 1 and stored[0].startswith(b"2")  # 6/s over 3 shards
+        ids = [tm.register_task(ct.mark, redis_server.url, marks, rate_key="api")
+               for _ in range(15)]
+        worker_factory("--concurrency", "8", url=url)
+        for task_id in ids:
+            tm.wait_for_task_sync(task_id, timeout=WAIT)
+    starts = sorted(float(m.split()[3]) for m in rds.lrange(marks, 0, -1))
+    # 15 starts at 6/s with a bucket of 3 (1 per shard) take at least 2 s.
+    assert len(starts) == 15 and starts[-1] - starts[0] >= 1.8
