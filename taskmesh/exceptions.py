@@ -1,10 +1,11 @@
 """Every error taskmesh raises, under one root.
 
     TaskmeshError
-    ├── TaskNotFoundError        unknown (or expired) task id
-    ├── SerializationError       func, args, kwargs or result cannot be encoded
-    │   └── PayloadTooLargeError serialized task or result over max_payload_bytes
-    ├── PayloadDecodeError       stored bytes are not a taskmesh envelope
+    ├── TaskNotFoundError        unknown (or expired) task id (also a KeyError)
+    ├── PayloadError             a task's bytes: cannot be made, or cannot be read
+    │   ├── SerializationError   func, args, kwargs or result cannot be encoded
+    │   │   └── PayloadTooLargeError serialized task or result over max_payload_bytes
+    │   └── PayloadDecodeError   stored bytes are not a taskmesh envelope
     ├── SignatureError           HMAC missing or wrong (secret configured)
     ├── UnsafePayloadError       pickled payload refused (--no-pickle)
     ├── TaskFailedError          a waited-for task ended FAILED (carries .error)
@@ -16,9 +17,15 @@
     ├── RemoteTaskError          a task's exception that cannot be rebuilt here
     ├── StoreError               Redis answered something the store cannot use
     │   ├── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
-    │   └── CorruptRecordError   a stored field is unreadable (not UTF-8, not a number)
+    │   ├── CorruptRecordError   a stored field is unreadable (not UTF-8, not a number)
+    │   └── ReportRefusedError   (reporter.py, internal) Redis dropped one report
     ├── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
-    └── ReplicationError         fewer than min_replicas replicas took a write in time
+    │                            (also a builtin ConnectionError)
+    ├── ReplicationError         fewer than min_replicas replicas took a write in time
+    └── task_management.TaskError  root of the seed-compatible errors (see that module)
+
+Outside the root, on purpose: ``retry_policy.InvalidRetryOnError`` (a bad
+``retry_on=``) is a ``TypeError`` and a ``ValueError``, as bad arguments are.
 
 The "remote types" are raised inside workers and recorded as a TaskError's
 ``type``; producers see them through TaskFailedError / TaskCancelledError.
@@ -47,13 +54,19 @@ class TaskNotFoundError(TaskmeshError, KeyError):
         return f"task {self.task_id!r} does not exist (unknown id or expired record)"
 
 
-class SerializationError(TaskmeshError):
+class PayloadError(TaskmeshError):
+    """A task's bytes could not be made (:class:`SerializationError`) or
+    read back (:class:`PayloadDecodeError`): one ``except`` for both sides
+    of the codec."""
+
+
+class SerializationError(PayloadError):
     """``part`` names what failed: ``func``, ``args[1]``, ``kwargs['x']``, ``result``."""
 
-    def __init__(self, part: str, cause: BaseException | str):
+    def __init__(self, part: str, cause: BaseException | str, message: str | None = None):
         self.part = part
         self.cause = cause
-        super().__init__(f"cannot serialize {part}: {cause}")
+        super().__init__(message or f"cannot serialize {part}: {cause}")
 
 
 class PayloadTooLargeError(SerializationError):
@@ -69,12 +82,10 @@ class PayloadTooLargeError(SerializationError):
             message = f"serialized {what} is {size} bytes, more than Redis accepts (proto-max-bulk-len)"
         else:
             message = f"serialized {what} is {size} bytes, over max_payload_bytes={limit}"
-        TaskmeshError.__init__(self, message)
-        self.part = part
-        self.cause = message
+        super().__init__(part, message, message)
 
 
-class PayloadDecodeError(TaskmeshError):
+class PayloadDecodeError(PayloadError):
     """Stored bytes do not decode as a taskmesh envelope."""
 
 

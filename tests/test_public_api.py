@@ -182,3 +182,62 @@ def test_corrupt_record_error_is_a_store_error():
     """Issue 8: unreadable stored fields are a typed error naming the field."""
     assert "CorruptRecordError" in taskmesh.__all__
     assert issubclass(taskmesh.CorruptRecordError, taskmesh.StoreError)
+
+
+# The exact public surface (issue 14): an accidental export, or a name
+# dropped by a refactor, fails here rather than in a user's import.
+PUBLIC_API = {
+    "CorruptRecordError", "DependencyFailedError", "Event", "EventType",
+    "PayloadDecodeError", "PayloadTooLargeError", "PeriodicInfo", "ProcessCrashedError",
+    "RemoteTaskError", "ReplicationError", "SerializationError", "ServerBusyError",
+    "SignatureError", "StoreError", "Subscription", "TaskCancelledError", "TaskContext",
+    "TaskError", "TaskFailedError", "TaskInfo", "TaskManager", "TaskNotFoundError",
+    "TaskPage", "TaskPriority", "TaskStatus", "TaskTimeoutError", "TaskmeshConnectionError",
+    "TaskmeshError", "UnsafePayloadError", "Worker", "WorkerHandle", "WorkerLostError",
+    "WorkerOptions", "current_task", "subscribe",
+}
+
+
+def test_public_api_is_exactly_this():
+    assert set(taskmesh.__all__) == PUBLIC_API
+
+
+def test_payload_errors_share_a_base():
+    from taskmesh.exceptions import PayloadError
+
+    for exc in (taskmesh.SerializationError, taskmesh.PayloadTooLargeError,
+                taskmesh.PayloadDecodeError):
+        assert issubclass(exc, PayloadError) and issubclass(exc, TaskmeshError)
+    too_big = taskmesh.PayloadTooLargeError(2048, 1024, part="result")
+    assert (too_big.size, too_big.limit, too_big.part) == (2048, 1024, "result")
+    assert str(too_big) == "serialized result is 2048 bytes, over max_payload_bytes=1024"
+    assert too_big.cause == str(too_big) and too_big.args == (str(too_big),)
+    refused = taskmesh.PayloadTooLargeError(10, None)
+    assert refused.part == "payload" and "proto-max-bulk-len" in str(refused)
+    plain = taskmesh.SerializationError("args[0]", "no pickling")
+    assert str(plain) == "cannot serialize args[0]: no pickling" and plain.cause == "no pickling"
+
+
+def test_executor_type_is_a_str_enum_of_the_accepted_strings():
+    from taskmesh.models import EXECUTOR_TYPES, ExecutorType
+
+    assert issubclass(ExecutorType, StrEnum)
+    assert EXECUTOR_TYPES == ("async", "sequential", "thread_pool", "process")
+    assert [e.value for e in ExecutorType] == list(EXECUTOR_TYPES)
+    assert all(type(v) is str for v in EXECUTOR_TYPES)
+    assert ExecutorType.THREAD_POOL == "thread_pool" and str(ExecutorType.PROCESS) == "process"
+
+
+def test_metrics_typeddict_names_every_key(namespace):
+    """The Metrics TypedDict and the dict get_metrics() builds name the same keys."""
+    from taskmesh.metrics import Metrics, QueueMetrics, RuntimeSummary, TaskCounts
+
+    with taskmesh.TaskManager("memory://", namespace=namespace) as tm:
+        tm.register_task("tests.tasks:add", 1, 2)
+        m = tm.get_metrics()
+    assert set(m) | {"notes"} == set(Metrics.__annotations__)
+    assert set(m["tasks"]) == set(TaskCounts.__annotations__)
+    assert set(m["queues"]["default"]) == set(QueueMetrics.__annotations__)
+    assert set(m["runtime_ms"]) == set(RuntimeSummary.__annotations__)
+    assert m["tasks"]["queued"] == 1
+    assert type(m) is dict  # a TypedDict is a plain dict at runtime
