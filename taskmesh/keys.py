@@ -84,6 +84,22 @@ from .models import TaskStatus
 # or queues, e.g. namespace ``a*`` hearing every namespace starting with a.
 GLOB_CHARS = "*?[]\\"
 
+# queue:<name> scores are (255 - priority) * PRIORITY_SPAN + seq: written by
+# queue_score in lua/prelude.lua (which has its own PRIORITY_SPAN, pinned
+# equal by tests/test_keys.py); Python only reads bands of them.
+PRIORITY_SPAN = 2 ** 44
+
+
+def queue_band(priority: int) -> tuple[int, int]:
+    """The queue-score range ``[low, high)`` of one priority."""
+    low = (255 - priority) * PRIORITY_SPAN
+    return low, low + PRIORITY_SPAN
+
+
+def band_rank(score: float) -> int:
+    """``255 - priority`` of a queue score: lower ranks are claimed first."""
+    return int(score) // PRIORITY_SPAN
+
 
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not namespace:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import statistics
 from typing import Any, NotRequired, TypedDict, cast
 
-from .keys import Keys
+from .keys import Keys, queue_band
+from .models import TERMINAL_ORDER
 
 WINDOW_S = 60
-PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
 PARKED_PROBE = 100  # parked tasks read per queue for oldest ages
 RUNTIME_SAMPLES = 1000  # percentiles over the latest 1000 runtimes, as in prelude.lua
 
@@ -163,7 +163,7 @@ def collect(client: Any, keys: Keys, raw_out: dict[str, Any] | None = None) -> M
     pipe.zcard(keys.running)
     pipe.zcard(keys.waiting)
     pipe.zcard(keys.pending)
-    for status in ("completed", "failed", "cancelled"):
+    for status in TERMINAL_ORDER:
         pipe.zcount(keys.done(status), f"({int(now * 1000)}", "+inf")
     pipe.hgetall(keys.stats)
     pipe.hgetall(keys.config)
@@ -252,8 +252,8 @@ def _add_oldest_ages(client: Any, keys: Keys, view: dict[str, QueueMetrics],
         return
     pipe = client.pipeline(transaction=False)
     for q, p in probes:
-        low = (255 - p) * PRIORITY_SPAN
-        pipe.zrangebyscore(keys.queue(q), low, f"({low + PRIORITY_SPAN}", start=0, num=1)
+        low, high = queue_band(p)
+        pipe.zrangebyscore(keys.queue(q), low, f"({high}", start=0, num=1)
     heads = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for head in heads:

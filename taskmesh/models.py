@@ -26,9 +26,10 @@ class TaskStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
-)
+# The terminal statuses, in the order metrics and the done:<status> indexes
+# list them (TERMINAL in lua/prelude.lua, pinned equal by tests/test_keys.py).
+TERMINAL_ORDER = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+TERMINAL_STATUSES = frozenset(TERMINAL_ORDER)
 
 
 class TaskPriority(IntEnum):

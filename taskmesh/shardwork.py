@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from . import scripts
 from .connection import CONNECTION_ERRORS
 from .idle import IdleWaiter
+from .keys import band_rank
 from .scripts import Cmd
 from .sharding import ShardSet, drain_outboxes, reserve_call
 from .store import ClaimResult
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEEK_WINDOW = 8
-PRIORITY_SPAN = 2 ** 44  # queue score = (255 - priority) * 2^44 + seq
 
 
 class ShardedWork:
@@ -98,7 +98,7 @@ class ShardedWork:
             heads = [part[3 * i] for i in range(len(queues))]
             for head in heads:
                 if head:
-                    rank = int(float(head[0][1])) // PRIORITY_SPAN
+                    rank = band_rank(float(head[0][1]))
                     if best is None or rank < best[0]:
                         best = (rank, pos)
             if any(int(part[3 * i + 2]) for i in range(len(queues))):

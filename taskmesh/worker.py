@@ -53,7 +53,7 @@ from .executors import EncodedOutcome, EscapedExit, Job, build_executors, open_p
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
-from .models import ExecutorType
+from .models import TERMINAL_ORDER, ExecutorType
 from .periodic import PeriodicTicker
 from .process_pool import ProcessPool
 from .pubsub import messages, stop_listener
@@ -575,7 +575,7 @@ class Worker:
                 commands.report(job.id, job.claimed.token, kind, data, False,
                                 job.queued_locally_ms))
         ms = (time.monotonic() - began) * 1000
-        if self._sharded is not None and status in ("completed", "failed", "cancelled"):
+        if self._sharded is not None and status in TERMINAL_ORDER:
             self._sharded.drain_soon([self.shardset.of(job.id)])  # dependents elsewhere
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",

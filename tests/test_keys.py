@@ -156,3 +156,43 @@ def test_bad_namespace_rejected(bad):
 def test_bad_queue_name_rejected(bad):
     with pytest.raises(ValueError):
         validate_queue_name(bad)
+
+
+LUA_DIR = PRELUDE.parent
+
+
+def test_prelude_queue_score_span_is_the_python_one():
+    """The queue-score formula is written once per language: prelude.lua's
+    queue_score and keys.queue_band must agree on the band width."""
+    from taskmesh.keys import PRIORITY_SPAN, band_rank, queue_band
+
+    text = PRELUDE.read_text()
+    span = re.search(r"local PRIORITY_SPAN = (\d+)", text)
+    assert span and int(span.group(1)) == PRIORITY_SPAN == 2 ** 44
+    assert "* PRIORITY_SPAN + tonumber(seq)" in text
+    assert queue_band(255) == (0, PRIORITY_SPAN)
+    low, high = queue_band(5)
+    assert band_rank(low) == band_rank(high - 1) == 250 and band_rank(high) == 251  # priority 4
+    # flow.lua and the scripts use prelude's constant rather than their own.
+    others = [f.name for f in LUA_DIR.glob("*.lua")
+              if f != PRELUDE and re.search(r"local PRIORITY_SPAN\b|17592186044416", f.read_text())]
+    assert others == []
+
+
+def test_terminal_statuses_are_one_list_per_language():
+    from taskmesh.models import TERMINAL_ORDER, TERMINAL_STATUSES
+
+    listed = re.search(r"local TERMINAL = \{([^}]*)\}", PRELUDE.read_text())
+    assert listed and re.findall(r"'(\w+)'", listed.group(1)) == [s.value for s in TERMINAL_ORDER]
+    assert TERMINAL_STATUSES == {s for s in TaskStatus if s.is_terminal} == set(TERMINAL_ORDER)
+    copies = [f.name for f in LUA_DIR.glob("*.lua")
+              if re.search(r"\{\s*'completed',\s*'failed',\s*'cancelled'\s*\}", f.read_text())
+              and f != PRELUDE]
+    assert copies == []
+
+
+def test_wake_tokens_are_pushed_by_one_function():
+    """LPUSH+LTRIM of wake:<queue> lives in prelude.lua's wake(q) only."""
+    pushes = {f.name: len(re.findall(r"'LPUSH',\s*k_wake", f.read_text()))
+              for f in LUA_DIR.glob("*.lua")}
+    assert {name: n for name, n in pushes.items() if n} == {"prelude.lua": 1}

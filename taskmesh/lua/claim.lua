@@ -108,10 +108,7 @@ for _, q in ipairs(queues) do
   if redis.call('ZCARD', k_queue(q)) > 0 then
     if not string.find(flags, 'q') then flags = flags .. 'q' end
     -- We took all we asked for and work remains: wake the next idle worker.
-    if claimed > 0 and claimed >= want then
-      redis.call('LPUSH', k_wake(q), '1')
-      redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
-    end
+    if claimed > 0 and claimed >= want then wake(q) end
   end
   local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
   if first[2] then
@@ -124,10 +121,7 @@ for _, q in ipairs(queues) do
     if next_due < 0 or turn < next_due then next_due = turn end
   end
   -- Parking budget spent: more candidates may be claimable right away.
-  if park_budget <= 0 then
-    redis.call('LPUSH', k_wake(q), '1')
-    redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
-  end
+  if park_budget <= 0 then wake(q) end
 end
 
 if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end

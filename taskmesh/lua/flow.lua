@@ -29,7 +29,7 @@
 
 local PARK_BUDGET = 500  -- tasks parked per claim call, at most
 local UNPARK_BATCH = 100  -- due parked tasks moved back per queue per call
-local PRIORITY_SPAN = 17592186044416  -- 2^44: one priority band of queue scores
+-- PRIORITY_SPAN (one priority band of queue scores) comes from prelude.lua.
 
 local _limits = {}  -- rate key -> {rate, burst} or false, read once per call
 local function rate_limit(rk)

@@ -89,7 +89,7 @@ local function sources(phase)
     if wanted['scheduled'] then keys[#keys + 1] = k_byseq('scheduled') end
     if wanted['running'] then keys[#keys + 1] = k_byseq('running') end
   else
-    for _, s in ipairs({'completed', 'failed', 'cancelled'}) do
+    for _, s in ipairs(TERMINAL) do
       if wanted[s] then keys[#keys + 1] = k_done(s) end
     end
   end

@@ -72,9 +72,11 @@ local function now_s()  -- string.format costs ~3 us: format once per script
 end
 
 -- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
--- "highest priority first, oldest first". Exact up to 2^53.
+-- "highest priority first, oldest first". Exact up to 2^53. The one place
+-- the formula is written in Lua (taskmesh.keys.queue_band in Python).
+local PRIORITY_SPAN = 17592186044416  -- 2^44: one priority band of queue scores
 local function queue_score(priority, seq)
-  return string.format('%.0f', (255 - tonumber(priority)) * 17592186044416 + tonumber(seq))
+  return string.format('%.0f', (255 - tonumber(priority)) * PRIORITY_SPAN + tonumber(seq))
 end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
@@ -91,8 +93,14 @@ local function load(id)
   return t
 end
 
+-- The terminal statuses, in the order their done:<status> indexes are
+-- walked (taskmesh.models.TERMINAL_ORDER in Python).
+local TERMINAL = {'completed', 'failed', 'cancelled'}
 local function is_terminal(status)
-  return status == 'completed' or status == 'failed' or status == 'cancelled'
+  for _, s in ipairs(TERMINAL) do
+    if status == s then return true end
+  end
+  return false
 end
 
 -- One wake-up token for the idle workers of queue q. LPUSH answers the

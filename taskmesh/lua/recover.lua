@@ -46,7 +46,7 @@ for _, id in ipairs(expired) do
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, status in ipairs({'completed', 'failed', 'cancelled'}) do
+for _, status in ipairs(TERMINAL) do
   redis.call('ZREMRANGEBYSCORE', k_done(status), '-inf', now)
 end
 local gone = redis.call('ZRANGEBYSCORE', K_TAG_EXPIRY, '-inf', '(' .. now, 'LIMIT', 0, 500)

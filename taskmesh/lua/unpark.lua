@@ -18,8 +18,5 @@ for i = 1, #page[2], 2 do
     moved = moved + 1
   end
 end
-if moved > 0 then
-  redis.call('LPUSH', k_wake(ARGV[3]), '1')
-  redis.call('LTRIM', k_wake(ARGV[3]), 0, WAKE_TOKENS)
-end
+if moved > 0 then wake(ARGV[3]) end
 return page[1]
