@@ -3,7 +3,8 @@
 ``redis://``, ``rediss://`` (TLS) and ``unix://`` go to redis-py (AUTH/ACL
 user and password ride in the URL). ``redis+cluster://`` and
 ``rediss+cluster://`` go to redis-py's cluster client, ``redis+sentinel://``
-to a Sentinel-managed master client (SPEC §14). ``memory://`` is an
+to a Sentinel-managed master client (README *Redis Cluster, Sentinel and
+failover*). ``memory://`` is an
 in-process fakeredis server with Lua, one per process, shared by every
 manager, worker and subscription in it.
 """

@@ -40,6 +40,12 @@ def validate_progress(progress: float, message: str | None) -> float:
 
 @dataclass
 class TaskContext:
+    """What a running task may know about itself and say about its progress,
+    reached through :func:`current_task` rather than a parameter, so task
+    functions keep the signatures their callers use. One per attempt:
+    ``attempt`` counts from 1, and ``cancelled`` tells a cooperative function
+    (one on a thread cannot be interrupted) that it should stop."""
+
     task_id: str
     attempt: int
     name: str
@@ -87,6 +93,9 @@ class TaskContext:
 
 
 def current_task() -> TaskContext:
+    """The :class:`TaskContext` of the task running in this context (async
+    task, its thread, or its child process). RuntimeError outside a task, so
+    a function called directly fails loudly instead of reporting to nowhere."""
     try:
         return _current.get()
     except LookupError:

@@ -1,5 +1,5 @@
 """Workers inside a producer's process: ``tm.start_worker()`` and the worker
-that ``memory://`` embeds (SPEC §2, §8).
+that ``memory://`` embeds (README *TaskManager* and *Workers*).
 
 The producer (:mod:`taskmesh.manager`) does not import the worker: it asks
 an in-process worker host, and this module, which depends on both, installs

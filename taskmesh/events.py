@@ -116,9 +116,12 @@ class Subscription:
         self.closed = False
 
     def wants(self, event: Event) -> bool:
+        """Whether this handler is still open and asked for this event type."""
         return not self.closed and (self.types is None or event.type in self.types)
 
     def close(self) -> None:
+        """Stops delivery to this handler; the listener itself stops with the
+        last subscription of its namespace. Safe to call twice."""
         if not self.closed:
             self.closed = True
             self._hub.remove(self)

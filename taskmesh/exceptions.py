@@ -46,6 +46,9 @@ class TaskmeshError(Exception):
 
 
 class TaskNotFoundError(TaskmeshError, KeyError):
+    """No record for ``task_id``: never registered, or expired after its
+    result_ttl. Also a KeyError, as a lookup by an unknown key is."""
+
     def __init__(self, task_id: str):
         super().__init__(task_id)
         self.task_id = task_id
@@ -98,6 +101,9 @@ class UnsafePayloadError(TaskmeshError):
 
 
 class TaskFailedError(TaskmeshError):
+    """Raised by waiting on a task that ended FAILED. ``error`` is the
+    stored TaskError; ``error.exception()`` rebuilds what the task raised."""
+
     def __init__(self, task_id: str, error: "TaskError"):
         self.task_id = task_id
         self.error = error
@@ -105,6 +111,9 @@ class TaskFailedError(TaskmeshError):
 
 
 class TaskCancelledError(TaskmeshError):
+    """Raised by waiting on a task that ended CANCELLED: by request, or
+    because a dependency failed (then ``error.type`` is DependencyFailedError)."""
+
     def __init__(self, task_id: str, error: "TaskError | None" = None):
         self.task_id = task_id
         self.error = error
@@ -184,7 +193,8 @@ class TaskmeshConnectionError(TaskmeshError, ConnectionError):
 
 class ReplicationError(TaskmeshError):
     """Fewer replicas than ``min_replicas`` acknowledged a state change within
-    2 s (SPEC §14). The write happened on the master; retrying it is safe.
+    2 s (README *Redis Cluster, Sentinel and failover*). The write happened
+    on the master; retrying it is safe.
     ``replies`` holds the calls' own answers."""
 
     replies: list[object] = []

@@ -2,8 +2,8 @@
 
 Every key of a namespace starts with ``taskmesh:{<namespace>}:`` — the braces
 are a Redis Cluster hash tag, so all keys of one namespace live in one slot and
-every Lua script touching them runs on one node. A sharded namespace (SPEC
-§14) has one such prefix per shard (see :class:`Keys` and
+every Lua script touching them runs on one node. A sharded namespace (README
+*Sharded namespaces*) has one such prefix per shard (see :class:`Keys` and
 :mod:`taskmesh.sharding`); every family below exists once per shard.
 
 Scripts get the fixed keys they touch through ``KEYS`` and the prefix as

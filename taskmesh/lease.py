@@ -47,7 +47,7 @@ class LeaseKeeper(threading.Thread):
         self.commands = commands
         self.worker_id = worker_id
         self.lease_ms = int(lease_s * 1000)
-        # At least every third of the lease (SPEC), and often enough that the
+        # At least every third of the lease (README *Workers*), and often enough that the
         # worker's counters in metrics are fresh.
         self.interval = min(lease_s / 3, HEARTBEAT_MAX_S)
         self.held = held
@@ -72,7 +72,7 @@ class LeaseKeeper(threading.Thread):
                     scripts.run(self.client, self.commands.recover())
             else:
                 renewed = self._beat_shards(shardset)
-            if self.on_shards is not None:  # SPEC §14: read at every heartbeat
+            if self.on_shards is not None:  # read at every heartbeat (README *Sharded namespaces*)
                 self.on_shards(scripts.run(self.client, shards_call(self.commands.keys)))
         except (*CONNECTION_ERRORS, ServerBusyError) as exc:
             # OOM/BUSY: renew.lua is refused, but so is every other worker's

@@ -1,4 +1,5 @@
-"""list_tasks (SPEC §11, §17): filters, cursors and one page's reads.
+"""list_tasks: filters, cursors and one page's reads (README *Finding tasks,
+retrying one*; docs/design.md *Listing indexes*).
 
 The walk over the indexes runs in ``lua/list.lua`` (one script call returns
 the next matching ids in listing order); this module validates the query,
@@ -156,7 +157,7 @@ class PageReader:
     same rule serves any client (``run`` runs one Call, ``run_many`` a
     pipelined list of plain commands).
 
-    A sharded namespace (SPEC §14) is one walk per shard, merged: positions
+    A sharded namespace (README *Sharded namespaces*) is one walk per shard, merged: positions
     are totally ordered, so every shard resumes from the same cursor and the
     page takes matches in global order. A shard whose walk is still behind
     (its budget spent without a match) bounds how far the page may go."""

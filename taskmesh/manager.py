@@ -1,4 +1,4 @@
-"""TaskManager: the producer API of SPEC §2.
+"""TaskManager: the producer API (README *Usage*).
 
 Sync methods run on a redis-py client; async methods on an asyncio client
 bound to the caller's event loop; the ``*_sync`` twins run the async
@@ -125,6 +125,19 @@ class _LoopState:
 
 
 class TaskManager:
+    """The producer's handle on one namespace: registers, reads, waits for,
+    cancels and watches tasks that workers (other processes, or
+    :meth:`start_worker` threads) run.
+
+    It holds no task state of its own: every record lives in Redis and every
+    state change is one Lua script, so any number of managers and workers,
+    in any processes, see the same tasks. The async methods share one
+    pub/sub-driven waiter per event loop; the ``*_sync`` and plain reading
+    methods run on a private loop thread (the portal), so the same object
+    serves sync and async code. Close it (or use it as a context manager) to
+    release its connections and stop the workers it started.
+    """
+
     def __init__(
         self,
         url: str | None = None,
@@ -431,16 +444,21 @@ class TaskManager:
 
     def execute_task_sync(self, task_id: str, wait: bool = False,
                           timeout: float | None = None) -> Any:
+        """:meth:`execute_task` for sync code (runs on the manager's own loop thread)."""
         return self._portal.call(self.execute_task(task_id, wait=wait, timeout=timeout))
 
     def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
+        """:meth:`wait_for_task` for sync code: same result, same exceptions."""
         return self._portal.call(self.wait_for_task(task_id, timeout=timeout))
 
     def cancel_task_sync(self, task_id: str) -> bool:
+        """:meth:`cancel_task` for sync code."""
         return self._portal.call(self.cancel_task(task_id))
 
     # ---- reading ---------------------------------------------------------------------
     def get_task_status(self, task_id: str) -> TaskStatus:
+        """One HMGET, no decoding: the cheap read for polling loops.
+        TaskNotFoundError once the record has expired."""
         return self._run(self._cmds(task_id).read_status(task_id))
 
     def get_task_result(self, task_id: str, *, unpickle: bool = True) -> Any:
@@ -454,17 +472,24 @@ class TaskManager:
         return None
 
     def get_task_error(self, task_id: str) -> TaskError | None:
+        """The error of a terminal task (None before it ends, or if it
+        completed); its ``exception()`` rebuilds what the task raised."""
         status, error, pickled = self._run(
             self._cmds(task_id).read_fields(task_id, "error", "error_exc"))
         return self._error(task_id, error, pickled) if status.is_terminal else None
 
     def get_task_progress(self, task_id: str) -> tuple[float, str | None]:
+        """``(progress, message)`` as the task last reported it; ``(0.0,
+        None)`` before its first report."""
         _, progress, message = self._run(
             self._cmds(task_id).read_fields(task_id, "progress", "progress_message"))
         f = Fields(f"task {task_id}", {"progress": progress, "progress_message": message})
         return f.number("progress") or 0.0, f.text("progress_message") or None
 
     def get_task(self, task_id: str) -> TaskInfo:
+        """Everything stored about one task, read in one call (so the fields
+        are consistent with each other); the result is not included, as it
+        may be large and need unpickling: see :meth:`get_task_result`."""
         info: TaskInfo = self._run(self._cmds(task_id).read_task(task_id))
         self._bind_error(task_id, info.error)
         return info
@@ -481,7 +506,7 @@ class TaskManager:
     ) -> TaskPage:
         """One page of tasks matching every filter given: QUEUED ones in claim
         order, then the other unfinished ones newest first, then finished ones
-        most recently finished first (SPEC §11, §17). Pass ``page.cursor``
+        most recently finished first (README *Finding tasks, retrying one*). Pass ``page.cursor``
         back for the next page; None means there is no more."""
         query = build_query(status, queue, tag, metadata, limit)
         reader = PageReader(self._shards().commands, self._run, self._run_many)
@@ -529,7 +554,7 @@ class TaskManager:
     # ---- watching -----------------------------------------------------------------------
     def get_metrics(self) -> metrics.Metrics:
         """Counts per status, queues by priority, workers, totals, throughput,
-        runtimes and queue health (see SPEC §2 Metrics)."""
+        runtimes and queue health (README *Metrics*)."""
         shardset = self._shards()
         raws: list[dict[str, Any]] = [{} for _ in shardset.keys]
         per_shard = [metrics.collect(self._client, keys, raw)
@@ -540,6 +565,8 @@ class TaskManager:
         return combine_metrics(per_shard, raws)
 
     def subscribe(self, event_type: EventTypes, handler: Handler) -> Subscription:
+        """:func:`taskmesh.subscribe` bound to this manager's URL and
+        namespace, so handlers hear this namespace whatever $TASKMESH_URL says."""
         return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
 
     async def events(self, types: EventTypes = None) -> AsyncIterator[Event]:
@@ -585,7 +612,7 @@ class TaskManager:
     def set_max_concurrent_tasks(self, limit: int | None) -> None:
         """Cluster-wide cap on RUNNING tasks in this namespace; None removes it."""
         value = None if limit is None else check_concurrency_cap(limit)  # nothing written yet
-        self._shards(fix=True)  # a settings write is a first use (SPEC §17)
+        self._shards(fix=True)  # a settings write is a first use (README *Sharded namespaces*)
         if value is None:
             self._client.hdel(self.keys.config, "max_concurrent_tasks")
             return
@@ -660,6 +687,9 @@ class TaskManager:
         return handle
 
     def close(self) -> None:
+        """Stops the workers :meth:`start_worker` started (up to 30 s each),
+        then closes the loop thread and connections. Tasks stay in Redis:
+        another manager or worker carries on with them."""
         for handle in self._workers:
             handle.stop(timeout=30)
         self._workers.clear()

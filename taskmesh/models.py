@@ -8,6 +8,9 @@ from typing import Any
 
 
 class TaskStatus(StrEnum):
+    """Where a task is in its life (README *Statuses*). A StrEnum with the
+    lower-case values the records store, so ``status == "queued"`` works."""
+
     PENDING = "pending"
     WAITING = "waiting"
     QUEUED = "queued"
@@ -19,6 +22,7 @@ class TaskStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """COMPLETED, FAILED or CANCELLED: the task will not change again."""
         return self in TERMINAL_STATUSES
 
 
@@ -28,6 +32,9 @@ TERMINAL_STATUSES = frozenset(
 
 
 class TaskPriority(IntEnum):
+    """Named points of the 0..255 priority scale (any int in it is accepted);
+    higher runs first, FIFO within one priority and queue."""
+
     LOW = 0
     NORMAL = 5
     HIGH = 10
@@ -35,6 +42,9 @@ class TaskPriority(IntEnum):
 
 
 class EventType(StrEnum):
+    """What an :class:`Event` reports; the values are the member names, as
+    they appear on the event stream and in ``taskmesh events``."""
+
     TASK_CREATED = "TASK_CREATED"
     TASK_QUEUED = "TASK_QUEUED"
     TASK_STARTED = "TASK_STARTED"
@@ -70,6 +80,7 @@ class TaskError:
     attempt: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: how an error travels in events and the dashboard's API."""
         return {
             "type": self.type,
             "message": self.message,
@@ -78,7 +89,8 @@ class TaskError:
         }
 
     def exception(self) -> BaseException:
-        """The exception the task raised, rebuilt here (SPEC §11): taskmesh's
+        """The exception the task raised, rebuilt here (docs/design.md
+        *Original exceptions*): taskmesh's
         own errors by type; others from the worker's pickle when there is one
         this side may open (signed when it has a secret); else a
         :class:`~taskmesh.exceptions.RemoteTaskError`."""
@@ -88,6 +100,8 @@ class TaskError:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskError":
+        """The inverse of :meth:`to_dict`, lenient: a missing field takes its
+        default rather than failing the read of the whole task."""
         return cls(
             type=str(data.get("type", "")),
             message=str(data.get("message", "")),
@@ -98,6 +112,10 @@ class TaskError:
 
 @dataclass(frozen=True)
 class Event:
+    """One task event, as published live and kept in the replayable stream.
+    ``id`` is the stream entry id (None for a live-only event): pass it as
+    ``get_events(since=...)`` to resume a replay exactly after it."""
+
     type: EventType
     task_id: str
     timestamp: float
@@ -107,6 +125,11 @@ class Event:
 
 @dataclass
 class TaskInfo:
+    """A snapshot of one task's record (``get_task``, ``list_tasks``): a
+    plain dataclass read in one call, so its fields agree with each other,
+    and detached from Redis, so holding one never keeps a connection or
+    sees later changes. The result is not in it (see ``get_task_result``)."""
+
     id: str
     name: str
     description: str

@@ -1,4 +1,5 @@
-"""Periodic tasks (SPEC §12): schedules stored in Redis, fired by any worker.
+"""Periodic tasks: schedules stored in Redis, fired by any worker (README
+*Periodic tasks*; docs/design.md *Periodic schedules*).
 
 A schedule is a hash ``periodic:<name>`` (cron or every, tz, next_run_at,
 last_run_at, last_task_id, and ``task``: the registration fields built once

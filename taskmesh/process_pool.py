@@ -3,7 +3,7 @@
 Why processes: a Python thread cannot be killed, so a runaway thread task
 keeps its slot until it returns, and CPU-bound work shares one GIL. A child
 process can be killed at once, which gives ``executor_type="process"`` its
-hard timeout and hard cancel (SPEC §13).
+hard timeout and hard cancel (README *Process executor*).
 
 Design:
 

@@ -1,7 +1,7 @@
 """Validates register_task's arguments and builds the stored record.
 
 Everything here runs before anything touches Redis, so bad input raises a
-typed exception and stores nothing (SPEC §2). ``register_task`` and
+typed exception and stores nothing (README *Registering*). ``register_task`` and
 ``register_many`` both go through :func:`build_task`.
 """
 
@@ -52,7 +52,7 @@ class TaskOptions:
     retry_jitter: bool = False
 
 
-# Record fields a retry copies verbatim (SPEC §17): the function and its
+# Record fields a retry copies verbatim (README *Finding tasks, retrying one*): the function and its
 # arguments ride in ``payload``; dependencies and defer are not copied.
 # A registration option stored in a new field belongs here too.
 RETRY_COPIED_FIELDS = ("name", "description", "queue", "priority", "executor", "max_retries",
@@ -149,7 +149,7 @@ def check_options(opts: TaskOptions) -> None:
 
 
 def check_timing(delay: Any, eta: Any) -> dict[str, int]:
-    """The record fields for ``delay=`` / ``eta=`` (SPEC §12): ``delay_ms``
+    """The record fields for ``delay=`` / ``eta=`` (README *Delays*): ``delay_ms``
     counts from when register.lua runs, on the Redis clock (the clock that
     promotes SCHEDULED tasks, so client skew does not matter); ``eta_ms`` is
     an absolute epoch time, which assumes the hosts' clocks agree."""

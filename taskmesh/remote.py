@@ -1,4 +1,5 @@
-"""A task's original exception, carried from the worker to the caller (SPEC §11).
+"""A task's original exception, carried from the worker to the caller
+(docs/design.md *Original exceptions*).
 
 Worker side: :func:`pickle_exception` turns the exception a task raised into
 an envelope of the worker's :class:`~taskmesh.serialization.Codec` (so it is

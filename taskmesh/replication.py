@@ -1,5 +1,5 @@
-"""``min_replicas`` (SPEC §14, §17): a producer's state change returns only
-once ``n`` replicas hold it.
+"""``min_replicas``: a producer's state change returns only once ``n``
+replicas hold it (README *Redis Cluster, Sentinel and failover*).
 
 Redis's ``WAIT n timeout`` counts the replicas that acknowledged every write
 *of the connection it is sent on*, so each script call and its WAIT travel
@@ -70,8 +70,9 @@ def run_replicated(client: Any, calls: Sequence[Call[Any]], replicas: int) -> li
 
 async def reports_replicated(client: Any, calls: list[Call[Any]], replicas: Callable[[], int],
                              stopping: Callable[[], bool]) -> list[Any]:
-    """A worker's reports under min_replicas (SPEC §17: the worker retries
-    its report). Each try re-sends the reports with WAIT; a report that the
+    """A worker's reports under min_replicas (the worker retries its report:
+    README *Redis Cluster, Sentinel and failover*). Each try re-sends the
+    reports with WAIT; a report that the
     master already holds answers 'stale' (fenced), so the first answer is
     kept for it, while one lost in a failover is applied again. ``replicas``
     is re-read before each try (the setting may change meanwhile); gives up,

@@ -1,4 +1,4 @@
-"""Selective retries: ``retry_on`` and ``retry_jitter`` (SPEC §13, §17).
+"""Selective retries: ``retry_on`` and ``retry_jitter`` (README *Selective retries and jitter*).
 
 The producer turns ``retry_on`` into qualified class names
 (``"module.QualName"``) before anything is stored. The worker puts the

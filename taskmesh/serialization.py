@@ -177,7 +177,7 @@ class Codec:
 
     def _pack_strict(self, value: Any) -> bytes:
         if not self.allow_pickle:
-            # --no-pickle: plain msgpack, tuples become lists (SPEC §10).
+            # --no-pickle: plain msgpack, tuples become lists (README *Workers*, ``--no-pickle``).
             return msgpack.packb(value, use_bin_type=True)
         return msgpack.packb(value, use_bin_type=True, strict_types=True, default=self._default)
 
@@ -355,8 +355,8 @@ MEMORY_REFERENCES = ReferenceTable()
 
 def codec_for(url: str, **options: Any) -> Codec:
     """The Codec for a URL: memory:// keeps callables, arguments, results and
-    exceptions by reference (SPEC §16) unless ``?serialize=1`` asks for the
-    real round trip; every other URL serializes."""
+    exceptions by reference (docs/design.md *memory:// by reference*) unless
+    ``?serialize=1`` asks for the real round trip; every other URL serializes."""
     from .connection import is_memory, memory_serializes
 
     if is_memory(url):

@@ -1,4 +1,4 @@
-"""A throwaway local Redis for development (SPEC §8): ``taskmesh server`` and
+"""A throwaway local Redis for development (README *Set-up*): ``taskmesh server`` and
 the server ``taskmesh demo`` starts when no Redis is around.
 
 The binary is the ``redis-server`` on PATH, else the one shipped by the

@@ -1,4 +1,5 @@
-"""Sharded namespaces (SPEC §14): one namespace over N hash tags.
+"""Sharded namespaces: one namespace over N hash tags (README and
+docs/design.md, *Sharded namespaces*).
 
 A namespace of N shards has N key prefixes (:class:`taskmesh.keys.Keys`
 with a tag each). Shard 0 keeps the tag ``{namespace}``, so a namespace

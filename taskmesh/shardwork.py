@@ -1,4 +1,4 @@
-"""A worker's view of a sharded namespace (SPEC §14): claiming, waiting and
+"""A worker's view of a sharded namespace (README *Sharded namespaces*): claiming, waiting and
 delivering cross-shard outcomes over every shard.
 
 A 1-shard namespace never comes here (the worker claims with one claim.lua

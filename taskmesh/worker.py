@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
-SEQUENTIAL_LANE = 2  # one running + at most one waiting (SPEC §10)
+SEQUENTIAL_LANE = 2  # one running + at most one waiting (README *Workers*)
 PROCESS_LANE_PER_CHILD = 2  # likewise, per process-executor child
 PROGRESS_PAUSE_S = 0.5  # after a failed progress write, coalesce locally this long
 PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
@@ -78,6 +78,11 @@ PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
 
 @dataclass
 class WorkerOptions:
+    """A worker's settings, one field per ``taskmesh worker`` flag (snake_case,
+    ``--import`` as ``imports``, same defaults), so the CLI,
+    ``Worker(**options)`` and ``start_worker(**options)`` validate them in
+    one place."""
+
     url: str | None = None
     namespace: str | None = None
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -155,6 +160,18 @@ def _cap(text: str) -> str:
 
 
 class Worker:
+    """Claims tasks of its namespace's queues from Redis and runs them, at
+    most ``concurrency`` at a time, with the executor each task asks for.
+
+    A worker owns nothing but leases: a claimed task carries a fencing token
+    and a lease the worker renews with its heartbeat, so a worker that dies
+    (or stalls past ``lease_timeout``) loses its tasks to the others, and a
+    report it sends too late is refused. Outcomes go back in pipelined
+    batches (reporter.py) that are retried until Redis takes them. Run it
+    with ``taskmesh worker``, ``await Worker(...).run()`` or
+    ``TaskManager.start_worker()``.
+    """
+
     def __init__(self, options: WorkerOptions | None = None, **kwargs: Any):
         self.options = options or WorkerOptions(**kwargs)
         opts = self.options
@@ -163,7 +180,7 @@ class Worker:
         self.id = opts.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(opts.namespace)  # type: ignore[arg-type]  # shard 0
         self.commands = Commands(self.keys)
-        # The namespace's shards, re-read at every heartbeat (SPEC §14); more
+        # The namespace's shards, re-read at every heartbeat (README *Sharded namespaces*); more
         # than one brings in the ShardedWork helper (shardwork.py).
         self.shardset = ShardSet(opts.namespace, 1)  # type: ignore[arg-type]
         self._sharded: ShardedWork | None = None
@@ -243,6 +260,9 @@ class Worker:
                 self._idle_wait.cancel()  # an idle worker stops at once
 
     async def run(self) -> None:
+        """Works until stopped (a signal in the CLI, :meth:`request_stop`, or
+        nothing left to do in burst mode), then drains: running tasks get
+        ``grace_period`` seconds and pending reports are flushed."""
         opts = self.options
         self._loop = asyncio.get_running_loop()
         self._slot_freed = asyncio.Event()
@@ -307,6 +327,8 @@ class Worker:
 
     @property
     def busy_threads(self) -> bool:
+        """A function still runs on a thread (or child) of this worker: a
+        timed-out or cancelled thread cannot be killed, so stopping waits on it."""
         return any(j.execution is not None and not j.execution.done() for j in self._active.values())
 
     async def _claim_loop(self) -> None:
@@ -577,7 +599,7 @@ class Worker:
 
     def _free_slot(self, job: Job) -> None:
         """Frees the slot once the function has really returned (a timed-out
-        thread keeps its slot until then, SPEC §10)."""
+        thread keeps its slot until then, README *Timeouts and threads*)."""
         if job.slot_freed:
             return
         job.slot_freed = True
@@ -729,9 +751,11 @@ class WorkerHandle:
 
     @property
     def id(self) -> str:
+        """The worker's id, as heartbeats, metrics and task records name it."""
         return self.worker.id
 
     def is_alive(self) -> bool:
+        """False once the worker's thread has ended (stopped, or crashed: logged)."""
         return self._thread.is_alive()
 
     def stop(self, timeout: float | None = None) -> bool:

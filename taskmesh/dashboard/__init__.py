@@ -1,4 +1,4 @@
-"""The web dashboard of SPEC §15: ``taskmesh dashboard``.
+"""The web dashboard (README *Dashboard*): ``taskmesh dashboard``.
 
 Modules, by concept: :mod:`.app` (routes, server), :mod:`.auth` (token and
 session cookie), :mod:`.api` (JSON and SSE), :mod:`.pages` and :mod:`.views`

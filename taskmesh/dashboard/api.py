@@ -1,4 +1,4 @@
-"""The JSON API and the event stream (SPEC §15, §17).
+"""The JSON API and the event stream (README *Dashboard*).
 
 Status codes: 400 ``{"error"}`` for a bad limit, status or cursor (and a
 malformed ``Last-Event-ID``); 404 for an unknown task id; 403 for an action

@@ -1,6 +1,6 @@
 """The Starlette application and the ``taskmesh dashboard`` server.
 
-Routes (SPEC §15, §17): pages ``/``, ``/tasks``, ``/tasks/{id}``, ``/events``;
+Routes (README *Dashboard*): pages ``/``, ``/tasks``, ``/tasks/{id}``, ``/events``;
 API ``/api/metrics``, ``/api/tasks``, ``/api/tasks/{id}``,
 ``/api/tasks/{id}/cancel``, ``/api/tasks/{id}/retry``, ``/api/events`` (SSE);
 public static assets under ``/static``. Everything is read from Redis per

@@ -1,4 +1,4 @@
-"""Token auth for the dashboard (SPEC §15, §17), as a pure ASGI middleware.
+"""Token auth for the dashboard (README *Dashboard*), as a pure ASGI middleware.
 
 With a token, every page, API call and the event stream needs either
 ``Authorization: Bearer <token>`` or the session cookie. Opening any page

@@ -1,5 +1,5 @@
 """The four pages: overview ``/``, tasks ``/tasks``, one task ``/tasks/{id}``,
-live feed ``/events`` (SPEC §17 addresses).
+live feed ``/events`` (README *Dashboard*).
 
 Each handler reads through :class:`~taskmesh.dashboard.data.Reader` in a
 thread and renders with :mod:`taskmesh.dashboard.views`. A request carrying

@@ -19,8 +19,8 @@
 -- either structure.
 --
 -- Priority aging (config field priority_aging_s). Queue scores stay those
--- of §2 (priority bands, FIFO by seq inside a band), so the order without
--- aging is exactly §2 and metrics read bands as before. With aging, claim
+-- of README *Registering* (priority bands, FIFO by seq inside a band), so
+-- the order without aging is exactly that and metrics read bands as before. With aging, claim
 -- order merges the bands by each head's aged time, first_queued_ms -
 -- priority * aging: FIFO within a priority is kept, and a lower band's head
 -- overtakes higher ones once it has waited priority-difference * aging

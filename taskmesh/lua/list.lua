@@ -12,7 +12,7 @@
 -- flag 'end' = nothing matches after the last match returned; 'more' = resume
 -- from the position returned (the last entry examined).
 --
--- Order (SPEC §17): phase 'q' = QUEUED in claim order (queue scores
+-- Order (README *Finding tasks, retrying one*): phase 'q' = QUEUED in claim order (queue scores
 -- ascending, merged across queues as one worker serving them all would),
 -- then 'p' = QUEUED but parked for a rate-limit token (parked:<q>, by when
 -- their turn comes), then 'u' = PENDING/WAITING/SCHEDULED/RUNNING newest first (seq descending),

@@ -1,5 +1,5 @@
 """Code written for the seed (WiseFlow's ``core.task_management``) runs on
-taskmesh with one changed import (SPEC §16)::
+taskmesh with one changed import (README *Coming from the seed / WiseFlow*)::
 
     from taskmesh.task_management import TaskManager, Task, TaskStatus, TaskPriority, create_task_id
 

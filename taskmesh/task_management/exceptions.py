@@ -1,4 +1,4 @@
-"""The seed's exception classes (SPEC §16), with its constructors.
+"""The seed's exception classes (README *Coming from the seed / WiseFlow*), with its constructors.
 
     TaskError (this module's root; also a taskmesh.TaskmeshError)
     ├── TaskNotFoundError      also taskmesh.TaskNotFoundError

@@ -1,4 +1,5 @@
-"""The seed's task record (SPEC §16): ``Task``, its enums and ``create_task_id``.
+"""The seed's task record: ``Task``, its enums and ``create_task_id`` (README
+*Coming from the seed / WiseFlow*).
 
 ``TaskStatus`` and ``TaskPriority`` are taskmesh's own enums: they carry
 every member of the seed's (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED,

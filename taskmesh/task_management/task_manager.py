@@ -1,4 +1,4 @@
-"""The seed's TaskManager (SPEC §16, §17), over taskmesh's core.
+"""The seed's TaskManager (README *Coming from the seed / WiseFlow*), over taskmesh's core.
 
 A thin adapter: every rule (validation, placement, retries, dependencies,
 cancellation, fencing, listing) is the core's. This module only adapts the
@@ -44,13 +44,14 @@ PAGE = 1000
 
 class _DefaultCap(int):
     """The default of max_concurrent_tasks, told apart from an explicit 4: only
-    an explicit value sets the namespace's cap (SPEC §17)."""
+    an explicit value sets the namespace's cap (README *Coming from the seed / WiseFlow*)."""
 
 
 DEFAULT_CAP = _DefaultCap(4)
 
-# Seed status as read from the core's (SPEC §17): a deferred task whose
-# dependencies are unfinished is WAITING; every other status is the core's.
+# Seed status as read from the core's (README *Coming from the seed /
+# WiseFlow*): a deferred task whose dependencies are unfinished is WAITING;
+# every other status is the core's.
 _SEED_STATUSES = {
     TaskStatus.PENDING: [TaskStatus.PENDING],
     TaskStatus.WAITING: [TaskStatus.WAITING, TaskStatus.PENDING],

@@ -1,4 +1,5 @@
-"""Read-only views of the stored tasks with the seed's shapes (SPEC §16):
+"""Read-only views of the stored tasks with the seed's shapes (README
+*Coming from the seed / WiseFlow*):
 ``tm.tasks`` (a dict-like mapping id -> Task) and the status sets
 (``pending_tasks``, ``running_tasks``, ...). Nothing is cached: every
 access reads Redis, through the core (``get_task``, ``list_tasks``,
