@@ -5,6 +5,7 @@ subscriber are attached."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -150,6 +151,16 @@ def _carry_on_after(kill, url, namespace, redis_server, worker_factory):
                                    task_id=f"before-{i}") for i in range(8)]
         wait_until(lambda: redis_server.client().llen(marks) >= 2, WAIT, what="work started")
         kill()
+        # Live events published while the subscriber re-subscribes are lost by
+        # design (get_events replays them): probe until it hears again.
+        deadline = time.monotonic() + WAIT
+        for n in itertools.count():
+            probe = _retry_connection(tm.register_task, tasks.add, n, 0, task_id=f"probe-{n}")
+            try:
+                wait_until(lambda: probe in seen.completed, 2.0, what="a probe's event")
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, "the subscriber never heard again"
         after = [_retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.05,
                                    task_id=f"after-{i}") for i in range(8)]
         results = {i: _retry_connection(tm.wait_for_task_sync, i, timeout=WAIT)
