@@ -98,11 +98,14 @@ _worker_host: WorkerHost | None = None
 
 
 def install_worker_host(host: WorkerHost) -> None:
+    """Called once by :mod:`taskmesh.embedded` at import: the hook that keeps
+    this module free of any import of the worker."""
     global _worker_host
     _worker_host = host
 
 
 def worker_host() -> WorkerHost:
+    """The installed host; RuntimeError if only taskmesh.manager was imported."""
     if _worker_host is None:  # only if taskmesh.embedded was never imported
         raise RuntimeError("no in-process worker host: import taskmesh (not only taskmesh.manager)")
     return _worker_host
@@ -720,6 +723,8 @@ class TaskManager:
 
 
 def check_concurrency_cap(limit: Any) -> int:
+    """A namespace cap is a positive int; a bool (an int to Python) is refused
+    as the mistake it almost always is."""
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError("max_concurrent_tasks must be an int or None")
     if limit < 1:

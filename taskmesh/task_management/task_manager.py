@@ -59,6 +59,8 @@ _SEED_STATUSES = {
 
 
 def seed_status(info: TaskInfo) -> TaskStatus:
+    """The status the seed would report: its deferred tasks with unfinished
+    dependencies were WAITING, where the core keeps them PENDING."""
     if info.status is TaskStatus.PENDING and info.pending_dependencies > 0:
         return TaskStatus.WAITING
     return info.status
@@ -264,14 +266,18 @@ class TaskManager:
             report_progress=lambda p, m: self.update_task_progress(task_id, p, m))
 
     def get_task(self, task_id: str) -> Task | None:
+        """The seed's ``Task`` view, or None for an unknown id (the seed
+        returned None where the core raises TaskNotFoundError)."""
         info = self._info(task_id)
         return self._task(info) if info is not None else None
 
     def get_task_status(self, task_id: str) -> TaskStatus | None:
+        """The seed's status (see :func:`seed_status`), None for an unknown id."""
         info = self._info(task_id)
         return seed_status(info) if info is not None else None
 
     def get_task_result(self, task_id: str) -> Any:
+        """The result of a COMPLETED task, else None (also for an unknown id)."""
         try:
             return self.core.get_task_result(task_id)
         except CoreNotFound:
@@ -285,6 +291,8 @@ class TaskManager:
         return info.error.exception()
 
     def get_task_progress(self, task_id: str) -> tuple[float, str]:
+        """``(progress, message)`` with the seed's ``""`` for no message, and
+        ``(0.0, "")`` for an unknown id."""
         try:
             progress, message = self.core.get_task_progress(task_id)
         except CoreNotFound:
@@ -320,12 +328,15 @@ class TaskManager:
             cursor = page.cursor
 
     def get_tasks_by_status(self, status: TaskStatus) -> list[Task]:
+        """Every stored task in this seed status (walks list_tasks to the end)."""
         return [self._task(i) for i in self.iter_infos([TaskStatus(status)])]
 
     def get_tasks_by_tag(self, tag: str) -> list[Task]:
+        """Every stored task carrying ``tag`` (read from the tag index)."""
         return [self._task(i) for i in self.iter_infos(tag=tag)]
 
     def get_tasks_by_metadata(self, key: str, value: Any) -> list[Task]:
+        """Every stored task whose ``metadata[key] == value``."""
         return [self._task(i) for i in self.iter_infos(metadata={key: value})]
 
     def seed_counts(self, metrics: Metrics | None = None) -> dict[str, int]:
