@@ -245,6 +245,24 @@ class TaskManager:
             self._adopt_shards(await self._arun(shards_call(self.keys, 0)))
         return self._shardset or ShardSet(self.namespace, self._requested_shards or 1)
 
+    def _refuse_unknown_dependencies_before_first_use(self, tasks: list[NewTask]) -> None:
+        """Bad input stores nothing, the shard count included: while no count
+        is stored the namespace reads as one shard (a new namespace, or one
+        written before shards existed), so its tasks live under shard 0's
+        keys, and an unknown dependency is refused before the count is fixed."""
+        self._shards()  # adopts a stored count if there is one
+        if self._shardset is not None:
+            return
+        deps = list(dict.fromkeys(d for t in tasks for d in t.dependencies))
+        if not deps:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for dep in deps:
+            pipe.exists(self.keys.task(dep))
+        for dep, found in zip(deps, pipe.execute()):
+            if not found:
+                raise TaskNotFoundError(dep)
+
     def _adopt_shards(self, stored: int) -> None:
         if stored and self._requested_shards is not None and stored != self._requested_shards:
             raise ValueError(
@@ -337,6 +355,7 @@ class TaskManager:
         return ids
 
     def _store(self, tasks: list[NewTask]) -> list[str]:
+        self._refuse_unknown_dependencies_before_first_use(tasks)
         shardset = self._shards(fix=True)
         links = link_dependencies(self._client, shardset, tasks)
         calls = [shardset.for_task(t.id).register(
