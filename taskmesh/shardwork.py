@@ -62,6 +62,7 @@ class ShardedWork:
         self.applied = 0  # deliveries made by this worker (settle() compares)
         self._busy = False  # the background drainer is in a round
         self._settled_at = 0
+        self._unconfirmed: set[int] = set()  # shards whose last claim reply was lost
 
     # ---- claiming -----------------------------------------------------------------
     def window(self) -> list[int]:
@@ -71,7 +72,7 @@ class ShardedWork:
         return [(start + i) % n for i in range(min(n, PEEK_WINDOW))]
 
     async def claim(self, want: int, lease_ms: int, seq_slots: int,
-                    process_slots: int) -> ClaimResult:
+                    process_slots: int, claim_id: str = "") -> ClaimResult:
         w = self.worker
         shards = self.window()
         keys = self.shardset.keys
@@ -119,14 +120,21 @@ class ShardedWork:
             wants[target] = wants.get(target, 0) + room
         calls = [self.shardset.commands[s].claim(
             w.id, queues, n, lease_ms, seq_slots if s == target else 0,
-            process_slots if s == target else 0) for s, n in wants.items()]
-        for s in maintenance + parked:
-            if s not in wants:
-                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0, 0))
+            process_slots if s == target else 0, claim_id) for s, n in wants.items()]
+        called = list(wants)
+        # Shards asked in an attempt whose replies did not all arrive are asked
+        # again with the same claim id: they replay what they claimed then.
+        for s in maintenance + parked + sorted(self._unconfirmed):
+            if s not in called:
+                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0, 0,
+                                                             claim_id))
+                called.append(s)
         results = await scripts.arun_batch(w.client, calls) if calls else []
         for res in results:
             if isinstance(res, Exception):
+                self._unconfirmed = set(called)
                 raise res
+        self._unconfirmed = set()
         tasks = [t for res in results for t in res.tasks]
         if grant_raw >= 0 and len(tasks) < grant:
             # Give back the room not used, or an idle worker would sit on it.

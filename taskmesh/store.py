@@ -182,13 +182,16 @@ class Commands:
     # ---- worker-side state changes ---------------------------------------
     def claim(
         self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int,
-        process_slots: int,
+        process_slots: int, claim_id: str = "",
     ) -> Call[ClaimResult]:
+        """``claim_id`` names one logical claim: resent after a lost reply,
+        the same id gets the same tasks back (claim.lua, "Replay")."""
         k = self.keys
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
-            [self.prefix, worker_id, count, lease_ms, seq_slots, process_slots, *queues],
+            [self.prefix, worker_id, count, lease_ms, seq_slots, process_slots, claim_id,
+             *queues],
             _parse_claim,
         )
 

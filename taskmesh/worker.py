@@ -333,6 +333,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         delay = 0.1
+        claim_id = uuid.uuid4().hex
         while not self._stopping:
             # Reports in flight beyond one round of slots hold claiming back,
             # so a slow Redis cannot make the worker run ahead of its reports.
@@ -348,11 +349,11 @@ class Worker:
             try:
                 if self._sharded is not None:
                     res = await self._sharded.claim(want, self.lease_ms, self._sequential_slots(),
-                                                    self._process_slots())
+                                                    self._process_slots(), claim_id)
                 else:
                     res = await scripts.arun(self.client, self.commands.claim(
                         self.id, self.options.queues, want, self.lease_ms,
-                        self._sequential_slots(), self._process_slots()))
+                        self._sequential_slots(), self._process_slots(), claim_id))
             except ServerBusyError as exc:
                 self._note_busy(exc)
                 await asyncio.sleep(delay)
@@ -364,6 +365,9 @@ class Worker:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            # The reply arrived: the next claim is a new request. Until then a
+            # resend keeps the id, and claim.lua replays what it claimed.
+            claim_id = uuid.uuid4().hex
             self._note_not_busy()
             for claimed in res.tasks:
                 self._start(claimed)

@@ -510,6 +510,29 @@ def test_claim_tokens_stay_unique_across_a_rollback(tm, rds, namespace):
     assert tm.get_task_status(task_id) is TaskStatus.RUNNING
 
 
+# ---- a claim whose reply is lost is replayed, not repeated ------------------------------
+
+def test_a_resent_claim_gets_its_tasks_back_instead_of_claiming_more(tm, rds):
+    """Redis ran a claim and stopped before replying: the worker resends it
+    (same claim id). It must get the tasks that claim took, not new ones,
+    or those would sit RUNNING, unknown to any worker, until their lease ran
+    out (seen as a recovery in test_chaos's outage test)."""
+    ids = [tm.register_task(tasks.add, i, 1) for i in range(4)]
+    claim = tm.commands.claim("worker-a", ["default"], 2, 30_000, 2, 0, "req-1")
+    first = scripts.run(rds, claim)
+    assert [t.id for t in first.tasks] == ids[:2]
+    again = scripts.run(rds, claim)  # the same request, resent
+    assert [(t.id, t.token, t.attempt) for t in again.tasks] == [
+        (t.id, t.token, t.attempt) for t in first.tasks]
+    assert again.more_queued and again.next_due_ms == 0  # the worker looks again at once
+    assert [tm.get_task_status(i) for i in ids[2:]] == [TaskStatus.QUEUED] * 2
+    done = tm.commands.report(ids[0], first.tasks[0].token, "completed", tm.codec.encode_result(1))
+    assert scripts.run(rds, done) == "completed"
+    assert [t.id for t in scripts.run(rds, claim).tasks] == [ids[1]]  # only what still runs
+    fresh = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 2, 30_000, 2, 0, "req-2"))
+    assert [t.id for t in fresh.tasks] == ids[2:]
+
+
 # ---- 8 & 9: signatures bound to namespace, task id and attempt -------------------------
 
 SECRET = "reliability-secret"

@@ -2,7 +2,7 @@
 -- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
 -- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6] free process slots
--- ARGV[7..] queue names
+-- ARGV[7] claim request id ('' for none)   ARGV[8..] queue names
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
 -- flags: 'c' = cluster cap reached, 'l' = skipped sequential or process
@@ -14,6 +14,12 @@
 -- so neither needs a separate scheduler process. A claimed task is RUNNING with a lease
 -- in this same step: no task is ever held by a worker outside `running`.
 --
+-- Replay: a claim whose reply is lost (Redis stopped after running it) is
+-- resent with the same request id. The ids and tokens of the last claim are
+-- kept in the worker's hash (`last_claim`), and a resent request gets those
+-- tasks back (the ones still RUNNING under that claim) instead of claiming
+-- more, so no claimed task sits unknown to its worker until its lease expires.
+--
 -- Flow control (flow.lua): due parked tasks go back to their queues first;
 -- a candidate whose rate key has no token is parked (at most PARK_BUDGET per
 -- call) and the next candidates are looked at, so tasks waiting for a token
@@ -24,13 +30,40 @@
 -- (listing indexes, written with the homes).
 -- Key families: applied, byseq, claims, config, deps, done, done_channel, events, outbox,
 --   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, rdeps, resolve,
---   running, scheduled, stats, tag_expiry, task, waiting, wake, workers
+--   running, scheduled, stats, tag_expiry, task, waiting, wake, worker, workers
 local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Executors with a local lane the worker must not over-claim for.
 local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
+local claim_id = ARGV[7]
 local queues = {}
-for i = 7, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
+
+-- The 8 reply entries of a claimed (RUNNING) task.
+local function claimed_entry(out, t, token)
+  local extra = redis.call('HMGET', k_task(t.id), 'timeout', 'payload', 'metadata')
+  for _, v in ipairs({t.id, token, tonumber(t.attempts), t.executor, extra[1] or '',
+      extra[2] or '', extra[3] or '', t.name or ''}) do
+    out[#out + 1] = v
+  end
+end
+
+if claim_id ~= '' then
+  local last = redis.call('HGET', k_worker(wid), 'last_claim')
+  if last then
+    local record = cjson.decode(last)
+    if record[1] == claim_id then
+      local out = {'q', 0}  -- 'q', due now: the worker claims again at once
+      for i = 1, #record[2], 2 do
+        local t = load(record[2][i])
+        if t and t.status == 'running' and t.token == record[2][i + 1] then
+          claimed_entry(out, t, t.token)
+        end
+      end
+      return out
+    end
+  end
+end
 local unresolved = resolve_pending()
 
 for _, q in ipairs(queues) do
@@ -65,6 +98,7 @@ end
 -- the heads behind them.
 local aging_ms = priority_aging_ms()
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
+local claimed_ids = {}
 while claimed < want and park_budget > 0 do
   local parked = 0
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
@@ -92,10 +126,10 @@ while claimed < want and park_budget > 0 do
         enter_running(t, now + lease)
         t.status, t.worker = 'running', wid
         emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
-        local extra = redis.call('HMGET', key, 'timeout', 'payload', 'metadata')
-        for _, v in ipairs({c.id, token, attempt, t.executor, extra[1] or '', extra[2] or '', extra[3] or '', t.name or ''}) do
-          out[#out + 1] = v
-        end
+        t.attempts = attempt
+        claimed_entry(out, t, token)
+        claimed_ids[#claimed_ids + 1] = c.id
+        claimed_ids[#claimed_ids + 1] = token
         claimed = claimed + 1
       end
     end
@@ -125,6 +159,10 @@ for _, q in ipairs(queues) do
 end
 
 if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end
+if claim_id ~= '' and claimed > 0 then
+  redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
+  redis.call('PEXPIRE', k_worker(wid), lease * 2)  -- like its heartbeat (renew.lua)
+end
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)
 return out
