@@ -91,7 +91,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     commands = Commands(keys)
     # Free sequential (and, in trees that have them, process) slots.
-    slots = [2] * (len(inspect.signature(commands.claim).parameters) - 4)
+    slots = [2] * sum(1 for name in inspect.signature(commands.claim).parameters
+                      if name.endswith("_slots"))
     claimed: list[Any] = []
 
     def claim_all() -> None:
