@@ -183,8 +183,18 @@ def test_a_delivery_before_registration_is_kept_for_it(url, namespace):
 
 
 def test_events_page_across_shards_without_gaps_or_repeats(url, namespace):
+    shardset = ShardSet(namespace, 3)
+    # Four ids per shard, interleaved (random ids could leave a shard empty).
+    per_shard: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    n = 0
+    while min(len(v) for v in per_shard.values()) < 4:
+        candidate = f"ev{n}"
+        n += 1
+        if len(per_shard[shardset.of(candidate)]) < 4:
+            per_shard[shardset.of(candidate)].append(candidate)
+    wanted = [per_shard[s][i] for i in range(4) for s in range(3)]
     with TaskManager(url, namespace=namespace, shards=3) as tm:
-        ids = [tm.register_task(st.noop, defer=True) for _ in range(12)]
+        ids = [tm.register_task(st.noop, defer=True, task_id=t) for t in wanted]
         everything = tm.get_events(count=100)
         assert [e.task_id for e in everything] == ids  # merged in registration order
         assert {e.id.split(":")[0] for e in everything} == {"0", "1", "2"}
