@@ -169,7 +169,7 @@ def test_kill9_mid_task_is_recovered_by_the_survivor(tm, rds, redis_server, name
     recovery_s = runs[1].at - killed_at
     # lease (2 s) + at most one reaper tick (lease/3) + claim latency
     assert recovery_s < LEASE * 4 / 3 + 1.5, recovery_s
-    figures("kill9", lease_s=LEASE, recovery_s=f"{recovery_s:.2f}",
+    figures("kill9", lease_timeout_s=LEASE, recovery_s=f"{recovery_s:.2f}",
             requeued_after_s=f"{requeued[0].timestamp - killed_at:.2f}",
             completed_after_s=f"{completed_at - killed_at:.2f}", registered=1, completed=1,
             executed_twice=1, lost=0, recoveries=info.recoveries)
