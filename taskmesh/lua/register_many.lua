@@ -15,7 +15,7 @@
 -- own call. What the batch saves: the libraries, TIME and the config read
 -- once per call, one wake-token push per queue (batch_begin/batch_end in
 -- the prelude), one SADD per queue.
--- Key families: applied, byseq, config, deps, done, done_channel, early, events, parked,
+-- Key families: applied, byseq, config, dependents, done, done_channel, early, events, parked,
 --   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
 --   tag_expiry, task, waiting, wake
 local out = {}
