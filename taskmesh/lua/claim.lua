@@ -107,6 +107,7 @@ end
 local aging_ms = priority_aging_ms()
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 local claimed_ids = {}
+local claim_no  -- this call's value of the claims counter, taken at its first task
 while claimed < want and park_budget > 0 do
   local parked = 0
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
@@ -125,8 +126,11 @@ while claimed < want and park_budget > 0 do
         if lane_slots[t.executor] then lane_slots[t.executor] = lane_slots[t.executor] - 1 end
         leave(t)
         -- counter + Redis clock: a rollback (AOF everysec after power loss)
-        -- re-issues counter values, never the same ms, so fencing survives it
-        local token = redis.call('INCR', KEYS[3]) .. '-' .. now_ms()
+        -- re-issues counter values, never the same ms, so fencing survives it.
+        -- One INCR per claim call: its tasks are told apart by their place
+        -- in it ("<counter>.<n>-<ms>"), unique as a counter per task would be.
+        claim_no = claim_no or redis.call('INCR', KEYS[3])
+        local token = claim_no .. '.' .. (claimed + 1) .. '-' .. now_ms()
         local attempt = (tonumber(t.attempts) or 0) + 1
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
