@@ -74,19 +74,30 @@ if claim_id ~= '' then
 end
 local unresolved = resolve_pending()
 
+-- A queue's earliest SCHEDULED task, read once: when it is not due yet
+-- nothing is promoted, and the same head gives next_due_ms at the end
+-- (claiming does not touch scheduled:<q>); else it is read again there.
+local scheduled_head = {}
 for _, q in ipairs(queues) do
-  local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
-  for _, id in ipairs(due) do
-    local t = load(id)
-    if t then enqueue(t, true) else
-      redis.call('ZREM', k_scheduled(q), id)
-      redis.call('ZREM', k_byseq('scheduled'), id)
+  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now then
+    local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
+    for _, id in ipairs(due) do
+      local t = load(id)
+      if t then enqueue(t, true) else
+        redis.call('ZREM', k_scheduled(q), id)
+        redis.call('ZREM', k_byseq('scheduled'), id)
+      end
     end
+  else
+    scheduled_head[q] = first
   end
 end
 
 local flags = ''
-local cap = redis.call('HGET', KEYS[2], 'max_concurrent_tasks')
+-- The namespace settings a claim obeys, in one read.
+local settings = redis.call('HMGET', KEYS[2], 'max_concurrent_tasks', 'priority_aging_s')
+local cap = settings[1]
 if cap then
   local room = tonumber(cap) - redis.call('ZCARD', KEYS[1])
   if room < want then
@@ -104,7 +115,7 @@ end
 -- Merge the heads of all queues: scores order by priority, then global seq
 -- (or aged order, see flow.lua). A round that parked tasks looks again, at
 -- the heads behind them.
-local aging_ms = priority_aging_ms()
+local aging_ms = priority_aging_ms(settings[2])
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 local claimed_ids = {}
 local claim_no  -- this call's value of the claims counter, taken at its first task
@@ -156,7 +167,7 @@ for _, q in ipairs(queues) do
     -- We took all we asked for and work remains: wake the next idle worker.
     if claimed > 0 and claimed >= want then wake(q) end
   end
-  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  local first = scheduled_head[q] or redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
   if first[2] then
     local wait = math.max(tonumber(first[2]) - now, 0)
     if next_due < 0 or wait < next_due then next_due = wait end
