@@ -181,7 +181,7 @@ class Commands:
 
     # ---- worker-side state changes ---------------------------------------
     def claim(
-        self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int,
+        self, worker_id: str, queues: Sequence[str], count: int, lease_timeout_ms: int, seq_slots: int,
         process_slots: int, claim_id: str = "",
     ) -> Call[ClaimResult]:
         """``claim_id`` names one logical claim: resent after a lost reply,
@@ -190,7 +190,7 @@ class Commands:
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
-            [self.prefix, worker_id, count, lease_ms, seq_slots, process_slots, claim_id,
+            [self.prefix, worker_id, count, lease_timeout_ms, seq_slots, process_slots, claim_id,
              *queues],
             _parse_claim,
         )
@@ -224,7 +224,7 @@ class Commands:
 
         return Call(script("report_many"), [k.running, k.stats], args, parse)
 
-    def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
+    def renew(self, worker_id: str, lease_timeout_ms: int, held: dict[str, str],
               info: dict[str, Any] | None = None) -> Call[RenewResult]:
         k = self.keys
         info_pairs: list[Any] = []
@@ -242,7 +242,7 @@ class Commands:
         return Call(
             script("renew"),
             [k.running, k.workers, k.worker(worker_id)],
-            [self.prefix, worker_id, lease_ms, len(info or {}), *info_pairs, *held_pairs],
+            [self.prefix, worker_id, lease_timeout_ms, len(info or {}), *info_pairs, *held_pairs],
             parse,
         )
 
@@ -403,7 +403,7 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         priority=f.number("priority", int) or 0,
         queue=f.text("queue") or "default",
         executor_type=f.text("executor") or "async",
-        dependencies=f.json("deps", "[]"),
+        dependencies=f.json("dependencies", "[]"),
         attempts=f.number("attempts", int) or 0,
         max_retries=f.number("max_retries", int) or 0,
         worker=f.text("worker"),
@@ -416,5 +416,5 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         metadata=decode_metadata(h.get("metadata")),
         error=error,
         recoveries=f.number("recoveries", int) or 0,
-        pending_dependencies=f.number("pending_deps", int) or 0,
+        pending_dependencies=f.number("pending_dependencies", int) or 0,
     )

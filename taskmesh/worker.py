@@ -91,6 +91,9 @@ class WorkerOptions:
     queues: list[str] = field(default_factory=lambda: ["default"])
     concurrency: int = 10
     threads: int | None = None
+    # Seconds, like every duration here; the names are the flags' own
+    # (``--lease-timeout``, ``--grace-period``), public, so they carry no
+    # unit suffix. Inside, the lease is ``lease_timeout_s`` / ``_ms``.
     lease_timeout: float = 30.0
     grace_period: float = 25.0
     burst: bool = False
@@ -194,7 +197,7 @@ class Worker:
             namespace=opts.namespace or "",
             max_payload_bytes=opts.max_payload_bytes,
         )
-        self.lease_ms = int(opts.lease_timeout * 1000)
+        self.lease_timeout_ms = int(opts.lease_timeout * 1000)
         # Starts no process until the first process task (process_pool.py).
         self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.started_at = time.time()
@@ -352,11 +355,11 @@ class Worker:
                                                   self.options.processes or 1)
             try:
                 if self._sharded is not None:
-                    res = await self._sharded.claim(want, self.lease_ms, seq_slots,
+                    res = await self._sharded.claim(want, self.lease_timeout_ms, seq_slots,
                                                     process_slots, claim_id)
                 else:
                     res = await scripts.arun(self.client, self.commands.claim(
-                        self.id, self.options.queues, want, self.lease_ms,
+                        self.id, self.options.queues, want, self.lease_timeout_ms,
                         seq_slots, process_slots, claim_id))
             except ServerBusyError as exc:
                 self._note_busy(exc)

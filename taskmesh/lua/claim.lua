@@ -1,7 +1,7 @@
 -- claim.lua: atomically move up to N queued tasks into RUNNING for a worker.
 -- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
--- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6] free process slots
+-- ARGV[4] lease_timeout_ms   ARGV[5] free sequential slots   ARGV[6] free process slots
 -- ARGV[7] claim request id ('' for none)   ARGV[8..] queue names
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
@@ -28,10 +28,10 @@
 -- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>, scheduled:<q>,
 -- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
 -- (listing indexes, written with the homes).
--- Key families: applied, byseq, claims, config, deps, done, done_channel, events, outbox,
---   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, rdeps, resolve,
+-- Key families: applied, byseq, claims, config, dependents, done, done_channel, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, remote_dependents, resolve,
 --   running, scheduled, stats, tag_expiry, task, waiting, wake, worker, workers
-local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local wid, want, lease_timeout_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Executors with a local lane the worker must not over-claim for.
 local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local claim_id = ARGV[7]
@@ -123,7 +123,7 @@ while claimed < want and park_budget > 0 do
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
           'attempts', attempt, 'started_at', now_s())
-        enter_running(t, now + lease)
+        enter_running(t, now + lease_timeout_ms)
         t.status, t.worker = 'running', wid
         emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
         t.attempts = attempt
@@ -161,7 +161,7 @@ end
 if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end
 if claim_id ~= '' and claimed > 0 then
   redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
-  redis.call('PEXPIRE', k_worker(wid), lease * 2)  -- like its heartbeat (renew.lua)
+  redis.call('PEXPIRE', k_worker(wid), lease_timeout_ms * 2)  -- like its heartbeat (renew.lua)
 end
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)

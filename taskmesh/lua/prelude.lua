@@ -11,7 +11,7 @@
 
 local PREFIX = ARGV[1]
 local function k_task(id) return PREFIX .. 'task:' .. id end
-local function k_deps(id) return PREFIX .. 'deps:' .. id end
+local function k_dependents(id) return PREFIX .. 'dependents:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
 local function k_wake(q) return PREFIX .. 'wake:' .. q end
 local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
@@ -22,7 +22,7 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
-local function k_rdeps(id) return PREFIX .. 'rdeps:' .. id end
+local function k_remote_dependents(id) return PREFIX .. 'remote_dependents:' .. id end
 local function k_applied(id) return PREFIX .. 'applied:' .. id end
 local function k_early(id) return PREFIX .. 'early:' .. id end
 local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
@@ -81,7 +81,7 @@ end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
   'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms',
+  'worker', 'cancel_requested', 'pending_dependencies', 'executor', 'started_at', 'due_ms',
   'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
@@ -278,21 +278,21 @@ local function resolve(stack)
     local parent = table.remove(stack)
     -- Dependents in other shards: one outbox entry each, written with the
     -- outcome itself, applied there once by apply.lua (see sharding.py).
-    local rkey = k_rdeps(parent.id)
+    local rkey = k_remote_dependents(parent.id)
     local remote = redis.call('SMEMBERS', rkey)
     for _, member in ipairs(remote) do
       local shard, did = string.match(member, '^(%d+)|(.*)$')
       redis.call('RPUSH', K_OUTBOX, cjson.encode({parent.id, parent.status, tonumber(shard), did}))
     end
     if #remote > 0 then redis.call('DEL', rkey) end
-    local dkey = k_deps(parent.id)
+    local dkey = k_dependents(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
     for _, did in ipairs(batch) do
       local d = load(did)
       if d and not is_terminal(d.status) then
         if parent.status == 'completed' then
-          local left = redis.call('HINCRBY', k_task(did), 'pending_deps', -1)
+          local left = redis.call('HINCRBY', k_task(did), 'pending_dependencies', -1)
           if left <= 0 and d.status == 'waiting' then release(d, true) end
         else
           local err = {type = 'DependencyFailedError', attempt = 0,
@@ -305,7 +305,7 @@ local function resolve(stack)
     if budget <= 0 then
       table.insert(stack, parent)
       for _, left in ipairs(stack) do
-        if redis.call('EXISTS', k_deps(left.id), k_rdeps(left.id)) > 0 then
+        if redis.call('EXISTS', k_dependents(left.id), k_remote_dependents(left.id)) > 0 then
           redis.call('RPUSH', K_RESOLVE, left.id .. '|' .. left.status)
         end
       end

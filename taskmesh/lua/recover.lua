@@ -9,8 +9,8 @@
 -- WorkerLostError on the fourth loss, or CANCELLED if cancellation was asked.
 -- Also prunes dead workers, expired entries of the done:* indexes, and the
 -- ids of expired tagged records from their tag:<tag> indexes (tag_expiry).
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, scheduled,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, scheduled,
 --   stats, tag, tag_expiry, task, waiting, wake, workers
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))

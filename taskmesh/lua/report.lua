@@ -21,8 +21,8 @@
 -- with retry_jitter (TASK_RETRYING). Otherwise terminal, cascading to
 -- dependents. A task whose cancellation was requested ends CANCELLED
 -- whatever it returned.
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, runtimes,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 
 -- retry_on is a JSON list of qualified class names; the error record lists

@@ -13,8 +13,8 @@
 -- report.lua call each. Touches what report.lua touches. One failing report
 -- (pcall) does not stop the others, as if each had been its own call; it
 -- leaves what it wrote before raising, as a report.lua call would.
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, runtimes,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 local width = tonumber(ARGV[2])
 local out = {}
