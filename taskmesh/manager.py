@@ -63,7 +63,7 @@ from .registration import NewTask, TaskOptions, build_retry, build_task, check_p
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
-from .store import Commands, Fields, decode_error
+from .store import Commands, Fields, decode_error, register_batches, unbatched
 from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
@@ -363,13 +363,16 @@ class TaskManager:
         calls = [shardset.for_task(t.id).register(
             t.id, t.fields, [d for d in t.dependencies if shardset.of(d) == shardset.of(t.id)],
             t.defer, links.get(t.id, ())) for t in tasks]
+        sends: Sequence[Call[Any]] = calls
+        if len(calls) > 1:  # register_many: one script call per shard and chunk
+            sends = register_batches([(shardset.for_task(t.id), c) for t, c in zip(tasks, calls)])
         replicas = self._min_replicas()
         if replicas:
-            results = run_replicated(self._client, calls, replicas)
+            results = run_replicated(self._client, sends, replicas)
         else:
-            results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
-                self._run(calls[0])]
-        for result in results:
+            results = scripts.run_batch(self._client, sends) if len(sends) > 1 else [
+                self._run(sends[0])]
+        for result in unbatched(results):
             if isinstance(result, Exception):
                 raise result
             if result[0] == "missing":

@@ -129,6 +129,24 @@ class Commands:
             parse,
         )
 
+    def register_many(self, registrations: Sequence[Call[tuple[str, str | None]]]
+                      ) -> Call[list[Any]]:
+        """Several :meth:`register` Calls of this shard as one script call
+        (register_many.lua runs register.lua's body for each). The reply is
+        one entry per registration: its parsed reply, or the exception its
+        script raised."""
+        k = self.keys
+        args: list[Any] = [self.prefix]
+        for call in registrations:
+            assert call.script.name == "register" and call.args[0] == self.prefix
+            args += [len(call.args) - 1, *call.args[1:]]
+
+        def parse(raw: list[Any]) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(registrations, raw)]
+
+        return Call(script("register_many"), [k.seq, k.stats, k.queues], args, parse)
+
     def execute(self, task_id: str) -> Call[TaskStatus]:
         def parse(raw: Any) -> TaskStatus:
             if raw is None:
@@ -307,6 +325,32 @@ class Commands:
     def read_task(self, task_id: str) -> Cmd[TaskInfo]:
         record = self.read_record(task_id)
         return Cmd(record.args, lambda raw: task_info(task_id, record.parse(raw)))
+
+
+# Registrations per register_many.lua call: the batch pays the per-call
+# costs once, and the chunk bounds how long one call holds Redis (~2 ms).
+REGISTER_CHUNK = 100
+
+
+def register_batches(pairs: Sequence[tuple[Commands, Call[tuple[str, str | None]]]]
+                     ) -> list[Call[list[Any]]]:
+    """register_many's registrations (each with its shard's Commands) as
+    register_many.lua calls: grouped by shard, REGISTER_CHUNK per call."""
+    groups: dict[str, tuple[Commands, list[Call[tuple[str, str | None]]]]] = {}
+    for commands, call in pairs:
+        groups.setdefault(commands.prefix, (commands, []))[1].append(call)
+    return [commands.register_many(group[start:start + REGISTER_CHUNK])
+            for commands, group in groups.values()
+            for start in range(0, len(group), REGISTER_CHUNK)]
+
+
+def unbatched(results: Iterable[Any]) -> list[Any]:
+    """The per-registration replies of register_batches' calls (a batch that
+    failed as a whole stays one exception); single replies pass through."""
+    out: list[Any] = []
+    for result in results:
+        out += result if isinstance(result, list) else [result]
+    return out
 
 
 def _parse_claim(raw: list[Any]) -> ClaimResult:
