@@ -222,7 +222,7 @@ class Commands:
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
              queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
-            lambda raw: _s(raw) or "",
+            _status_text,
         )
 
     def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
@@ -355,22 +355,35 @@ def unbatched(results: Iterable[Any]) -> list[Any]:
 
 def _parse_claim(raw: list[Any]) -> ClaimResult:
     flags = _s(raw[0]) or ""
-    tasks = []
-    for i in range(2, len(raw), 8):
-        task_id, token, attempt, executor, timeout, payload, metadata, name = raw[i:i + 8]
-        defect = None
-        try:
-            timeout_s = _f(timeout)
-            if timeout_s is not None and not timeout_s > 0:
-                raise ValueError(f"timeout {timeout_s} is not > 0")
-        except ValueError as exc:  # a corrupted record fails its task, not the worker
-            timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
-        tasks.append(ClaimedTask(
-            id=_str(task_id), token=_str(token), attempt=int(attempt), executor=_str(executor),
-            timeout=timeout_s, payload=payload or b"", metadata=decode_metadata(metadata),
-            name=_s(name) or "", defect=defect,
-        ))
+    tasks = [_claimed(*raw[i:i + 8]) for i in range(2, len(raw), 8)]
     return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
+
+
+def _claimed(task_id: bytes, token: bytes, attempt: Any, executor: bytes, timeout: Any,
+             payload: Any, metadata: Any, name: Any) -> ClaimedTask:
+    """One claimed task from claim.lua's reply (bytes, as the client reads
+    them). A field another writer corrupted (not UTF-8, not a number) makes
+    a task whose ``defect`` fails that task: never the worker."""
+    defect = None
+    try:
+        timeout_s = float(timeout) if timeout else None
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout {timeout_s} is not > 0")
+    except ValueError as exc:
+        timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
+    try:
+        text_name = name.decode() if name else ""
+        text_executor = executor.decode()
+    except (UnicodeDecodeError, AttributeError) as exc:
+        text_name, text_executor = "", ""
+        defect = defect or f"task record has an unreadable field: {exc}"
+    return ClaimedTask(
+        task_id.decode(), token.decode(), int(attempt), text_executor, timeout_s,
+        payload or b"", decode_metadata(metadata), text_name, defect)
+
+
+def _status_text(raw: Any) -> str:
+    return _s(raw) or ""
 
 
 class Fields:
