@@ -38,9 +38,14 @@ def _ping(port: int, timeout: float = 0.2) -> bool:
 class RedisServer:
     """``with RedisServer() as server: server.url(db)``"""
 
-    def __init__(self, executable: str = "redis-server", extra_args: list[str] | None = None):
+    def __init__(self, executable: str = "redis-server", extra_args: list[str] | None = None,
+                 wrapper: list[str] | None = None, start_timeout_s: float = 10):
+        """``wrapper`` runs the server under another program (valgrind, for
+        benchmarks.profile --instructions)."""
         self.executable = shutil.which(executable) or executable
         self.extra_args = list(extra_args or [])
+        self.wrapper = list(wrapper or [])
+        self.start_timeout_s = start_timeout_s
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.dir: str | None = None
@@ -72,7 +77,7 @@ class RedisServer:
             port = _free_port()
             log = open(os.path.join(self.dir, "redis.log"), "ab")
             proc = subprocess.Popen(
-                [self.executable, "--port", str(port), "--bind", "127.0.0.1",
+                [*self.wrapper, self.executable, "--port", str(port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--daemonize", "no",
                  "--dir", self.dir, "--databases", "16", "--protected-mode", "yes",
                  *self.extra_args],
@@ -80,7 +85,7 @@ class RedisServer:
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, not it
             )
             log.close()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + self.start_timeout_s
             while time.monotonic() < deadline and proc.poll() is None:
                 if _ping(port):
                     self.port, self.proc = port, proc
