@@ -37,7 +37,8 @@ from .processes import (
 )
 from .run import CANCEL_AT_PROGRESS, DEMO_TIMEOUT, POLL_INTERVAL, RESULT_TTL, run_demo
 from .tables import metrics_table, start_order, summary_table
-from .target import LOCALHOST_URL, DemoError, mask_url, pick_namespace, pick_redis
+from ..connection import mask_url
+from .target import LOCALHOST_URL, DemoError, pick_namespace, pick_redis
 from .workload import DemoTask, Expect, submit
 
 __all__ = [

@@ -17,7 +17,8 @@ from .board import Board, describe_error
 from .events import EVENT_STYLE, EventFeed
 from .processes import WORKER_CONCURRENCY, WorkerProcesses
 from .tables import metrics_table, summary_table
-from .target import LOCALHOST_URL, DemoError, mask_url, pick_namespace, pick_redis
+from ..connection import mask_url
+from .target import LOCALHOST_URL, DemoError, pick_namespace, pick_redis
 from .workload import DemoTask, add_schedule, schedule_summary, submit
 
 POLL_INTERVAL = 0.2

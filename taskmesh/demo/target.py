@@ -7,10 +7,9 @@ an :class:`~taskmesh.server.EmbeddedRedis` the demo starts and stops itself.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 
-from ..connection import DEFAULT_NAMESPACE, is_memory
+from ..connection import DEFAULT_NAMESPACE, is_memory, mask_url
 from ..server import INSTALL_HINT, EmbeddedRedis, find_redis_server, localhost_answers
 
 LOCALHOST_URL = "redis://localhost:6379/0"
@@ -18,11 +17,6 @@ LOCALHOST_URL = "redis://localhost:6379/0"
 
 class DemoError(Exception):
     """Something the demo cannot work around; its message is one line."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password hidden, for printing."""
-    return re.sub(r"(://[^:@/]*:)[^@/]+@", r"\1***@", url)
 
 
 def pick_redis(url: str | None, localhost_url: str = LOCALHOST_URL
