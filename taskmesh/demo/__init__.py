@@ -3,7 +3,7 @@
 What it does, in order:
 
 1. picks a Redis: ``url`` / ``TASKMESH_URL``; else localhost:6379 if a Redis
-   answers there; else an :class:`~taskmesh.server.EmbeddedRedis` it starts
+   answers there; else an :class:`~taskmesh.server.RedisServer` it starts
    and stops itself (no Redis and no redis-server: one line saying how to get
    one, exit 1);
 2. uses a fresh namespace (``demo-<random>``) unless one was asked for, so it
