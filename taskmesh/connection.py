@@ -27,6 +27,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.cluster import LoadBalancingStrategy
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, HiredisRespSerializer, to_bool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
@@ -271,6 +272,10 @@ def _cluster_kwargs(target: MultiHostURL, options: dict[str, Any]) -> dict[str, 
               **options}
     kwargs.pop("retry", None)  # the cluster client has its own retry policy
     kwargs.pop("retry_on_error", None)
+    # The URL keeps redis-py's old option; the clients now warn on it and
+    # take load_balancing_strategy, ROUND_ROBIN being what True meant.
+    if kwargs.pop("read_from_replicas", False):
+        kwargs.setdefault("load_balancing_strategy", LoadBalancingStrategy.ROUND_ROBIN)
     return kwargs
 
 
