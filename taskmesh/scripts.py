@@ -41,9 +41,10 @@ class LuaScript:
 
 
 # A script that runs another script's body once per item: report_many.lua
-# calls report.lua's body as `report(KEYS, ARGV)`, the parameters shadowing
-# the globals, so report.lua stays the one implementation of a report.
-INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",)}
+# calls report.lua's body as `report(KEYS, ARGV)` (register_many.lua,
+# register.lua's as `register(KEYS, ARGV)`), the parameters shadowing the
+# globals, so report.lua stays the one implementation of a report.
+INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",), "register_many": ("register",)}
 
 
 @cache

@@ -129,6 +129,24 @@ class Commands:
             parse,
         )
 
+    def register_many(self, registrations: Sequence[Call[tuple[str, str | None]]]
+                      ) -> Call[list[Any]]:
+        """Several :meth:`register` Calls of this shard as one script call
+        (register_many.lua runs register.lua's body for each). The reply is
+        one entry per registration: its parsed reply, or the exception its
+        script raised."""
+        k = self.keys
+        args: list[Any] = [self.prefix]
+        for call in registrations:
+            assert call.script.name == "register" and call.args[0] == self.prefix
+            args += [len(call.args) - 1, *call.args[1:]]
+
+        def parse(raw: list[Any]) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(registrations, raw)]
+
+        return Call(script("register_many"), [k.seq, k.stats, k.queues], args, parse)
+
     def execute(self, task_id: str) -> Call[TaskStatus]:
         def parse(raw: Any) -> TaskStatus:
             if raw is None:
@@ -204,7 +222,7 @@ class Commands:
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
              queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
-            lambda raw: _s(raw) or "",
+            _status_text,
         )
 
     def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
@@ -309,24 +327,63 @@ class Commands:
         return Cmd(record.args, lambda raw: task_info(task_id, record.parse(raw)))
 
 
+# Registrations per register_many.lua call: the batch pays the per-call
+# costs once, and the chunk bounds how long one call holds Redis (~2 ms).
+REGISTER_CHUNK = 100
+
+
+def register_batches(pairs: Sequence[tuple[Commands, Call[tuple[str, str | None]]]]
+                     ) -> list[Call[list[Any]]]:
+    """register_many's registrations (each with its shard's Commands) as
+    register_many.lua calls: grouped by shard, REGISTER_CHUNK per call."""
+    groups: dict[str, tuple[Commands, list[Call[tuple[str, str | None]]]]] = {}
+    for commands, call in pairs:
+        groups.setdefault(commands.prefix, (commands, []))[1].append(call)
+    return [commands.register_many(group[start:start + REGISTER_CHUNK])
+            for commands, group in groups.values()
+            for start in range(0, len(group), REGISTER_CHUNK)]
+
+
+def unbatched(results: Iterable[Any]) -> list[Any]:
+    """The per-registration replies of register_batches' calls (a batch that
+    failed as a whole stays one exception); single replies pass through."""
+    out: list[Any] = []
+    for result in results:
+        out += result if isinstance(result, list) else [result]
+    return out
+
+
 def _parse_claim(raw: list[Any]) -> ClaimResult:
     flags = _s(raw[0]) or ""
-    tasks = []
-    for i in range(2, len(raw), 8):
-        task_id, token, attempt, executor, timeout, payload, metadata, name = raw[i:i + 8]
-        defect = None
-        try:
-            timeout_s = _f(timeout)
-            if timeout_s is not None and not timeout_s > 0:
-                raise ValueError(f"timeout {timeout_s} is not > 0")
-        except ValueError as exc:  # a corrupted record fails its task, not the worker
-            timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
-        tasks.append(ClaimedTask(
-            id=_str(task_id), token=_str(token), attempt=int(attempt), executor=_str(executor),
-            timeout=timeout_s, payload=payload or b"", metadata=decode_metadata(metadata),
-            name=_s(name) or "", defect=defect,
-        ))
+    tasks = [_claimed(*raw[i:i + 8]) for i in range(2, len(raw), 8)]
     return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
+
+
+def _claimed(task_id: bytes, token: bytes, attempt: Any, executor: bytes, timeout: Any,
+             payload: Any, metadata: Any, name: Any) -> ClaimedTask:
+    """One claimed task from claim.lua's reply (bytes, as the client reads
+    them). A field another writer corrupted (not UTF-8, not a number) makes
+    a task whose ``defect`` fails that task: never the worker."""
+    defect = None
+    try:
+        timeout_s = float(timeout) if timeout else None
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout {timeout_s} is not > 0")
+    except ValueError as exc:
+        timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
+    try:
+        text_name = name.decode() if name else ""
+        text_executor = executor.decode()
+    except (UnicodeDecodeError, AttributeError) as exc:
+        text_name, text_executor = "", ""
+        defect = defect or f"task record has an unreadable field: {exc}"
+    return ClaimedTask(
+        task_id.decode(), token.decode(), int(attempt), text_executor, timeout_s,
+        payload or b"", decode_metadata(metadata), text_name, defect)
+
+
+def _status_text(raw: Any) -> str:
+    return _s(raw) or ""
 
 
 class Fields:

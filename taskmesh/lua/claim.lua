@@ -39,13 +39,21 @@ local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 
+-- What a claim reads of a candidate, in one HMGET: what leave(),
+-- enter_running(), emit() and the reply use (load() in the prelude).
+local CLAIM_FIELDS = {'status', 'queue', 'priority', 'seq', 'attempts', 'executor', 'rate_key',
+  'name', 'timeout', 'payload', 'metadata'}
+-- A replayed claim also checks the token (a queued task has none: a field
+-- HMGET does not find costs a scan of the whole record).
+local REPLAY_FIELDS = {unpack(CLAIM_FIELDS)}
+REPLAY_FIELDS[#REPLAY_FIELDS + 1] = 'token'
+
 -- The 8 reply entries of a claimed (RUNNING) task.
 local function claimed_entry(out, t, token)
-  local extra = redis.call('HMGET', k_task(t.id), 'timeout', 'payload', 'metadata')
-  for _, v in ipairs({t.id, token, tonumber(t.attempts), t.executor, extra[1] or '',
-      extra[2] or '', extra[3] or '', t.name or ''}) do
-    out[#out + 1] = v
-  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = t.id, token, tonumber(t.attempts), t.executor
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = t.timeout or '', t.payload or '',
+    t.metadata or '', t.name or ''
 end
 
 if claim_id ~= '' then
@@ -55,7 +63,7 @@ if claim_id ~= '' then
     if record[1] == claim_id then
       local out = {'q', 0}  -- 'q', due now: the worker claims again at once
       for i = 1, #record[2], 2 do
-        local t = load(record[2][i])
+        local t = load(record[2][i], REPLAY_FIELDS)
         if t and t.status == 'running' and t.token == record[2][i + 1] then
           claimed_entry(out, t, t.token)
         end
@@ -103,7 +111,7 @@ while claimed < want and park_budget > 0 do
   local parked = 0
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
-    local t = load(c.id)
+    local t = load(c.id, CLAIM_FIELDS)
     if not t then
       redis.call('ZREM', k_queue(c.q), c.id)
     elseif lane_slots[t.executor] and lane_slots[t.executor] <= 0 then
@@ -119,7 +127,7 @@ while claimed < want and park_budget > 0 do
         -- counter + Redis clock: a rollback (AOF everysec after power loss)
         -- re-issues counter values, never the same ms, so fencing survives it
         local token = redis.call('INCR', KEYS[3]) .. '-' .. now_ms()
-        local attempt = tonumber(t.attempts) + 1
+        local attempt = (tonumber(t.attempts) or 0) + 1
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
           'attempts', attempt, 'started_at', now_s())

@@ -85,11 +85,17 @@ local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failur
   'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
-local function load(id)
-  local values = redis.call('HMGET', k_task(id), unpack(FIELDS))
+-- `fields` (default FIELDS; 'status' first) lets a hot script read only
+-- what it and the prelude functions it passes t to use: HMGET scans the
+-- record's listpack once per field, so a field read costs even when unused.
+-- Counters left at their default are not stored (register.lua): attempts,
+-- failures, recoveries, pending_dependencies read as nil, i.e. 0.
+local function load(id, fields)
+  fields = fields or FIELDS
+  local values = redis.call('HMGET', k_task(id), unpack(fields))
   if not values[1] then return nil end
   local t = {id = id}
-  for i, f in ipairs(FIELDS) do t[f] = values[i] end
+  for i = 1, #fields do t[fields[i]] = values[i] end
   return t
 end
 
@@ -105,10 +111,41 @@ end
 
 -- One wake-up token for the idle workers of queue q. LPUSH answers the
 -- length, so the list is trimmed only when it has grown past its cap.
-local function wake(q)
-  if redis.call('LPUSH', k_wake(q), '1') > WAKE_TOKENS + 1 then
+-- Inside a batch (batch_begin .. batch_end: a script running many
+-- transitions) the tokens are counted and pushed once per queue at the
+-- end: nothing outside sees a script's writes before it ends, so the
+-- workers woken are the same, for one LPUSH (and at most one LTRIM) a queue.
+local _wakes  -- nil: push now; else queue -> tokens owed (a batch)
+local _wake_order = {}
+local function push_wakes(q, n)
+  local tokens = {}
+  for i = 1, math.min(n, WAKE_TOKENS + 1) do tokens[i] = '1' end
+  if redis.call('LPUSH', k_wake(q), unpack(tokens)) > WAKE_TOKENS + 1 then
     redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
   end
+end
+local function wake(q)
+  if not _wakes then return push_wakes(q, 1) end
+  if not _wakes[q] then _wake_order[#_wake_order + 1] = q end
+  _wakes[q] = (_wakes[q] or 0) + 1
+end
+
+-- Once-per-call memo of idempotent writes (SADD of a queue name to
+-- `queues`): a batch registering many tasks of one queue writes it once.
+local _noted = {}
+local function note_queue(q)
+  if not _noted[q] then
+    redis.call('SADD', K_QUEUES, q)
+    _noted[q] = true
+  end
+end
+
+local function batch_begin() _wakes = {} end
+local function batch_end()
+  local owed = _wakes
+  _wakes = nil
+  for _, q in ipairs(_wake_order) do push_wakes(q, owed[q]) end
+  _wake_order = {}
 end
 
 -- Events --------------------------------------------------------------------

@@ -23,7 +23,7 @@ for _, id in ipairs(expired) do
     local lost_from = t.worker
     if t.cancel_requested == '1' then
       finish(t, 'cancelled', {}, {worker = lost_from})
-    elseif tonumber(t.recoveries) >= MAX_RECOVERIES then
+    elseif (tonumber(t.recoveries) or 0) >= MAX_RECOVERIES then
       local message = 'worker ' .. tostring(lost_from) .. ' stopped renewing its lease; '
         .. MAX_RECOVERIES .. ' recoveries already made'
       -- Workers that renewed after losing the task (renew.lua) were alive but

@@ -61,14 +61,22 @@ for i = 5, first_dep - 1, 2 do
 end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
-redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
-  'failures', 0, 'recoveries', 0, 'pending_dependencies', #unfinished + remote_unfinished, 'progress', 0,
-  unpack(fields))
+-- 'status' first: every load() looks it up, and HMGET scans the record's
+-- listpack from the front (the final status overwrites it in place).
+-- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
+-- and progress are not stored: every reader defaults them (fewer fields
+-- make each later read and write of the record cheaper).
+local pending = #unfinished + remote_unfinished
+if pending > 0 then
+  fields[#fields + 1] = 'pending_dependencies'
+  fields[#fields + 1] = pending
+end
+redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(), unpack(fields))
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
 elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
 if t.due_ms then redis.call('HSET', KEYS[1], 'due_ms', string.format('%.0f', t.due_ms)) end
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
-redis.call('SADD', KEYS[4], t.queue)
+note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
   for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
 end
@@ -82,7 +90,7 @@ else
   if ARGV[3] == '1' then
     enter_pending(t)
     t.status = 'pending'
-  elseif #unfinished + remote_unfinished > 0 then
+  elseif pending > 0 then
     enter_waiting(t)
     t.status = 'waiting'
   else
