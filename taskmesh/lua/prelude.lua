@@ -279,7 +279,9 @@ local function mark_terminal(t, status, fields, data, quiet)
   else
     redis.call('HDEL', key, 'token')
   end
-  redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
+  -- Cross-shard deliveries: none matter now. Only a task with dependencies
+  -- can have them; false = loaded and absent (nil: not loaded, so delete).
+  if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
   local ttl = tonumber(t.ttl or '-1')
   local score = FOREVER_BASE + now_ms()
   if ttl >= 0 then
@@ -370,6 +372,8 @@ local function resolve(stack)
 end
 
 local function resolve_dependents(t)
+  -- Most tasks have no dependents: one EXISTS instead of resolve()'s reads.
+  if redis.call('EXISTS', k_dependents(t.id), k_remote_dependents(t.id)) == 0 then return end
   resolve({{id = t.id, status = t.status}})
 end
 
