@@ -74,19 +74,30 @@ if claim_id ~= '' then
 end
 local unresolved = resolve_pending()
 
+-- A queue's earliest SCHEDULED task, read once: when it is not due yet
+-- nothing is promoted, and the same head gives next_due_ms at the end
+-- (claiming does not touch scheduled:<q>); else it is read again there.
+local scheduled_head = {}
 for _, q in ipairs(queues) do
-  local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
-  for _, id in ipairs(due) do
-    local t = load(id)
-    if t then enqueue(t, true) else
-      redis.call('ZREM', k_scheduled(q), id)
-      redis.call('ZREM', k_byseq('scheduled'), id)
+  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now then
+    local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
+    for _, id in ipairs(due) do
+      local t = load(id)
+      if t then enqueue(t, true) else
+        redis.call('ZREM', k_scheduled(q), id)
+        redis.call('ZREM', k_byseq('scheduled'), id)
+      end
     end
+  else
+    scheduled_head[q] = first
   end
 end
 
 local flags = ''
-local cap = redis.call('HGET', KEYS[2], 'max_concurrent_tasks')
+-- The namespace settings a claim obeys, in one read.
+local settings = redis.call('HMGET', KEYS[2], 'max_concurrent_tasks', 'priority_aging_s')
+local cap = settings[1]
 if cap then
   local room = tonumber(cap) - redis.call('ZCARD', KEYS[1])
   if room < want then
@@ -104,9 +115,10 @@ end
 -- Merge the heads of all queues: scores order by priority, then global seq
 -- (or aged order, see flow.lua). A round that parked tasks looks again, at
 -- the heads behind them.
-local aging_ms = priority_aging_ms()
+local aging_ms = priority_aging_ms(settings[2])
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 local claimed_ids = {}
+local claim_no  -- this call's value of the claims counter, taken at its first task
 while claimed < want and park_budget > 0 do
   local parked = 0
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
@@ -125,8 +137,11 @@ while claimed < want and park_budget > 0 do
         if lane_slots[t.executor] then lane_slots[t.executor] = lane_slots[t.executor] - 1 end
         leave(t)
         -- counter + Redis clock: a rollback (AOF everysec after power loss)
-        -- re-issues counter values, never the same ms, so fencing survives it
-        local token = redis.call('INCR', KEYS[3]) .. '-' .. now_ms()
+        -- re-issues counter values, never the same ms, so fencing survives it.
+        -- One INCR per claim call: its tasks are told apart by their place
+        -- in it ("<counter>.<n>-<ms>"), unique as a counter per task would be.
+        claim_no = claim_no or redis.call('INCR', KEYS[3])
+        local token = claim_no .. '.' .. (claimed + 1) .. '-' .. now_ms()
         local attempt = (tonumber(t.attempts) or 0) + 1
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
@@ -152,7 +167,7 @@ for _, q in ipairs(queues) do
     -- We took all we asked for and work remains: wake the next idle worker.
     if claimed > 0 and claimed >= want then wake(q) end
   end
-  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  local first = scheduled_head[q] or redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
   if first[2] then
     local wait = math.max(tonumber(first[2]) - now, 0)
     if next_due < 0 or wait < next_due then next_due = wait end

@@ -277,7 +277,9 @@ local function mark_terminal(t, status, fields, data, quiet)
   else
     redis.call('HDEL', key, 'token')
   end
-  redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
+  -- Cross-shard deliveries: none matter now. Only a task with dependencies
+  -- can have them; false = loaded and absent (nil: not loaded, so delete).
+  if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
   local ttl = tonumber(t.ttl or '-1')
   local score = FOREVER_BASE + now_ms()
   if ttl >= 0 then
@@ -299,6 +301,21 @@ local function mark_terminal(t, status, fields, data, quiet)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end
+end
+
+-- The ids resolve() takes off a parent's dependents sets go on the parent's
+-- own record (`resolved_dependents`, a JSON list), so what depended on a
+-- finished task can still be shown, and goes when the record expires. Only
+-- parents with dependents pay for it; a record already gone is not re-created.
+-- `remote` holds "<shard>|<id>" members, `spopped` plain ids.
+local function keep_resolved(parent_id, remote, spopped)
+  local key = k_task(parent_id)
+  if redis.call('EXISTS', key) == 0 then return end
+  local kept = redis.call('HGET', key, 'resolved_dependents')
+  local list = kept and cjson.decode(kept) or {}
+  for _, member in ipairs(remote) do list[#list + 1] = string.match(member, '^%d+|(.*)$') end
+  for _, id in ipairs(spopped) do list[#list + 1] = id end
+  redis.call('HSET', key, 'resolved_dependents', cjson.encode(list))
 end
 
 -- Completion promotes each dependent whose last dependency this was; failure
@@ -323,6 +340,7 @@ local function resolve(stack)
     local dkey = k_dependents(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
+    if #remote > 0 or #batch > 0 then keep_resolved(parent.id, remote, batch) end
     for _, did in ipairs(batch) do
       local d = load(did)
       if d and not is_terminal(d.status) then
@@ -352,6 +370,8 @@ local function resolve(stack)
 end
 
 local function resolve_dependents(t)
+  -- Most tasks have no dependents: one EXISTS instead of resolve()'s reads.
+  if redis.call('EXISTS', k_dependents(t.id), k_remote_dependents(t.id)) == 0 then return end
   resolve({{id = t.id, status = t.status}})
 end
 

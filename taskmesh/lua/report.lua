@@ -42,7 +42,7 @@ end
 -- the event, leave() and mark_terminal(); a failure reads its retry
 -- settings below.
 local REPORT_FIELDS = {'status', 'token', 'queue', 'priority', 'seq', 'name', 'attempts',
-  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested'}
+  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies'}
 
 local t = load(ARGV[2], REPORT_FIELDS)
 if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
