@@ -95,6 +95,11 @@ class DoneWaiter:
                     if not waiters:
                         del self._waiters[task_id]
 
+    def waiting(self) -> int:
+        """How many tasks are waited for right now (subscribed, parked on a
+        completion): what a caller checks instead of sleeping."""
+        return len(self._waiters)
+
     async def close(self) -> None:
         if self._stop is not None:
             await stop_listener(self._reader, self._stop)
