@@ -149,9 +149,11 @@ local function batch_end()
 end
 
 -- Events --------------------------------------------------------------------
--- Every event goes to the capped stream (replay) and the pub/sub channel
--- (live) in the same script as the transition it reports. The data is
--- JSON-encoded once; the live message is assembled around it.
+-- Every event is one write: an entry of the capped stream, in the same
+-- script as the transition it reports. The stream serves replay and live
+-- readers alike (live readers block on it with XREAD from the position they
+-- subscribed at, events.py), so nothing is published and nothing is lost
+-- between a replay and the live tail.
 local _maxlen
 local function emit(etype, t, data)
   if not _maxlen then
@@ -162,15 +164,11 @@ local function emit(etype, t, data)
   data.queue = t.queue
   data.priority = tonumber(t.priority)
   data.status = t.status
-  local ts = now_s()
-  local payload = cjson.encode(data)
   -- 'us' (microseconds, same clock) orders the events of different shards
-  -- when they are merged (sharding.read_events).
-  local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload,
+  -- when they are merged (sharding.read_events, events.py).
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
+    'type', etype, 'task_id', t.id, 'ts', now_s(), 'data', cjson.encode(data),
     'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
-  redis.call('PUBLISH', K_EVENTS, '{"id":"' .. xid .. '","type":"' .. etype .. '","task_id":'
-    .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
