@@ -4,7 +4,7 @@
     python -m benchmarks.profile --tree /tmp/before --tree .   # A/B, interleaved
     python -m benchmarks.profile --py-spy /tmp/worker.txt      # + worker stacks
 
-One private redis-server for the whole run (see :mod:`benchmarks.redis_server`).
+One private redis-server for the whole run (see :mod:`taskmesh.server`).
 Each tree is measured in a child interpreter whose ``PYTHONPATH`` is that
 tree, so its own ``taskmesh`` runs on both sides; trees take turns
 (``--repeat``), and the medians are printed side by side. Because the trees
@@ -233,19 +233,29 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE.parent))
-    from benchmarks.redis_server import RedisServer
+    from taskmesh.server import RedisServer
 
     trees = [str(Path(t).resolve()) for t in (args.tree or ["."])]
     runs: dict[str, list[dict]] = {t: [] for t in trees}
+
+    class CallgrindServer(RedisServer):
+        """The same server, run by valgrind's callgrind (same PID, ~50x slower)."""
+
+        def _command(self) -> list[str]:
+            return ["valgrind", "--tool=callgrind", "--dump-instr=no", "--collect-jumps=no",
+                    f"--callgrind-out-file={callgrind_dir}/callgrind.out.%p", *super()._command()]
+
     callgrind_dir = tempfile.mkdtemp(prefix="taskmesh-callgrind-") if args.instructions else None
-    wrapper = (["valgrind", "--tool=callgrind", "--dump-instr=no", "--collect-jumps=no",
-                f"--callgrind-out-file={callgrind_dir}/callgrind.out.%p"]
-               if callgrind_dir else None)
-    with RedisServer(wrapper=wrapper, start_timeout_s=60 if wrapper else 10) as server:
+    server = CallgrindServer() if callgrind_dir else RedisServer()
+    if callgrind_dir:
+        server.start(timeout=60)  # valgrind takes a few seconds to start it
+    else:
+        server.start()
+    try:
         for rep in range(args.repeat):
             for tree in trees:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", tree,
-                        "--url", server.url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
+                        "--url", server.db_url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
                         "--n-single", str(args.n_single), "--concurrency", str(args.concurrency)]
                 if callgrind_dir:
                     argv += ["--callgrind-dir", callgrind_dir]
@@ -257,6 +267,8 @@ def main() -> None:
                     sys.exit(f"{tree}: {res.stderr[-3000:]}")
                 runs[tree].append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(f"[{rep + 1}/{args.repeat}] {tree} done", file=sys.stderr)
+    finally:
+        server.cleanup()
     if callgrind_dir:
         shutil.rmtree(callgrind_dir, ignore_errors=True)
     if args.json:

@@ -40,6 +40,20 @@ def test_cluster_url_is_parsed_into_hosts_and_typed_options():
     assert parse_multi_host("rediss+cluster://h:1").tls
 
 
+def test_read_from_replicas_becomes_redis_pys_load_balancing_strategy():
+    """The URL keeps redis-py's old option name; the client gets the new
+    one, so it warns of nothing."""
+    from redis.cluster import LoadBalancingStrategy
+
+    from taskmesh.connection import _cluster_kwargs
+
+    on = _cluster_kwargs(parse_multi_host("redis+cluster://h:1/?read_from_replicas=true"), {})
+    off = _cluster_kwargs(parse_multi_host("redis+cluster://h:1/?read_from_replicas=false"), {})
+    assert "read_from_replicas" not in on and "read_from_replicas" not in off
+    assert on["load_balancing_strategy"] is LoadBalancingStrategy.ROUND_ROBIN
+    assert "load_balancing_strategy" not in off
+
+
 def test_sentinel_url_names_service_and_db():
     target = parse_multi_host("redis+sentinel://:pw@s1:26379,s2/mymaster/3")
     assert target.kind == "sentinel"
