@@ -1,5 +1,5 @@
-"""Adapters for the peers beyond RQ and arq: huey, saq, taskiq, dramatiq,
-celery and streaQ (see :mod:`benchmarks.systems` for the interface).
+"""Adapters for the peers: RQ, arq, huey, saq, taskiq, dramatiq, celery
+and streaQ (see :mod:`benchmarks.systems` for the interface).
 
 Each peer's app lives in :mod:`benchmarks.apps` and is configured from
 ``BENCH_PEER_URL`` / ``BENCH_CONCURRENCY``, which the adapter sets before
@@ -7,6 +7,11 @@ importing it, so the producer (this process) and the peer's own worker
 command build the same app. Settings are chosen to help each peer (its
 fastest documented worker mode, latency-friendly polling) and are listed in
 each class's ``notes``, printed under the table.
+
+A peer is a :class:`_SyncPeer` or an :class:`_AsyncPeer`: the base times the
+enqueue loops and the round trips, so an adapter says only how to send one
+task (``send``) and how to wait for one (``one_roundtrip``), and overrides
+``enqueue_batch`` where the system has a bulk API.
 
 "Done" is counted the cheapest way each system allows, without adding work
 to its tasks: a results index or result keys where the system keeps one,
@@ -22,7 +27,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
-from .systems import System, _redis_client
+from .systems import System, _redis_client, chunks
 
 BATCH = 500  # for peers without a bulk API: gather this many enqueues at a time
 
@@ -38,7 +43,8 @@ def _env(url: str, concurrency: int) -> dict[str, str]:
 
 
 class _Counted(System):
-    """Shared bookkeeping: a flushed database and an enqueue counter."""
+    """Shared bookkeeping: a flushed database and an enqueue counter (every
+    timed enqueue and every round trip adds to it)."""
 
     def __init__(self, url: str, namespace: str):
         super().__init__(url, namespace)
@@ -55,18 +61,38 @@ class _Counted(System):
         self.enqueued += n
         return time.perf_counter() - t0
 
+    def close(self) -> None:
+        self.redis.close()
+
 
 class _SyncPeer(_Counted):
     def send(self, kind: str, args: tuple) -> Any:
         raise NotImplementedError
 
+    def one_roundtrip(self, kind: str, timeout: float) -> None:
+        """Enqueues one task and returns once the producer sees it done."""
+        raise NotImplementedError
+
     def enqueue_loop(self, kind: str, n: int, args: tuple = ()) -> float:
         return self._timed(n, lambda: [self.send(kind, args) for _ in range(n)])
 
-    enqueue_batch = enqueue_loop  # none of these has a bulk enqueue
+    def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
+        return self.enqueue_loop(kind, n, args)  # unless the system has a bulk API
+
+    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.one_roundtrip(kind, timeout)
+            out.append(time.perf_counter() - t0)
+        self.enqueued += n
+        return out
 
 
 class _AsyncPeer(_Counted):
+    """Runs the peer's coroutines on a loop of its own; the round trips are
+    timed inside one coroutine so no loop start-up is counted in them."""
+
     def __init__(self, url: str, namespace: str):
         super().__init__(url, namespace)
         self.loop = asyncio.new_event_loop()
@@ -75,6 +101,9 @@ class _AsyncPeer(_Counted):
         return self.loop.run_until_complete(coro)
 
     async def send(self, kind: str, args: tuple) -> Any:
+        raise NotImplementedError
+
+    async def one_roundtrip(self, kind: str, timeout: float) -> None:
         raise NotImplementedError
 
     def enqueue_loop(self, kind: str, n: int, args: tuple = ()) -> float:
@@ -86,9 +115,8 @@ class _AsyncPeer(_Counted):
 
     def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
         async def go() -> None:
-            for start in range(0, n, BATCH):
-                await asyncio.gather(*(self.send(kind, args)
-                                       for _ in range(min(BATCH, n - start))))
+            for count in chunks(n, BATCH):
+                await asyncio.gather(*(self.send(kind, args) for _ in range(count)))
 
         return self._timed(n, lambda: self._run(go()))
 
@@ -105,12 +133,137 @@ class _AsyncPeer(_Counted):
         self.enqueued += n
         return samples
 
-    async def one_roundtrip(self, kind: str, timeout: float) -> None:
-        raise NotImplementedError
-
     def close(self) -> None:
         self.loop.close()
-        self.redis.close()
+        super().close()
+
+
+# =============================================================================
+class RQ(_SyncPeer):
+    name = "rq"
+    module = "rq"
+    kinds = ("noop",)
+    native = "noop"
+    batch_api = "enqueue_many (1 pipeline / 1000)"
+    notes = (
+        "rq: SimpleWorker (runs jobs in the worker process; the default Worker "
+        "spawns a process per job); one job at a time per worker process",
+        "rq: round trip waits with job.latest_result(timeout) (XREAD BLOCK); worker at "
+        "--logging_level WARNING (taskmesh logs successes at DEBUG)",
+    )
+    FUNCS = {"noop": "benchmarks.tasks.noop"}
+
+    def __init__(self, url: str, namespace: str):
+        super().__init__(url, namespace)
+        from rq import Queue
+
+        self.queue = Queue("default", connection=self.redis)
+
+    def send(self, kind: str, args: tuple) -> Any:
+        return self.queue.enqueue(self.FUNCS[kind], *args)
+
+    def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
+        from rq import Queue
+
+        def go() -> None:
+            for count in chunks(n, 1000):
+                self.queue.enqueue_many([Queue.prepare_data(self.FUNCS[kind], args=args)
+                                         for _ in range(count)])
+
+        return self._timed(n, go)
+
+    def one_roundtrip(self, kind: str, timeout: float) -> None:
+        job = self.queue.enqueue(self.FUNCS[kind])
+        if job.latest_result(timeout=int(max(timeout, 1))) is None:
+            raise TimeoutError(f"rq job {job.id} gave no result within {timeout}s")
+
+    def done_count(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.queue.finished_job_registry.key)
+        pipe.zcard(self.queue.failed_job_registry.key)
+        return sum(pipe.execute())
+
+    def queued_count(self) -> int:
+        return int(self.redis.llen(self.queue.key))
+
+    def failed_count(self) -> int | None:
+        return int(self.redis.zcard(self.queue.failed_job_registry.key))
+
+    def worker_command(self, kind: str, concurrency: int, burst: bool) -> tuple[list[str], dict]:
+        argv = [sys.executable, "-m", "rq.cli", "worker", "--url", self.url,
+                "--worker-class", "rq.worker.SimpleWorker", "--logging_level", "WARNING",
+                "default"]
+        if burst:
+            argv.insert(4, "--burst")
+        return argv, {}
+
+
+# =============================================================================
+class Arq(_AsyncPeer):
+    name = "arq"
+    module = "arq"
+    kinds = ("anoop", "asleep")
+    native = "anoop"
+    batch_api = f"asyncio.gather of enqueue_job, {BATCH} at a time (no bulk API)"
+    notes = (
+        "arq: tuned for latency: worker poll_delay=0.01 s (default 0.5 s), "
+        "job.result(poll_delay=0.002) (default 0.5 s); logging at WARNING; arq runs only "
+        "coroutine functions",
+    )
+
+    def __init__(self, url: str, namespace: str):
+        super().__init__(url, namespace)
+        from arq.connections import create_pool
+
+        settings = _app("arq_app", url).WorkerSettings.redis_settings
+        self.pool = self._run(create_pool(settings))
+
+    async def send(self, kind: str, args: tuple) -> Any:
+        return await self.pool.enqueue_job(kind, *args)
+
+    async def one_roundtrip(self, kind: str, timeout: float) -> None:
+        job = await self.pool.enqueue_job(kind)
+        await job.result(timeout=timeout, poll_delay=0.002)
+
+    def prefill(self, kind: str, n: int, args: tuple = ()) -> float:
+        # arq has no bulk enqueue, and enqueue_job costs a WATCH/MULTI round
+        # trip each: write what it writes (arq's own serialize_job, PSETEX +
+        # ZADD) through a pipeline so large backlogs fill in seconds.
+        import uuid
+
+        from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix
+        from arq.jobs import serialize_job
+
+        def go() -> None:
+            for count in chunks(n, 1000):
+                pipe = self.redis.pipeline(transaction=False)
+                now_ms = int(time.time() * 1000)
+                for _ in range(count):
+                    job_id = uuid.uuid4().hex
+                    pipe.psetex(job_key_prefix + job_id, expires_extra_ms,
+                                serialize_job(kind, tuple(args), {}, None, now_ms))
+                    pipe.zadd(default_queue_name, {job_id: now_ms})
+                pipe.execute()
+
+        return self._timed(n, go)
+
+    def done_count(self) -> int:
+        # arq keeps a job in its queue zset until the job has finished.
+        return self.enqueued - self.queued_count()
+
+    def queued_count(self) -> int:
+        return int(self.redis.zcard("arq:queue"))
+
+    def worker_command(self, kind: str, concurrency: int, burst: bool) -> tuple[list[str], dict]:
+        argv = [sys.executable, "-m", "arq", "benchmarks.apps.arq_app.WorkerSettings",
+                "--custom-log-dict", "benchmarks.apps.arq_app.LOG_CONFIG"]
+        if burst:
+            argv.append("--burst")
+        return argv, _env(self.url, concurrency)
+
+    def close(self) -> None:
+        self._run(self.pool.aclose())
+        super().close()
 
 
 # =============================================================================
@@ -142,13 +295,8 @@ class Huey(_SyncPeer):
                 "-k", "thread", "-w", str(concurrency), "-n", "-q"]
         return argv, _env(self.url, concurrency)
 
-    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.app.noop().get(blocking=True, timeout=timeout, backoff=1.0, max_delay=0.001)
-            out.append(time.perf_counter() - t0)
-        return out
+    def one_roundtrip(self, kind: str, timeout: float) -> None:
+        self.app.noop().get(blocking=True, timeout=timeout, backoff=1.0, max_delay=0.001)
 
 
 # =============================================================================
@@ -274,14 +422,8 @@ class Dramatiq(_SyncPeer):
                 "--processes", "1", "--threads", str(concurrency), "--queues", "default"]
         return argv, _env(self.url, concurrency)
 
-    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.app.noop.send().get_result(block=True, timeout=int(timeout * 1000))
-            out.append(time.perf_counter() - t0)
-        self.enqueued += n
-        return out
+    def one_roundtrip(self, kind: str, timeout: float) -> None:
+        self.app.noop.send().get_result(block=True, timeout=int(timeout * 1000))
 
 
 # =============================================================================
@@ -321,13 +463,8 @@ class Celery(_SyncPeer):
                 "--without-heartbeat", "-l", "WARNING"]
         return argv, _env(self.url, concurrency)
 
-    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.app.noop.delay().get(timeout=timeout, interval=0.001)
-            out.append(time.perf_counter() - t0)
-        return out
+    def one_roundtrip(self, kind: str, timeout: float) -> None:
+        self.app.noop.delay().get(timeout=timeout, interval=0.001)
 
 
 # =============================================================================
@@ -352,9 +489,8 @@ class Streaq(_AsyncPeer):
     def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
         async def go() -> None:
             task = getattr(self.app, kind)
-            for start in range(0, n, 1000):
-                await self.app.worker.enqueue_many(
-                    [task.enqueue(*args) for _ in range(min(1000, n - start))])
+            for count in chunks(n, 1000):
+                await self.app.worker.enqueue_many([task.enqueue(*args) for _ in range(count)])
 
         return self._timed(n, lambda: self._run(go()))
 
@@ -381,4 +517,5 @@ class Streaq(_AsyncPeer):
             super().close()
 
 
-PEER_SYSTEMS: tuple[type[System], ...] = (Huey, Saq, Taskiq, Dramatiq, Celery, Streaq)
+PEER_SYSTEMS: tuple[type[System], ...] = (RQ, Arq, Huey, Saq, Taskiq, Dramatiq, Celery,
+                                          Streaq)

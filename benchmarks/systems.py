@@ -17,7 +17,6 @@ Task kinds (functions in :mod:`benchmarks.tasks`):
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -101,6 +100,11 @@ class System:
         return kind in cls.kinds
 
 
+def chunks(n: int, size: int) -> list[int]:
+    """Cuts ``n`` tasks into slices of ``size`` (the last one smaller)."""
+    return [min(size, n - start) for start in range(0, n, size)]
+
+
 def _redis_client(url: str) -> Any:
     import redis
 
@@ -170,9 +174,8 @@ class Taskmesh(System):
         # 1M backlog does not need gigabytes in this process.
         func = self.func(kind)
         t0 = time.perf_counter()
-        for start in range(0, n, 20_000):
-            self.tm.register_many(func, [tuple(args)] * min(20_000, n - start),
-                                  **self.options(kind))
+        for count in chunks(n, 20_000):
+            self.tm.register_many(func, [tuple(args)] * count, **self.options(kind))
         return time.perf_counter() - t0
 
     def done_count(self) -> int:
@@ -228,194 +231,7 @@ class Taskmesh(System):
         self.redis.close()
 
 
-# =============================================================================
-class RQ(System):
-    name = "rq"
-    module = "rq"
-    kinds = ("noop",)
-    native = "noop"
-    batch_api = "enqueue_many (1 pipeline / 1000)"
-    notes = (
-        "rq: SimpleWorker (runs jobs in the worker process; the default Worker "
-        "spawns a process per job); one job at a time per worker process",
-        "rq: round trip waits with job.latest_result(timeout) (XREAD BLOCK); worker at "
-        "--logging_level WARNING (taskmesh logs successes at DEBUG)",
-    )
-
-    FUNCS = {"noop": "benchmarks.tasks.noop"}
-
-    def __init__(self, url: str, namespace: str):
-        super().__init__(url, namespace)
-        from rq import Queue
-
-        self.redis = _redis_client(url)
-        self.queue = Queue("default", connection=self.redis)
-
-    def flush(self) -> None:
-        self.redis.flushdb()
-
-    def enqueue_loop(self, kind: str, n: int, args: tuple = ()) -> float:
-        func, enqueue = self.FUNCS[kind], self.queue.enqueue
-        t0 = time.perf_counter()
-        for _ in range(n):
-            enqueue(func, *args)
-        return time.perf_counter() - t0
-
-    def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
-        from rq import Queue
-
-        func = self.FUNCS[kind]
-        t0 = time.perf_counter()
-        for start in range(0, n, 1000):
-            datas = [Queue.prepare_data(func, args=args) for _ in range(min(1000, n - start))]
-            self.queue.enqueue_many(datas)
-        return time.perf_counter() - t0
-
-    def done_count(self) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(self.queue.finished_job_registry.key)
-        pipe.zcard(self.queue.failed_job_registry.key)
-        return sum(pipe.execute())
-
-    def queued_count(self) -> int:
-        return int(self.redis.llen(self.queue.key))
-
-    def failed_count(self) -> int | None:
-        return int(self.redis.zcard(self.queue.failed_job_registry.key))
-
-    def worker_command(self, kind: str, concurrency: int, burst: bool) -> tuple[list[str], dict]:
-        argv = [sys.executable, "-m", "rq.cli", "worker", "--url", self.url,
-                "--worker-class", "rq.worker.SimpleWorker", "--logging_level", "WARNING",
-                "default"]
-        if burst:
-            argv.insert(4, "--burst")
-        return argv, {}
-
-    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        func, out = self.FUNCS[kind], []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            job = self.queue.enqueue(func)
-            if job.latest_result(timeout=int(max(timeout, 1))) is None:
-                raise TimeoutError(f"rq job {job.id} gave no result within {timeout}s")
-            out.append(time.perf_counter() - t0)
-        return out
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-# =============================================================================
-class Arq(System):
-    name = "arq"
-    module = "arq"
-    kinds = ("anoop", "asleep")
-    native = "anoop"
-    batch_api = "asyncio.gather of enqueue_job, 500 at a time (no bulk API)"
-    notes = (
-        "arq: tuned for latency: worker poll_delay=0.01 s (default 0.5 s), "
-        "job.result(poll_delay=0.002) (default 0.5 s); logging at WARNING; arq runs only "
-        "coroutine functions",
-    )
-
-    def __init__(self, url: str, namespace: str):
-        super().__init__(url, namespace)
-        from arq.connections import RedisSettings, create_pool
-
-        self.loop = asyncio.new_event_loop()
-        self.pool = self.loop.run_until_complete(create_pool(RedisSettings.from_dsn(url)))
-        self.redis = _redis_client(url)
-        self.enqueued = 0
-
-    def flush(self) -> None:
-        self.redis.flushdb()
-        self.enqueued = 0
-
-    def _run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def enqueue_loop(self, kind: str, n: int, args: tuple = ()) -> float:
-        async def go() -> float:
-            enqueue = self.pool.enqueue_job
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await enqueue(kind, *args)
-            return time.perf_counter() - t0
-
-        took = self._run(go())
-        self.enqueued += n
-        return took
-
-    def enqueue_batch(self, kind: str, n: int, args: tuple = ()) -> float:
-        async def go() -> float:
-            enqueue = self.pool.enqueue_job
-            t0 = time.perf_counter()
-            for start in range(0, n, 500):
-                await asyncio.gather(*(enqueue(kind, *args) for _ in range(min(500, n - start))))
-            return time.perf_counter() - t0
-
-        took = self._run(go())
-        self.enqueued += n
-        return took
-
-    def prefill(self, kind: str, n: int, args: tuple = ()) -> float:
-        # arq has no bulk enqueue, and enqueue_job costs a WATCH/MULTI round
-        # trip each: write what it writes (arq's own serialize_job, PSETEX +
-        # ZADD) through a pipeline so large backlogs fill in seconds.
-        import uuid
-
-        from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix
-        from arq.jobs import serialize_job
-
-        t0 = time.perf_counter()
-        for start in range(0, n, 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            now_ms = int(time.time() * 1000)
-            for _ in range(min(1000, n - start)):
-                job_id = uuid.uuid4().hex
-                pipe.psetex(job_key_prefix + job_id, expires_extra_ms,
-                            serialize_job(kind, tuple(args), {}, None, now_ms))
-                pipe.zadd(default_queue_name, {job_id: now_ms})
-            pipe.execute()
-        self.enqueued += n
-        return time.perf_counter() - t0
-
-    def done_count(self) -> int:
-        # arq keeps a job in its queue zset until the job has finished.
-        return self.enqueued - int(self.redis.zcard("arq:queue"))
-
-    def queued_count(self) -> int:
-        return int(self.redis.zcard("arq:queue"))
-
-    def worker_command(self, kind: str, concurrency: int, burst: bool) -> tuple[list[str], dict]:
-        argv = [sys.executable, "-m", "arq", "benchmarks.arq_settings.WorkerSettings",
-                "--custom-log-dict", "benchmarks.arq_settings.LOG_CONFIG"]
-        if burst:
-            argv.append("--burst")
-        env = {"BENCH_ARQ_URL": self.url, "BENCH_ARQ_MAX_JOBS": str(concurrency)}
-        return argv, env
-
-    def roundtrips(self, kind: str, n: int, timeout: float) -> list[float]:
-        async def go() -> list[float]:
-            out = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                job = await self.pool.enqueue_job(kind)
-                await job.result(timeout=timeout, poll_delay=0.002)
-                out.append(time.perf_counter() - t0)
-            return out
-
-        samples = self._run(go())
-        self.enqueued += n
-        return samples
-
-    def close(self) -> None:
-        self._run(self.pool.aclose())
-        self.loop.close()
-        self.redis.close()
-
-
 from .peers import PEER_SYSTEMS  # noqa: E402  (they subclass System, defined above)
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, RQ, Arq, *PEER_SYSTEMS)}
+SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, *PEER_SYSTEMS)}
 PEERS = [name for name in SYSTEMS if name != "taskmesh"]

@@ -29,6 +29,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
+if HIREDIS_AVAILABLE:
+    import hiredis
+
 from .exceptions import TaskmeshConnectionError
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -302,7 +305,9 @@ def sync_client(url: str, **options: Any) -> Any:
         return fakeredis.FakeRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        return redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
+        single = redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
+        _pack_with_hiredis(single.connection_pool)
+        return single
     if target.kind == "cluster":
         nodes = [redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
                  for h, p in target.hosts]
@@ -324,25 +329,44 @@ def sync_client(url: str, **options: Any) -> Any:
     return client
 
 
+class _FastPacker(HiredisRespSerializer):
+    """hiredis packing (C) without redis-py's per-argument Python pass (it
+    converts bytearray/memoryview arguments, which taskmesh never sends): a
+    report_many call or a registration has 30 to 100 arguments. Anything
+    hiredis does not take goes the general way, which names the problem."""
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if type(first) is str and " " not in first:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
+        packed: list[bytes] = super().pack(*args)  # hiredis's pack() is typed Any
+        return packed
+
+
 class _HiredisPacking:
     """Packs commands with hiredis (C), as redis-py's sync connections do
     when hiredis is installed; its asyncio connections pack in Python, which
     was the largest single item of a worker's CPU per task (about 10 us for
     a report's 14 arguments, 2 us this way; see benchmarks/PROFILE.md). The
-    bytes sent are the same."""
+    bytes sent are the same. Sync connections get the same packer."""
 
-    _packer = HiredisRespSerializer()
+    _packer = _FastPacker()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        packed: list[bytes] = self._packer.pack(*args)  # hiredis's pack() is typed Any
-        return packed
+        return self._packer.pack(*args)
+
+    def _construct_command_packer(self, packer: Any) -> Any:
+        return packer if packer is not None else self._packer
 
 
 _packing_classes: dict[type, type] = {}
 
 
 def _pack_with_hiredis(pool: Any) -> None:
-    """Makes ``pool`` (an asyncio pool) open connections that pack with hiredis."""
+    """Makes ``pool`` (sync or asyncio) open connections that pack with hiredis."""
     if not HIREDIS_AVAILABLE:
         return
     base = pool.connection_class

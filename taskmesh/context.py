@@ -3,29 +3,35 @@
 The context lives in a ContextVar; workers run each task in a copied
 ``contextvars`` context (asyncio tasks and thread-pool calls alike), so the
 right context is visible wherever the task's code runs.
+
+One throttle applies to progress: the token bucket here. What passes it is
+handed to the context's ``send`` (the worker queues it on its asynchronous
+reporter, a process child writes a frame to its worker) and never waits for
+Redis, so ``update_progress`` costs the same whether Redis is fast, slow or
+down. The last update the bucket held back is sent when the task ends.
+
+The worker side owns each attempt's context through its ``Job``
+(:mod:`taskmesh.executors`): only that owner calls :meth:`TaskContext.signal_cancel`
+and :meth:`TaskContext.flush_progress`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-# In-task updates go to Redis through a token bucket: bursts of this many at
+# In-task updates go out through a token bucket: bursts of this many at
 # once, then this many per second; the rest are coalesced locally and the
 # last one is flushed when the task ends.
 PROGRESS_BURST = 10
 PROGRESS_WRITES_PER_S = 20.0
 
+# send(progress, message, final): ``final`` marks a task's last value (always
+# published, never throttled again).
+ProgressSink = Callable[[float, "str | None", bool], None]
+
 _current: ContextVar["TaskContext"] = ContextVar("taskmesh_current_task")
-
-
-class ProgressDeferred(Exception):
-    """Raised by a worker's progress reporter when Redis cannot take the
-    update now (down, restarting, OOM): the update is kept as the unsent one
-    and flushed later. Progress is telemetry; it never fails the task."""
 
 
 def validate_progress(progress: float, message: str | None) -> float:
@@ -38,7 +44,6 @@ def validate_progress(progress: float, message: str | None) -> float:
     return float(progress)
 
 
-@dataclass
 class TaskContext:
     """What a running task may know about itself and say about its progress,
     reached through :func:`current_task` rather than a parameter, so task
@@ -46,50 +51,68 @@ class TaskContext:
     ``attempt`` counts from 1, and ``cancelled`` tells a cooperative function
     (one on a thread cannot be interrupted) that it should stop."""
 
-    task_id: str
-    attempt: int
-    name: str
-    metadata: dict[str, Any]
-    _report_progress: Callable[[float, str | None], bool] = field(repr=False)
-    _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    _report_final: Callable[[float, str | None], bool] | None = field(default=None, repr=False)
-    _tokens: float = field(default=PROGRESS_BURST, repr=False)
-    _tokens_at: float = field(default_factory=time.monotonic, repr=False)
-    _unsent: tuple[float, str | None] | None = field(default=None, repr=False)
+    __slots__ = ("task_id", "attempt", "name", "metadata", "_send", "_cancelled",
+                 "_tokens", "_tokens_at", "_unsent")
+
+    def __init__(self, task_id: str, attempt: int, name: str, metadata: dict[str, Any],
+                 send: ProgressSink):
+        self.task_id = task_id
+        self.attempt = attempt
+        self.name = name
+        self.metadata = metadata
+        self._send = send
+        # A plain flag: set on the worker's loop, read by the task's thread
+        # (a bool store is atomic under the GIL; nothing ever waits on it).
+        self._cancelled = False
+        self._tokens = float(PROGRESS_BURST)
+        self._tokens_at = 0.0  # monotonic; 0: the bucket starts full
+        self._unsent: tuple[float, str | None] | None = None
+
+    def __repr__(self) -> str:
+        return (f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt!r}, "
+                f"name={self.name!r}, metadata={self.metadata!r})")
 
     @property
     def cancelled(self) -> bool:
         """True once the task was cancelled or timed out: a cooperative task
         running in a thread should return soon after seeing it."""
-        return self._cancel_event.is_set()
+        return self._cancelled
 
     def update_progress(self, progress: float, message: str | None = None) -> bool:
         """Cheap enough for a tight loop: beyond a burst of PROGRESS_BURST,
         updates are coalesced locally and the last one is flushed (and
-        published) when the task ends."""
+        published) when the task ends. Returns True once the update is
+        accepted (sent, or held back as the last value)."""
         value = validate_progress(progress, message)
         now = time.monotonic()
-        self._tokens = min(PROGRESS_BURST,
-                           self._tokens + (now - self._tokens_at) * PROGRESS_WRITES_PER_S)
+        if self._tokens < PROGRESS_BURST:
+            self._tokens = min(PROGRESS_BURST,
+                               self._tokens + (now - self._tokens_at) * PROGRESS_WRITES_PER_S)
         self._tokens_at = now
         if value < 1.0 and self._tokens < 1:
             self._unsent = (value, message)
             return True
         self._tokens -= 1
         self._unsent = None
-        try:
-            return self._report_progress(value, message)
-        except ProgressDeferred:
-            self._unsent = (value, message)
-            return True
+        self._send(value, message, False)
+        return True
+
+    # ---- the attempt's owner (the worker's Job, a process child) ------------
+    def signal_cancel(self) -> None:
+        """Worker side: the attempt was cancelled or timed out."""
+        self._cancelled = True
+
+    def forward(self, progress: Any, message: Any, final: bool) -> None:
+        """Worker side: an update already throttled where it was made (a
+        process child's own context) goes out as it is, once checked."""
+        self._send(validate_progress(progress, message), message, final)
 
     def flush_progress(self) -> None:
-        """Sends the last coalesced update; raises ProgressDeferred (keeping
-        it unsent) if Redis cannot take it now."""
-        if self._unsent is not None:
-            value, message = self._unsent
-            (self._report_final or self._report_progress)(value, message)
-            self._unsent = None
+        """Worker side, when the function has returned: sends the last value
+        the bucket held back, if any, as the task's final one."""
+        unsent, self._unsent = self._unsent, None
+        if unsent is not None:
+            self._send(unsent[0], unsent[1], True)
 
 
 def current_task() -> TaskContext:

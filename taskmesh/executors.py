@@ -26,8 +26,8 @@ import functools
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+import types
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from .context import TaskContext, _current
 from .exceptions import TaskTimeoutError
@@ -41,25 +41,47 @@ if TYPE_CHECKING:
 LANE_WAIT_REPORT_MS = 5  # shorter local waits are not worth a correction
 
 
-@dataclass(eq=False)
-class Job:
-    """A claimed task on its way through this worker."""
+SEQUENTIAL_LANE = 2  # one running + at most one waiting (README *Workers*)
+PROCESS_LANE_PER_CHILD = 2  # likewise, per process-executor child
 
-    claimed: ClaimedTask
-    context: TaskContext
-    func: Callable[..., Any] | None = None
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    started: bool = False
-    runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
-    execution: asyncio.Future[Any] | None = None  # the function itself
-    cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
-    slot_freed: bool = False
-    claimed_at: float = field(default_factory=time.monotonic)
-    executed_at: float | None = None  # monotonic time the function started
-    returned_at: float | None = None  # monotonic time it returned (stamped where it ran)
-    error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
-    codec: Any = None  # the Codec its outcome is encoded with (Codec.outcome_codec)
+
+class Job:
+    """A claimed task on its way through this worker: the one owner of its
+    attempt on the worker side. Only the Job (and the executors running it)
+    changes its state, and only through the Job does anything reach the
+    attempt's :class:`TaskContext`."""
+
+    __slots__ = ("claimed", "id", "timeout", "context", "func", "args", "kwargs", "codec", "is_coroutine",
+                 "started", "inline", "runner", "execution", "cancel_reason", "slot_freed",
+                 "claimed_at", "executed_at", "returned_at", "error_pickle")
+
+    def __init__(self, claimed: ClaimedTask, context: TaskContext):
+        self.claimed = claimed
+        self.id = claimed.id
+        self.timeout = claimed.timeout
+        self.context = context
+        self.func: Callable[..., Any] | None = None
+        self.args: list[Any] = []
+        self.kwargs: dict[str, Any] = {}
+        self.codec: Any = None  # the Codec its outcome is encoded with (Codec.outcome_codec)
+        self.is_coroutine = False  # known once the function is resolved (set_function)
+        self.started = False
+        # The coroutine runs inside the runner task itself (no timeout, async
+        # executor): cancelling it means cancelling the runner.
+        self.inline = False
+        self.runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
+        self.execution: asyncio.Future[Any] | None = None  # the function itself
+        self.cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
+        self.slot_freed = False
+        self.claimed_at = time.monotonic()
+        self.executed_at: float | None = None  # monotonic time the function started
+        self.returned_at: float | None = None  # monotonic time it returned (stamped where it ran)
+        self.error_pickle: bytes | None = None  # the task's exception, pickled (taskmesh.remote)
+
+    def set_function(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+                     codec: Any) -> None:
+        self.func, self.args, self.kwargs, self.codec = func, args, kwargs, codec
+        self.is_coroutine = is_coroutine_callable(func)
 
     @property
     def queued_locally_ms(self) -> int:
@@ -69,18 +91,6 @@ class Job:
             return 0
         waited = int((self.executed_at - self.claimed_at) * 1000)
         return waited if waited >= LANE_WAIT_REPORT_MS else 0
-
-    @property
-    def id(self) -> str:
-        return self.claimed.id
-
-    @property
-    def timeout(self) -> float | None:
-        return self.claimed.timeout
-
-    @property
-    def is_coroutine(self) -> bool:
-        return self.func is not None and is_coroutine_callable(self.func)
 
     @property
     def runs_in_child(self) -> bool:
@@ -96,9 +106,43 @@ class Job:
         """User cancellation: asyncio cancel for coroutines and process tasks
         (whose executor kills the child), a flag for threads."""
         self.cancel_reason = self.cancel_reason or "cancel"
-        self.context._cancel_event.set()
-        if (self.is_coroutine or self.runs_in_child) and self.execution is not None:
+        self._stop_function()
+
+    def request_shutdown(self) -> None:
+        """The worker stops: the function is cancelled like a user
+        cancellation, but the attempt is handed back, not reported."""
+        self.cancel_reason = "shutdown"
+        self._stop_function()
+
+    def _stop_function(self) -> None:
+        self.context.signal_cancel()
+        if self.inline:
+            if self.returned_at is None and self.runner is not None:
+                self.runner.cancel()
+        elif (self.is_coroutine or self.runs_in_child) and self.execution is not None:
             self.execution.cancel()
+
+    def timed_out(self) -> TaskTimeoutError:
+        """The attempt passed its deadline: the function is told (a thread
+        cannot be stopped) and the error to report is returned."""
+        self.context.signal_cancel()
+        return TaskTimeoutError(f"attempt exceeded its timeout of {self.timeout:g} s")
+
+
+def lane_slots(jobs: Iterable[Job], processes: int) -> tuple[int, int]:
+    """The sequential-lane rule, as a claim asks for it: how many more
+    sequential tasks and process tasks this worker may claim. One sequential
+    task runs and at most one waits in the lane (more would wait here while
+    another worker could run them); likewise two process tasks per child."""
+    sequential = process = 0
+    for job in jobs:
+        executor = job.claimed.executor
+        if executor == ExecutorType.SEQUENTIAL:
+            sequential += 1
+        elif executor == ExecutorType.PROCESS:
+            process += 1
+    return (max(SEQUENTIAL_LANE - sequential, 0),
+            max(PROCESS_LANE_PER_CHILD * processes - process, 0))
 
 
 def open_payload(codec: Codec, task_id: str,
@@ -113,6 +157,10 @@ def open_payload(codec: Codec, task_id: str,
 
 def is_coroutine_callable(func: Any) -> bool:
     # Also async callable objects (an instance with ``async def __call__``).
+    # Plain functions (what tasks nearly always are) are answered from the
+    # code flags directly: inspect's general path costs a few µs per task.
+    if type(func) is types.FunctionType and not hasattr(func, "_is_coroutine_marker"):
+        return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
 
 
@@ -128,10 +176,6 @@ class EncodedOutcome(NamedTuple):
     error_pickle: bytes | None = None
 
 
-def timeout_error(job: Job) -> TaskTimeoutError:
-    return TaskTimeoutError(f"attempt exceeded its timeout of {job.timeout:g} s")
-
-
 async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
     job.execution = execution
     job.started = True
@@ -141,14 +185,12 @@ async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
     try:
         result = await asyncio.wait_for(asyncio.shield(execution), job.timeout)
     except TimeoutError:
-        job.context._cancel_event.set()
         execution.cancel()  # effective for coroutines; a thread runs on
-        raise timeout_error(job) from None
+        raise job.timed_out() from None
     # While the loop was blocked (by another task) the deadline timer could
     # not fire; a function that ran past its timeout meanwhile still failed it.
     if job.returned_at is not None and job.returned_at - started > job.timeout:
-        job.context._cancel_event.set()
-        raise timeout_error(job)
+        raise job.timed_out()
     return result
 
 
@@ -212,14 +254,20 @@ class AsyncExecutor(Executor):
     def __init__(self, threads: ThreadExecutor):
         self.threads = threads
 
+    async def run(self, job: Job) -> Any:
+        if job.timeout is None and job.is_coroutine:
+            # Nothing to supervise: the coroutine runs in the job's runner
+            # task (created in the job's context), not in a task of its own.
+            job.inline = job.started = True
+            job.executed_at = time.monotonic()
+            return await _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]
+        return await supervise(job, self.submit(job))
+
     def submit(self, job: Job) -> asyncio.Future[Any]:
         if not job.is_coroutine:
             return self.threads.submit(job)
         coro = _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]
         return asyncio.get_running_loop().create_task(coro, context=job.fresh_context())
-
-    async def run(self, job: Job) -> Any:
-        return await supervise(job, self.submit(job))
 
 
 class SequentialExecutor(Executor):

@@ -16,7 +16,7 @@ those keys are always in the same slot as the declared ones.
 key (after prefix)     type    meaning
 =====================  ======  ===================================================
 task:<id>              hash    the task record (fields in docs/design.md)
-deps:<id>              set     ids of tasks waiting for <id> to complete
+dependents:<id>        set     ids of tasks waiting for <id> to complete
 queue:<name>           zset    QUEUED ids; score = (255-priority)*2^44 + seq,
                                so ZPOPMIN is highest priority, FIFO within one
 parked:<name>          zset    QUEUED ids waiting for a rate-limit token, out of
@@ -61,7 +61,7 @@ seq                    string  global FIFO sequence counter
 claims                 string  claim-token counter (fencing)
 outbox                 list    cross-shard deliveries still to apply, JSON
                                [parent id, parent status, shard, dependent id]
-rdeps:<id>             set     "<shard>|<id>": dependents of <id> in other shards
+remote_dependents:<id> set     "<shard>|<id>": dependents of <id> in other shards
 applied:<id>           set     parents whose outcome <id> already applied (once)
 early:<id>             hash    parent -> status delivered before <id> existed
 capres                 hash    worker id -> cap slots held (shard 0, shards > 1)
@@ -151,7 +151,7 @@ class Keys:
         return f"{self.prefix}task:{task_id}"
 
     def dependents(self, task_id: str) -> str:
-        return f"{self.prefix}deps:{task_id}"
+        return f"{self.prefix}dependents:{task_id}"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"
@@ -192,8 +192,8 @@ class Keys:
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
 
-    def rdeps(self, task_id: str) -> str:
-        return f"{self.prefix}rdeps:{task_id}"
+    def remote_dependents(self, task_id: str) -> str:
+        return f"{self.prefix}remote_dependents:{task_id}"
 
     def applied(self, task_id: str) -> str:
         return f"{self.prefix}applied:{task_id}"

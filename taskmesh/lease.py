@@ -35,7 +35,7 @@ class LeaseKeeper(threading.Thread):
         client: Any,
         commands: Commands,
         worker_id: str,
-        lease_s: float,
+        lease_timeout_s: float,
         held: Callable[[], dict[str, str]],
         info: Callable[[], dict[str, Any]],
         on_renewed: Callable[[list[str], list[str]], None],
@@ -46,10 +46,10 @@ class LeaseKeeper(threading.Thread):
         self.client = client
         self.commands = commands
         self.worker_id = worker_id
-        self.lease_ms = int(lease_s * 1000)
+        self.lease_timeout_ms = int(lease_timeout_s * 1000)
         # At least every third of the lease (README *Workers*), and often enough that the
         # worker's counters in metrics are fresh.
-        self.interval = min(lease_s / 3, HEARTBEAT_MAX_S)
+        self.interval = min(lease_timeout_s / 3, HEARTBEAT_MAX_S)
         self.held = held
         self.info = info
         self.on_renewed = on_renewed
@@ -66,7 +66,7 @@ class LeaseKeeper(threading.Thread):
             if shardset is None or shardset.count == 1:
                 renewed = scripts.run(
                     self.client,
-                    self.commands.renew(self.worker_id, self.lease_ms, self.held(), self.info()),
+                    self.commands.renew(self.worker_id, self.lease_timeout_ms, self.held(), self.info()),
                 )
                 if time.monotonic() >= self._reap_after:
                     scripts.run(self.client, self.commands.recover())
@@ -99,7 +99,7 @@ class LeaseKeeper(threading.Thread):
         for task_id, token in self.held().items():
             by_shard.setdefault(shardset.of(task_id), {})[task_id] = token
         info = self.info()
-        calls = [shardset.commands[s].renew(self.worker_id, self.lease_ms, held,
+        calls = [shardset.commands[s].renew(self.worker_id, self.lease_timeout_ms, held,
                                             info if s == 0 else None)
                  for s, held in sorted(by_shard.items())]
         renewals = scripts.run_batch(self.client, calls)

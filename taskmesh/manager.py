@@ -18,6 +18,8 @@ import weakref
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar
 
+import redis.exceptions
+
 from . import scripts
 from .connection import (
     CONNECTION_ERRORS,
@@ -61,7 +63,7 @@ from .registration import NewTask, TaskOptions, build_retry, build_task, check_p
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
-from .store import Commands, Fields, decode_error
+from .store import Commands, Fields, decode_error, register_batches, unbatched
 from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
@@ -361,13 +363,16 @@ class TaskManager:
         calls = [shardset.for_task(t.id).register(
             t.id, t.fields, [d for d in t.dependencies if shardset.of(d) == shardset.of(t.id)],
             t.defer, links.get(t.id, ())) for t in tasks]
+        sends: Sequence[Call[Any]] = calls
+        if len(calls) > 1:  # register_many: one script call per shard and chunk
+            sends = register_batches([(shardset.for_task(t.id), c) for t, c in zip(tasks, calls)])
         replicas = self._min_replicas()
         if replicas:
-            results = run_replicated(self._client, calls, replicas)
+            results = run_replicated(self._client, sends, replicas)
         else:
-            results = scripts.run_batch(self._client, calls) if len(calls) > 1 else [
-                self._run(calls[0])]
-        for result in results:
+            results = scripts.run_batch(self._client, sends) if len(sends) > 1 else [
+                self._run(sends[0])]
+        for result in unbatched(results):
             if isinstance(result, Exception):
                 raise result
             if result[0] == "missing":
@@ -391,15 +396,20 @@ class TaskManager:
         state = self._state()
         commands = await self._acmds(task_id)
 
+        # Each look at the record reads the outcome's fields with its status
+        # (empty until it ends), so the read that sees it finished is the last.
+        read = commands.read_fields(task_id, "result", "attempts", "error", "error_exc")
+        raw: list[Any] = []
+
         async def read_status() -> TaskStatus:
-            status = await scripts.arun(state.client, commands.read_status(task_id))
-            if status is TaskStatus.WAITING and await self._finish_cascades(commands):
-                status = await scripts.arun(state.client, commands.read_status(task_id))
+            nonlocal raw
+            raw = await scripts.arun(state.client, read)
+            if raw[0] is TaskStatus.WAITING and await self._finish_cascades(commands):
+                raw = await scripts.arun(state.client, read)
+            status: TaskStatus = raw[0]
             return status
 
         await state.waiter.wait(task_id, read_status, timeout)
-        raw = await scripts.arun(state.client, commands.read_fields(
-            task_id, "result", "attempts", "error", "error_exc"))
         return self._outcome(task_id, raw)
 
     def _outcome(self, task_id: str, raw: list[Any]) -> Any:
@@ -655,7 +665,10 @@ class TaskManager:
     def _min_replicas(self) -> int:
         read_at, value = self._replicas
         if time.monotonic() - read_at > REFRESH_S:
-            raw = self._client.hget(self.keys.config, "min_replicas")
+            try:
+                raw = self._client.hget(self.keys.config, "min_replicas")
+            except redis.exceptions.ResponseError as exc:  # BUSY/OOM: typed, as for scripts
+                raise (scripts.busy_error(exc) or exc) from exc
             value = int(raw) if raw else 0
             self._replicas = (time.monotonic(), value)
         return value

@@ -107,8 +107,7 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
          metadata: dict[str, Any], payload: bytes) -> None:
     context = TaskContext(
         task_id=task_id, attempt=attempt, name=name, metadata=metadata,
-        _report_progress=lambda v, m: _send_progress(send, "progress", v, m),
-        _report_final=lambda v, m: _send_progress(send, "final", v, m),
+        send=lambda v, m, final: _send_progress(send, "final" if final else "progress", v, m),
     )
     try:
         target, args, kwargs, out = open_payload(codec, task_id, payload)
@@ -138,9 +137,8 @@ def _run(send: Callable[[bytes], None], codec: Codec, task_id: str, attempt: int
 
 
 def _send_progress(send: Callable[[bytes], None], kind: str, value: float,
-                   message: str | None) -> bool:
+                   message: str | None) -> None:
     send(pack(kind, value, message))
-    return True
 
 
 def _flush(context: TaskContext) -> None:

@@ -44,7 +44,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ProcessCrashedError
-from .executors import EncodedOutcome, timeout_error
+from .executors import EncodedOutcome
 from .process_child import pack, serve, unpack
 from .serialization import Codec
 
@@ -183,6 +183,13 @@ class Child:
         self.conn.close()  # only here: this thread is the one polling it
         self.pool.call_soon(self.pool.on_exit, self, code)
 
+    @staticmethod
+    def _forward(attempt: Any, frame: list[Any], final: bool) -> None:
+        try:
+            attempt.job.context.forward(frame[1], frame[2], final)
+        except Exception as exc:
+            log.debug("task %s: progress update dropped: %s", attempt.job.id, exc)
+
     def _dispatch(self, frame: list[Any]) -> None:
         attempt = self.attempt
         if attempt is None:
@@ -191,14 +198,13 @@ class Child:
         if kind == "started":
             self.pool.call_soon(self.pool.on_started, attempt)
         elif kind == "progress" and len(frame) == 3:
-            try:  # through the worker's throttle; best effort, never fails the task
-                attempt.job.context.update_progress(frame[1], frame[2])
-            except Exception as exc:
-                log.debug("task %s: progress update dropped: %s", attempt.job.id, exc)
+            # Throttled by the child's own context already; best effort,
+            # never fails the task.
+            self._forward(attempt, frame, final=False)
         elif kind == "final" and len(frame) == 3:
-            # The child's last coalesced value: the worker flushes (and
-            # publishes) it when the task ends, as for the other executors.
-            attempt.job.context._unsent = (frame[1], frame[2])
+            # The child's last coalesced value (always published). It is
+            # queued before the "done" frame is, so it lands before the outcome.
+            self._forward(attempt, frame, final=True)
         elif kind == "done" and len(frame) >= 4:
             pickled = frame[4] if len(frame) > 4 and isinstance(frame[4], bytes) else None
             outcome = EncodedOutcome(str(frame[1]), frame[2], bool(frame[3]), pickled)
@@ -288,7 +294,7 @@ class ProcessPool:
     def _expire(self, attempt: _Attempt) -> None:
         if attempt.child.attempt is attempt:
             attempt.child.kill()  # at once: the function may be stuck in C code
-        attempt.settle(error=timeout_error(attempt.job))
+        attempt.settle(error=attempt.job.timed_out())
 
     def on_exit(self, child: Child, code: int | None) -> None:
         attempt = child.attempt

@@ -240,7 +240,7 @@ def build_task(
     if opts.metadata:
         fields["metadata"] = metadata
     if deps:
-        fields["deps"] = json.dumps(deps)
+        fields["dependencies"] = json.dumps(deps)
     if opts.rate_key is not None:
         fields["rate_key"] = opts.rate_key
     retry_on = normalize_retry_on(opts.retry_on)  # cached: checked above already
@@ -275,7 +275,7 @@ def build_retry(old_id: str, record: dict[str, Any], priority: int | None,
     if queue is not None:
         fields["queue"] = validate_queue_name(queue)
     fields["ttl"] = -1 if result_ttl is None else int(result_ttl)
-    fields["deps"] = "[]"
+    fields["dependencies"] = "[]"
     return NewTask(uuid.uuid4().hex, fields, [], False)
 
 

@@ -16,6 +16,11 @@ no-op task's Redis and worker time went into (see benchmarks/PROFILE.md).
 A merged call that fails as a whole is resent as single reports, so each
 report still gets its own reply (or its own refusal).
 
+Progress updates travel the same way (:meth:`Reporter.post`): queued
+without waiting for a reply, and sent ahead of the reports batched with
+them, so a task's last progress value lands before its outcome. They are
+fenced by the claim token like reports, so a resend is harmless too.
+
 A report Redis refuses outright (a result over its ``proto-max-bulk-len``:
 Redis answers a protocol error and drops the connection) must not hold up
 the reports batched with it. A batch that loses its connection while Redis
@@ -56,7 +61,7 @@ def _is_refusal(exc: BaseException) -> bool:
 
 
 def _size(call: Call[Any]) -> int:
-    return sum(len(a) for a in call.args if isinstance(a, (bytes, str)))
+    return sum([len(a) for a in call.args if type(a) is bytes or type(a) is str])
 
 
 def _groups(calls: list[Call[Any]], indexes: list[int]) -> list[list[int]]:
@@ -84,7 +89,8 @@ class Reporter:
         # min_replicas (replication.py): sends the batch itself when the
         # namespace asks for replicas, else answers None.
         self.replicated = replicated
-        self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
+        # (call, future); None for a posted call nobody waits for.
+        self._pending: list[tuple[Call[Any], asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
@@ -99,6 +105,12 @@ class Reporter:
         self._wakeup.set()
         return await fut
 
+    def post(self, call: Call[Any]) -> None:
+        """Queues ``call`` (a progress update) without waiting for its reply:
+        it is retried like a report, and its answer is dropped."""
+        self._pending.append((call, None))
+        self._wakeup.set()
+
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -108,7 +120,7 @@ class Reporter:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 results = await self._send([call for call, _ in batch])
                 for (_, fut), result in zip(batch, results):
-                    if fut.done():
+                    if fut is None or fut.done():
                         continue
                     if isinstance(result, Exception):
                         fut.set_exception(result)
@@ -177,18 +189,33 @@ class Reporter:
             replies = await self.replicated(calls)
             if replies is not None:
                 return replies
-        if self.merge is None or len(calls) < 2:
+        if len(calls) < 2:
             return await scripts.arun_batch(self.client, calls)
         # One merged call touches one slot: reports of different shards of a
         # sharded namespace (their prefix, args[0], differs) go in separate ones.
         by_prefix: dict[Any, list[int]] = {}
+        others: list[int] = []
         for i, call in enumerate(calls):
-            by_prefix.setdefault(call.args[0], []).append(i)
-        groups = [g for idx in by_prefix.values() for g in _groups(calls, idx)]
-        sends = [calls[g[0]] if len(g) == 1 else self.merge([calls[i] for i in g])
+            if call.script.name == "report":
+                by_prefix.setdefault(call.args[0], []).append(i)
+            else:
+                others.append(i)
+        results: list[Any] = [None] * len(calls)
+        if others:
+            # Progress goes first, in a pipeline of its own: a pipeline resends
+            # the calls Redis answered NOSCRIPT after the others ran, which
+            # would land a task's last progress after its outcome.
+            for i, reply in zip(others, await scripts.arun_batch(
+                    self.client, [calls[i] for i in others])):
+                results[i] = reply
+        if not by_prefix:
+            return results
+        merge = self.merge
+        groups = ([g for idx in by_prefix.values() for g in _groups(calls, idx)]
+                  if merge is not None else [[i] for idx in by_prefix.values() for i in idx])
+        sends = [calls[g[0]] if len(g) == 1 else merge([calls[i] for i in g])  # type: ignore[misc]
                  for g in groups]
         replies = await scripts.arun_batch(self.client, sends)
-        results: list[Any] = [None] * len(calls)
         for group, reply in zip(groups, replies):
             if len(group) == 1:
                 results[group[0]] = reply

@@ -16,6 +16,7 @@ rule is written once and sent either way.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,22 +42,70 @@ class LuaScript:
 
 
 # A script that runs another script's body once per item: report_many.lua
-# calls report.lua's body as `report(KEYS, ARGV)`, the parameters shadowing
-# the globals, so report.lua stays the one implementation of a report.
-INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",)}
+# calls report.lua's body as `report(KEYS, ARGV)` (register_many.lua,
+# register.lua's as `register(KEYS, ARGV)`), the parameters shadowing the
+# globals, so report.lua stays the one implementation of a report.
+INCLUDES: dict[str, tuple[str, ...]] = {"report_many": ("report",), "register_many": ("register",)}
 
 
 @cache
 def script(name: str) -> LuaScript:
-    libraries = "\n".join((LUA_DIR / f"{lib}.lua").read_text() for lib in LIBRARIES)
-    parts = [libraries]
+    parts = []
     for inner in INCLUDES.get(name, ()):
         body = (LUA_DIR / f"{inner}.lua").read_text()
         parts.append(f"-- ===== {inner}.lua, as a function =====\n"
                      f"local function {inner}(KEYS, ARGV)\n{body}\nend")
     body = (LUA_DIR / f"{name}.lua").read_text()
     parts.append(f"-- ===== {name}.lua =====\n{body}")
-    return LuaScript(name, "\n".join(parts))
+    return LuaScript(name, "\n".join([library_for("\n".join(parts)), *parts]))
+
+
+# The libraries are sent with every script, and Redis runs them at every
+# call: each `local function` is a closure made anew, which cost about a
+# quarter of a registration's Lua time. So a script carries only the
+# top-level statements it reaches (what its code names, transitively), in
+# their original order. The libraries' top level is nothing but `local`
+# statements (tests/test_scripts.py checks it), so a statement is the text
+# from one column-0 `local` to the next; naming is judged by identifiers in
+# comment-free code, which can only keep too much, never too little.
+_STATEMENT = re.compile(r"^local\s", re.M)
+_DEFINES = re.compile(r"^local\s+(?:function\s+(\w+)|([\w\s,]+?)\s*(?:=|$))", re.M)
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def _names(code: str) -> set[str]:
+    return set(_IDENT.findall(re.sub(r"--[^\n]*", "", code)))
+
+
+@cache
+def _statements() -> tuple[tuple[frozenset[str], frozenset[str], str], ...]:
+    """(names defined, names used, text) of each top-level statement of the
+    libraries, in order."""
+    text = "\n".join((LUA_DIR / f"{lib}.lua").read_text() for lib in LIBRARIES)
+    starts = [m.start() for m in _STATEMENT.finditer(text)] + [len(text)]
+    out = []
+    for start, end in zip(starts, starts[1:]):
+        chunk = text[start:end]
+        m = _DEFINES.match(re.sub(r"--[^\n]*", "", chunk))
+        assert m, chunk[:80]
+        defined = {m.group(1)} if m.group(1) else {n.strip() for n in m.group(2).split(",")}
+        out.append((frozenset(defined), frozenset(_names(chunk) - defined), chunk))
+    return tuple(out)
+
+
+def library_for(code: str) -> str:
+    """The libraries' statements that ``code`` reaches, in their order."""
+    statements = _statements()
+    wanted = _names(code)
+    keep = [False] * len(statements)
+    changed = True
+    while changed:
+        changed = False
+        for i, (defined, used, _) in enumerate(statements):
+            if not keep[i] and defined & wanted:
+                keep[i], changed = True, True
+                wanted |= used
+    return "".join(text for (_, _, text), kept in zip(statements, keep) if kept)
 
 
 def _identity(raw: Any) -> Any:

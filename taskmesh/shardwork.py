@@ -71,7 +71,7 @@ class ShardedWork:
         self.rotation = (self.rotation + 1) % n
         return [(start + i) % n for i in range(min(n, PEEK_WINDOW))]
 
-    async def claim(self, want: int, lease_ms: int, seq_slots: int,
+    async def claim(self, want: int, lease_timeout_ms: int, seq_slots: int,
                     process_slots: int, claim_id: str = "") -> ClaimResult:
         w = self.worker
         shards = self.window()
@@ -119,14 +119,14 @@ class ShardedWork:
         if target is not None and room > 0:
             wants[target] = wants.get(target, 0) + room
         calls = [self.shardset.commands[s].claim(
-            w.id, queues, n, lease_ms, seq_slots if s == target else 0,
+            w.id, queues, n, lease_timeout_ms, seq_slots if s == target else 0,
             process_slots if s == target else 0, claim_id) for s, n in wants.items()]
         called = list(wants)
         # Shards asked in an attempt whose replies did not all arrive are asked
         # again with the same claim id: they replay what they claimed then.
         for s in maintenance + parked + sorted(self._unconfirmed):
             if s not in called:
-                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_ms, 0, 0,
+                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_timeout_ms, 0, 0,
                                                              claim_id))
                 called.append(s)
         results = await scripts.arun_batch(w.client, calls) if calls else []

@@ -129,6 +129,24 @@ class Commands:
             parse,
         )
 
+    def register_many(self, registrations: Sequence[Call[tuple[str, str | None]]]
+                      ) -> Call[list[Any]]:
+        """Several :meth:`register` Calls of this shard as one script call
+        (register_many.lua runs register.lua's body for each). The reply is
+        one entry per registration: its parsed reply, or the exception its
+        script raised."""
+        k = self.keys
+        args: list[Any] = [self.prefix]
+        for call in registrations:
+            assert call.script.name == "register" and call.args[0] == self.prefix
+            args += [len(call.args) - 1, *call.args[1:]]
+
+        def parse(raw: list[Any]) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)
+                    for call, r in zip(registrations, raw)]
+
+        return Call(script("register_many"), [k.seq, k.stats, k.queues], args, parse)
+
     def execute(self, task_id: str) -> Call[TaskStatus]:
         def parse(raw: Any) -> TaskStatus:
             if raw is None:
@@ -181,7 +199,7 @@ class Commands:
 
     # ---- worker-side state changes ---------------------------------------
     def claim(
-        self, worker_id: str, queues: Sequence[str], count: int, lease_ms: int, seq_slots: int,
+        self, worker_id: str, queues: Sequence[str], count: int, lease_timeout_ms: int, seq_slots: int,
         process_slots: int, claim_id: str = "",
     ) -> Call[ClaimResult]:
         """``claim_id`` names one logical claim: resent after a lost reply,
@@ -190,7 +208,7 @@ class Commands:
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
-            [self.prefix, worker_id, count, lease_ms, seq_slots, process_slots, claim_id,
+            [self.prefix, worker_id, count, lease_timeout_ms, seq_slots, process_slots, claim_id,
              *queues],
             _parse_claim,
         )
@@ -204,7 +222,7 @@ class Commands:
             [k.task(task_id), k.running, k.stats],
             [self.prefix, task_id, token, outcome, data, "1" if retryable else "0",
              queued_locally_ms, pickled_error or b"", repr(jitter_factor())],
-            lambda raw: _s(raw) or "",
+            _status_text,
         )
 
     def report_many(self, reports: Sequence[Call[str]]) -> Call[list[Any]]:
@@ -224,7 +242,7 @@ class Commands:
 
         return Call(script("report_many"), [k.running, k.stats], args, parse)
 
-    def renew(self, worker_id: str, lease_ms: int, held: dict[str, str],
+    def renew(self, worker_id: str, lease_timeout_ms: int, held: dict[str, str],
               info: dict[str, Any] | None = None) -> Call[RenewResult]:
         k = self.keys
         info_pairs: list[Any] = []
@@ -242,7 +260,7 @@ class Commands:
         return Call(
             script("renew"),
             [k.running, k.workers, k.worker(worker_id)],
-            [self.prefix, worker_id, lease_ms, len(info or {}), *info_pairs, *held_pairs],
+            [self.prefix, worker_id, lease_timeout_ms, len(info or {}), *info_pairs, *held_pairs],
             parse,
         )
 
@@ -309,24 +327,63 @@ class Commands:
         return Cmd(record.args, lambda raw: task_info(task_id, record.parse(raw)))
 
 
+# Registrations per register_many.lua call: the batch pays the per-call
+# costs once, and the chunk bounds how long one call holds Redis (~2 ms).
+REGISTER_CHUNK = 100
+
+
+def register_batches(pairs: Sequence[tuple[Commands, Call[tuple[str, str | None]]]]
+                     ) -> list[Call[list[Any]]]:
+    """register_many's registrations (each with its shard's Commands) as
+    register_many.lua calls: grouped by shard, REGISTER_CHUNK per call."""
+    groups: dict[str, tuple[Commands, list[Call[tuple[str, str | None]]]]] = {}
+    for commands, call in pairs:
+        groups.setdefault(commands.prefix, (commands, []))[1].append(call)
+    return [commands.register_many(group[start:start + REGISTER_CHUNK])
+            for commands, group in groups.values()
+            for start in range(0, len(group), REGISTER_CHUNK)]
+
+
+def unbatched(results: Iterable[Any]) -> list[Any]:
+    """The per-registration replies of register_batches' calls (a batch that
+    failed as a whole stays one exception); single replies pass through."""
+    out: list[Any] = []
+    for result in results:
+        out += result if isinstance(result, list) else [result]
+    return out
+
+
 def _parse_claim(raw: list[Any]) -> ClaimResult:
     flags = _s(raw[0]) or ""
-    tasks = []
-    for i in range(2, len(raw), 8):
-        task_id, token, attempt, executor, timeout, payload, metadata, name = raw[i:i + 8]
-        defect = None
-        try:
-            timeout_s = _f(timeout)
-            if timeout_s is not None and not timeout_s > 0:
-                raise ValueError(f"timeout {timeout_s} is not > 0")
-        except ValueError as exc:  # a corrupted record fails its task, not the worker
-            timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
-        tasks.append(ClaimedTask(
-            id=_str(task_id), token=_str(token), attempt=int(attempt), executor=_str(executor),
-            timeout=timeout_s, payload=payload or b"", metadata=decode_metadata(metadata),
-            name=_s(name) or "", defect=defect,
-        ))
+    tasks = [_claimed(*raw[i:i + 8]) for i in range(2, len(raw), 8)]
     return ClaimResult(tasks, "c" in flags, "l" in flags, "q" in flags, int(raw[1]))
+
+
+def _claimed(task_id: bytes, token: bytes, attempt: Any, executor: bytes, timeout: Any,
+             payload: Any, metadata: Any, name: Any) -> ClaimedTask:
+    """One claimed task from claim.lua's reply (bytes, as the client reads
+    them). A field another writer corrupted (not UTF-8, not a number) makes
+    a task whose ``defect`` fails that task: never the worker."""
+    defect = None
+    try:
+        timeout_s = float(timeout) if timeout else None
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout {timeout_s} is not > 0")
+    except ValueError as exc:
+        timeout_s, defect = None, f"task record has an invalid timeout field: {exc}"
+    try:
+        text_name = name.decode() if name else ""
+        text_executor = executor.decode()
+    except (UnicodeDecodeError, AttributeError) as exc:
+        text_name, text_executor = "", ""
+        defect = defect or f"task record has an unreadable field: {exc}"
+    return ClaimedTask(
+        task_id.decode(), token.decode(), int(attempt), text_executor, timeout_s,
+        payload or b"", decode_metadata(metadata), text_name, defect)
+
+
+def _status_text(raw: Any) -> str:
+    return _s(raw) or ""
 
 
 class Fields:
@@ -390,7 +447,7 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         priority=f.number("priority", int) or 0,
         queue=f.text("queue") or "default",
         executor_type=f.text("executor") or "async",
-        dependencies=f.json("deps", "[]"),
+        dependencies=f.json("dependencies", "[]"),
         attempts=f.number("attempts", int) or 0,
         max_retries=f.number("max_retries", int) or 0,
         worker=f.text("worker"),
@@ -403,5 +460,5 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         metadata=decode_metadata(h.get("metadata")),
         error=error,
         recoveries=f.number("recoveries", int) or 0,
-        pending_dependencies=f.number("pending_deps", int) or 0,
+        pending_dependencies=f.number("pending_dependencies", int) or 0,
     )

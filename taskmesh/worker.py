@@ -29,7 +29,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import redis.exceptions
 
@@ -41,7 +41,7 @@ from .connection import (
     resolve_url,
     sync_client,
 )
-from .context import ProgressDeferred, TaskContext
+from .context import TaskContext
 from .exceptions import (
     PayloadTooLargeError,
     SerializationError,
@@ -49,7 +49,14 @@ from .exceptions import (
     StoreError,
     TaskTimeoutError,
 )
-from .executors import EncodedOutcome, EscapedExit, Job, build_executors, open_payload
+from .executors import (
+    EncodedOutcome,
+    EscapedExit,
+    Job,
+    build_executors,
+    lane_slots,
+    open_payload,
+)
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
 from .lease import LeaseKeeper
@@ -70,10 +77,6 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
-SEQUENTIAL_LANE = 2  # one running + at most one waiting (README *Workers*)
-PROCESS_LANE_PER_CHILD = 2  # likewise, per process-executor child
-PROGRESS_PAUSE_S = 0.5  # after a failed progress write, coalesce locally this long
-PROGRESS_FLUSH_S = 5.0  # how long a task's last progress update is retried
 
 
 @dataclass
@@ -88,6 +91,9 @@ class WorkerOptions:
     queues: list[str] = field(default_factory=lambda: ["default"])
     concurrency: int = 10
     threads: int | None = None
+    # Seconds, like every duration here; the names are the flags' own
+    # (``--lease-timeout``, ``--grace-period``), public, so they carry no
+    # unit suffix. Inside, the lease is ``lease_timeout_s`` / ``_ms``.
     lease_timeout: float = 30.0
     grace_period: float = 25.0
     burst: bool = False
@@ -191,7 +197,7 @@ class Worker:
             namespace=opts.namespace or "",
             max_payload_bytes=opts.max_payload_bytes,
         )
-        self.lease_ms = int(opts.lease_timeout * 1000)
+        self.lease_timeout_ms = int(opts.lease_timeout * 1000)
         # Starts no process until the first process task (process_pool.py).
         self.process_pool = ProcessPool(opts.processes or 1, self.codec)
         self.started_at = time.time()
@@ -207,7 +213,6 @@ class Worker:
         self._idle_wait: asyncio.Task[Any] | None = None
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
-        self._progress_paused_until = 0.0  # monotonic; progress is coalesced until then
 
     # ---- state shared with the lease thread --------------------------------
     def _held_snapshot(self) -> dict[str, str]:
@@ -346,14 +351,16 @@ class Worker:
             # A report landing during the claim may have queued a retry or a
             # dependent the claim did not see: a burst worker must look again.
             busy_before = bool(self._active or self._reports_in_flight)
+            seq_slots, process_slots = lane_slots(self._active.values(),
+                                                  self.options.processes or 1)
             try:
                 if self._sharded is not None:
-                    res = await self._sharded.claim(want, self.lease_ms, self._sequential_slots(),
-                                                    self._process_slots(), claim_id)
+                    res = await self._sharded.claim(want, self.lease_timeout_ms, seq_slots,
+                                                    process_slots, claim_id)
                 else:
                     res = await scripts.arun(self.client, self.commands.claim(
-                        self.id, self.options.queues, want, self.lease_ms,
-                        self._sequential_slots(), self._process_slots(), claim_id))
+                        self.id, self.options.queues, want, self.lease_timeout_ms,
+                        seq_slots, process_slots, claim_id))
             except ServerBusyError as exc:
                 self._note_busy(exc)
                 await asyncio.sleep(delay)
@@ -389,22 +396,16 @@ class Worker:
             else:
                 await self._wait_for_work(res.next_due_ms)
 
-    def _sequential_slots(self) -> int:
-        busy = sum(1 for j in self._active.values() if j.claimed.executor == "sequential")
-        return max(SEQUENTIAL_LANE - busy, 0)
-
-    def _process_slots(self) -> int:
-        """One running and at most one waiting process task per child: more
-        would sit here while another worker's children are idle."""
-        busy = sum(1 for j in self._active.values() if j.claimed.executor == ExecutorType.PROCESS)
-        return max(PROCESS_LANE_PER_CHILD * (self.options.processes or 1) - busy, 0)
 
     async def _wait_slot(self, timeout: float | None) -> None:
         assert self._slot_freed is not None
-        try:
-            await asyncio.wait_for(self._slot_freed.wait(), timeout)
-        except TimeoutError:
-            pass
+        if timeout is None:
+            await self._slot_freed.wait()
+        else:
+            try:
+                await asyncio.wait_for(self._slot_freed.wait(), timeout)
+            except TimeoutError:
+                pass
         self._slot_freed.clear()
 
     async def _wait_for_work(self, next_due_ms: int) -> None:
@@ -443,77 +444,57 @@ class Worker:
 
     # ---- one task -------------------------------------------------------------
     def _start(self, claimed: ClaimedTask) -> None:
-        def report_progress(progress: float, message: str | None) -> bool:
-            return self._report_progress(claimed, progress, message)
-
-        def report_final(progress: float, message: str | None) -> bool:
-            return self._report_progress(claimed, progress, message, force=True)
-
-        context = TaskContext(
-            task_id=claimed.id, attempt=claimed.attempt, name=claimed.name,
-            metadata=claimed.metadata, _report_progress=report_progress,
-            _report_final=report_final,
-        )
-        job = Job(claimed, context)
+        job = Job(claimed, TaskContext(claimed.id, claimed.attempt, claimed.name,
+                                       claimed.metadata, self._progress_sink(claimed)))
         with self._held_lock:
             self._held[claimed.id] = claimed.token
         self._active[claimed.id] = job
-        job.runner = asyncio.create_task(self._run_job(job), name=f"taskmesh-task-{claimed.id}")
+        # The runner runs in the job's context (current_task() sees it): an
+        # async function without a timeout runs right inside it (executors.py).
+        job.runner = self._loop.create_task(  # type: ignore[union-attr]
+            self._run_job(job), name=f"taskmesh-task-{claimed.id}", context=job.fresh_context())
 
-    def _report_progress(self, claimed: ClaimedTask, progress: float, message: str | None,
-                         force: bool = False) -> bool:
-        """Runs on the task's thread. While Redis cannot take updates, they
-        are coalesced at once (ProgressDeferred) rather than each blocking
-        the task on a failing round trip."""
-        if time.monotonic() < self._progress_paused_until:
-            raise ProgressDeferred()
-        call = self.shardset.for_task(claimed.id).progress(claimed.id, progress, message,
-                                                           claimed.token, force)
-        try:
-            return scripts.run(self.sync_client, call)
-        except (*CONNECTION_ERRORS, ServerBusyError) as exc:
-            log.info("task %s: progress not recorded for now (%s); will send the latest later",
-                     claimed.id, exc)
-            self._progress_paused_until = time.monotonic() + PROGRESS_PAUSE_S
-            raise ProgressDeferred() from exc
+    def _progress_sink(self, claimed: ClaimedTask) -> Callable[[float, str | None, bool], None]:
+        """Where a task's progress goes (from its thread, its coroutine or its
+        child's reader thread): progress.lua through the asynchronous reporter,
+        fenced by the claim token. The context's token bucket is the one
+        throttle, so every update sent is also published (force)."""
+        loop = self._loop
+        assert loop is not None
+        loop_thread = threading.get_ident()
 
-    async def _flush_progress(self, job: Job) -> None:
-        """The task's last coalesced update, retried for a while; dropped (it
-        is telemetry) rather than hold up the outcome for long."""
-        deadline = time.monotonic() + PROGRESS_FLUSH_S
-        while job.context._unsent is not None:
-            self._progress_paused_until = 0.0
+        def send(progress: float, message: str | None, final: bool) -> None:
+            call = self.shardset.for_task(claimed.id).progress(
+                claimed.id, progress, message, claimed.token, True)
+            if threading.get_ident() == loop_thread:
+                self.reporter.post(call)
+                return
             try:
-                await asyncio.to_thread(job.context.flush_progress)
-            except ProgressDeferred:
-                if time.monotonic() >= deadline:
-                    log.warning("task %s: last progress update dropped (Redis unavailable)",
-                                job.id)
-                    return
-                await asyncio.sleep(PROGRESS_PAUSE_S)
+                loop.call_soon_threadsafe(self.reporter.post, call)
+            except RuntimeError:
+                pass  # the worker's loop is closed: progress is telemetry
+
+        return send
 
     def _prepare(self, job: Job) -> None:
         if job.claimed.defect:
             raise StoreError(job.claimed.defect)
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
-        job.func, job.args, job.kwargs, job.codec = open_payload(
-            self.codec, job.id, job.claimed.payload)
+        job.set_function(*open_payload(self.codec, job.id, job.claimed.payload))
 
     async def _run_job(self, job: Job) -> None:
         began = time.monotonic()
-        attempt = job.claimed.attempt
         try:
             try:
                 self._prepare(job)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # bad payload, import, signature: never retried
-                outcome = ("failed", _error_json(exc, attempt), False)
+                outcome = ("failed", _error_json(exc, job.claimed.attempt), False)
             else:
                 outcome = await self._execute(job)
-                if job.context._unsent is not None:
-                    await self._flush_progress(job)
+                job.context.flush_progress()  # queued ahead of the report
             # The function is done: its slot can take new work while the
             # report travels (the lease stays held until the report lands).
             self._free_slot(job)
@@ -534,7 +515,7 @@ class Worker:
 
     async def _execute(self, job: Job) -> tuple[str, Any, bool]:
         attempt = job.claimed.attempt
-        executor = self.executors.get(job.claimed.executor, self.executors[ExecutorType.ASYNC])
+        executor = self.executors.get(job.claimed.executor) or self.executors[ExecutorType.ASYNC]
         try:
             result = await executor.run(job)
         except TaskTimeoutError as exc:
@@ -607,17 +588,16 @@ class Worker:
         if job.slot_freed:
             return
         job.slot_freed = True
-
-        def free(_: Any = None) -> None:
-            if self._active.get(job.id) is job:
-                del self._active[job.id]
-            if self._slot_freed is not None:
-                self._slot_freed.set()
-
         if job.execution is not None and not job.execution.done():
-            job.execution.add_done_callback(free)
+            job.execution.add_done_callback(lambda _: self._release_slot(job))
         else:
-            free()
+            self._release_slot(job)
+
+    def _release_slot(self, job: Job) -> None:
+        if self._active.get(job.id) is job:
+            del self._active[job.id]
+        if self._slot_freed is not None:
+            self._slot_freed.set()
 
     # ---- control and shutdown ----------------------------------------------------
     async def _listen_control(self) -> None:
@@ -659,10 +639,7 @@ class Worker:
         leftovers = [j for j in self._active.values() if j.runner and not j.runner.done()]
         runners = [j.runner for j in leftovers if j.runner is not None]
         for job in leftovers:
-            job.cancel_reason = "shutdown"
-            job.context._cancel_event.set()
-            if job.is_coroutine and job.execution is not None:
-                job.execution.cancel()
+            job.request_shutdown()
         for runner in runners:
             runner.cancel()
         if leftovers:

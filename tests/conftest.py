@@ -40,6 +40,40 @@ def _free_port() -> int:
             return port
 
 
+def signal_pid(proc: subprocess.Popen, sig: int) -> None:
+    """Signals our own child by PID (never by name); one that already
+    exited is not an error."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL (a child that ignores
+    the polite signal still goes). Returns the exit code."""
+    signal_pid(proc, signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        signal_pid(proc, signal.SIGKILL)
+        return proc.wait(10)
+
+
+def child_env(drop: Sequence[str] = ()) -> dict[str, str]:
+    """The environment for a ``python -m taskmesh ...`` child: this tree first
+    on PYTHONPATH (so the child imports the code under test, not the
+    editable install), without the variables in ``drop`` (so nothing the
+    test did not pass reaches it)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    for var in drop:
+        env.pop(var, None)
+    return env
+
+
 class RedisServer:
     """A private redis-server process, controlled by PID only."""
 
@@ -129,35 +163,19 @@ class RedisServer:
         return False
 
     def _reap(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            signal_pid(self.proc, signal.SIGKILL)
             self.proc.wait(10)
-
-    def _signal(self, sig: int) -> None:
-        assert self.proc is not None
-        try:
-            os.kill(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM by PID, wait; SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(timeout)
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL (a crash): no shutdown save; AOF keeps what was fsynced."""
-        if self.proc is not None and self.proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            self.proc.wait(10)
+        self._reap()
         self.proc = None
 
     def restart(self, *, hard: bool = False, timeout: float = 10.0) -> None:
@@ -268,9 +286,32 @@ def rds(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def tm(backend: Backend, namespace: str) -> Iterator[TaskManager]:
-    manager = backend.manager(namespace)
-    yield manager
-    manager.close()
+    with backend.manager(namespace) as manager:
+        yield manager
+
+
+# ---- the dashboard: one real process per test module ---------------------------------
+
+@pytest.fixture(scope="module")
+def dash_ns() -> str:
+    return f"dash{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def dash(redis_server: RedisServer, dash_ns: str, tmp_path_factory):
+    """A ``taskmesh dashboard`` process on the module's namespace."""
+    from tests.dashboard_helpers import DashboardProcess  # it imports this module
+
+    with DashboardProcess(redis_server.url, dash_ns,
+                          logpath=tmp_path_factory.mktemp("dash") / "dashboard.log") as proc:
+        yield proc
+
+
+@pytest.fixture
+def dtm(redis_server: RedisServer, dash_ns: str) -> Iterator[TaskManager]:
+    """A manager on the dashboard's namespace."""
+    with TaskManager(redis_server.url, namespace=dash_ns) as manager:
+        yield manager
 
 
 # ---- worker subprocesses -----------------------------------------------------------
@@ -282,12 +323,8 @@ class WorkerProcess:
         self.args = args
         self.logpath = logpath
         self._logfile = open(logpath, "wb")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = child_env(drop=("TASKMESH_URL", "TASKMESH_NAMESPACE", "TASKMESH_SECRET"))
         env["PYTHONUNBUFFERED"] = "1"
-        for var in ("TASKMESH_URL", "TASKMESH_NAMESPACE", "TASKMESH_SECRET"):
-            env.pop(var, None)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             args, cwd=REPO_ROOT, env=env, stdout=self._logfile, stderr=subprocess.STDOUT,
@@ -319,11 +356,7 @@ class WorkerProcess:
             pytest.fail(f"worker {self.pid} did not exit within {timeout}s; log:\n{self.log()}")
 
     def send_signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        signal_pid(self.proc, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -333,15 +366,9 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to ``timeout``, then SIGKILL."""
-        if self.proc.poll() is None:
-            self.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.proc.wait(10)
+        code = stop_process(self.proc, timeout)
         self._logfile.close()
-        return self.proc.returncode
+        return code
 
     def __repr__(self) -> str:
         return f"WorkerProcess(pid={self.pid}, rc={self.returncode})"

@@ -4,8 +4,6 @@ plus a tiny SSE reader over httpx."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.conftest import REPO_ROOT, _free_port
+from tests.conftest import REPO_ROOT, _free_port, child_env, stop_process
 
 
 class DashboardProcess:
@@ -26,11 +24,8 @@ class DashboardProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.logpath = logpath
         self._log = open(logpath, "wb")
-        environ = dict(os.environ)
-        environ["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else []))
-        for var in ("TASKMESH_URL", "TASKMESH_NAMESPACE", "TASKMESH_DASHBOARD_TOKEN"):
-            environ.pop(var, None)
+        environ = child_env(drop=("TASKMESH_URL", "TASKMESH_NAMESPACE",
+                                  "TASKMESH_DASHBOARD_TOKEN"))
         environ.update(env or {})
         self.args = [sys.executable, "-m", "taskmesh", "dashboard", "--url", url,
                      "--namespace", namespace, "--port", str(self.port), *flags]
@@ -59,14 +54,14 @@ class DashboardProcess:
         return self.logpath.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc)
         self._log.close()
+
+    def __enter__(self) -> "DashboardProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:

@@ -110,6 +110,22 @@ def check_exactly_once(tm: TaskManager, client, key: str, ids: list[str], *,
             "recoveries": recoveries, "lost": len(lost)}
 
 
+def running_on_a_b_waiting(tm, rds, redis_server, namespace, worker_factory,
+                           first_s: float, then_s: float):
+    """Worker A (``a-<ns>``) runs a sleeper task (``first_s`` on its first
+    attempt, ``then_s`` on later ones) and worker B (``b-<ns>``) is up and
+    idle, ready to take it over: returns (a, b, task id)."""
+    key = runs_key(namespace)
+    a = worker_factory("--name", f"a-{namespace}", lease_timeout=LEASE)
+    wait_workers(tm, f"a-{namespace}")
+    tid = tm.register_task(ct.sleeper, redis_server.url, key, first_s, then_s,
+                           executor_type="thread_pool")
+    wait_until(lambda: tid in executions(rds, key), what="task started on A")
+    b = worker_factory("--name", f"b-{namespace}", lease_timeout=LEASE)
+    wait_workers(tm, f"b-{namespace}")
+    return a, b, tid
+
+
 def figures(name: str, **values) -> None:
     print(f"\nFIGURES {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
@@ -128,9 +144,8 @@ def aof_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def aof_tm(aof_server: RedisServer, namespace: str) -> Iterator[TaskManager]:
-    manager = TaskManager(aof_server.url, namespace=namespace)
-    yield manager
-    manager.close()
+    with TaskManager(aof_server.url, namespace=namespace) as manager:
+        yield manager
 
 
 # ---- 1. kill -9 ----------------------------------------------------------------------------
@@ -139,15 +154,10 @@ def test_kill9_mid_task_is_recovered_by_the_survivor(tm, rds, redis_server, name
                                                      worker_factory):
     key = runs_key(namespace)
     a_id, b_id = f"a-{namespace}", f"b-{namespace}"
-    a = worker_factory("--name", a_id, lease_timeout=LEASE)
-    wait_workers(tm, a_id)
     # Long on the first attempt (it is killed anyway), short once recovered.
-    tid = tm.register_task(ct.sleeper, redis_server.url, key, 60.0, 0.2,
-                           executor_type="thread_pool")
-    wait_until(lambda: tid in executions(rds, key), what="task started on A")
+    a, b, tid = running_on_a_b_waiting(tm, rds, redis_server, namespace, worker_factory,
+                                       60.0, 0.2)
     assert tm.get_task(tid).worker == a_id
-    b = worker_factory("--name", b_id, lease_timeout=LEASE)
-    wait_workers(tm, b_id)
     assert tm.get_task_status(tid) is TaskStatus.RUNNING
 
     killed_at = time.time()
@@ -169,7 +179,7 @@ def test_kill9_mid_task_is_recovered_by_the_survivor(tm, rds, redis_server, name
     recovery_s = runs[1].at - killed_at
     # lease (2 s) + at most one reaper tick (lease/3) + claim latency
     assert recovery_s < LEASE * 4 / 3 + 1.5, recovery_s
-    figures("kill9", lease_s=LEASE, recovery_s=f"{recovery_s:.2f}",
+    figures("kill9", lease_timeout_s=LEASE, recovery_s=f"{recovery_s:.2f}",
             requeued_after_s=f"{requeued[0].timestamp - killed_at:.2f}",
             completed_after_s=f"{completed_at - killed_at:.2f}", registered=1, completed=1,
             executed_twice=1, lost=0, recoveries=info.recoveries)
@@ -227,14 +237,9 @@ def test_sigstop_past_lease_late_completion_is_discarded(tm, rds, redis_server, 
                                                          worker_factory):
     key = runs_key(namespace)
     a_id, b_id = f"a-{namespace}", f"b-{namespace}"
-    a = worker_factory("--name", a_id, lease_timeout=LEASE)
-    wait_workers(tm, a_id)
     # 8 s on A (frozen meanwhile), 1 s on the worker that takes it over.
-    tid = tm.register_task(ct.sleeper, redis_server.url, key, 8.0, 1.0,
-                           executor_type="thread_pool")
-    wait_until(lambda: tid in executions(rds, key), what="task started on A")
-    b = worker_factory("--name", b_id, lease_timeout=LEASE)
-    wait_workers(tm, b_id)
+    a, b, tid = running_on_a_b_waiting(tm, rds, redis_server, namespace, worker_factory,
+                                       8.0, 1.0)
     assert tm.get_task_status(tid) is TaskStatus.RUNNING and tm.get_task(tid).worker == a_id
 
     a.send_signal(signal.SIGSTOP)

@@ -25,26 +25,6 @@ from tests.helpers import wait_until
 TASKINFO_FIELDS = [f.name for f in dataclasses.fields(TaskInfo)]
 
 
-@pytest.fixture(scope="module")
-def dash_ns() -> str:
-    return f"dash{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="module")
-def dash(redis_server: RedisServer, dash_ns: str, tmp_path_factory) -> Iterator[DashboardProcess]:
-    proc = DashboardProcess(redis_server.url, dash_ns,
-                            logpath=tmp_path_factory.mktemp("dash") / "dashboard.log")
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def dtm(redis_server: RedisServer, dash_ns: str) -> Iterator[TaskManager]:
-    manager = TaskManager(redis_server.url, namespace=dash_ns)
-    yield manager
-    manager.close()
-
-
 @pytest.fixture
 def http(dash: DashboardProcess) -> Iterator[httpx.Client]:
     with dash.client() as client:

@@ -39,19 +39,6 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser_ns() -> str:
-    return f"web{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="module")
-def dash(redis_server: RedisServer, browser_ns: str, tmp_path_factory) -> Iterator[DashboardProcess]:
-    proc = DashboardProcess(redis_server.url, browser_ns,
-                            logpath=tmp_path_factory.mktemp("web") / "dashboard.log")
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
         instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -73,29 +60,22 @@ def page(browser, dash) -> Iterator[Any]:
     context.close()
 
 
-@pytest.fixture
-def wtm(redis_server: RedisServer, browser_ns: str) -> Iterator[TaskManager]:
-    manager = TaskManager(redis_server.url, namespace=browser_ns)
-    yield manager
-    manager.close()
-
-
 def progress_value(pg: Any) -> float:
     return float(pg.eval_on_selector("#task-progress", "el => el.value"))
 
 
-def test_overview_loads_without_console_errors(page, dash, wtm, worker_factory, browser_ns,
+def test_overview_loads_without_console_errors(page, dash, dtm, worker_factory, dash_ns,
                                                tmp_path):
     for i in range(12):  # completions spread over a few seconds, for the chart
-        wtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
+        dtm.register_task(dashboard_tasks.crawl, 2 + 3 * i, 0.08, priority=10 if i % 2 else 0)
     for _ in range(3):
-        wtm.register_task(tasks.fail, "for the chart")
-    w = worker_factory("--burst", namespace=browser_ns)
+        dtm.register_task(tasks.fail, "for the chart")
+    w = worker_factory("--burst", namespace=dash_ns)
     assert w.wait(30) == 0
-    wtm.register_task(tasks.add, 1, 1, queue="reports", priority=15)
-    wtm.register_task(tasks.add, 1, 1, queue="reports", priority=5)
-    live = worker_factory("--queues", "default", namespace=browser_ns)
-    wait_until(lambda: wtm.get_metrics()["workers"], what="a live worker")
+    dtm.register_task(tasks.add, 1, 1, queue="reports", priority=15)
+    dtm.register_task(tasks.add, 1, 1, queue="reports", priority=5)
+    live = worker_factory("--queues", "default", namespace=dash_ns)
+    wait_until(lambda: dtm.get_metrics()["workers"], what="a live worker")
     resp = page.goto("/")
     assert resp.status == 200
     assert page.get_by_role("link", name="Tasks", exact=True).count() == 1
@@ -115,10 +95,10 @@ def test_overview_loads_without_console_errors(page, dash, wtm, worker_factory, 
     live.stop()
 
 
-def test_running_task_progress_bar_moves(page, wtm, worker_factory, browser_ns, tmp_path):
-    tid = wtm.register_task(dashboard_tasks.crawl, 400, 0.05, name="crawl", tags=["demo"])
-    worker_factory(namespace=browser_ns)
-    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
+def test_running_task_progress_bar_moves(page, dtm, worker_factory, dash_ns, tmp_path):
+    tid = dtm.register_task(dashboard_tasks.crawl, 400, 0.05, name="crawl", tags=["demo"])
+    worker_factory(namespace=dash_ns)
+    wait_until(lambda: dtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
     page.goto(f"/tasks/{tid}")
     page.evaluate("window.__noReload = true")
     first = progress_value(page)
@@ -130,37 +110,37 @@ def test_running_task_progress_bar_moves(page, wtm, worker_factory, browser_ns, 
     assert page.errors == []
 
 
-def test_cancel_from_the_page(page, wtm, worker_factory, browser_ns):
-    tid = wtm.register_task(dashboard_tasks.crawl, 400, 0.05)
-    worker_factory(namespace=browser_ns)
-    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
+def test_cancel_from_the_page(page, dtm, worker_factory, dash_ns):
+    tid = dtm.register_task(dashboard_tasks.crawl, 400, 0.05)
+    worker_factory(namespace=dash_ns)
+    wait_until(lambda: dtm.get_task_status(tid) is TaskStatus.RUNNING, what="task running")
     page.goto(f"/tasks/{tid}")
     page.get_by_role("button", name="Cancel", exact=True).click()
-    wait_until(lambda: wtm.get_task_status(tid) is TaskStatus.CANCELLED, what="task cancelled")
+    wait_until(lambda: dtm.get_task_status(tid) is TaskStatus.CANCELLED, what="task cancelled")
     page.locator("h1 .status.s-cancelled").wait_for()
     assert page.get_by_role("button", name="Cancel", exact=True).count() == 0
     assert page.errors == []
 
 
-def test_retry_from_the_page(page, wtm, worker_factory, browser_ns):
-    tid = wtm.register_task(tasks.fail, "retry me")
-    w = worker_factory("--burst", namespace=browser_ns)
+def test_retry_from_the_page(page, dtm, worker_factory, dash_ns):
+    tid = dtm.register_task(tasks.fail, "retry me")
+    w = worker_factory("--burst", namespace=dash_ns)
     assert w.wait(30) == 0
     page.goto(f"/tasks/{tid}")
     assert "retry me" in page.locator(".error-box").inner_text()
     page.get_by_role("button", name="Retry", exact=True).click()
     page.wait_for_url(lambda url: tid not in url and "/tasks/" in url)
     new_id = page.url.rsplit("/", 1)[1]
-    assert wtm.get_task(new_id).metadata["retry_of"] == tid
+    assert dtm.get_task(new_id).metadata["retry_of"] == tid
     assert page.get_by_role("link", name=tid).count() >= 1  # links back to what it retried
     assert page.errors == []
 
 
-def test_tasks_page_filters_pages_and_finds_by_id(page, wtm):
+def test_tasks_page_filters_pages_and_finds_by_id(page, dtm):
     tag = f"t{uuid.uuid4().hex[:8]}"
-    ids = [wtm.register_task(tasks.add, i, i, defer=True, tags=[tag], name=f"listed-{i}")
+    ids = [dtm.register_task(tasks.add, i, i, defer=True, tags=[tag], name=f"listed-{i}")
            for i in range(30)]
-    wtm.cancel_task_sync(ids[3])
+    dtm.cancel_task_sync(ids[3])
     page.goto(f"/tasks?tag={tag}&limit=25")
     rows = page.locator("#tasks-table tbody tr")
     assert rows.count() == 25
@@ -180,11 +160,11 @@ def test_tasks_page_filters_pages_and_finds_by_id(page, wtm):
     assert page.errors == []
 
 
-def test_live_feed_shows_a_new_task_without_reload(page, wtm):
+def test_live_feed_shows_a_new_task_without_reload(page, dtm):
     page.goto("/events")
     page.evaluate("window.__noReload = true")
     page.locator("#feed-state", has_text="Live").wait_for()
-    tid = wtm.register_task(tasks.add, 2, 3, name="fresh-in-feed")
+    tid = dtm.register_task(tasks.add, 2, 3, name="fresh-in-feed")
     row = page.locator("#events-feed tbody tr", has_text=tid).first
     row.wait_for()
     assert "TASK_CREATED" in row.inner_text() and "fresh-in-feed" in row.inner_text()

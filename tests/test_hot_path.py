@@ -29,6 +29,31 @@ def _error(message: str) -> str:
     return json.dumps({"type": "ValueError", "message": message, "traceback": "", "attempt": 1})
 
 
+def _report_together(redis_server, commands: Commands, calls: list) -> tuple[list, list[int]]:
+    """Submits ``calls`` all at once through a real Reporter on its own
+    client; returns each caller's reply and the size of every merged
+    report_many call the reporter sent."""
+    import redis.asyncio
+
+    merged: list[int] = []
+
+    def merge(batch):
+        merged.append(len(batch))
+        return commands.report_many(batch)
+
+    async def main() -> list:
+        client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
+        reporter = Reporter(client, merge=merge)
+        reporter.start()
+        try:
+            return await asyncio.gather(*(reporter.submit(c) for c in calls))
+        finally:
+            await reporter.close(timeout=5)
+            await client.aclose()
+
+    return asyncio.run(main()), merged
+
+
 def test_report_many_applies_each_report_as_report_lua_would(tm, rds):
     """One call, five reports: completed, failed with a retry left, failed for
     good, cancelled, and one whose claim token is stale."""
@@ -80,32 +105,14 @@ def test_a_report_that_raises_fails_alone(tm, rds):
 def test_reporter_sends_ready_outcomes_as_one_call(tm, rds, redis_server):
     """Outcomes submitted together reach Redis as one report_many call; each
     caller still gets its own task's reply."""
-    import redis.asyncio
-
     commands = Commands(tm.keys)
     ids = [tm.register_task("tests.tasks:add", i, 1) for i in range(20)]
     claimed = {c.id: c for c in _claim(tm, rds, 20)}
-    merged: list[int] = []
-
-    def merge(calls):
-        merged.append(len(calls))
-        return commands.report_many(calls)
-
-    async def main() -> list[str]:
-        client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
-        reporter = Reporter(client, merge=merge)
-        reporter.start()
-        try:
-            stale = claimed[ids[0]]
-            calls = [commands.report(stale.id, "0", "completed", tm.codec.encode_result(0))]
-            calls += [commands.report(i, claimed[i].token, "completed", tm.codec.encode_result(n))
-                      for n, i in enumerate(ids) if n > 0]
-            return await asyncio.gather(*(reporter.submit(c) for c in calls))
-        finally:
-            await reporter.close(timeout=5)
-            await client.aclose()
-
-    replies = asyncio.run(main())
+    stale = claimed[ids[0]]
+    calls = [commands.report(stale.id, "0", "completed", tm.codec.encode_result(0))]
+    calls += [commands.report(i, claimed[i].token, "completed", tm.codec.encode_result(n))
+              for n, i in enumerate(ids) if n > 0]
+    replies, merged = _report_together(redis_server, commands, calls)
     assert merged == [20]
     assert replies == ["stale"] + ["completed"] * 19
     assert [tm.get_task_result(i) for i in ids[1:]] == list(range(1, 20))
@@ -114,34 +121,17 @@ def test_reporter_sends_ready_outcomes_as_one_call(tm, rds, redis_server):
 def test_large_results_are_not_merged(tm, rds, redis_server):
     """A merged call is one command, buffered whole by Redis: a result over
     MERGE_MAX_BYTES goes in a report of its own, the others around it merge."""
-    import redis.asyncio
-
     from taskmesh.reporter import MERGE_MAX_BYTES
 
     commands = Commands(tm.keys)
     ids = [tm.register_task("tests.tasks:add", i, 1) for i in range(5)]
     claimed = {c.id: c for c in _claim(tm, rds, 5)}
     big = tm.codec.encode_result("x" * (MERGE_MAX_BYTES + MERGE_MAX_BYTES // 2))
-    merged: list[int] = []
-
-    def merge(calls):
-        merged.append(len(calls))
-        return commands.report_many(calls)
-
-    async def main() -> list[str]:
-        client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)
-        reporter = Reporter(client, merge=merge)
-        reporter.start()
-        try:
-            calls = [commands.report(i, claimed[i].token, "completed",
-                                     big if n == 2 else tm.codec.encode_result(n))
-                     for n, i in enumerate(ids)]
-            return await asyncio.gather(*(reporter.submit(c) for c in calls))
-        finally:
-            await reporter.close(timeout=5)
-            await client.aclose()
-
-    assert asyncio.run(main()) == ["completed"] * 5
+    calls = [commands.report(i, claimed[i].token, "completed",
+                             big if n == 2 else tm.codec.encode_result(n))
+             for n, i in enumerate(ids)]
+    replies, merged = _report_together(redis_server, commands, calls)
+    assert replies == ["completed"] * 5
     assert merged == [2, 2]
     assert len(tm.get_task_result(ids[2])) == MERGE_MAX_BYTES + MERGE_MAX_BYTES // 2
 

@@ -16,7 +16,7 @@ from taskmesh.models import TaskStatus
 PRELUDE = Path(__file__).resolve().parent.parent / "taskmesh" / "lua" / "prelude.lua"
 
 # Lua names whose Keys counterpart is not simply the lower-cased suffix
-LUA_ALIASES = {"k_deps": "dependents", "K_CONTROL": "control_channel"}
+LUA_ALIASES = {"K_CONTROL": "control_channel"}
 NAMESPACES = ["default", "prod-eu", "ns_1", "ünï"]
 ARGUMENTS = ["abc123", "a-b.c_d", "queue name?", "x" * 64, "1700000000"]
 

@@ -99,10 +99,9 @@ def _by_key_text() -> dict[str, str]:
     keys = Keys("ns")
     out = {}
     for family in _families():
-        attr = {"deps": "dependents"}.get(family, family)
-        builder = getattr(Keys, attr, None)
+        builder = getattr(Keys, family, None)
         if builder is not None and not isinstance(builder, property):
-            word = getattr(keys, attr)("x")[len(keys.prefix):].split(":", 1)[0]
+            word = getattr(keys, family)("x")[len(keys.prefix):].split(":", 1)[0]
             out[word] = family
     return out
 
@@ -124,9 +123,9 @@ def listed_by(name: str) -> set[str] | None:
 
 def test_the_analysis_sees_through_library_calls():
     # report.lua calls finish(), which reaches resolve() and the outbox.
-    assert {"task", "running", "stats", "outbox", "rdeps", "events"} <= used_by("report")
+    assert {"task", "running", "stats", "outbox", "remote_dependents", "events"} <= used_by("report")
     assert used_by("shards") == {"config", "seq", "stats"}  # through KEYS only
-    assert used_by("link") == {"task", "rdeps"}
+    assert used_by("link") == {"task", "remote_dependents"}
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

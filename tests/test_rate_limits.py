@@ -26,6 +26,19 @@ def _starts(tm, ids):
                   if e.type is EventType.TASK_STARTED and e.task_id in wanted)
 
 
+def _stamps(tm, redis_server, namespace, n: int, rate_key: str, **options):
+    """Registers ``n`` stamping tasks under ``rate_key`` (list ``<ns>:s``)."""
+    return [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
+                             rate_key=rate_key, **options) for i in range(n)]
+
+
+def _wait_starts(tm, ids, timeout: float = WAIT):
+    """Waits for every task, then returns their claim times (see _starts)."""
+    for t in ids:
+        tm.wait_for_task_sync(t, timeout=timeout)
+    return _starts(tm, ids)
+
+
 def test_two_workers_share_one_limit(tm, rds, redis_server, namespace, worker_factory):
     """20 tasks at 5/s, burst 1, two workers: starts 0.2 s apart, about 4 s in all."""
     key = f"{namespace}:starts"
@@ -34,10 +47,7 @@ def test_two_workers_share_one_limit(tm, rds, redis_server, namespace, worker_fa
            for i in range(20)]
     for _ in range(2):
         worker_factory("--concurrency", "4")
-    for t in ids:
-        tm.wait_for_task_sync(t, timeout=WAIT)
-
-    starts = _starts(tm, ids)
+    starts = _wait_starts(tm, ids)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     # Tokens come every 200 ms; event timestamps have ms resolution.
     assert min(gaps) >= 0.2 - 0.0015, gaps
@@ -56,12 +66,9 @@ def test_two_workers_share_one_limit(tm, rds, redis_server, namespace, worker_fa
 
 def test_burst_starts_at_once_then_the_rate(tm, redis_server, namespace, worker_factory):
     tm.set_rate_limit("burst", 4, burst=3)
-    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
-                            rate_key="burst") for i in range(7)]
+    ids = _stamps(tm, redis_server, namespace, 7, "burst")
     worker_factory("--concurrency", "10")
-    for t in ids:
-        tm.wait_for_task_sync(t, timeout=WAIT)
-    starts = _starts(tm, ids)
+    starts = _wait_starts(tm, ids)
     # A full bucket lets 3 go together; each later one waits 1/4 s more.
     assert starts[2] - starts[0] < 0.2
     for i in range(3, 7):
@@ -100,8 +107,7 @@ def test_waiting_tasks_do_not_block_the_queue(tm, redis_server, namespace, worke
 
 def test_removing_the_limit_releases_waiting_tasks(tm, redis_server, namespace, worker_factory):
     tm.set_rate_limit("gate", 0.2, burst=1)  # one start per 5 s
-    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
-                            rate_key="gate") for i in range(10)]
+    ids = _stamps(tm, redis_server, namespace, 10, "gate")
     worker_factory("--concurrency", "10")
     wait_until(lambda: tm.get_task_status(ids[0]) is TaskStatus.COMPLETED, WAIT, what="first")
     # The others are parked with turns 5 s apart...
@@ -109,24 +115,19 @@ def test_removing_the_limit_releases_waiting_tasks(tm, redis_server, namespace, 
                what="nine parked")
     tm.set_rate_limit("gate", None)
     # ...and run at once when the limit goes, without waiting out their turns.
-    for t in ids:
-        tm.wait_for_task_sync(t, timeout=4)  # their next turns were 5 s apart
-    starts = _starts(tm, ids)
+    starts = _wait_starts(tm, ids, timeout=4)  # their next turns were 5 s apart
     assert starts[-1] - starts[1] < 2.0
     assert tm.get_metrics()["queues"]["default"]["rate_limited"] == 0
 
 
 def test_raising_the_limit_recomputes_turns(tm, redis_server, namespace, worker_factory):
     tm.set_rate_limit("gate", 0.2, burst=1)
-    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
-                            rate_key="gate") for i in range(6)]
+    ids = _stamps(tm, redis_server, namespace, 6, "gate")
     worker_factory("--concurrency", "10")
     wait_until(lambda: tm.get_metrics()["queues"]["default"]["rate_limited"] == 5, WAIT,
                what="five parked")
     tm.set_rate_limit("gate", 10, burst=1)
-    for t in ids:
-        tm.wait_for_task_sync(t, timeout=5)
-    starts = _starts(tm, ids)
+    starts = _wait_starts(tm, ids, timeout=5)
     gaps = [b - a for a, b in zip(starts[1:], starts[2:])]
     assert min(gaps) >= 0.1 - 0.0015 and starts[-1] - starts[1] < 2.0, gaps
 
@@ -147,12 +148,9 @@ def test_every_attempt_takes_a_token(tm, rds, redis_server, namespace, worker_fa
 
 def test_unlimited_rate_key_runs_freely(tm, redis_server, namespace, worker_factory):
     """A rate key without a limit set is no limit."""
-    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
-                            rate_key="nolimit") for i in range(10)]
+    ids = _stamps(tm, redis_server, namespace, 10, "nolimit")
     worker_factory("--concurrency", "10")
-    for t in ids:
-        tm.wait_for_task_sync(t, timeout=WAIT)
-    starts = _starts(tm, ids)
+    starts = _wait_starts(tm, ids)
     assert starts[-1] - starts[0] < 1.0
 
 
@@ -209,8 +207,7 @@ def test_bad_rate_key_on_registration_stores_nothing(tm, rds, namespace, rate_ke
 def test_cancelling_a_waiting_task(tm, redis_server, namespace, worker_factory):
     """A parked task cancels like any QUEUED one and leaves no trace in the lot."""
     tm.set_rate_limit("c", 0.2, burst=1)
-    ids = [tm.register_task(ft.stamp, redis_server.url, f"{namespace}:s", str(i),
-                            rate_key="c") for i in range(3)]
+    ids = _stamps(tm, redis_server, namespace, 3, "c")
     worker_factory()
     wait_until(lambda: tm.get_metrics()["queues"]["default"]["rate_limited"] == 2, WAIT,
                what="two parked")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from taskmesh import SignatureError, TaskError, TaskManager, TaskStatus
 from taskmesh.keys import Keys
 from taskmesh.serialization import Codec
 from tests import bad_tasks, tasks
-from tests.conftest import REPO_ROOT, RedisServer
+from tests.conftest import REPO_ROOT, RedisServer, child_env, stop_process
 from tests.helpers import wait_until
 
 WAIT = 20.0
@@ -159,9 +158,7 @@ def test_secret_worker_refuses_tampered_payload(redis_server, rds, namespace, wo
 
 
 def _start_worker_with_env(url: str, namespace: str, log: Path, **env_vars: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMESH_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env = child_env(drop=[k for k in os.environ if k.startswith("TASKMESH_")])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(env_vars)
     with open(log, "wb") as out:
@@ -169,16 +166,6 @@ def _start_worker_with_env(url: str, namespace: str, log: Path, **env_vars: str)
             [sys.executable, "-m", "taskmesh", "worker", "--url", url, "--namespace", namespace,
              "--lease-timeout", "3", "--grace-period", "1"],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-
-def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 def test_taskmesh_secret_env_var_works_like_flag(redis_server, namespace, tmp_path):
@@ -198,7 +185,7 @@ def test_taskmesh_secret_env_var_works_like_flag(redis_server, namespace, tmp_pa
         print(log.read_text(errors="replace"))
         raise
     finally:
-        _stop(worker)
+        stop_process(worker)
 
 
 def test_worker_without_secret_runs_signed_payloads(redis_server, rds, namespace, worker_factory):

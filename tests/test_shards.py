@@ -155,11 +155,11 @@ def test_a_delivery_is_applied_once_even_when_sent_twice(url, namespace):
         tm.register_task(st.noop, defer=True, task_id=parent)
         tm.register_task(tasks.add, 1, 1, task_id=child, dependencies=[parent, other])
         client = tm._client
-        assert client.hget(shardset.keys[1].task(child), "pending_deps") == b"2"
+        assert client.hget(shardset.keys[1].task(child), "pending_dependencies") == b"2"
         first = scripts.run(client, apply_call(shardset.keys[1], child, parent, "completed"))
         again = scripts.run(client, apply_call(shardset.keys[1], child, parent, "completed"))
         assert (first, again) == ("applied", "dup")
-        assert client.hget(shardset.keys[1].task(child), "pending_deps") == b"1"
+        assert client.hget(shardset.keys[1].task(child), "pending_dependencies") == b"1"
         assert tm.get_task_status(child) is TaskStatus.WAITING
 
 
@@ -176,7 +176,7 @@ def test_a_delivery_before_registration_is_kept_for_it(url, namespace):
         call = shardset.commands[2].register(
             child, {"name": "c", "queue": "default", "priority": 5, "ttl": 60, "payload": b"x",
                     "executor": "async", "max_retries": 0, "retry_delay": 1,
-                    "retry_backoff": 1, "deps": f'["{parent}"]'},
+                    "retry_backoff": 1, "dependencies": f'["{parent}"]'},
             [], False, [(parent, "linked")])
         assert scripts.run(client, call)[1] == "cancelled"
         assert tm.get_task_error(child).type == "DependencyFailedError"

@@ -178,7 +178,7 @@ def test_soak_100k_tasks_with_worker_kills(namespace, worker_factory):
             assert w.stop(timeout=20) == 0
         client.delete(key)
         leftover = sorted(k.decode().split(":", 2)[2] for k in namespace_keys(client, namespace))
-        assert not any(k.startswith(("task:", "deps:")) for k in leftover), leftover
+        assert not any(k.startswith(("task:", "dependents:")) for k in leftover), leftover
         time.sleep(1)
         after = _used_memory(client)
         total_s = time.monotonic() - t0
@@ -227,5 +227,5 @@ def test_recovery_time_with_the_default_lease(tm, rds, redis_server, namespace, 
     info = tm.get_task(tid)
     assert info.recoveries == 1 and info.worker == b_id and tm.get_task_result(tid) == b.pid
     assert recovery_s <= 30 + 10 + 1.5, recovery_s
-    _figures("default_lease_recovery", lease_s=30, recovery_s=f"{recovery_s:.1f}",
+    _figures("default_lease_recovery", lease_timeout_s=30, recovery_s=f"{recovery_s:.1f}",
              since_claim_s=f"{rerun_at - claimed_at:.1f}")

@@ -11,7 +11,7 @@ happened, as ``cancel_task`` itself does.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import redis.exceptions
 from starlette.concurrency import run_in_threadpool
@@ -95,32 +95,37 @@ def refused_action(request: Request, dash: Dashboard) -> JSON | None:
     return None
 
 
-async def cancel(request: Request) -> Response:
+async def task_action(request: Request,
+                      act: Callable[[Dashboard, str], Awaitable[Response]]) -> Response:
+    """What cancel and retry share: refused (403) before anything is done,
+    404 for an unknown task id; ``act`` does the rest."""
     dash: Dashboard = request.app.state.dashboard
     task_id = request.path_params["task_id"]
     refused = refused_action(request, dash)
     if refused is not None:
         return refused
     try:
-        cancelled = await dash.tm.cancel_task(task_id)
+        return await act(dash, task_id)
     except TaskNotFoundError:
         return error(404, f"no task {task_id!r}")
-    return JSON({"cancelled": cancelled})
+
+
+async def cancel(request: Request) -> Response:
+    async def act(dash: Dashboard, task_id: str) -> Response:
+        return JSON({"cancelled": await dash.tm.cancel_task(task_id)})
+
+    return await task_action(request, act)
 
 
 async def retry(request: Request) -> Response:
-    dash: Dashboard = request.app.state.dashboard
-    task_id = request.path_params["task_id"]
-    refused = refused_action(request, dash)
-    if refused is not None:
-        return refused
-    try:
-        new_id = await run_in_threadpool(dash.tm.retry_task, task_id)
-    except TaskNotFoundError:
-        return error(404, f"no task {task_id!r}")
-    except ValueError as exc:
-        return error(409, str(exc))
-    return JSON({"task_id": new_id})
+    async def act(dash: Dashboard, task_id: str) -> Response:
+        try:
+            new_id = await run_in_threadpool(dash.tm.retry_task, task_id)
+        except ValueError as exc:  # not FAILED or CANCELLED
+            return error(409, str(exc))
+        return JSON({"task_id": new_id})
+
+    return await task_action(request, act)
 
 
 async def events(request: Request) -> Response:

@@ -4,7 +4,7 @@ Everything goes through the TaskManager (``get_metrics``, ``list_tasks``,
 ``get_task``, ``get_events``) except three raw reads that have no public
 call, made on the store's own key schema and never decoded with pickle:
 a task's stored payload and result bytes (shown through
-:mod:`taskmesh.dashboard.display`), its ``deps:<id>`` set (dependents still
+:mod:`taskmesh.dashboard.display`), its ``dependents:<id>`` set (dependents still
 waiting for it; the set is consumed as they are resolved, so a finished
 task's dependents are no longer listed), and the per-second ``rate:*``
 outcome buckets behind the overview charts (kept 120 s by the scripts).

@@ -31,7 +31,7 @@ from .events import EVENT_STYLE, EventFeed
 from .processes import (
     WORKER_CONCURRENCY,
     WORKER_GRACE_PERIOD,
-    WORKER_LEASE_TIMEOUT,
+    WORKER_LEASE_TIMEOUT_S,
     WORKER_STOP_TIMEOUT,
     WorkerProcesses,
 )
@@ -43,7 +43,7 @@ from .workload import DemoTask, Expect, submit
 __all__ = [
     "CANCEL_AT_PROGRESS", "DEMO_TIMEOUT", "EVENT_STYLE", "LOCALHOST_URL", "POLL_INTERVAL",
     "RESULT_TTL", "STATUS_STYLE", "WORKER_CONCURRENCY", "WORKER_GRACE_PERIOD",
-    "WORKER_LEASE_TIMEOUT", "WORKER_STOP_TIMEOUT", "Board", "DemoError", "DemoTask",
+    "WORKER_LEASE_TIMEOUT_S", "WORKER_STOP_TIMEOUT", "Board", "DemoError", "DemoTask",
     "EventFeed", "Expect", "TaskErrorView", "WorkerProcesses", "describe_error", "mask_url",
     "metrics_table", "pick_namespace", "pick_redis", "run_demo", "start_order", "submit",
     "summary_table",

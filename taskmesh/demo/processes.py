@@ -14,7 +14,7 @@ from ..server import spawn
 from .target import mask_url
 
 WORKER_CONCURRENCY = 4
-WORKER_LEASE_TIMEOUT = 5.0
+WORKER_LEASE_TIMEOUT_S = 5.0
 WORKER_GRACE_PERIOD = 3.0
 WORKER_STOP_TIMEOUT = 10.0
 
@@ -35,7 +35,7 @@ class WorkerProcesses:
     def argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "taskmesh", "worker", "--namespace", self.namespace,
                 "--concurrency", str(WORKER_CONCURRENCY),
-                "--lease-timeout", f"{WORKER_LEASE_TIMEOUT:g}",
+                "--lease-timeout", f"{WORKER_LEASE_TIMEOUT_S:g}",
                 "--grace-period", f"{WORKER_GRACE_PERIOD:g}",
                 "--import", demo_tasks.__name__, "--name", name]
         if mask_url(self.url) == self.url:  # a password goes by environment, not argv

@@ -11,8 +11,8 @@
 -- dependent is registered (the producer linked, then paused) is kept in
 -- early:<id>, which register.lua reads. (Most families below are reached
 -- through release()/finish() in the prelude.)
--- Key families: applied, byseq, config, deps, done, done_channel, early, events, outbox,
---   parked, pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running,
+-- Key families: applied, byseq, config, dependents, done, done_channel, early, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 local id, dep, status = ARGV[2], ARGV[3], ARGV[4]
 local t = load(id)
@@ -25,7 +25,7 @@ if not t then
   return 'early'
 end
 if status == 'completed' then
-  local left = redis.call('HINCRBY', KEYS[1], 'pending_deps', -1)
+  local left = redis.call('HINCRBY', KEYS[1], 'pending_dependencies', -1)
   if left <= 0 and t.status == 'waiting' then release(t, true) end
 else
   local err = {type = 'DependencyFailedError', attempt = 0,

@@ -4,8 +4,8 @@
 -- 2 running: cancellation requested and signalled to its worker, which ends
 -- it CANCELLED (report.lua honours the flag whatever the task returns; the
 -- lease reaper honours it if the worker dies).
--- Key families: applied, byseq, config, control, deps, done, done_channel, events, outbox,
---   parked, pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running,
+-- Key families: applied, byseq, config, control, dependents, done, done_channel, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 local t = load(ARGV[2])
 if not t then return -1 end

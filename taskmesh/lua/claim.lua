@@ -1,7 +1,7 @@
 -- claim.lua: atomically move up to N queued tasks into RUNNING for a worker.
 -- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
--- ARGV[4] lease ms   ARGV[5] free sequential slots   ARGV[6] free process slots
+-- ARGV[4] lease_timeout_ms   ARGV[5] free sequential slots   ARGV[6] free process slots
 -- ARGV[7] claim request id ('' for none)   ARGV[8..] queue names
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
@@ -28,10 +28,10 @@
 -- Also touches: parked:<q>, ratelimits, ratebucket:<rate key>, scheduled:<q>,
 -- queue:<q>, qcount:<q>, wake:<q>, task:<id>, byseq:scheduled / byseq:running
 -- (listing indexes, written with the homes).
--- Key families: applied, byseq, claims, config, deps, done, done_channel, events, outbox,
---   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, rdeps, resolve,
+-- Key families: applied, byseq, claims, config, dependents, done, done_channel, events, outbox,
+--   parked, pending, qcount, queue, queues, rate, rate_bucket, ratelimits, remote_dependents, resolve,
 --   running, scheduled, stats, tag_expiry, task, waiting, wake, worker, workers
-local wid, want, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local wid, want, lease_timeout_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Executors with a local lane the worker must not over-claim for.
 local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local claim_id = ARGV[7]
@@ -39,13 +39,21 @@ local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 
+-- What a claim reads of a candidate, in one HMGET: what leave(),
+-- enter_running(), emit() and the reply use (load() in the prelude).
+local CLAIM_FIELDS = {'status', 'queue', 'priority', 'seq', 'attempts', 'executor', 'rate_key',
+  'name', 'timeout', 'payload', 'metadata'}
+-- A replayed claim also checks the token (a queued task has none: a field
+-- HMGET does not find costs a scan of the whole record).
+local REPLAY_FIELDS = {unpack(CLAIM_FIELDS)}
+REPLAY_FIELDS[#REPLAY_FIELDS + 1] = 'token'
+
 -- The 8 reply entries of a claimed (RUNNING) task.
 local function claimed_entry(out, t, token)
-  local extra = redis.call('HMGET', k_task(t.id), 'timeout', 'payload', 'metadata')
-  for _, v in ipairs({t.id, token, tonumber(t.attempts), t.executor, extra[1] or '',
-      extra[2] or '', extra[3] or '', t.name or ''}) do
-    out[#out + 1] = v
-  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = t.id, token, tonumber(t.attempts), t.executor
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = t.timeout or '', t.payload or '',
+    t.metadata or '', t.name or ''
 end
 
 if claim_id ~= '' then
@@ -55,7 +63,7 @@ if claim_id ~= '' then
     if record[1] == claim_id then
       local out = {'q', 0}  -- 'q', due now: the worker claims again at once
       for i = 1, #record[2], 2 do
-        local t = load(record[2][i])
+        local t = load(record[2][i], REPLAY_FIELDS)
         if t and t.status == 'running' and t.token == record[2][i + 1] then
           claimed_entry(out, t, t.token)
         end
@@ -66,19 +74,30 @@ if claim_id ~= '' then
 end
 local unresolved = resolve_pending()
 
+-- A queue's earliest SCHEDULED task, read once: when it is not due yet
+-- nothing is promoted, and the same head gives next_due_ms at the end
+-- (claiming does not touch scheduled:<q>); else it is read again there.
+local scheduled_head = {}
 for _, q in ipairs(queues) do
-  local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
-  for _, id in ipairs(due) do
-    local t = load(id)
-    if t then enqueue(t, true) else
-      redis.call('ZREM', k_scheduled(q), id)
-      redis.call('ZREM', k_byseq('scheduled'), id)
+  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now then
+    local due = redis.call('ZRANGEBYSCORE', k_scheduled(q), '-inf', now, 'LIMIT', 0, 100)
+    for _, id in ipairs(due) do
+      local t = load(id)
+      if t then enqueue(t, true) else
+        redis.call('ZREM', k_scheduled(q), id)
+        redis.call('ZREM', k_byseq('scheduled'), id)
+      end
     end
+  else
+    scheduled_head[q] = first
   end
 end
 
 local flags = ''
-local cap = redis.call('HGET', KEYS[2], 'max_concurrent_tasks')
+-- The namespace settings a claim obeys, in one read.
+local settings = redis.call('HMGET', KEYS[2], 'max_concurrent_tasks', 'priority_aging_s')
+local cap = settings[1]
 if cap then
   local room = tonumber(cap) - redis.call('ZCARD', KEYS[1])
   if room < want then
@@ -96,14 +115,15 @@ end
 -- Merge the heads of all queues: scores order by priority, then global seq
 -- (or aged order, see flow.lua). A round that parked tasks looks again, at
 -- the heads behind them.
-local aging_ms = priority_aging_ms()
+local aging_ms = priority_aging_ms(settings[2])
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 local claimed_ids = {}
+local claim_no  -- this call's value of the claims counter, taken at its first task
 while claimed < want and park_budget > 0 do
   local parked = 0
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
-    local t = load(c.id)
+    local t = load(c.id, CLAIM_FIELDS)
     if not t then
       redis.call('ZREM', k_queue(c.q), c.id)
     elseif lane_slots[t.executor] and lane_slots[t.executor] <= 0 then
@@ -117,13 +137,16 @@ while claimed < want and park_budget > 0 do
         if lane_slots[t.executor] then lane_slots[t.executor] = lane_slots[t.executor] - 1 end
         leave(t)
         -- counter + Redis clock: a rollback (AOF everysec after power loss)
-        -- re-issues counter values, never the same ms, so fencing survives it
-        local token = redis.call('INCR', KEYS[3]) .. '-' .. now_ms()
-        local attempt = tonumber(t.attempts) + 1
+        -- re-issues counter values, never the same ms, so fencing survives it.
+        -- One INCR per claim call: its tasks are told apart by their place
+        -- in it ("<counter>.<n>-<ms>"), unique as a counter per task would be.
+        claim_no = claim_no or redis.call('INCR', KEYS[3])
+        local token = claim_no .. '.' .. (claimed + 1) .. '-' .. now_ms()
+        local attempt = (tonumber(t.attempts) or 0) + 1
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
           'attempts', attempt, 'started_at', now_s())
-        enter_running(t, now + lease)
+        enter_running(t, now + lease_timeout_ms)
         t.status, t.worker = 'running', wid
         emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
         t.attempts = attempt
@@ -144,7 +167,7 @@ for _, q in ipairs(queues) do
     -- We took all we asked for and work remains: wake the next idle worker.
     if claimed > 0 and claimed >= want then wake(q) end
   end
-  local first = redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
+  local first = scheduled_head[q] or redis.call('ZRANGE', k_scheduled(q), 0, 0, 'WITHSCORES')
   if first[2] then
     local wait = math.max(tonumber(first[2]) - now, 0)
     if next_due < 0 or wait < next_due then next_due = wait end
@@ -161,7 +184,7 @@ end
 if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end
 if claim_id ~= '' and claimed > 0 then
   redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
-  redis.call('PEXPIRE', k_worker(wid), lease * 2)  -- like its heartbeat (renew.lua)
+  redis.call('PEXPIRE', k_worker(wid), lease_timeout_ms * 2)  -- like its heartbeat (renew.lua)
 end
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)

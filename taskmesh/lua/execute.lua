@@ -9,7 +9,7 @@
 local t = load(ARGV[2])
 if not t then return false end
 if t.status ~= 'pending' then return t.status end
-if tonumber(t.pending_deps or '0') > 0 then
+if tonumber(t.pending_dependencies or '0') > 0 then
   leave(t)
   enter_waiting(t)
   redis.call('HSET', KEYS[1], 'status', 'waiting')

@@ -101,8 +101,9 @@ local function parked_wait(q)
   return nil
 end
 
-local function priority_aging_ms()
-  local s = tonumber(redis.call('HGET', K_CONFIG, 'priority_aging_s') or '')
+-- `raw`: the config field priority_aging_s as claim.lua read it.
+local function priority_aging_ms(raw)
+  local s = tonumber(raw or '')
   return s and s > 0 and s * 1000 or nil
 end
 

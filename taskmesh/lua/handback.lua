@@ -3,8 +3,8 @@
 -- started ('1' if the function began executing, else '0')
 -- Returns the number handed back. Tasks keep their place in line; an attempt
 -- that never started is not counted; the token is cleared (fencing).
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, scheduled,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, scheduled,
 --   stats, tag_expiry, task, waiting, wake
 local n = 0
 for i = 2, #ARGV, 3 do

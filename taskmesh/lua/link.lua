@@ -7,11 +7,11 @@
 --
 -- Atomic against the dependency finishing: either it is already terminal
 -- (the caller registers the dependent knowing that), or the dependent is in
--- rdeps:<dep> before it can finish, and its outcome goes to the outbox with
+-- remote_dependents:<dep> before it can finish, and its outcome goes to the outbox with
 -- the finishing script (see resolve() in the prelude).
--- Key families: rdeps, task
+-- Key families: remote_dependents, task
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if is_terminal(status) then return status end
-redis.call('SADD', k_rdeps(ARGV[2]), ARGV[3] .. '|' .. ARGV[4])
+redis.call('SADD', k_remote_dependents(ARGV[2]), ARGV[3] .. '|' .. ARGV[4])
 return 'linked'

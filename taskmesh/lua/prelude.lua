@@ -11,7 +11,7 @@
 
 local PREFIX = ARGV[1]
 local function k_task(id) return PREFIX .. 'task:' .. id end
-local function k_deps(id) return PREFIX .. 'deps:' .. id end
+local function k_dependents(id) return PREFIX .. 'dependents:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
 local function k_wake(q) return PREFIX .. 'wake:' .. q end
 local function k_scheduled(q) return PREFIX .. 'scheduled:' .. q end
@@ -22,7 +22,7 @@ local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
 local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
-local function k_rdeps(id) return PREFIX .. 'rdeps:' .. id end
+local function k_remote_dependents(id) return PREFIX .. 'remote_dependents:' .. id end
 local function k_applied(id) return PREFIX .. 'applied:' .. id end
 local function k_early(id) return PREFIX .. 'early:' .. id end
 local function k_periodic_schedule(name) return PREFIX .. 'periodic:' .. name end
@@ -81,15 +81,21 @@ end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
   'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_deps', 'executor', 'started_at', 'due_ms',
+  'worker', 'cancel_requested', 'pending_dependencies', 'executor', 'started_at', 'due_ms',
   'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
-local function load(id)
-  local values = redis.call('HMGET', k_task(id), unpack(FIELDS))
+-- `fields` (default FIELDS; 'status' first) lets a hot script read only
+-- what it and the prelude functions it passes t to use: HMGET scans the
+-- record's listpack once per field, so a field read costs even when unused.
+-- Counters left at their default are not stored (register.lua): attempts,
+-- failures, recoveries, pending_dependencies read as nil, i.e. 0.
+local function load(id, fields)
+  fields = fields or FIELDS
+  local values = redis.call('HMGET', k_task(id), unpack(fields))
   if not values[1] then return nil end
   local t = {id = id}
-  for i, f in ipairs(FIELDS) do t[f] = values[i] end
+  for i = 1, #fields do t[fields[i]] = values[i] end
   return t
 end
 
@@ -105,10 +111,41 @@ end
 
 -- One wake-up token for the idle workers of queue q. LPUSH answers the
 -- length, so the list is trimmed only when it has grown past its cap.
-local function wake(q)
-  if redis.call('LPUSH', k_wake(q), '1') > WAKE_TOKENS + 1 then
+-- Inside a batch (batch_begin .. batch_end: a script running many
+-- transitions) the tokens are counted and pushed once per queue at the
+-- end: nothing outside sees a script's writes before it ends, so the
+-- workers woken are the same, for one LPUSH (and at most one LTRIM) a queue.
+local _wakes  -- nil: push now; else queue -> tokens owed (a batch)
+local _wake_order = {}
+local function push_wakes(q, n)
+  local tokens = {}
+  for i = 1, math.min(n, WAKE_TOKENS + 1) do tokens[i] = '1' end
+  if redis.call('LPUSH', k_wake(q), unpack(tokens)) > WAKE_TOKENS + 1 then
     redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
   end
+end
+local function wake(q)
+  if not _wakes then return push_wakes(q, 1) end
+  if not _wakes[q] then _wake_order[#_wake_order + 1] = q end
+  _wakes[q] = (_wakes[q] or 0) + 1
+end
+
+-- Once-per-call memo of idempotent writes (SADD of a queue name to
+-- `queues`): a batch registering many tasks of one queue writes it once.
+local _noted = {}
+local function note_queue(q)
+  if not _noted[q] then
+    redis.call('SADD', K_QUEUES, q)
+    _noted[q] = true
+  end
+end
+
+local function batch_begin() _wakes = {} end
+local function batch_end()
+  local owed = _wakes
+  _wakes = nil
+  for _, q in ipairs(_wake_order) do push_wakes(q, owed[q]) end
+  _wake_order = {}
 end
 
 -- Events --------------------------------------------------------------------
@@ -242,7 +279,9 @@ local function mark_terminal(t, status, fields, data, quiet)
   else
     redis.call('HDEL', key, 'token')
   end
-  redis.call('DEL', k_applied(t.id))  -- cross-shard deliveries: none matter now
+  -- Cross-shard deliveries: none matter now. Only a task with dependencies
+  -- can have them; false = loaded and absent (nil: not loaded, so delete).
+  if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
   local ttl = tonumber(t.ttl or '-1')
   local score = FOREVER_BASE + now_ms()
   if ttl >= 0 then
@@ -278,21 +317,21 @@ local function resolve(stack)
     local parent = table.remove(stack)
     -- Dependents in other shards: one outbox entry each, written with the
     -- outcome itself, applied there once by apply.lua (see sharding.py).
-    local rkey = k_rdeps(parent.id)
+    local rkey = k_remote_dependents(parent.id)
     local remote = redis.call('SMEMBERS', rkey)
     for _, member in ipairs(remote) do
       local shard, did = string.match(member, '^(%d+)|(.*)$')
       redis.call('RPUSH', K_OUTBOX, cjson.encode({parent.id, parent.status, tonumber(shard), did}))
     end
     if #remote > 0 then redis.call('DEL', rkey) end
-    local dkey = k_deps(parent.id)
+    local dkey = k_dependents(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
     for _, did in ipairs(batch) do
       local d = load(did)
       if d and not is_terminal(d.status) then
         if parent.status == 'completed' then
-          local left = redis.call('HINCRBY', k_task(did), 'pending_deps', -1)
+          local left = redis.call('HINCRBY', k_task(did), 'pending_dependencies', -1)
           if left <= 0 and d.status == 'waiting' then release(d, true) end
         else
           local err = {type = 'DependencyFailedError', attempt = 0,
@@ -305,7 +344,7 @@ local function resolve(stack)
     if budget <= 0 then
       table.insert(stack, parent)
       for _, left in ipairs(stack) do
-        if redis.call('EXISTS', k_deps(left.id), k_rdeps(left.id)) > 0 then
+        if redis.call('EXISTS', k_dependents(left.id), k_remote_dependents(left.id)) > 0 then
           redis.call('RPUSH', K_RESOLVE, left.id .. '|' .. left.status)
         end
       end
@@ -317,6 +356,8 @@ local function resolve(stack)
 end
 
 local function resolve_dependents(t)
+  -- Most tasks have no dependents: one EXISTS instead of resolve()'s reads.
+  if redis.call('EXISTS', k_dependents(t.id), k_remote_dependents(t.id)) == 0 then return end
   resolve({{id = t.id, status = t.status}})
 end
 

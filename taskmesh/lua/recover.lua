@@ -9,8 +9,8 @@
 -- WorkerLostError on the fourth loss, or CANCELLED if cancellation was asked.
 -- Also prunes dead workers, expired entries of the done:* indexes, and the
 -- ids of expired tagged records from their tag:<tag> indexes (tag_expiry).
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, scheduled,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, scheduled,
 --   stats, tag, tag_expiry, task, waiting, wake, workers
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
@@ -23,7 +23,7 @@ for _, id in ipairs(expired) do
     local lost_from = t.worker
     if t.cancel_requested == '1' then
       finish(t, 'cancelled', {}, {worker = lost_from})
-    elseif tonumber(t.recoveries) >= MAX_RECOVERIES then
+    elseif (tonumber(t.recoveries) or 0) >= MAX_RECOVERIES then
       local message = 'worker ' .. tostring(lost_from) .. ' stopped renewing its lease; '
         .. MAX_RECOVERIES .. ' recoveries already made'
       -- Workers that renewed after losing the task (renew.lua) were alive but

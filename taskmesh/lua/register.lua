@@ -6,19 +6,19 @@
 -- ARGV[5+2n ..] dependency ids in this shard (deduplicated by the caller),
 --   then optionally '' and pairs of (id, link status) for dependencies in
 --   other shards: the status link.lua found there ('linked' = unfinished,
---   this task now in its rdeps set), read against early:<id> (outcomes
+--   this task now in its remote_dependents set), read against early:<id> (outcomes
 --   apply.lua delivered before this task existed)
 -- Returns {'exists'} | {'missing', dep_id} | {'created', status}
 --
 -- Placement: a dependency already FAILED/CANCELLED stores the task CANCELLED
 -- (DependencyFailedError); else defer -> PENDING; else unfinished
--- dependencies -> WAITING (registered in each deps:<dep> set); else
+-- dependencies -> WAITING (registered in each dependents:<dep> set); else
 -- SCHEDULED while its delay/eta (fields delay_ms: from now on the Redis
 -- clock, or eta_ms: absolute epoch ms; stored as due_ms) is ahead; else QUEUED.
 -- Only TASK_CREATED is published; it carries the status stored.
 -- Listing: each of the task's tags gets the id in tag:<tag> (score seq); the
 -- status homes it enters are the status indexes (see leave() in the prelude).
--- Key families: applied, byseq, config, deps, done, done_channel, early, events, parked,
+-- Key families: applied, byseq, config, dependents, done, done_channel, early, events, parked,
 --   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
 --   tag_expiry, task, waiting, wake
 local id = ARGV[2]
@@ -61,14 +61,22 @@ for i = 5, first_dep - 1, 2 do
 end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
-redis.call('HSET', KEYS[1], 'seq', seq, 'created_at', now_s(), 'attempts', 0,
-  'failures', 0, 'recoveries', 0, 'pending_deps', #unfinished + remote_unfinished, 'progress', 0,
-  unpack(fields))
+-- 'status' first: every load() looks it up, and HMGET scans the record's
+-- listpack from the front (the final status overwrites it in place).
+-- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
+-- and progress are not stored: every reader defaults them (fewer fields
+-- make each later read and write of the record cheaper).
+local pending = #unfinished + remote_unfinished
+if pending > 0 then
+  fields[#fields + 1] = 'pending_dependencies'
+  fields[#fields + 1] = pending
+end
+redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(), unpack(fields))
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
 elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
 if t.due_ms then redis.call('HSET', KEYS[1], 'due_ms', string.format('%.0f', t.due_ms)) end
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
-redis.call('SADD', KEYS[4], t.queue)
+note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
   for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
 end
@@ -78,11 +86,11 @@ if failed_dep then
     message = 'dependency ' .. failed_dep .. ' ended ' .. string.upper(failed_status)}
   mark_terminal(t, 'cancelled', {'error', cjson.encode(err)}, nil, true)
 else
-  for _, dep in ipairs(unfinished) do redis.call('SADD', k_deps(dep), id) end
+  for _, dep in ipairs(unfinished) do redis.call('SADD', k_dependents(dep), id) end
   if ARGV[3] == '1' then
     enter_pending(t)
     t.status = 'pending'
-  elseif #unfinished + remote_unfinished > 0 then
+  elseif pending > 0 then
     enter_waiting(t)
     t.status = 'waiting'
   else

@@ -1,6 +1,6 @@
 -- renew.lua: heartbeat a worker and extend the leases of the tasks it holds.
 -- KEYS[1] running   KEYS[2] workers   KEYS[3] the worker's hash
--- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] lease ms
+-- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] lease_timeout_ms
 -- ARGV[4] n, the number of worker-info field/value pairs that follow
 -- ARGV[5 .. 4+2n] worker info   then pairs of task id, claim token
 -- Returns {lost ids..., '', cancel-requested ids...}; "lost" = taken over. A lease is extended only
@@ -9,10 +9,10 @@
 -- A renewal that comes too late counts in the task's `late_renewals`: its
 -- worker was alive after all (see recover.lua's WorkerLostError message).
 -- Key families: running, task, worker, workers
-local wid, lease = ARGV[2], tonumber(ARGV[3])
+local wid, lease_timeout_ms = ARGV[2], tonumber(ARGV[3])
 local npairs = tonumber(ARGV[4])
 local first_task = 5 + 2 * npairs
-local deadline = now_ms() + lease
+local deadline = now_ms() + lease_timeout_ms
 
 redis.call('ZADD', KEYS[2], deadline, wid)
 if npairs > 0 then
@@ -20,7 +20,7 @@ if npairs > 0 then
   for i = 5, first_task - 1 do info[#info + 1] = ARGV[i] end
   redis.call('HSET', KEYS[3], 'last_heartbeat', now_s(), unpack(info))
 end
-redis.call('PEXPIRE', KEYS[3], lease * 2)
+redis.call('PEXPIRE', KEYS[3], lease_timeout_ms * 2)
 
 local lost, cancels = {}, {}
 for i = first_task, #ARGV, 2 do

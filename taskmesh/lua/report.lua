@@ -21,8 +21,8 @@
 -- with retry_jitter (TASK_RETRYING). Otherwise terminal, cascading to
 -- dependents. A task whose cancellation was requested ends CANCELLED
 -- whatever it returned.
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, runtimes,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 
 -- retry_on is a JSON list of qualified class names; the error record lists
@@ -38,7 +38,13 @@ local function listed(retry_on, err)
   return false
 end
 
-local t = load(ARGV[2])
+-- What every outcome needs, in one HMGET (load() in the prelude): fencing,
+-- the event, leave() and mark_terminal(); a failure reads its retry
+-- settings below.
+local REPORT_FIELDS = {'status', 'token', 'queue', 'priority', 'seq', 'name', 'attempts',
+  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies'}
+
+local t = load(ARGV[2], REPORT_FIELDS)
 if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
 local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
@@ -60,12 +66,13 @@ end
 
 if outcome == 'failed' and not cancel_requested then
   local err = cjson.decode(ARGV[5])
-  local failures = tonumber(t.failures) + 1
+  local policy = redis.call('HMGET', KEYS[1], 'failures', 'max_retries', 'retry_delay',
+    'retry_backoff', 'retry_on', 'retry_jitter')
+  local failures = (tonumber(policy[1]) or 0) + 1
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
-  local policy = redis.call('HMGET', KEYS[1], 'retry_on', 'retry_jitter')
-  if ARGV[6] == '1' and failures <= tonumber(t.max_retries) and listed(policy[1], err) then
-    local delay = tonumber(t.retry_delay) * tonumber(t.retry_backoff) ^ (failures - 1)
-    if policy[2] == '1' then
+  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or 0) and listed(policy[5], err) then
+    local delay = (tonumber(policy[3]) or 1) * (tonumber(policy[4]) or 1) ^ (failures - 1)
+    if policy[6] == '1' then
       delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
     end
     schedule(t, now_ms() + math.floor(delay * 1000))

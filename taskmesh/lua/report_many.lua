@@ -13,11 +13,12 @@
 -- report.lua call each. Touches what report.lua touches. One failing report
 -- (pcall) does not stop the others, as if each had been its own call; it
 -- leaves what it wrote before raising, as a report.lua call would.
--- Key families: applied, byseq, config, deps, done, done_channel, events, outbox, parked,
---   pending, qcount, queue, queues, rate, rate_bucket, rdeps, resolve, running, runtimes,
+-- Key families: applied, byseq, config, dependents, done, done_channel, events, outbox, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 local width = tonumber(ARGV[2])
 local out = {}
+batch_begin()  -- wake tokens (released dependents, retries): one push per queue
 for i = 3, #ARGV, width do
   local argv = {ARGV[1]}
   for j = 0, width - 1 do argv[j + 2] = ARGV[i + j] end
@@ -25,4 +26,5 @@ for i = 3, #ARGV, width do
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
 end
+batch_end()
 return out

@@ -1,8 +1,5 @@
-"""arq worker settings for the benchmark (``arq benchmarks.arq_settings.WorkerSettings``).
-
-Configured from the environment by :class:`benchmarks.systems.Arq`. Only
-imported by arq worker processes.
-"""
+"""arq: ``arq benchmarks.apps.arq_app.WorkerSettings --custom-log-dict
+benchmarks.apps.arq_app.LOG_CONFIG``."""
 
 from __future__ import annotations
 
@@ -35,7 +32,7 @@ LOG_CONFIG["loggers"]["arq"]["level"] = "WARNING"
 class WorkerSettings:
     functions = [anoop, asleep]
     # No default on purpose: the benchmark only ever talks to its own server.
-    redis_settings = RedisSettings.from_dsn(os.environ["BENCH_ARQ_URL"])
-    max_jobs = int(os.environ.get("BENCH_ARQ_MAX_JOBS", "10"))
+    redis_settings = RedisSettings.from_dsn(os.environ["BENCH_PEER_URL"])
+    max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "10"))
     poll_delay = float(os.environ.get("BENCH_ARQ_POLL_DELAY", "0.01"))
     handle_signals = True

@@ -1,0 +1,34 @@
+-- register_many.lua: several registrations in one call (register_many sends
+-- its tasks this way, one call per shard and chunk, see taskmesh/store.py).
+-- KEYS[1] seq   KEYS[2] stats   KEYS[3] queues
+-- ARGV[1] prefix   ARGV[2 ..] one registration after the other, each as
+-- its count of arguments, then register.lua's ARGV[2..] (id, defer flag,
+-- n, the n field/value pairs, dependency ids, remote dependencies)
+-- Returns one reply per registration: register.lua's own ({'created',
+-- status}, {'exists'}, {'missing', dep_id}), or an error reply for one whose
+-- script raised.
+--
+-- Each registration runs register.lua's body unchanged (see INCLUDES in
+-- taskmesh/scripts.py) with its own KEYS (task hash, seq, stats, queues) and
+-- ARGV, in order: each is exactly one register.lua call. One failing
+-- registration (pcall) does not stop the others, as if each had been its
+-- own call. What the batch saves: the libraries, TIME and the config read
+-- once per call, one wake-token push per queue (batch_begin/batch_end in
+-- the prelude), one SADD per queue.
+-- Key families: applied, byseq, config, dependents, done, done_channel, early, events, parked,
+--   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
+--   tag_expiry, task, waiting, wake
+local out = {}
+local i = 2
+batch_begin()
+while i <= #ARGV do
+  local width = tonumber(ARGV[i])
+  local argv = {ARGV[1]}
+  for j = 1, width do argv[j + 1] = ARGV[i + j] end
+  local ok, reply = pcall(register, {k_task(argv[2]), KEYS[1], KEYS[2], KEYS[3]}, argv)
+  if ok then out[#out + 1] = reply
+  else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
+  i = i + width + 1
+end
+batch_end()
+return out
