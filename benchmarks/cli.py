@@ -20,7 +20,7 @@ from typing import Any
 
 from . import cases as C
 from . import peer_envs
-from .redis_server import RedisServer, RedisServerError
+from taskmesh.server import RedisServer, RedisServerError
 from .systems import PEERS, SYSTEMS, System
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict]]] = {}
     errors: dict[str, dict[str, str]] = {}
     try:
-        server = RedisServer(args.redis_server).start()
+        server = RedisServer(binary=args.redis_server).start()
     except RedisServerError as exc:
         err.print(f"[red]{exc}[/red]")
         return 2
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 step += 1
                 cls: type[System] = SYSTEMS[name]
                 spec = {
-                    "system": name, "url": server.url(names.index(name)),
+                    "system": name, "url": server.db_url(names.index(name)),
                     "namespace": f"bench-{case.id}", "workload": case.workload,
                     "params": {**case.params, "kind": case.kind_for(cls), "logdir": logdir,
                                "redis_pid": server.pid, "label": f"{name}-{case.id}-r{rep}"},
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         err.print("[yellow]interrupted: reporting what was measured[/yellow]")
     finally:
-        server.stop()
+        server.cleanup()
 
     medians = {cid: {n: median_metrics(runs) for n, runs in per.items()}
                for cid, per in results.items()}

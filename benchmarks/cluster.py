@@ -5,8 +5,9 @@
     python -m benchmarks.cluster --json out.json
 
 One run starts a private single ``redis-server`` (the baseline) and a
-private local Redis Cluster of 3 masters + 3 replicas (free ports, never
-6379, persistence off; every process stopped by PID at the end), then for
+private local Redis Cluster of 3 masters + 3 replicas (``taskmesh.server``,
+the launcher the tests use: free ports, never 6379, persistence off; every
+process stopped by PID at the end), then for
 each set-up - single Redis with ``shards=1``, the same with one replica
 (what replication costs a master, apart from cluster mode), the cluster
 with ``shards=1``, the cluster with ``shards=3`` - in a fresh namespace:
@@ -49,8 +50,7 @@ from typing import Any, Sequence
 import redis
 
 from taskmesh import TaskManager
-
-from .redis_server import RedisServer
+from taskmesh.server import SYNC_AT_ONCE, LocalCluster, RedisServer, replicas_streaming, wait_for
 
 FUNC = "benchmarks.tasks:anoop"
 BATCH = 500
@@ -85,18 +85,16 @@ class Node:
 # ---- set-ups -------------------------------------------------------------------------
 
 class ClusterSetup:
-    """A local 3-master + 3-replica cluster (the test suite's launcher)."""
+    """A local 3-master + 3-replica cluster (taskmesh.server, as the tests use)."""
 
     def __init__(self) -> None:
-        from tests.cluster import LocalCluster
-
         self.cluster = LocalCluster().start()
         self.url = self.cluster.url
-        self.nodes = [Node(f":{n.port}", n.port, n.pid) for n in self.cluster.nodes
-                      if n.pid is not None]
+        self.nodes = [Node(f":{n.port}", int(n.port or 0), int(n.pid or 0))
+                      for n in self.cluster.nodes]
 
     def master_of_slot(self, slot: int) -> int:
-        return self.cluster.node_for_slot(slot).port
+        return int(self.cluster.node_for_slot(slot).port or 0)
 
     def stop(self) -> None:
         self.cluster.cleanup()
@@ -107,25 +105,18 @@ class SingleSetup:
     replication costs a master from what cluster mode costs)."""
 
     def __init__(self, replica: bool = False) -> None:
-        # The replica syncs at once (the default waits 5 s for more).
-        self.servers = [RedisServer(extra_args=["--repl-diskless-sync-delay", "0"]).start()]
+        self.servers = [RedisServer(extra_args=SYNC_AT_ONCE).start()]
         primary = self.servers[0]
         if replica:
             self.servers.append(RedisServer(extra_args=[
                 "--replicaof", "127.0.0.1", str(primary.port)]).start())
-            client = redis.Redis.from_url(primary.url())
-            deadline = time.monotonic() + 30
-            # Synced once it acknowledges a write (WAIT), not when its link is up.
-            while client.set("bench:sync", 1) and client.wait(1, 500) < 1:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the replica did not sync")
-            client.delete("bench:sync")
-        self.url = primary.url()
+            wait_for(lambda: replicas_streaming(primary.client(), 1), 30, "the replica in sync")
+        self.url = primary.url
         self.nodes = [Node(f":{s.port}", int(s.port or 0), int(s.pid or 0)) for s in self.servers]
 
     def stop(self) -> None:
         for server in reversed(self.servers):
-            server.stop()
+            server.cleanup()
 
 
 # ---- measurement ------------------------------------------------------------------------
@@ -213,11 +204,11 @@ def _placement(setup: Any, tm: TaskManager) -> dict[str, list[int]]:
 def memory(n: int, concurrency: int) -> dict[str, float]:
     server = RedisServer().start()
     try:
-        r = redis.Redis.from_url(server.url())
+        r = redis.Redis.from_url(server.url)
         namespace = f"mem{uuid.uuid4().hex[:8]}"
-        with TaskManager(server.url(), namespace=namespace) as tm:
+        with TaskManager(server.url, namespace=namespace) as tm:
             tm.register_task(FUNC)  # scripts loaded, settings written: not per-task memory
-            procs = _workers(server.url(), namespace, 1, concurrency)
+            procs = _workers(server.url, namespace, 1, concurrency)
             for proc in procs:
                 proc.wait(120)
             base = int(r.info("memory")["used_memory"])
@@ -225,7 +216,7 @@ def memory(n: int, concurrency: int) -> dict[str, float]:
             for start in range(0, n, BATCH):
                 ids += tm.register_many(FUNC, [()] * min(BATCH, n - start))
             queued = int(r.info("memory")["used_memory"])
-            procs = _workers(server.url(), namespace, 1, concurrency)
+            procs = _workers(server.url, namespace, 1, concurrency)
             try:
                 for proc in procs:
                     proc.wait(300)
@@ -239,7 +230,7 @@ def memory(n: int, concurrency: int) -> dict[str, float]:
                 "finished_with_events_bytes": round((finished - base) / n),
                 "finished_bytes": round((trimmed - base) / n)}
     finally:
-        server.stop()
+        server.cleanup()
 
 
 # ---- report ------------------------------------------------------------------------------

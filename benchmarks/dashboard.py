@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,9 @@ from typing import Any
 import httpx
 
 from taskmesh import TaskManager
-
-from .redis_server import RedisServer
+from taskmesh.server import RedisServer, free_port
 
 FUNC = "benchmarks.tasks:noop"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fill(url: str, namespace: str, n: int) -> tuple[str, str]:
@@ -81,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     namespace = "dashbench"
     with RedisServer() as server:
-        url = server.url()
+        url = server.url
         queued_id, finished_id = _fill(url, namespace, args.tasks)
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "taskmesh", "dashboard", "--url", url,
                                  "--namespace", namespace, "--port", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

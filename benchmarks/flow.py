@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmesh import EventType, TaskManager
-
-from .redis_server import RedisServer
+from taskmesh.server import RedisServer
 
 FUNC = "benchmarks.tasks:noop"
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, case in (("rate_precision", rate_precision), ("head_of_line", head_of_line),
                        ("aging_cost", aging_cost)):
         with RedisServer() as server:
-            report[name] = case(server.url())
+            report[name] = case(server.url)
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report[name].items()))
     if args.json:
         with open(args.json, "w") as f:

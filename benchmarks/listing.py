@@ -4,7 +4,7 @@
     python -m benchmarks.listing --sizes 1000,20000   # a quick check
     python -m benchmarks.listing --json out.json
 
-Two figures, each on its own private ``redis-server`` (see redis_server.py):
+Two figures, each on its own private ``redis-server`` (see taskmesh/server.py):
 
 * **Registration cost of the indexes.** ``register_many`` of the same
   import-string no-op, without tags and with two tags, and deferred (the
@@ -27,8 +27,7 @@ import time
 from typing import Any
 
 from taskmesh import TaskManager, TaskStatus, scripts
-
-from .redis_server import RedisServer
+from taskmesh.server import RedisServer
 
 FUNC = "benchmarks.tasks:noop"
 BATCH = 5000
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.sizes.split(",") if x]
     report: dict[str, Any] = {"sizes": sizes}
     with RedisServer() as server:
-        report["registration"] = registration_cost(server.url(), args.registrations)
+        report["registration"] = registration_cost(server.url, args.registrations)
         print(f"registration cost ({args.registrations} tasks each, register_many):")
         for label, row in report["registration"].items():
             print(f"  {label:10s} redis {row['redis_us_per_task']:7.2f} us/task"
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     report["pages"] = {}
     for n in sizes:
         with RedisServer() as server:  # a fresh server per N: nothing else in it
-            report["pages"][n] = page_cost(server.url(), n)
+            report["pages"][n] = page_cost(server.url, n)
     print("\npage of 10 (median of %d):" % PAGE_REPEAT)
     header = "  " + "shape".ljust(30) + "".join(f"{'N=' + str(n):>34s}" for n in sizes)
     print(header)

@@ -4,7 +4,7 @@
     python -m benchmarks.profile --tree /tmp/before --tree .   # A/B, interleaved
     python -m benchmarks.profile --py-spy /tmp/worker.txt      # + worker stacks
 
-One private redis-server for the whole run (see :mod:`benchmarks.redis_server`).
+One private redis-server for the whole run (see :mod:`taskmesh.server`).
 Each tree is measured in a child interpreter whose ``PYTHONPATH`` is that
 tree, so its own ``taskmesh`` runs on both sides; trees take turns
 (``--repeat``), and the medians are printed side by side. Because the trees
@@ -198,7 +198,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE.parent))
-    from benchmarks.redis_server import RedisServer
+    from taskmesh.server import RedisServer
 
     trees = [str(Path(t).resolve()) for t in (args.tree or ["."])]
     runs: dict[str, list[dict]] = {t: [] for t in trees}
@@ -206,7 +206,7 @@ def main() -> None:
         for rep in range(args.repeat):
             for tree in trees:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", tree,
-                        "--url", server.url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
+                        "--url", server.db_url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
                         "--n-single", str(args.n_single), "--concurrency", str(args.concurrency)]
                 if args.py_spy and rep == args.repeat - 1 and tree == trees[-1]:
                     argv += ["--py-spy", args.py_spy]

@@ -189,7 +189,7 @@ def events(url: str | None, namespace: str | None, since: str | None, types: tup
     """Tail the event stream live (Ctrl-C to stop)."""
     from rich.console import Console
 
-    from .events import normalize_types
+    from .events import after, iterate_events, live_positions, normalize_types
     from .manager import TaskManager
     from .ui import event_line
 
@@ -200,21 +200,28 @@ def events(url: str | None, namespace: str | None, since: str | None, types: tup
     console = Console()
 
     async def tail(tm: TaskManager) -> None:
-        stream = tm.events(wanted)
-        live = asyncio.ensure_future(stream.__anext__())  # subscribe before replaying
-        await asyncio.sleep(0.05)
+        # Where every shard's stream ends now: the replay prints up to there,
+        # the live tail from there on, so nothing is missed or shown twice.
+        client = tm._state().client
+        start = await live_positions(client, tm.keys)
         last = since
         while since is not None:
             batch = tm.get_events(since=last, count=1000)
+            newer = 0  # events the live tail will show
             for event in batch:
-                if wanted is None or event.type in wanted:
+                shard, _, stream_id = (event.id or "").partition(":")
+                if after(start.get(int(shard or 0), "0-0"), stream_id):
+                    newer += 1
+                elif wanted is None or event.type in wanted:
                     console.print(event_line(event))
-            if len(batch) < 1000:
+            if len(batch) < 1000 or newer == len(batch):
                 break
             last = batch[-1].id
-        while True:
-            console.print(event_line(await live))
-            live = asyncio.ensure_future(stream.__anext__())
+        await live(client, tm, start)
+
+    async def live(client: Any, tm: TaskManager, start: dict[int, str]) -> None:
+        async for event in iterate_events(client, tm.keys, wanted, start=start):
+            console.print(event_line(event))
 
     with TaskManager(url, namespace=namespace) as tm:
         try:

@@ -11,10 +11,14 @@ manager, worker and subscription in it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import os
+import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import redis
@@ -23,6 +27,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.cluster import LoadBalancingStrategy
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, HiredisRespSerializer, to_bool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
@@ -270,6 +275,10 @@ def _cluster_kwargs(target: MultiHostURL, options: dict[str, Any]) -> dict[str, 
               **options}
     kwargs.pop("retry", None)  # the cluster client has its own retry policy
     kwargs.pop("retry_on_error", None)
+    # The URL keeps redis-py's old option; the clients now warn on it and
+    # take load_balancing_strategy, ROUND_ROBIN being what True meant.
+    if kwargs.pop("read_from_replicas", False):
+        kwargs.setdefault("load_balancing_strategy", LoadBalancingStrategy.ROUND_ROBIN)
     return kwargs
 
 
@@ -447,3 +456,104 @@ CONNECTION_ERRORS = (
     redis.exceptions.ReadOnlyError,
     OSError,
 )
+
+
+# ---- one exception for an unreachable Redis ------------------------------------------
+#
+# redis-py names "could not use Redis" many ways, by URL kind: a refused or
+# dropped connection (ConnectionError), a read past socket_timeout
+# (TimeoutError), a server still loading its data (BusyLoadingError), no
+# master for the service behind Sentinel (MasterNotFoundError), a cluster
+# whose slots have no node answering (ClusterDownError, SlotNotCoveredError).
+# The producer API (TaskManager, so the CLI too) raises them all as one
+# TaskmeshConnectionError whose __cause__ is the redis-py error. Workers and
+# listeners catch CONNECTION_ERRORS and wait the outage out instead.
+_UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
+# ConnectionErrors by class that are set-up mistakes, not outages: a wrong
+# password or missing ACL right, a pool too small. They stay as they are.
+_NOT_OUTAGES = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.MaxConnectionsError,
+    TaskmeshConnectionError,  # translated already (a public method calling another)
+)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    return re.sub(r"(://[^:@/]*:)[^@/]+@", r"\1***@", url)
+
+
+def unreachable(exc: BaseException, url: str) -> TaskmeshConnectionError | None:
+    """The TaskmeshConnectionError standing for ``exc``, if ``exc`` means
+    Redis at ``url`` could not be used; else None (raise ``exc`` itself)."""
+    if not _is_outage(exc):
+        return None
+    return TaskmeshConnectionError(f"cannot reach Redis at {mask_url(url)}: {exc}")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _NOT_OUTAGES):
+        return False
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    # The cluster client's "Redis Cluster cannot be connected" is a plain
+    # RedisClusterException raised from the last node's connection error.
+    return (isinstance(exc, redis.exceptions.RedisClusterException)
+            and exc.__cause__ is not None and _is_outage(exc.__cause__))
+
+
+C = TypeVar("C", bound=type)
+
+
+def raises_taskmesh_connection_errors(cls: C) -> C:
+    """Class decorator: every public method of ``cls`` (sync, async, async
+    generator) raises :func:`unreachable`'s error in place of a redis-py
+    connection error, reading the URL from ``self.url``. One place for the
+    whole API rather than a try/except in each method; private helpers are
+    left alone, so the translation happens once, at the caller's edge."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(member):
+            continue
+        setattr(cls, name, _translating(member))
+    return cls
+
+
+@contextlib.contextmanager
+def reraising_unreachable(url: str) -> Iterator[None]:
+    """Inside, a redis-py error meaning Redis at ``url`` could not be used
+    leaves as TaskmeshConnectionError (the redis-py error as its cause)."""
+    try:
+        yield
+    except (*_UNREACHABLE, redis.exceptions.RedisClusterException) as exc:
+        translated = unreachable(exc, url)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translating(func: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(func):
+        @functools.wraps(func)
+        async def agen(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            with reraising_unreachable(self.url):
+                async for item in func(self, *args, **kwargs):
+                    yield item
+        return agen
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def coro(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with reraising_unreachable(self.url):
+                return await func(self, *args, **kwargs)
+        return coro
+
+    @functools.wraps(func)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with reraising_unreachable(self.url):
+            return func(self, *args, **kwargs)
+    return call

@@ -1,15 +1,18 @@
-"""Events: live pub/sub fan-out, an async iterator, and stream replay.
+"""Events: live fan-out, an async iterator, and stream replay.
 
-Scripts publish every transition as JSON on the namespace's ``events``
-channel and append it to the capped ``events`` stream, in the same atomic
-step as the transition itself (see ``emit`` in lua/prelude.lua).
+Scripts append every transition to the namespace's capped ``events`` stream
+(one per shard), in the same atomic step as the transition itself (``emit``
+in lua/prelude.lua): one write per event. Replay reads the stream
+(``get_events``); live readers block on it (XREAD) from the position each
+shard's stream had when they subscribed, so a live reader is "subscribed"
+as soon as it knows those positions, and after a dropped connection it
+resumes where it was: nothing is missed unless the stream's cap trimmed it
+meanwhile.
 
 :func:`subscribe` shares one listener per (url, namespace) in a process: a
-daemon thread running an event loop with one pub/sub connection, fanning
-each event out to the matching handlers. Sync handlers run on that thread,
-async handlers on its loop; a handler that raises is logged and the
-listener goes on. After a Redis drop the listener reconnects and logs that
-live events may have been missed: ``get_events(since=...)`` fills the gap.
+daemon thread running an event loop with one reader, fanning each event out
+to the matching handlers. Sync handlers run on that thread, async handlers
+on its loop; a handler that raises is logged and the listener goes on.
 """
 
 from __future__ import annotations
@@ -20,14 +23,23 @@ import os
 import json
 import logging
 import threading
-from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
-from .connection import async_client, memory_default, resolve_namespace, resolve_url
+import redis.exceptions
+
+from . import scripts
+from .connection import (
+    CONNECTION_ERRORS,
+    async_client,
+    is_cluster_client,
+    memory_default,
+    resolve_namespace,
+    resolve_url,
+)
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
-from .pubsub import messages
-from .sharding import channel_patterns, event_id, shard_from_channel
+from .scripts import busy_error
+from .sharding import ShardSet, merge_key, event_id, shards_call
 from .store import field_text
 
 log = logging.getLogger(__name__)
@@ -55,16 +67,6 @@ def _data(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def decode_message(raw: bytes | str) -> Event | None:
-    try:
-        msg = json.loads(raw)
-        return Event(EventType(msg["type"]), str(msg["task_id"]), float(msg["ts"]),
-                     _data(msg.get("data")), msg.get("id"))
-    except (ValueError, KeyError, TypeError):
-        log.warning("ignoring malformed event message: %r", raw[:200])
-        return None
-
-
 def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
     """An Event from a stream entry; None for an entry of another shape.
     Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
@@ -81,29 +83,129 @@ def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
         return None
 
 
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+LIVE_BLOCK_MS = 1000  # one XREAD's wait: how often a live reader checks its stop event
+LIVE_BATCH = 1000  # entries per stream per read
+
+
+def _stream_order(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def after(position: str, stream_id: str) -> bool:
+    """Whether ``stream_id`` comes after ``position`` in one shard's stream."""
+    return _stream_order(stream_id) > _stream_order(position)
+
+
+async def _shard_count(client: Any, keys: Keys) -> int:
+    """The stored count; 0 while the namespace has none (unused, or written
+    before shards existed: shard 0 only, until a count is stored)."""
+    count: int = await scripts.arun(client, shards_call(keys, 0))
+    return count
+
+
+async def live_positions(client: Any, keys: Keys) -> dict[int, str]:
+    """Where each shard's stream ends now: a live reader started from these
+    positions sees every event appended after this call ("subscribed"). A
+    stream that does not exist yet starts at 0-0."""
+    shardset = ShardSet(keys.namespace, max(await _shard_count(client, keys), 1))
+    pipe = client.pipeline(transaction=False)
+    for k in shardset.keys:
+        pipe.execute_command("XREVRANGE", k.events, "+", "-", "COUNT", 1)
+    positions = {}
+    for shard, last in enumerate(await pipe.execute()):
+        positions[shard] = _text(last[0][0]) if last else "0-0"
+    return positions
+
+
+def _entries(reply: Any) -> Iterable[tuple[Any, list[Any]]]:
+    """XREAD's reply as (stream key, entries), RESP2 (list) or RESP3 (map)."""
+    if not reply:
+        return ()
+    return reply.items() if isinstance(reply, dict) else reply
+
+
+async def live_entries(
+    client: Any, keys: Keys, start: dict[int, str] | None = None,
+    on_subscribed: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[tuple[int, str, dict[Any, Any]]]:
+    """(shard, stream id, fields) of every event after ``start`` (default:
+    :func:`live_positions` now), in merge order within each read. One XREAD
+    covers every shard's stream (on a cluster, one per shard: their keys
+    live in different slots). A dropped connection is waited out and the
+    read resumes at the same positions."""
+    stop = stop or asyncio.Event()
+    delay = 0.1
+    positions: dict[int, str] = dict(start) if start is not None else {}
+    stored = 0
+    cluster = is_cluster_client(client)
+    while not stop.is_set():
+        try:
+            if not positions:
+                positions = await live_positions(client, keys)
+            if stored == 0:
+                # Unsharded so far: a count stored later brings the other
+                # shards, whose streams hold only events newer than this read.
+                stored = await _shard_count(client, keys)
+                for shard in range(1, stored):
+                    positions.setdefault(shard, "0-0")
+            if on_subscribed is not None:
+                on_subscribed()
+                on_subscribed = None
+            delay = 0.1
+            shard_keys = ShardSet(keys.namespace, max(len(positions), 1)).keys
+            groups = [[s] for s in positions] if cluster else [list(positions)]
+            while not stop.is_set():
+                reads = [_xread(client, [shard_keys[s].events for s in g],
+                                [positions[s] for s in g]) for g in groups]
+                replies = (await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]])
+                batch = []
+                for group, reply in zip(groups, replies):
+                    by_key = {shard_keys[s].events: s for s in group}
+                    for key, entries in _entries(reply):
+                        shard = by_key[_text(key)]
+                        for entry_id, fields in entries:
+                            positions[shard] = _text(entry_id)
+                            batch.append((merge_key(shard, _text(entry_id), fields), shard,
+                                          _text(entry_id), fields))
+                batch.sort(key=lambda item: item[0])
+                for _, shard, entry_id, fields in batch:
+                    yield shard, entry_id, fields
+                if stored == 0 and not batch:
+                    break  # re-read the shard count (at most once a block)
+        except (*CONNECTION_ERRORS, redis.exceptions.ResponseError) as exc:
+            if isinstance(exc, redis.exceptions.ResponseError) and busy_error(exc) is None:
+                raise
+            if stop.is_set():
+                return
+            log.warning("event reader lost Redis (%s); resuming in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _xread(client: Any, stream_keys: list[str], ids: list[str]) -> Any:
+    return await client.execute_command("XREAD", "COUNT", LIVE_BATCH, "BLOCK", LIVE_BLOCK_MS,
+                                        "STREAMS", *stream_keys, *ids)
+
+
 async def iterate_events(
     client: Any, keys: Keys, types: EventTypes = None,
     on_subscribed: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    start: dict[int, str] | None = None,
 ) -> AsyncIterator[Event]:
-    """Live events as an async iterator, reconnecting after Redis drops."""
+    """Live events as an async iterator (after ``start``, see
+    :func:`live_positions`; default: from now), resuming after Redis drops."""
     wanted = normalize_types(types)
-
-    def reconnected() -> None:
-        log.warning("live events may have been missed while Redis was unreachable: "
-                    "use get_events(since=...) to replay them")
-
-    # Shard 0's channel, and a pattern for the other shards' (whose count a
-    # listener never needs to know: it may start before the namespace is used).
-    stream = messages(client, channels=[keys.events_channel],
-                      patterns=channel_patterns(keys.namespace, "events")[1:],
-                      label="event listener", on_subscribed=on_subscribed,
-                      on_reconnect=reconnected, stop=stop)
-    async for channel, data in stream:
-        event = decode_message(data)
+    async for shard, entry_id, fields in live_entries(client, keys, start, on_subscribed, stop):
+        event = decode_entry(event_id(shard, entry_id), fields)
         if event is not None and (wanted is None or event.type in wanted):
-            shard = shard_from_channel(keys.namespace, channel)
-            yield replace(event, id=event_id(shard, event.id or ""))
+            yield event
 
 
 class Subscription:

@@ -19,8 +19,9 @@
     │   ├── ServerBusyError      Redis refuses for now: OOM (maxmemory) or BUSY script
     │   ├── CorruptRecordError   a stored field is unreadable (not UTF-8, not a number)
     │   └── ReportRefusedError   (reporter.py, internal) Redis dropped one report
-    ├── TaskmeshConnectionError  no node of a cluster/sentinel set-up answered
-    │                            (also a builtin ConnectionError)
+    ├── TaskmeshConnectionError  Redis could not be reached (any URL kind); the
+    │                            redis-py error is its __cause__ (also a builtin
+    │                            and a redis-py ConnectionError)
     ├── ReplicationError         fewer than min_replicas replicas took a write in time
     └── task_management.TaskError  root of the seed-compatible errors (see that module)
 
@@ -36,6 +37,8 @@ code would expect them (bad arguments, wait timeouts).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
 
 if TYPE_CHECKING:
     from .models import TaskError
@@ -184,11 +187,16 @@ class CorruptRecordError(StoreError):
         super().__init__(f"{record}: field {field!r} is corrupted ({detail})")
 
 
-class TaskmeshConnectionError(TaskmeshError, ConnectionError):
-    """Redis (a whole cluster, or every sentinel) could not be reached.
+class TaskmeshConnectionError(TaskmeshError, redis.exceptions.ConnectionError, ConnectionError):
+    """Redis could not be reached: down, unreachable, still loading its
+    data, or a cluster/sentinel set-up none of whose nodes answered. Every
+    URL kind raises this one class from the producer API (sync and async)
+    and the CLI; the redis-py error it replaces is its ``__cause__``.
 
     Also a builtin ``ConnectionError`` (an ``OSError``), so code that waits
-    out an unreachable Redis treats it like a dropped socket."""
+    out an unreachable Redis treats it like a dropped socket, and a redis-py
+    ``ConnectionError``, so code written against redis-py's error (which
+    producer calls raised before) still catches it."""
 
 
 class ReplicationError(TaskmeshError):

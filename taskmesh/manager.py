@@ -26,6 +26,7 @@ from .connection import (
     async_client,
     is_memory,
     note_memory_namespace,
+    raises_taskmesh_connection_errors,
     resolve_namespace,
     resolve_url,
     sync_client,
@@ -129,6 +130,7 @@ class _LoopState:
         await self.client.aclose()
 
 
+@raises_taskmesh_connection_errors
 class TaskManager:
     """The producer's handle on one namespace: registers, reads, waits for,
     cancels and watches tasks that workers (other processes, or

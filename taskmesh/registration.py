@@ -211,10 +211,6 @@ def build_task(
     # With a secret the payload's signature is bound to this task id (and
     # namespace): copied into another record it no longer verifies.
     payload = codec.for_payload(task_id).encode_task(func, tuple(args), dict(kwargs or {}))
-    try:
-        metadata = msgpack.packb(opts.metadata or {}, use_bin_type=True)
-    except BaseException as exc:  # a value's own code may raise SystemExit too
-        raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     deps = list(dict.fromkeys(opts.dependencies or ()))
     fields: dict[str, Any] = {
         "name": opts.name or default_name(func),
@@ -238,7 +234,10 @@ def build_task(
     if opts.tags:
         fields["tags"] = json.dumps(list(opts.tags))
     if opts.metadata:
-        fields["metadata"] = metadata
+        try:
+            fields["metadata"] = msgpack.packb(opts.metadata, use_bin_type=True)
+        except BaseException as exc:  # a value's own code may raise SystemExit too
+            raise SerializationError("metadata", f"{type(exc).__name__}: {exc}") from exc
     if deps:
         fields["dependencies"] = json.dumps(deps)
     if opts.rate_key is not None:

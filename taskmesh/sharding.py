@@ -258,7 +258,7 @@ def _stream_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _merge_key(shard: int, stream_id: str, fields: dict[Any, Any]) -> tuple[int, int, int, int]:
+def merge_key(shard: int, stream_id: str, fields: dict[Any, Any]) -> tuple[int, int, int, int]:
     """Events of different shards merge by the microsecond their script ran
     (field ``us``; ms * 1000 for entries written before it existed), then
     shard, then stream position - a total order consistent with each shard's
@@ -275,7 +275,7 @@ def _merge_key(shard: int, stream_id: str, fields: dict[Any, Any]) -> tuple[int,
 def read_events(client: Any, shardset: ShardSet, since: str | None,
                 count: int) -> list[tuple[int, str, dict[Any, Any]]]:
     """(shard, stream id, fields) of the replayed events in merge order
-    (:func:`_merge_key`): the latest ``count`` when ``since`` is None, else
+    (:func:`merge_key`): the latest ``count`` when ``since`` is None, else
     the first ``count`` after the position ``since`` marks in every shard.
 
     Paging with ``since=<last id>`` neither skips nor repeats events: the
@@ -291,7 +291,7 @@ def read_events(client: Any, shardset: ShardSet, since: str | None,
             pipe.execute_command("XREVRANGE", k.events, "+", "-", "COUNT", count)
         for shard, entries in enumerate(pipe.execute()):
             for entry_id, fields in entries or ():
-                merged.append((_merge_key(shard, text(entry_id), fields), shard,
+                merged.append((merge_key(shard, text(entry_id), fields), shard,
                                text(entry_id), fields))
         merged.sort(key=lambda item: item[0])
         return [(shard, i, f) for _, shard, i, f in merged[-count:]]
@@ -302,7 +302,7 @@ def read_events(client: Any, shardset: ShardSet, since: str | None,
                                          "COUNT", count) or []
         return [(0, text(i), f) for i, f in entries]
     found = client.execute_command("XRANGE", keys[marked].events, mark_id, mark_id) or []
-    mark_key = (_merge_key(marked, mark_id, found[0][1]) if found
+    mark_key = (merge_key(marked, mark_id, found[0][1]) if found
                 else (ms * 1000 + 999, marked, ms, seq))
     low = f"{max(ms - 1, 0)}-0"
     pipe = client.pipeline(transaction=False)
@@ -314,7 +314,7 @@ def read_events(client: Any, shardset: ShardSet, since: str | None,
                              count if shard == marked else count + 1000)
     for shard, entries in enumerate(pipe.execute()):
         for entry_id, fields in entries or ():
-            key = _merge_key(shard, text(entry_id), fields)
+            key = merge_key(shard, text(entry_id), fields)
             if shard == marked or key > mark_key:
                 merged.append((key, shard, text(entry_id), fields))
     merged.sort(key=lambda item: item[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import msgpack
 
@@ -37,8 +37,10 @@ def _f(value: Any) -> float | None:
     return float(text) if text not in (None, "") else None
 
 
-@dataclass(frozen=True)
-class ClaimedTask:
+class ClaimedTask(NamedTuple):
+    """One task a claim made RUNNING for this worker (a tuple: built for
+    every task, so built cheaply)."""
+
     id: str
     token: str
     attempt: int

@@ -10,6 +10,7 @@ restart, a dropped connection) costs latency, never correctness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Awaitable, Callable
 
 from .keys import Keys
@@ -30,12 +31,19 @@ class DoneWaiter:
         self._reader: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
 
-    async def _ensure_reader(self) -> None:
+    async def _ensure_reader(self, within_s: float) -> None:
+        """Starts the reader; waits up to ``within_s`` for it to subscribe.
+        Past that (Redis down or slow) the status read goes ahead anyway: it
+        raises the connection error, or finds the state, and the re-read
+        every RECHECK_S covers a completion the late subscription missed."""
         if self._reader is None or self._reader.done():
             self._ready = asyncio.Event()
             self._stop = asyncio.Event()
             self._reader = asyncio.create_task(self._read_forever(), name="taskmesh-done-waiter")
-        await self._ready.wait()  # type: ignore[union-attr]
+        assert self._ready is not None
+        if not self._ready.is_set() and within_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), within_s)
 
     async def _read_forever(self) -> None:
         stream = messages(self._client, patterns=self._patterns, label="result listener",
@@ -63,7 +71,7 @@ class DoneWaiter:
         """Returns the terminal status; raises TimeoutError after ``timeout`` s."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        await self._ensure_reader()
+        await self._ensure_reader(RECHECK_S if timeout is None else min(RECHECK_S, timeout))
         while True:
             fut = loop.create_future()
             self._waiters.setdefault(task_id, []).append(fut)
@@ -86,6 +94,11 @@ class DoneWaiter:
                     waiters.remove(fut)
                     if not waiters:
                         del self._waiters[task_id]
+
+    def waiting(self) -> int:
+        """How many tasks are waited for right now (subscribed, parked on a
+        completion): what a caller checks instead of sleeping."""
+        return len(self._waiters)
 
     async def close(self) -> None:
         if self._stop is not None:

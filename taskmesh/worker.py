@@ -67,7 +67,7 @@ from .pubsub import messages, stop_listener
 from .remote import pickle_exception
 from .retry_policy import exception_names
 from .reporter import ReportRefusedError, Reporter
-from .serialization import Codec, codec_for, safe_str
+from .serialization import codec_for, safe_str
 from .replication import reports_replicated
 from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork

@@ -1,21 +1,18 @@
 """Shared fixtures: a private redis-server, per-test namespaces, managers and
 real worker subprocesses.
 
-The suite never touches a Redis on 6379: :class:`RedisServer` starts its own
-``redis-server`` (from PATH) on a free port with a private data directory and
-stops it by PID. The class is reusable for chaos tests (``restart``,
-``kill``, AOF on).
+The suite never touches a Redis on 6379: :class:`taskmesh.server.RedisServer`
+starts its own ``redis-server`` (from PATH) on a free port with a private
+data directory and stops it by PID. The class is reusable for chaos tests
+(``restart``, ``kill``, ``pause``, AOF on).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,18 +23,15 @@ import pytest
 import redis
 
 from taskmesh import TaskManager
+# RedisServer, FORBIDDEN_PORT and stop_process: test modules import them from here.
+from taskmesh.server import FORBIDDEN_PORT, RedisServer, free_port, stop_process  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN_PORT = 6379  # the machine's shared Redis: never ours to touch
 
 
-def _free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != FORBIDDEN_PORT:
-            return port
+# The one launcher (taskmesh/server.py): a private redis-server on a free
+# port, AOF, cluster node or sentinel; stop, kill -9, SIGSTOP, restart.
+_free_port = free_port
 
 
 def signal_pid(proc: subprocess.Popen, sig: int) -> None:
@@ -48,17 +42,6 @@ def signal_pid(proc: subprocess.Popen, sig: int) -> None:
             os.kill(proc.pid, sig)
         except ProcessLookupError:
             pass
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL (a child that ignores
-    the polite signal still goes). Returns the exit code."""
-    signal_pid(proc, signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        signal_pid(proc, signal.SIGKILL)
-        return proc.wait(10)
 
 
 def child_env(drop: Sequence[str] = ()) -> dict[str, str]:
@@ -72,136 +55,6 @@ def child_env(drop: Sequence[str] = ()) -> dict[str, str]:
     for var in drop:
         env.pop(var, None)
     return env
-
-
-class RedisServer:
-    """A private redis-server process, controlled by PID only."""
-
-    def __init__(self, *, appendonly: bool = False, appendfsync: str = "always",
-                 port: int | None = None, extra_args: Sequence[str] = ()):
-        self.appendonly = appendonly
-        self.appendfsync = appendfsync
-        self.port = port
-        self.extra_args = list(extra_args)  # e.g. ["--requirepass", "pw"]
-        self.dir = tempfile.mkdtemp(prefix="taskmesh-redis-")
-        self.proc: subprocess.Popen | None = None
-
-    # ---- properties --------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def logfile(self) -> Path:
-        return Path(self.dir) / "redis.log"
-
-    def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    # ---- lifecycle ---------------------------------------------------------------
-    def _command(self) -> list[str]:
-        redis_server = shutil.which("redis-server")
-        if redis_server is None:
-            pytest.exit("redis-server is not on PATH (make test installs it)", returncode=3)
-        cmd = [
-            redis_server,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", self.dir,
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.logfile),
-        ]
-        if self.appendonly:
-            cmd += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
-        else:
-            cmd += ["--appendonly", "no"]
-        return cmd + self.extra_args
-
-    def start(self, timeout: float = 10.0) -> "RedisServer":
-        """Starts the server (on a fresh free port unless one is fixed) and
-        waits until it answers PING."""
-        assert not self.is_running(), "already running"
-        fixed_port = self.port is not None
-        for _ in range(5):
-            if not fixed_port:
-                self.port = _free_port()
-            assert self.port != FORBIDDEN_PORT
-            self.proc = subprocess.Popen(
-                self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            if self._wait_ready(timeout):
-                return self
-            self._reap()
-            if fixed_port:
-                break
-        raise RuntimeError(f"redis-server did not start; log:\n{self._log_tail()}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                return False  # exited (port taken?)
-            try:
-                c = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
-                try:
-                    if c.ping():
-                        return True
-                finally:
-                    c.close()
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                pass
-            time.sleep(0.05)
-        return False
-
-    def _reap(self) -> None:
-        if self.proc is not None:
-            signal_pid(self.proc, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM by PID, wait; SIGKILL if it does not exit in time."""
-        if self.proc is not None:
-            stop_process(self.proc, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL (a crash): no shutdown save; AOF keeps what was fsynced."""
-        self._reap()
-        self.proc = None
-
-    def restart(self, *, hard: bool = False, timeout: float = 10.0) -> None:
-        """Stops (gracefully, or SIGKILL with hard=True) and starts again on
-        the same port and data directory."""
-        self.kill() if hard else self.stop()
-        self.start(timeout)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-n:]
-        except OSError:
-            return "<no log>"
-
-    def __enter__(self) -> "RedisServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        return f"RedisServer(port={self.port}, pid={self.pid})"
 
 
 @pytest.fixture(scope="session")

@@ -153,3 +153,12 @@ def hold_gil(seconds: float) -> int:
 
     ctypes.PyDLL(None).usleep(int(seconds * 1_000_000))
     return os.getpid()
+
+
+def exit_on_first_attempt(code: int = 1) -> int:
+    """Ends its child process with ``os._exit`` on the first attempt only;
+    a retry returns its attempt number."""
+    attempt = current_task().attempt
+    if attempt == 1:
+        os._exit(code)
+    return attempt

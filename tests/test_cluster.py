@@ -40,6 +40,20 @@ def test_cluster_url_is_parsed_into_hosts_and_typed_options():
     assert parse_multi_host("rediss+cluster://h:1").tls
 
 
+def test_read_from_replicas_becomes_redis_pys_load_balancing_strategy():
+    """The URL keeps redis-py's old option name; the client gets the new
+    one, so it warns of nothing."""
+    from redis.cluster import LoadBalancingStrategy
+
+    from taskmesh.connection import _cluster_kwargs
+
+    on = _cluster_kwargs(parse_multi_host("redis+cluster://h:1/?read_from_replicas=true"), {})
+    off = _cluster_kwargs(parse_multi_host("redis+cluster://h:1/?read_from_replicas=false"), {})
+    assert "read_from_replicas" not in on and "read_from_replicas" not in off
+    assert on["load_balancing_strategy"] is LoadBalancingStrategy.ROUND_ROBIN
+    assert "load_balancing_strategy" not in off
+
+
 def test_sentinel_url_names_service_and_db():
     target = parse_multi_host("redis+sentinel://:pw@s1:26379,s2/mymaster/3")
     assert target.kind == "sentinel"
@@ -384,9 +398,6 @@ def test_sentinel_failover_after_the_replica_fell_behind(redis_server, namespace
     min_replicas the master acknowledged all 100 and the new master has
     none of them; with min_replicas=1 none was acknowledged
     (ReplicationError), so the producer knows to send them again."""
-    import os
-    import signal
-
     from taskmesh import ReplicationError
     from taskmesh.exceptions import TaskNotFoundError
 
@@ -394,7 +405,7 @@ def test_sentinel_failover_after_the_replica_fell_behind(redis_server, namespace
     try:
         with TaskManager(sentinel.url, namespace=namespace, min_replicas=min_replicas) as tm:
             before = tm.register_many(tasks.add, [(i, i) for i in range(100)])
-            os.kill(sentinel.replica.pid, signal.SIGSTOP)
+            sentinel.replica.pause()  # SIGSTOP
             # 32 MB for the stopped replica: more than the kernel's socket
             # buffers take, so what follows waits in the master's memory.
             master = sentinel.master.client()
@@ -405,7 +416,7 @@ def test_sentinel_failover_after_the_replica_fell_behind(redis_server, namespace
             except ReplicationError:
                 acknowledged = []
             sentinel.master.kill()
-            os.kill(sentinel.replica.pid, signal.SIGCONT)
+            sentinel.replica.resume()
 
             def missing(ids):
                 def gone(task_id):
@@ -421,7 +432,7 @@ def test_sentinel_failover_after_the_replica_fell_behind(redis_server, namespace
                       "lost_of_acknowledged": missing(acknowledged)}
     finally:
         if sentinel.replica.is_running():
-            os.kill(sentinel.replica.pid, signal.SIGCONT)
+            sentinel.replica.resume()
         sentinel.cleanup()
     print(f"\nstalled-replica failover (sentinel, min_replicas={min_replicas}): {counts}")
     assert counts["lost_before"] == 0

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from taskmesh import EventType, TaskFailedError, TaskStatus, subscribe
+from taskmesh.events import iterate_events
 from tests import semantics_tasks as st
 from tests.conftest import REPO_ROOT
 from tests.helpers import wait_until
@@ -105,9 +106,14 @@ def test_handler_errors_do_not_stop_delivery_and_close_stops(tm, backend, namesp
 def test_async_handler_and_events_iterator(tm, worker_factory):
     async def main():
         got = []
-        stream = tm.events([EventType.TASK_STARTED, EventType.TASK_COMPLETED])
+        subscribed = asyncio.Event()
+        # tm.events() is this iterator; its subscribed signal says when every
+        # event from then on will be delivered.
+        stream = iterate_events(tm._state().client, tm.keys,
+                                [EventType.TASK_STARTED, EventType.TASK_COMPLETED],
+                                on_subscribed=subscribed.set)
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(subscribed.wait(), 15)
         t = tm.register_task(st.noop)
         worker_factory()
         got.append(await asyncio.wait_for(first, 15))

@@ -266,6 +266,21 @@ def test_a_crash_is_retried_while_retries_are_left(tm, worker_factory, tmp_path)
     assert tm.get_task(task_id).attempts == 3
 
 
+def test_a_burst_worker_exits_after_a_child_called_os_exit(tm, worker_factory):
+    """``--burst --processes 1``: one task ends its child with ``os._exit`` on
+    its first attempt (retried on the replacement child), another on every
+    attempt; the worker runs what is left and exits by itself."""
+    once = tm.register_task(pt.exit_on_first_attempt, executor_type=P, max_retries=1,
+                            retry_delay=0)
+    always = tm.register_task(pt.hard_exit, 3, executor_type=P)
+    after = tm.register_task(pt.add, 1, 1, executor_type=P)
+    worker = worker_factory("--burst", "--processes", "1")
+    assert worker.wait(WAIT) == 0, worker.log()
+    assert tm.get_task_result(once) == 2
+    assert tm.get_task_status(always) is TaskStatus.FAILED
+    assert tm.get_task_result(after) == 2
+
+
 def test_retry_on_filters_process_failures(tm, worker_factory):
     """SPEC §17: timeouts and crashes are filtered by retry_on like any
     failure, and the task's own exception is matched by class although it

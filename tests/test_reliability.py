@@ -269,7 +269,9 @@ def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_fa
 
     async def main() -> list[int]:
         waits = [asyncio.ensure_future(tm.wait_for_task(t, timeout=60)) for t in ids]
-        await asyncio.sleep(0.5)  # every waiter is subscribed and parked
+        waiting = tm._state().waiter.waiting
+        while waiting() < len(ids):  # every waiter is subscribed and parked
+            await asyncio.sleep(0)
         assert not any(w.done() for w in waits)
         worker_factory("--burst", "--concurrency", "50")
         return await asyncio.gather(*waits)

@@ -13,20 +13,9 @@ from taskmesh import scripts
 from taskmesh.sharding import ShardSet, apply_call, link_call, shard_of
 from tests import semantics_tasks as st
 from tests import tasks
-from tests.helpers import wait_until
+from tests.helpers import ids_in, wait_until
 
 WAIT = 30.0
-
-
-def ids_in(shard: int, count: int, prefix: str, n: int = 1) -> list[str]:
-    """Caller-chosen task ids that land in ``shard`` of ``count``."""
-    out, i = [], 0
-    while len(out) < n:
-        candidate = f"{prefix}-{i}"
-        if shard_of(candidate, count) == shard:
-            out.append(candidate)
-        i += 1
-    return out
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ Everything goes through the TaskManager (``get_metrics``, ``list_tasks``,
 ``get_task``, ``get_events``) except three raw reads that have no public
 call, made on the store's own key schema and never decoded with pickle:
 a task's stored payload and result bytes (shown through
-:mod:`taskmesh.dashboard.display`), its ``dependents:<id>`` set (dependents still
-waiting for it; the set is consumed as they are resolved, so a finished
-task's dependents are no longer listed), and the per-second ``rate:*``
+:mod:`taskmesh.dashboard.display`), its dependents (those still waiting, in
+the ``dependents:<id>`` and ``remote_dependents:<id>`` sets, and those its
+outcome already resolved, which the scripts keep in the record's
+``resolved_dependents`` field until it expires), and the per-second ``rate:*``
 outcome buckets behind the overview charts (kept 120 s by the scripts).
 All of it is synchronous; the app runs it in a thread pool.
 """
@@ -14,6 +15,7 @@ All of it is synchronous; the app runs it in a thread pool.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from ..exceptions import TaskNotFoundError
@@ -37,6 +39,16 @@ def _id_key(event_id: str | None) -> tuple[int, ...]:
         return tuple(int(p) for p in (event_id or "").replace(":", "-").split("-"))
     except ValueError:
         return ()
+
+
+def _dependents(resolved: Any, waiting: Any, remote: Any) -> list[str]:
+    """Every dependent of a task, sorted: the ids its outcome resolved (a
+    JSON list), those still in its dependents set, and those in other shards
+    (``"<shard>|<id>"`` members)."""
+    ids = set(json.loads(resolved) if resolved else [])
+    ids.update(_text(d) for d in waiting)
+    ids.update(_text(m).partition("|")[2] for m in remote)
+    return sorted(ids)
 
 
 def task_json(info: TaskInfo) -> dict[str, Any]:
@@ -83,9 +95,14 @@ class Reader:
 
     def task(self, task_id: str) -> dict[str, Any]:
         """TaskInfo fields plus display strings of func/args/kwargs/result and
-        the dependents still waiting for it. TaskNotFoundError if unknown."""
+        every dependent, resolved or still waiting. TaskNotFoundError if unknown."""
         info = self.tm.get_task(task_id)
-        payload, result = self.client.hmget(self.keys.task(task_id), "payload", "result")
+        keys = self.tm._cmds(task_id).keys  # the task's own shard
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(keys.task(task_id), "payload", "result", "resolved_dependents")
+        pipe.smembers(keys.dependents(task_id))
+        pipe.smembers(keys.remote_dependents(task_id))
+        (payload, result, resolved), waiting, remote = pipe.execute()
         view = payload_view(payload)
         data = task_json(info)
         data.update(
@@ -93,8 +110,7 @@ class Reader:
             args=view.args,
             kwargs=view.kwargs,
             result=result_view(result) if info.status is TaskStatus.COMPLETED else None,
-            dependents=sorted(_text(d) for d in self.client.smembers(
-                self.keys.dependents(task_id))),
+            dependents=_dependents(resolved, waiting, remote),
         )
         return data
 

@@ -1,6 +1,6 @@
 """One events subscription per dashboard process, fanned out to SSE clients.
 
-:class:`EventHub` holds the process's only pub/sub subscription (through
+:class:`EventHub` holds the process's only events reader (through
 :func:`taskmesh.events.iterate_events`, which reconnects by itself) and copies
 each event into a bounded queue per connected browser. Two rules keep every
 client gap-free without the hub remembering anything:
@@ -8,9 +8,10 @@ client gap-free without the hub remembering anything:
 - a client whose queue overflows (a stalled tab) is disconnected rather than
   silently skipped; its browser reconnects with ``Last-Event-ID`` and the
   replay stream fills in what it missed;
-- after the hub's own subscription drops (Redis restart), live events of the
-  outage are lost to pub/sub, so once it has resubscribed every client is
-  disconnected the same way and resumes from the replay stream.
+- after the hub's own connection drops (Redis restart), it resumes reading
+  the events stream where it was, so connected clients miss nothing (only
+  what the stream's cap trimmed meanwhile, which a replay could not give
+  back either).
 
 :func:`sse_messages` is the per-connection part: it registers the client's
 queue *before* reading the replay stream, so an event published meanwhile is

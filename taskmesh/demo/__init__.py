@@ -3,7 +3,7 @@
 What it does, in order:
 
 1. picks a Redis: ``url`` / ``TASKMESH_URL``; else localhost:6379 if a Redis
-   answers there; else an :class:`~taskmesh.server.EmbeddedRedis` it starts
+   answers there; else an :class:`~taskmesh.server.RedisServer` it starts
    and stops itself (no Redis and no redis-server: one line saying how to get
    one, exit 1);
 2. uses a fresh namespace (``demo-<random>``) unless one was asked for, so it
@@ -37,7 +37,8 @@ from .processes import (
 )
 from .run import CANCEL_AT_PROGRESS, DEMO_TIMEOUT, POLL_INTERVAL, RESULT_TTL, run_demo
 from .tables import metrics_table, start_order, summary_table
-from .target import LOCALHOST_URL, DemoError, mask_url, pick_namespace, pick_redis
+from ..connection import mask_url
+from .target import LOCALHOST_URL, DemoError, pick_namespace, pick_redis
 from .workload import DemoTask, Expect, submit
 
 __all__ = [

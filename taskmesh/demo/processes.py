@@ -11,7 +11,7 @@ import time
 
 from .. import demo_tasks
 from ..server import spawn
-from .target import mask_url
+from ..connection import mask_url
 
 WORKER_CONCURRENCY = 4
 WORKER_LEASE_TIMEOUT_S = 5.0

@@ -12,12 +12,13 @@ from rich.console import Console
 
 from ..connection import is_memory
 from ..models import TaskStatus
-from ..server import EmbeddedRedis
+from ..server import RedisServer
 from .board import Board, describe_error
 from .events import EVENT_STYLE, EventFeed
 from .processes import WORKER_CONCURRENCY, WorkerProcesses
 from .tables import metrics_table, summary_table
-from .target import LOCALHOST_URL, DemoError, mask_url, pick_namespace, pick_redis
+from ..connection import mask_url
+from .target import LOCALHOST_URL, DemoError, pick_namespace, pick_redis
 from .workload import DemoTask, add_schedule, schedule_summary, submit
 
 POLL_INTERVAL = 0.2
@@ -38,7 +39,7 @@ def run_demo(url: str | None = None, namespace: str | None = None, workers: int 
     began_wall = time.time()
     if workers < 0:
         raise ValueError("workers must be >= 0 (0: use the workers already running)")
-    server: EmbeddedRedis | None = None
+    server: RedisServer | None = None
     pool: WorkerProcesses | None = None
     log_dir = tempfile.mkdtemp(prefix="taskmesh-demo-")
     try:
@@ -97,7 +98,7 @@ def run_demo(url: str | None = None, namespace: str | None = None, workers: int 
         if pool is not None and not pool.exit_codes:
             _stop_workers(pool, console)
         if server is not None:
-            server.stop()
+            server.cleanup()
         import shutil
 
         shutil.rmtree(log_dir, ignore_errors=True)
@@ -169,7 +170,7 @@ def _watch(tm: Any, tasks: list[DemoTask], board: Board, pool: WorkerProcesses |
 
 
 def _verdict(tasks: list[DemoTask], outcome: str, pool: WorkerProcesses | None, url: str,
-             namespace: str, server: EmbeddedRedis | None, console: Console,
+             namespace: str, server: RedisServer | None, console: Console,
              elapsed: float) -> int:
     wrong = [t for t in tasks if t.info is None or not t.expect.met_by(t.info)]
     if outcome == "timeout":

@@ -1,17 +1,16 @@
 """Choosing the demo's Redis and namespace.
 
 ``url`` / ``TASKMESH_URL``; else localhost:6379 if a Redis answers there; else
-an :class:`~taskmesh.server.EmbeddedRedis` the demo starts and stops itself.
+an :class:`~taskmesh.server.RedisServer` the demo starts and stops itself.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 
-from ..connection import DEFAULT_NAMESPACE, is_memory
-from ..server import INSTALL_HINT, EmbeddedRedis, find_redis_server, localhost_answers
+from ..connection import DEFAULT_NAMESPACE, is_memory, mask_url
+from ..server import INSTALL_HINT, RedisServer, find_redis_server, localhost_answers
 
 LOCALHOST_URL = "redis://localhost:6379/0"
 
@@ -20,13 +19,8 @@ class DemoError(Exception):
     """Something the demo cannot work around; its message is one line."""
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password hidden, for printing."""
-    return re.sub(r"(://[^:@/]*:)[^@/]+@", r"\1***@", url)
-
-
 def pick_redis(url: str | None, localhost_url: str = LOCALHOST_URL
-               ) -> tuple[str, str, EmbeddedRedis | None]:
+               ) -> tuple[str, str, RedisServer | None]:
     """-> (url, where it came from, the embedded server to stop or None)."""
     env_url = os.environ.get("TASKMESH_URL")
     for given, origin in ((url, "--url"), (env_url, "TASKMESH_URL")):
@@ -42,10 +36,11 @@ def pick_redis(url: str | None, localhost_url: str = LOCALHOST_URL
         raise DemoError(
             f"no Redis answers on {mask_url(localhost_url)} and no redis-server binary was "
             f"found: {INSTALL_HINT}, or set TASKMESH_URL to a running Redis")
-    server = EmbeddedRedis()
+    server = RedisServer(die_with_owner=True)
     try:
         server.start()
     except (RuntimeError, OSError) as exc:
+        server.cleanup()
         raise DemoError(f"could not start redis-server: {exc}") from exc
     return server.url, "embedded redis-server, stopped at the end", server
 

@@ -149,9 +149,11 @@ local function batch_end()
 end
 
 -- Events --------------------------------------------------------------------
--- Every event goes to the capped stream (replay) and the pub/sub channel
--- (live) in the same script as the transition it reports. The data is
--- JSON-encoded once; the live message is assembled around it.
+-- Every event is one write: an entry of the capped stream, in the same
+-- script as the transition it reports. The stream serves replay and live
+-- readers alike (live readers block on it with XREAD from the position they
+-- subscribed at, events.py), so nothing is published and nothing is lost
+-- between a replay and the live tail.
 local _maxlen
 local function emit(etype, t, data)
   if not _maxlen then
@@ -162,15 +164,11 @@ local function emit(etype, t, data)
   data.queue = t.queue
   data.priority = tonumber(t.priority)
   data.status = t.status
-  local ts = now_s()
-  local payload = cjson.encode(data)
   -- 'us' (microseconds, same clock) orders the events of different shards
-  -- when they are merged (sharding.read_events).
-  local xid = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', ts, 'data', payload,
+  -- when they are merged (sharding.read_events, events.py).
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
+    'type', etype, 'task_id', t.id, 'ts', now_s(), 'data', cjson.encode(data),
     'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
-  redis.call('PUBLISH', K_EVENTS, '{"id":"' .. xid .. '","type":"' .. etype .. '","task_id":'
-    .. cjson.encode(t.id) .. ',"ts":' .. ts .. ',"data":' .. payload .. '}')
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
@@ -305,6 +303,21 @@ local function mark_terminal(t, status, fields, data, quiet)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end
 end
 
+-- The ids resolve() takes off a parent's dependents sets go on the parent's
+-- own record (`resolved_dependents`, a JSON list), so what depended on a
+-- finished task can still be shown, and goes when the record expires. Only
+-- parents with dependents pay for it; a record already gone is not re-created.
+-- `remote` holds "<shard>|<id>" members, `spopped` plain ids.
+local function keep_resolved(parent_id, remote, spopped)
+  local key = k_task(parent_id)
+  if redis.call('EXISTS', key) == 0 then return end
+  local kept = redis.call('HGET', key, 'resolved_dependents')
+  local list = kept and cjson.decode(kept) or {}
+  for _, member in ipairs(remote) do list[#list + 1] = string.match(member, '^%d+|(.*)$') end
+  for _, id in ipairs(spopped) do list[#list + 1] = id end
+  redis.call('HSET', key, 'resolved_dependents', cjson.encode(list))
+end
+
 -- Completion promotes each dependent whose last dependency this was; failure
 -- or cancellation cancels dependents transitively (DependencyFailedError).
 -- The walk uses a stack, not recursion, and handles at most RESOLVE_BUDGET
@@ -327,6 +340,7 @@ local function resolve(stack)
     local dkey = k_dependents(parent.id)
     local batch = budget > 0 and redis.call('SPOP', dkey, budget) or {}
     budget = budget - #batch
+    if #remote > 0 or #batch > 0 then keep_resolved(parent.id, remote, batch) end
     for _, did in ipairs(batch) do
       local d = load(did)
       if d and not is_terminal(d.status) then
