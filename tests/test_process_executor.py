@@ -267,18 +267,21 @@ def test_a_crash_is_retried_while_retries_are_left(tm, worker_factory, tmp_path)
 
 
 def test_a_burst_worker_exits_after_a_child_called_os_exit(tm, worker_factory):
-    """``--burst --processes 1``: one task ends its child with ``os._exit`` on
-    its first attempt (retried on the replacement child), another on every
-    attempt; the worker runs what is left and exits by itself."""
+    """``--burst --processes 1``: tasks end their child with ``os._exit`` (one
+    on its first attempt only, retried on a replacement child; the last ones
+    on every attempt, so a replacement is still starting when the burst
+    ends). The worker exits by itself: a child that outlives its pool is
+    stopped, not left to multiprocessing's exit handler, which would SIGTERM
+    it (children ignore SIGTERM) and join it forever."""
     once = tm.register_task(pt.exit_on_first_attempt, executor_type=P, max_retries=1,
                             retry_delay=0)
-    always = tm.register_task(pt.hard_exit, 3, executor_type=P)
     after = tm.register_task(pt.add, 1, 1, executor_type=P)
+    always = [tm.register_task(pt.hard_exit, 3, executor_type=P) for _ in range(5)]
     worker = worker_factory("--burst", "--processes", "1")
     assert worker.wait(WAIT) == 0, worker.log()
     assert tm.get_task_result(once) == 2
-    assert tm.get_task_status(always) is TaskStatus.FAILED
     assert tm.get_task_result(after) == 2
+    assert all(tm.get_task_status(t) is TaskStatus.FAILED for t in always)
 
 
 def test_retry_on_filters_process_failures(tm, worker_factory):

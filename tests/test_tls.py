@@ -3,17 +3,16 @@ TLS-only redis-server with a CA made for the test."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
 from taskmesh import EventType, TaskManager
-from tests.conftest import _free_port
+from taskmesh.server import RedisServer, RedisServerError, free_port
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -21,6 +20,19 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 def _openssl(*args: str, cwd) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class TLSRedisServer(RedisServer):
+    """The launcher's server, TLS only (``--port 0``: no plain listener) on
+    its port; its readiness probe and ``client()`` speak TLS."""
+
+    def __init__(self, ca: Path, extra_args: list[str]) -> None:
+        port = free_port()
+        super().__init__(port, extra_args=["--port", "0", "--tls-port", str(port), *extra_args])
+        self.ca = ca
+
+    def client(self, **kwargs) -> redis.Redis:
+        return super().client(ssl=True, ssl_ca_certs=str(self.ca), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -33,29 +45,18 @@ def tls_server(tmp_path_factory):
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(d)],
-        cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={d / 'ca.crt'}"
+    server = TLSRedisServer(d / "ca.crt", extra_args=[
+        "--tls-cert-file", str(d / "server.crt"), "--tls-key-file", str(d / "server.key"),
+        "--tls-ca-cert-file", str(d / "ca.crt"), "--tls-auth-clients", "no"])
     try:
-        def answers():
-            if proc.poll() is not None:
-                pytest.skip("this redis-server cannot serve TLS")
-            try:
-                return redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, timeout=10, what="TLS redis-server")
-        yield url
+        server.start()
+    except RedisServerError:
+        server.cleanup()
+        pytest.skip("this redis-server cannot serve TLS")
+    try:
+        yield f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={server.ca}"
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+        server.cleanup()
 
 
 def test_rediss_round_trip_with_worker_and_events(tls_server, worker_factory):
