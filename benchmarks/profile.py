@@ -27,6 +27,13 @@ Phases, per tree (fresh database each):
 
 For each phase: redis-server CPU per task, the script calls and usec per
 task (``cmdstat_evalsha``), and the top commands run inside them.
+
+``--instructions`` runs redis-server under valgrind (callgrind) and also
+gives the instructions redis-server executed per task in each phase
+(user space only: the network's system calls are not counted). On a
+shared machine CPU time moves with the load; instruction counts repeat to
+about 3% whatever else runs, so they tell small changes apart. The server
+is ~50 times slower, so use a small ``-n`` (1000).
 """
 
 from __future__ import annotations
@@ -35,14 +42,32 @@ import argparse
 import inspect
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+def instructions(pid: int, out_dir: str | None) -> int:
+    """Instructions redis-server ran since the last call (callgrind zeroes
+    its counters at each dump), or 0 when it does not run under callgrind."""
+    if not out_dir:
+        return 0
+    subprocess.run(["callgrind_control", "--dump", str(pid)], capture_output=True, check=True)
+    dumps = sorted(Path(out_dir).glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
+    total = 0
+    for line in dumps[-1].read_text(errors="replace").splitlines():
+        if line.startswith(("totals:", "summary:")):
+            total = int(line.split()[1])
+    for f in dumps:
+        f.unlink()
+    return total
 
 
 def cpu_s(pid: int) -> float:
@@ -78,10 +103,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     def measure(label: str, n: int, fn: Any) -> Any:
         before, c0, t0, p0 = stats(), cpu_s(args.redis_pid), time.perf_counter(), time.process_time()
+        instructions(args.redis_pid, args.callgrind_dir)
         value = fn()
         wall, proc = time.perf_counter() - t0, time.process_time() - p0
+        ins = instructions(args.redis_pid, args.callgrind_dir)
         c1, after = cpu_s(args.redis_pid), stats()
         out[label] = summarize(before, after, n, c1 - c0, wall, proc)
+        out[label]["redis_kinstr"] = ins / n / 1000 if ins else None
         return value
 
     n = args.n
@@ -137,13 +165,17 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                                     "--format", "raw", "-o", args.py_spy, "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         d0, w0, c0, s0, t0 = done, cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
+        instructions(args.redis_pid, args.callgrind_dir)
+        poll_s = 0.2 if args.callgrind_dir else 0.005  # polls are counted instructions too
         while done < n:
-            time.sleep(0.005)
+            time.sleep(poll_s)
             done = int(r.hget(keys.stats, "completed") or 0)
+        ins = instructions(args.redis_pid, args.callgrind_dir)
         w1, c1, s1, t1 = cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
         tasks = done - d0
         out["drain"] = summarize(s0, s1, tasks, c1 - c0, t1 - t0, None)
         out["drain"]["worker_us"] = (w1 - w0) * 1e6 / tasks
+        out["drain"]["redis_kinstr"] = ins / tasks / 1000 if ins else None
         worker.wait(30)
     finally:
         if worker.poll() is None:
@@ -188,6 +220,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--py-spy", help="write the worker's raw py-spy stacks here (last tree)")
     p.add_argument("--json", help="write every run here")
+    p.add_argument("--instructions", action="store_true",
+                   help="run redis-server under callgrind and count its instructions per task")
+    p.add_argument("--callgrind-dir", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--redis-pid", type=int, help=argparse.SUPPRESS)
@@ -202,12 +237,28 @@ def main() -> None:
 
     trees = [str(Path(t).resolve()) for t in (args.tree or ["."])]
     runs: dict[str, list[dict]] = {t: [] for t in trees}
-    with RedisServer() as server:
+
+    class CallgrindServer(RedisServer):
+        """The same server, run by valgrind's callgrind (same PID, ~50x slower)."""
+
+        def _command(self) -> list[str]:
+            return ["valgrind", "--tool=callgrind", "--dump-instr=no", "--collect-jumps=no",
+                    f"--callgrind-out-file={callgrind_dir}/callgrind.out.%p", *super()._command()]
+
+    callgrind_dir = tempfile.mkdtemp(prefix="taskmesh-callgrind-") if args.instructions else None
+    server = CallgrindServer() if callgrind_dir else RedisServer()
+    if callgrind_dir:
+        server.start(timeout=60)  # valgrind takes a few seconds to start it
+    else:
+        server.start()
+    try:
         for rep in range(args.repeat):
             for tree in trees:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", tree,
                         "--url", server.db_url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
                         "--n-single", str(args.n_single), "--concurrency", str(args.concurrency)]
+                if callgrind_dir:
+                    argv += ["--callgrind-dir", callgrind_dir]
                 if args.py_spy and rep == args.repeat - 1 and tree == trees[-1]:
                     argv += ["--py-spy", args.py_spy]
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(HERE.parent)]))
@@ -216,6 +267,10 @@ def main() -> None:
                     sys.exit(f"{tree}: {res.stderr[-3000:]}")
                 runs[tree].append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(f"[{rep + 1}/{args.repeat}] {tree} done", file=sys.stderr)
+    finally:
+        server.cleanup()
+    if callgrind_dir:
+        shutil.rmtree(callgrind_dir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
     report(trees, runs)
@@ -232,6 +287,11 @@ def _med(runs: list[dict], phase: str, key: str) -> float | None:
 def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
     names = [Path(t).name or t for t in trees]
     rows = [
+        ("register_task: redis k-instructions/task", "register", "redis_kinstr"),
+        ("register_many: redis k-instructions/task", "many", "redis_kinstr"),
+        ("claim (10 at a time): redis k-instructions/task", "claim", "redis_kinstr"),
+        ("report (10 per call): redis k-instructions/task", "report", "redis_kinstr"),
+        ("drain: redis k-instructions/task", "drain", "redis_kinstr"),
         ("register_task: redis CPU us/task", "register", "redis_cpu_us"),
         ("register_task: script us/task", "register", "script_us"),
         ("register_task: client CPU us/call", "register", "client_us"),
@@ -256,6 +316,8 @@ def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
           + ("   ratio" if len(trees) == 2 else ""))
     for label, phase, key in rows:
         vals = [_med(runs[t], phase, key) for t in trees]
+        if all(v is None for v in vals):
+            continue  # (instructions: only with --instructions)
         cells = "  ".join(f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in vals)
         ratio = ""
         if len(vals) == 2 and vals[0] and vals[1] is not None:

@@ -38,6 +38,7 @@ from .connection import (
 )
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
+from .pubsub import stopped
 from .scripts import busy_error
 from .sharding import ShardSet, merge_key, event_id, shards_call
 from .store import field_text
@@ -144,7 +145,7 @@ async def live_entries(
     positions: dict[int, str] = dict(start) if start is not None else {}
     stored = 0
     cluster = is_cluster_client(client)
-    while not stop.is_set():
+    while not stopped(stop):
         try:
             if not positions:
                 positions = await live_positions(client, keys)
@@ -160,7 +161,7 @@ async def live_entries(
             delay = 0.1
             shard_keys = ShardSet(keys.namespace, max(len(positions), 1)).keys
             groups = [[s] for s in positions] if cluster else [list(positions)]
-            while not stop.is_set():
+            while not stopped(stop):
                 reads = [_xread(client, [shard_keys[s].events for s in g],
                                 [positions[s] for s in g]) for g in groups]
                 replies = (await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]])

@@ -15,6 +15,14 @@ from .scripts import busy_error
 log = logging.getLogger(__name__)
 
 
+def stopped(stop: asyncio.Event) -> bool:
+    """A reader's loop condition: its stop event is set, or its task was
+    cancelled and a client swallowed the CancelledError (fakeredis can, in a
+    blocking read): the request to cancel is still pending on the task."""
+    task = asyncio.current_task()
+    return stop.is_set() or (task is not None and task.cancelling() > 0)
+
+
 async def messages(
     client: Any,
     *,
@@ -36,7 +44,7 @@ async def messages(
     stop = stop or asyncio.Event()
     delay = 0.1
     attempt = 0
-    while not stop.is_set():
+    while not stopped(stop):
         pubsub, node = pubsub_for(client, attempt)
         attempt += 1  # after a failure, a cluster listener tries another node
         try:
@@ -47,7 +55,7 @@ async def messages(
             if on_subscribed is not None:
                 on_subscribed()
             delay = 0.1
-            while not stop.is_set():
+            while not stopped(stop):
                 msg = await pubsub.get_message(timeout=1.0)
                 if msg and msg.get("type") in ("message", "pmessage"):
                     channel = msg["channel"]

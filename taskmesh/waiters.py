@@ -4,7 +4,9 @@ One pattern subscription (``done:*`` of every shard of the namespace) per
 event loop is shared by every wait in it. A wait subscribes first, then reads the stored
 status, so a completion between the two is never missed; the stored state
 is re-read every few seconds as well, so a lost pub/sub message (a Redis
-restart, a dropped connection) costs latency, never correctness.
+restart, a dropped connection) costs latency, never correctness. The wait
+for the subscription is bounded (RECHECK_S, or the wait's own timeout):
+with Redis down the status read then raises, instead of the wait hanging.
 """
 
 from __future__ import annotations

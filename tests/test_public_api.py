@@ -228,11 +228,13 @@ def test_executor_type_is_a_str_enum_of_the_accepted_strings():
     assert ExecutorType.THREAD_POOL == "thread_pool" and str(ExecutorType.PROCESS) == "process"
 
 
-def test_metrics_typeddict_names_every_key(namespace):
+def test_metrics_typeddict_names_every_key(redis_server, namespace):
     """The Metrics TypedDict and the dict get_metrics() builds name the same keys."""
     from taskmesh.metrics import Metrics, QueueMetrics, RuntimeSummary, TaskCounts
 
-    with taskmesh.TaskManager("memory://", namespace=namespace) as tm:
+    # A real Redis with no worker: memory:// would start its embedded worker,
+    # which could run the task before the metrics are read.
+    with taskmesh.TaskManager(redis_server.url, namespace=namespace) as tm:
         tm.register_task("tests.tasks:add", 1, 2)
         m = tm.get_metrics()
     assert set(m) | {"notes"} == set(Metrics.__annotations__)

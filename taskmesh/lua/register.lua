@@ -52,29 +52,31 @@ for i = remote_from, #ARGV, 2 do
 end
 if remote_from <= #ARGV then redis.call('DEL', k_early(id)) end
 
-local fields = {}
 local t = {id = id, status = 'new'}  -- the record as load() would return it
-for i = 5, first_dep - 1, 2 do
-  fields[#fields + 1] = ARGV[i]
-  fields[#fields + 1] = ARGV[i + 1]
-  t[ARGV[i]] = ARGV[i + 1]
-end
+for i = 5, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
+if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
+elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
 -- 'status' first: every load() looks it up, and HMGET scans the record's
 -- listpack from the front (the final status overwrites it in place).
 -- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
 -- and progress are not stored: every reader defaults them (fewer fields
--- make each later read and write of the record cheaper).
+-- make each later read and write of the record cheaper). The given fields
+-- go to HSET straight from ARGV.
+redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(),
+  unpack(ARGV, 5, first_dep - 1))
 local pending = #unfinished + remote_unfinished
+local sometimes = {}  -- fields only some tasks have
 if pending > 0 then
-  fields[#fields + 1] = 'pending_dependencies'
-  fields[#fields + 1] = pending
+  sometimes[#sometimes + 1] = 'pending_dependencies'
+  sometimes[#sometimes + 1] = pending
 end
-redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(), unpack(fields))
-if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
-elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
-if t.due_ms then redis.call('HSET', KEYS[1], 'due_ms', string.format('%.0f', t.due_ms)) end
+if t.due_ms then
+  sometimes[#sometimes + 1] = 'due_ms'
+  sometimes[#sometimes + 1] = string.format('%.0f', t.due_ms)
+end
+if #sometimes > 0 then redis.call('HSET', KEYS[1], unpack(sometimes)) end
 redis.call('HINCRBY', KEYS[3], 'registered', 1)
 note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
