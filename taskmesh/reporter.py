@@ -93,14 +93,16 @@ class Reporter:
         self._pending: list[tuple[Call[Any], asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, from start()
         self._busy = False
         self._server_busy = False  # Redis answered OOM/BUSY: logged once until it passes
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="taskmesh-reporter")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="taskmesh-reporter")
 
     async def submit(self, call: Call[T]) -> T:
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = (self._loop or asyncio.get_running_loop()).create_future()
         self._pending.append((call, fut))
         self._wakeup.set()
         return await fut

@@ -156,6 +156,9 @@ class Codec:
         fails that one task instead of ending the worker."""
         if self.by_reference and self.references is not None:
             return self._seal(msgpack.packb(self.references.ref(value)), part="result")
+        if value is None and not self.secret and (
+                self.max_payload_bytes is None or self.max_payload_bytes >= len(_NONE_RESULT)):
+            return _NONE_RESULT  # what most tasks return; unsigned, it never varies
         try:
             return self._seal(self._pack(value), part="result")
         except SerializationError:
@@ -398,6 +401,10 @@ def _preview_hook(code: int, data: bytes) -> Any:
     if code == EXT_REF:
         return Pickled(len(data), "memory:// object")
     raise PayloadDecodeError(f"payload uses an unknown msgpack extension type {code}")
+
+
+# encode_result(None) of a codec without a secret: [VERSION, packb(None), None].
+_NONE_RESULT: bytes = msgpack.packb([VERSION, msgpack.packb(None), None], use_bin_type=True)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -424,6 +424,23 @@ def _text(reply: Any) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
+# Replicas sync at once (the default waits 5 s for more replicas to arrive).
+SYNC_AT_ONCE = ("--repl-diskless-sync-delay", "0")
+
+
+def replicas_streaming(client: Any, expected: int, key: str = "taskmesh-server:sync-probe") -> bool:
+    """``expected`` replicas of the master behind ``client`` acknowledged a
+    write made now (``WAIT``). A replica's own "master_link_status:up", and
+    even "state=online" on the master, come before the master streams to
+    it: after a diskless sync it holds new writes until the replica's first
+    REPLCONF ACK (up to 1 s), and a kill -9 in that window loses them.
+    ``key`` must live on this master (any name on a plain master)."""
+    client.set(key, 1)
+    acked = int(client.execute_command("WAIT", expected, 1000))
+    client.delete(key)
+    return acked >= expected
+
+
 class LocalCluster:
     """A real Redis Cluster on 127.0.0.1: ``masters`` masters with
     ``replicas_per_master`` replicas each, joined by ``redis-cli --cluster
@@ -452,8 +469,7 @@ class LocalCluster:
                                    extra_args=[
                                        # A replica whose master just died may take over at once.
                                        "--cluster-replica-validity-factor", "0",
-                                       # Replicas sync at once (the default waits 5 s for more).
-                                       "--repl-diskless-sync-delay", "0",
+                                       *SYNC_AT_ONCE,
                                        *self.extra_args])
                 self.nodes.append(node)
                 node.start()
@@ -479,12 +495,30 @@ class LocalCluster:
             for node in self.nodes:
                 if not node.is_running():
                     continue
-                info = self.client(node).info("replication")
+                client = self.client(node)
+                info = client.info("replication")
                 if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    return False
+                if info.get("role") == "master" and not replicas_streaming(
+                        client, self.replicas_per_master, self._key_on(client)):
                     return False
             return True
 
         wait_for(synced, timeout, "every replica in sync with its master")
+
+    @staticmethod
+    def _key_on(client: Any) -> str:
+        """A key name whose slot the master behind ``client`` serves."""
+        from redis.crc import key_slot
+
+        port = int(client.connection_pool.connection_kwargs["port"])
+        ranges = [(start, end) for start, end, master, *_ in
+                  client.execute_command("CLUSTER", "SLOTS") if int(master[1]) == port]
+        for i in range(100_000):
+            key = f"taskmesh-server:sync-probe:{i}"
+            if any(start <= key_slot(key.encode()) <= end for start, end in ranges):
+                return key
+        raise RedisServerError(f"no slot served by :{port}")
 
     def _state_ok(self, node: RedisServer) -> bool:
         c = self.client(node)
@@ -571,11 +605,12 @@ class LocalSentinel:
 
     def start(self) -> "LocalSentinel":
         try:
+            self.master.extra_args = list(SYNC_AT_ONCE)
             self.master.start()
-            self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+            self.replica.extra_args = [*SYNC_AT_ONCE,
+                                       "--replicaof", "127.0.0.1", str(self.master.port)]
             self.replica.start()
-            wait_for(lambda: self.replica.client().info("replication").get("master_link_status")
-                     == "up", 20, "replica in sync")
+            wait_for(lambda: replicas_streaming(self.master.client(), 1), 20, "replica in sync")
             assert self.master.port is not None
             self.sentinel = RedisServer(sentinel=SentinelSpec(self.service, "127.0.0.1",
                                                               self.master.port))
@@ -600,6 +635,27 @@ class LocalSentinel:
         wait_for(lambda: self.current_master_port() != old, timeout, "sentinel failover")
         wait_for(lambda: self.replica.client().execute_command("ROLE")[0] == b"master",
                  timeout, "replica promoted")
+
+    def rejoin_old_master(self, timeout: float = 30.0) -> None:
+        """Once Sentinel has promoted the replica, starts the killed master
+        again on its port (empty: no persistence) as the new master's
+        replica, and waits until it is in sync, so ``min_replicas=1`` can be
+        met again."""
+        old = self.master.port
+        assert old is not None
+        wait_for(lambda: self.current_master_port() != old, timeout, "sentinel failover")
+        # Restarted as the new master's replica at once (Sentinel would
+        # convert it too, but only after its next INFO round, up to 10 s).
+        # Priority 0: Sentinel never promotes it. While it loads its first
+        # full sync it is an empty replica whose link to the master is
+        # "down" only briefly, so Sentinel could pick it in a second failover
+        # (a stall of the new master past down-after on a loaded machine)
+        # and every other node would then resync from its empty dataset.
+        self.master.extra_args = [*SYNC_AT_ONCE, "--replica-priority", "0",
+                                  "--replicaof", "127.0.0.1", str(self.current_master_port())]
+        self.master.start()
+        wait_for(lambda: replicas_streaming(self.replica.client(), 1), timeout,
+                 "the old master back as a replica, in sync")
 
     def cleanup(self) -> None:
         for server in (self.sentinel, self.replica, self.master):

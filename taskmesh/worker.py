@@ -209,6 +209,7 @@ class Worker:
         self._stopping = False
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread running the worker's loop (run())
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Task[Any] | None = None
         self._reports_in_flight = 0
@@ -270,6 +271,7 @@ class Worker:
         ``grace_period`` seconds and pending reports are flushed."""
         opts = self.options
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
@@ -461,12 +463,11 @@ class Worker:
         throttle, so every update sent is also published (force)."""
         loop = self._loop
         assert loop is not None
-        loop_thread = threading.get_ident()
 
         def send(progress: float, message: str | None, final: bool) -> None:
             call = self.shardset.for_task(claimed.id).progress(
                 claimed.id, progress, message, claimed.token, True)
-            if threading.get_ident() == loop_thread:
+            if threading.get_ident() == self._loop_thread:
                 self.reporter.post(call)
                 return
             try:

@@ -165,16 +165,7 @@ def _carry_on_after(kill, url, namespace, redis_server, worker_factory):
                                    task_id=f"before-{i}") for i in range(8)]
         wait_until(lambda: redis_server.client().llen(marks) >= 2, WAIT, what="work started")
         kill()
-        # Live events published while the subscriber re-subscribes are lost by
-        # design (get_events replays them): probe until it hears again.
-        deadline = time.monotonic() + WAIT
-        for n in itertools.count():
-            probe = _retry_connection(tm.register_task, tasks.add, n, 0, task_id=f"probe-{n}")
-            try:
-                wait_until(lambda: probe in seen.completed, 2.0, what="a probe's event")
-                break
-            except AssertionError:
-                assert time.monotonic() < deadline, "the subscriber never heard again"
+        _subscriber_hears_again(tm, seen.completed.__contains__)
         after = [_retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.05,
                                    task_id=f"after-{i}") for i in range(8)]
         results = {i: _retry_connection(tm.wait_for_task_sync, i, timeout=WAIT)
@@ -184,6 +175,7 @@ def _carry_on_after(kill, url, namespace, redis_server, worker_factory):
         statuses = {i: _retry_connection(tm.get_task_status, i).value for i in before}
         sub.close()
         assert worker.returncode is None
+        worker.stop()  # while Redis is up: it stops at once then
     runs = [m.split()[0].decode() for m in redis_server.client().lrange(marks, 0, -1)]
     return statuses, runs
 
@@ -215,68 +207,132 @@ def test_cluster_master_failover_producer_worker_subscriber_carry_on(
     assert {f"after-{i}" for i in range(8)} <= set(runs)
 
 
-def failover_under_load(namespace, redis_server, worker_factory, *, tasks_n=300, shards=3,
-                        manager_options=None):
-    """kill -9 the master of one shard while two worker processes are busy;
-    returns the counts: registered, completed, ran twice, lost (record gone
-    or never finished)."""
-    from taskmesh.sharding import ShardSet
+def load_through_failover(url, kill, namespace, redis_server, worker_factory, *,
+                          tasks_n=300, manager_options=None):
+    """Two worker processes of concurrency 8 and a subscriber attached; 300
+    tasks registered one by one (each retried on a connection or replication
+    error, with its own task id); ``kill()`` after the 100th kills -9 a
+    master (and brings a replica back for ``min_replicas=1``), the producer
+    goes on at once. Returns the counts: registered, completed, ran twice
+    (started more than once: an upper bound on completed twice), completed
+    twice as the subscriber heard it, lost (record gone or never finished)."""
     from taskmesh.exceptions import TaskNotFoundError
 
-    cluster = LocalCluster().start()
     marks = f"marks:{namespace}"
-    try:
-        with TaskManager(cluster.url, namespace=namespace, shards=shards,
-                         **(manager_options or {})) as tm:
-            for _ in range(2):
-                worker_factory("--concurrency", "8", url=cluster.url, lease_timeout=3.0)
-            ids = [f"{namespace}-{i}" for i in range(tasks_n)]
-            registered = []
-            from redis.crc import key_slot
+    heard: dict[str, int] = {}
+    lock = threading.Lock()
 
-            victim_slot = key_slot(ShardSet(namespace, shards).keys[shards - 1].seq.encode())
-            victim = cluster.node_for_slot(victim_slot)
-            rejoin = None
-            for n, task_id in enumerate(ids):
-                if n == tasks_n // 3:
-                    victim.kill()  # kill -9; promotion happens while we go on
-                    # The killed node comes back (as a replica of its successor),
-                    # so a shard has a replica again for min_replicas=1.
-                    rejoin = threading.Thread(target=_rejoin, args=(cluster, victim))
-                    rejoin.start()
-                _retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.02,
-                                  task_id=task_id)
-                registered.append(task_id)
-            if rejoin is not None:
-                rejoin.join(60)
-            cluster.wait_ok()
+    def on_completed(event) -> None:
+        with lock:
+            heard[event.task_id] = heard.get(event.task_id, 0) + 1
 
-            def status(task_id):
-                try:
-                    return _retry_connection(tm.get_task_status, task_id).value
-                except TaskNotFoundError:
-                    return "lost"
+    with TaskManager(url, namespace=namespace, **(manager_options or {})) as tm:
+        sub = tm.subscribe(EventType.TASK_COMPLETED, on_completed)
+        workers = [worker_factory("--concurrency", "8", url=url, lease_timeout=3.0)
+                   for _ in range(2)]
+        registered = []
+        for n in range(tasks_n):
+            if n == tasks_n // 3:
+                kill()
+            task_id = f"{namespace}-{n}"
+            _retry_connection(tm.register_task, ct.sleeper, redis_server.url, marks, 0.02,
+                              task_id=task_id)
+            registered.append(task_id)
 
-            def settled():
-                return all(status(i) in ("completed", "lost") for i in registered)
-
+        def status(task_id):
             try:
-                wait_until(settled, 90, interval=0.5, what="every task completed or lost")
-            except AssertionError:
-                pass
-            statuses = {i: status(i) for i in registered}
-        runs: dict[str, int] = {}
-        for m in redis_server.client().lrange(marks, 0, -1):
-            task_id = m.split()[0].decode()
-            runs[task_id] = runs.get(task_id, 0) + 1
-    finally:
-        cluster.cleanup()
+                return _retry_connection(tm.get_task_status, task_id).value
+            except TaskNotFoundError:
+                return "lost"
+
+        try:
+            wait_until(lambda: all(status(i) in ("completed", "lost") for i in registered), 90,
+                       interval=0.5, what="every task completed or lost")
+        except AssertionError:
+            pass
+        statuses = {i: status(i) for i in registered}
+        _subscriber_hears_again(tm, heard.__contains__)
+        sub.close()
+        assert all(w.returncode is None for w in workers), "a worker process died"
+        for w in workers:  # while Redis is up: a worker stops at once then
+            w.stop()
+    runs: dict[str, int] = {}
+    for m in redis_server.client().lrange(marks, 0, -1):
+        task_id = m.split()[0].decode()
+        runs[task_id] = runs.get(task_id, 0) + 1
     return {
         "registered": len(registered),
         "completed": sum(s == "completed" for s in statuses.values()),
         "ran_twice": sum(n > 1 for n in runs.values()),
+        "completed_twice_heard": sum(n > 1 for n in heard.values()),
         "lost": sum(s != "completed" for s in statuses.values()),
     }
+
+
+def _subscriber_hears_again(tm, heard) -> None:
+    """Live events published while a listener re-subscribes are lost by
+    design (get_events replays them): probe until it hears again."""
+    deadline = time.monotonic() + WAIT
+    for n in itertools.count():
+        probe = _retry_connection(tm.register_task, tasks.add, n, 0, task_id=f"probe-{n}")
+        try:
+            wait_until(lambda: heard(probe), 2.0, what="a probe's event")
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, "the subscriber never heard again"
+
+
+def failover_under_load(namespace, redis_server, worker_factory, *, tasks_n=300, shards=3,
+                        manager_options=None):
+    """kill -9 the master of the last shard under :func:`load_through_failover`;
+    the killed node is restarted once its replica took over (it rejoins as
+    a replica of its successor, so the shard has a replica again)."""
+    from redis.crc import key_slot
+    from taskmesh.sharding import ShardSet
+
+    cluster = LocalCluster().start()
+    rejoin: list[_Background] = []
+    try:
+        victim = cluster.node_for_slot(
+            key_slot(ShardSet(namespace, shards).keys[shards - 1].seq.encode()))
+
+        def kill() -> None:
+            victim.kill()  # promotion happens while the producer goes on
+            rejoin.append(_Background(_rejoin, cluster, victim))
+            rejoin[0].start()
+
+        counts = load_through_failover(
+            cluster.url, kill, namespace, redis_server, worker_factory, tasks_n=tasks_n,
+            manager_options={"shards": shards, **(manager_options or {})})
+        for thread in rejoin:
+            thread.finish()
+        return counts
+    finally:
+        for thread in rejoin:
+            thread.join(60)
+        cluster.cleanup()
+
+
+class _Background(threading.Thread):
+    """A helper thread whose exception fails the test at join() instead of
+    being printed and forgotten."""
+
+    def __init__(self, target, *args) -> None:
+        super().__init__(daemon=True)
+        self._call = (target, args)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        target, args = self._call
+        try:
+            target(*args)
+        except BaseException as exc:  # re-raised by finish()
+            self.error = exc
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def _rejoin(cluster, victim) -> None:
@@ -292,13 +348,99 @@ def test_failover_of_one_shard_master_under_load(redis_server, worker_factory, n
                                                  min_replicas):
     counts = failover_under_load(namespace, redis_server, worker_factory,
                                  manager_options={"min_replicas": min_replicas})
-    print(f"\nfailover figures (shards=3, min_replicas={min_replicas}): {counts}")
+    print(f"\nfailover figures (cluster, shards=3, min_replicas={min_replicas}): {counts}")
+    _check_failover_counts(counts, min_replicas)
+
+
+def _check_failover_counts(counts, min_replicas) -> None:
     assert counts["registered"] == 300
     # Redis replicates asynchronously: writes acknowledged just before the
     # kill may be missing on the promoted replica (SPEC §17), nothing else.
     assert counts["completed"] + counts["lost"] == counts["registered"]
+    assert counts["completed_twice_heard"] == 0
     # With min_replicas=1 every acknowledged write was on a replica first.
     assert counts["lost"] == 0 if min_replicas else counts["lost"] <= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_replicas", [0, 1])
+def test_sentinel_failover_under_load(redis_server, worker_factory, namespace, min_replicas):
+    """The same load through a Sentinel failover: kill -9 of the monitored
+    master, the replica promoted, the old master restarted (empty: no
+    persistence) as the new master's replica."""
+    sentinel = LocalSentinel().start()
+    rejoin: list[_Background] = []
+    try:
+        def kill() -> None:
+            sentinel.master.kill()  # promotion happens while the producer goes on
+            rejoin.append(_Background(sentinel.rejoin_old_master))
+            rejoin[0].start()
+
+        counts = load_through_failover(sentinel.url, kill, namespace, redis_server,
+                                       worker_factory,
+                                       manager_options={"min_replicas": min_replicas})
+        for thread in rejoin:
+            thread.finish()
+    finally:
+        for thread in rejoin:
+            thread.join(60)
+        sentinel.cleanup()
+    print(f"\nfailover figures (sentinel, min_replicas={min_replicas}): {counts}")
+    _check_failover_counts(counts, min_replicas)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_replicas", [0, 1])
+def test_sentinel_failover_after_the_replica_fell_behind(redis_server, namespace, min_replicas):
+    """What ``min_replicas`` is for. The replica stops reading (SIGSTOP, a
+    stand-in for a slow or partitioned link) and falls 32 MB behind; 100
+    more registrations are sent; the master is killed -9 and the resumed replica promoted. Without
+    min_replicas the master acknowledged all 100 and the new master has
+    none of them; with min_replicas=1 none was acknowledged
+    (ReplicationError), so the producer knows to send them again."""
+    from taskmesh import ReplicationError
+    from taskmesh.exceptions import TaskNotFoundError
+
+    sentinel = LocalSentinel().start()
+    try:
+        with TaskManager(sentinel.url, namespace=namespace, min_replicas=min_replicas) as tm:
+            before = tm.register_many(tasks.add, [(i, i) for i in range(100)])
+            sentinel.replica.pause()  # SIGSTOP
+            # 32 MB for the stopped replica: more than the kernel's socket
+            # buffers take, so what follows waits in the master's memory.
+            master = sentinel.master.client()
+            for i in range(4):
+                master.set(f"tests:pad:{i}", b"x" * (8 << 20))
+            try:
+                acknowledged = tm.register_many(tasks.add, [(i, i) for i in range(100)])
+            except ReplicationError:
+                acknowledged = []
+            sentinel.master.kill()
+            sentinel.replica.resume()
+
+            def missing(ids):
+                def gone(task_id):
+                    try:
+                        _retry_connection(tm.get_task_status, task_id)
+                        return False
+                    except TaskNotFoundError:
+                        return True
+                return sum(gone(i) for i in ids)
+
+            counts = {"registered_before": len(before), "lost_before": missing(before),
+                      "acknowledged_while_behind": len(acknowledged),
+                      "lost_of_acknowledged": missing(acknowledged)}
+    finally:
+        if sentinel.replica.is_running():
+            sentinel.replica.resume()
+        sentinel.cleanup()
+    print(f"\nstalled-replica failover (sentinel, min_replicas={min_replicas}): {counts}")
+    assert counts["lost_before"] == 0
+    if min_replicas:
+        assert counts["acknowledged_while_behind"] == 0
+    else:
+        assert counts["acknowledged_while_behind"] == 100
+        assert counts["lost_of_acknowledged"] == 100
 
 
 # ---- min_replicas -----------------------------------------------------------------------
