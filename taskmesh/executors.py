@@ -260,7 +260,16 @@ class AsyncExecutor(Executor):
             # task (created in the job's context), not in a task of its own.
             job.inline = job.started = True
             job.executed_at = time.monotonic()
-            return await _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]
+            try:
+                return await _contained(job.func(*job.args, **job.kwargs), job)  # type: ignore[misc]
+            except asyncio.CancelledError:
+                if job.cancel_reason == "cancel":
+                    # The user's cancel was for the function, not the runner,
+                    # which goes on to report it: its task is not cancelling.
+                    runner = asyncio.current_task()
+                    if runner is not None:
+                        runner.uncancel()
+                raise
         return await supervise(job, self.submit(job))
 
     def submit(self, job: Job) -> asyncio.Future[Any]:

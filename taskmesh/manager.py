@@ -342,7 +342,9 @@ class TaskManager:
     def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
                       **options: Any) -> list[str]:
         """One task per item (a tuple item is unpacked as positional args),
-        validated first, then written in pipelined batches."""
+        validated first, then written in batches of REGISTER_BATCH: one
+        pipeline of register_many.lua calls (a call per shard and 100 tasks,
+        store.register_batches), each task's registration atomic on its own."""
         for bad in ("args", "task_id"):
             if bad in options:
                 raise TypeError(f"register_many() does not take {bad}=")

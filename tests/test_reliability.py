@@ -310,8 +310,11 @@ def test_a_waiter_on_a_dependent_finishes_a_cascade_left_on_the_list(tm, rds):
                                   dependencies=[parent])
     assert scripts.run(rds, tm.commands.cancel(parent)) == 1
     assert rds.llen(Keys(tm.namespace).resolve) > 0  # the rest is left for later
+    # The first call cancelled 200 dependents picked at random (SPOP): wait
+    # on one it left WAITING (dependents[-1] was among them about one run in five).
+    waiting = next(d for d in dependents if tm.get_task_status(d) is TaskStatus.WAITING)
     with pytest.raises(TaskCancelledError) as info:
-        tm.wait_for_task_sync(dependents[-1], timeout=10)
+        tm.wait_for_task_sync(waiting, timeout=10)
     assert info.value.error.type == "DependencyFailedError"
     assert rds.llen(Keys(tm.namespace).resolve) == 0
 
