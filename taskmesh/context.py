@@ -22,10 +22,11 @@ from contextvars import ContextVar
 from typing import Any, Callable
 
 # In-task updates go out through a token bucket: bursts of this many at
-# once, then this many per second; the rest are coalesced locally and the
-# last one is flushed when the task ends.
+# once, then this many per second (README *Progress*: each one sent is also
+# published); the rest are coalesced locally and the last one is flushed
+# when the task ends. Progress 1.0 always goes out.
 PROGRESS_BURST = 10
-PROGRESS_WRITES_PER_S = 20.0
+PROGRESS_WRITES_PER_S = 10.0
 
 # send(progress, message, final): ``final`` marks a task's last value (always
 # published, never throttled again).
@@ -92,7 +93,7 @@ class TaskContext:
         if value < 1.0 and self._tokens < 1:
             self._unsent = (value, message)
             return True
-        self._tokens -= 1
+        self._tokens = max(self._tokens - 1, 0.0)
         self._unsent = None
         self._send(value, message, False)
         return True

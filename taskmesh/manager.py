@@ -633,7 +633,9 @@ class TaskManager:
         register_task's (priority, queue, timeout, retries, ...), encoded now."""
         return periodic.add(self._client, self.keys, self.codec, self.result_ttl, name, func,
                             args, cron=cron, every=every, tz=tz, kwargs=kwargs,
-                            options=register_options)
+                            options=register_options,
+                            # A schedule is a first use (README *Sharded namespaces*).
+                            first_use=lambda: self._shards(fix=True))
 
     def remove_periodic(self, name: str) -> bool:
         """Deletes a schedule; False if there was none by that name. Tasks of

@@ -28,7 +28,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -168,7 +168,12 @@ def _redis_now(client: Any) -> float:
 # ---- the producer side (TaskManager.add_periodic & co.) -----------------------------
 def add(client: Any, keys: Keys, codec: Codec, result_ttl: int | None, name: str,
         func: Any, args: tuple[Any, ...], *, cron: Any, every: Any, tz: Any,
-        kwargs: dict[str, Any] | None, options: dict[str, Any]) -> PeriodicInfo:
+        kwargs: dict[str, Any] | None, options: dict[str, Any],
+        first_use: Callable[[], object] = lambda: None) -> PeriodicInfo:
+    """Validates and encodes everything, then calls ``first_use`` (the
+    manager fixes a sharded namespace's count there: every tick registers
+    a task, and a worker ticking an unfixed namespace would fix it at one
+    shard), then stores the schedule. Bad input stores nothing."""
     name = check_name(name)
     schedule = check_schedule(cron, every, tz)
     for bad in NOT_FOR_SCHEDULES:
@@ -180,6 +185,7 @@ def add(client: Any, keys: Keys, codec: Codec, result_ttl: int | None, name: str
     new = build_task(codec, func, args, kwargs,
                      TaskOptions(name=name, task_id=tick_task_id(name, 0), **options), result_ttl)
     task = msgpack.packb(new.fields, use_bin_type=True)
+    first_use()
     next_run_at = schedule.next_after(_redis_now(client))
     key = keys.periodic_schedule(name)
     pairs = [x for item in {**schedule.fields(), "next_run_at": str(next_run_at),

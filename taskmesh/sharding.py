@@ -404,10 +404,16 @@ def combine_metrics(per_shard: list[Metrics], raws: list[dict[str, Any]]) -> Met
 class TaskRouter:
     """Commands addressed by task id for code written against one
     :class:`Commands` (the periodic ticker): ``register`` goes to the task's
-    shard, every other builder to shard 0."""
+    shard, every other builder to shard 0.
 
-    def __init__(self, shardset: Any):
+    With a (sync) ``client``, ``register`` first reads the stored count: a
+    worker learns a count fixed after it started only at its next
+    heartbeat, and a tick routed by the old view would land in the wrong
+    shard, where nobody looks for it. One read per tick."""
+
+    def __init__(self, shardset: Any, client: Any = None):
         self._shardset = shardset  # a ShardSet, or a callable returning the current one
+        self._client = client
 
     def _current(self) -> ShardSet:
         current = self._shardset() if callable(self._shardset) else self._shardset
@@ -415,7 +421,12 @@ class TaskRouter:
         return current
 
     def register(self, task_id: str, *args: Any, **kwargs: Any) -> Call[Any]:
-        return self._current().for_task(task_id).register(task_id, *args, **kwargs)
+        current = self._current()
+        if self._client is not None:
+            stored = scripts.run(self._client, shards_call(current.keys[0]))
+            if stored > current.count:  # a count only ever becomes known, never changes
+                current = ShardSet(current.namespace, stored)
+        return current.for_task(task_id).register(task_id, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._current().commands[0], name)

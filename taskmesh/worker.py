@@ -291,7 +291,7 @@ class Worker:
         await asyncio.to_thread(keeper.beat)  # registers the worker before claiming
         keeper.start()
         ticker = PeriodicTicker(self.sync_client, self.keys,  # a tick's task goes to its shard
-                                TaskRouter(lambda: self.shardset), self.id)  # type: ignore[arg-type]
+                                TaskRouter(lambda: self.shardset, self.sync_client), self.id)  # type: ignore[arg-type]
         ticker.start()
         self._control_stop = asyncio.Event()
         control = asyncio.create_task(self._listen_control(), name="taskmesh-control")

@@ -51,6 +51,7 @@ def _assert_consecutive(ticks: list[int], first: int) -> None:
     assert sorted(ticks) == list(range(first, first + len(ticks))), ticks
 
 
+@pytest.mark.all_backends  # schedules live in shard 0, the ticks' tasks in their own shards
 def test_three_workers_register_each_tick_exactly_once(tm, redis_server, rds, worker_factory,
                                                        namespace):
     _start_workers(tm, worker_factory, 3)

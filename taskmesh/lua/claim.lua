@@ -138,8 +138,9 @@ while claimed < want and park_budget > 0 do
         leave(t)
         -- counter + Redis clock: a rollback (AOF everysec after power loss)
         -- re-issues counter values, never the same ms, so fencing survives it.
-        -- One INCR per claim call: its tasks are told apart by their place
-        -- in it ("<counter>.<n>-<ms>"), unique as a counter per task would be.
+        -- One INCR per claim call (topped up by INCRBY after the loop): its
+        -- tasks are told apart by their place in it ("<counter>.<n>-<ms>");
+        -- the INCRBY only skips values no later call can take.
         claim_no = claim_no or redis.call('INCR', KEYS[3])
         local token = claim_no .. '.' .. (claimed + 1) .. '-' .. now_ms()
         local attempt = (tonumber(t.attempts) or 0) + 1
@@ -159,6 +160,9 @@ while claimed < want and park_budget > 0 do
   end
   if parked == 0 then break end
 end
+-- The counter stays a count of claimed tasks (the soak test's identity
+-- claims - recoveries = tasks rests on it): one INCRBY per call, not per task.
+if claimed > 1 then redis.call('INCRBY', KEYS[3], claimed - 1) end
 
 local next_due = -1
 for _, q in ipairs(queues) do
