@@ -69,6 +69,7 @@ def test_registration_turns_everything_into_serialization_error(tm, rds, namespa
     assert namespace_snapshot(rds, namespace) == before
 
 
+@pytest.mark.all_backends  # the reliability contract on every backend (issue 10)
 def test_surrogate_in_a_string_argument_round_trips(tm, worker_factory):
     """A lone surrogate or an int over 64 bits inside an *argument* is carried
     intact (that part alone pickled) also when func is a callable."""
@@ -80,6 +81,7 @@ def test_surrogate_in_a_string_argument_round_trips(tm, worker_factory):
 
 # ---- 2: results too large for the limit, or for Redis ---------------------------------
 
+@pytest.mark.all_backends  # the reliability contract on every backend (issue 10)
 def test_result_over_max_payload_bytes_fails_that_task(tm, worker_factory):
     worker = worker_factory("--burst", "--max-payload-bytes", "4000")
     big = tm.register_task("tests.bad_tasks:return_bytes", 10_000)
@@ -290,14 +292,15 @@ def test_two_thousand_concurrent_waiters_share_a_bounded_pool(tm, rds, worker_fa
 
 # ---- 7: a cascade never needs a running worker ----------------------------------------
 
-def test_cancelling_a_parent_of_1000_dependents_finishes_the_cascade_without_workers(tm, rds):
+@pytest.mark.all_backends  # the reliability contract on every backend (issue 10)
+def test_cancelling_a_parent_of_1000_dependents_finishes_the_cascade_without_workers(tm):
     parent = tm.register_task(tasks.add, 1, 1, defer=True)
     dependents = tm.register_many(tasks.add, [(i, i) for i in range(1000)],
                                   dependencies=[parent])
     assert tm.cancel_task_sync(parent)
     statuses = [tm.get_task_status(d) for d in dependents]
     assert statuses.count(TaskStatus.CANCELLED) == 1000, Counter(statuses)
-    assert rds.llen(Keys(tm.namespace).resolve) == 0
+    assert sum(tm._client.llen(keys.resolve) for keys in tm._shards().keys) == 0
     error = tm.get_task_error(dependents[-1])
     assert error is not None and error.type == "DependencyFailedError"
 
@@ -393,6 +396,7 @@ def test_inspect_never_unpickles_a_result_unless_asked(tm, redis_server, namespa
 
 # ---- 14: metrics use Redis TIME, not the reader's clock --------------------------------
 
+@pytest.mark.all_backends  # the reliability contract on every backend (issue 10)
 def test_metrics_do_not_depend_on_the_readers_clock(tm, worker_factory, monkeypatch):
     worker_factory("--concurrency", "4")
     ids = tm.register_many(tasks.add, [(i, i) for i in range(20)])
