@@ -38,6 +38,7 @@ if HIREDIS_AVAILABLE:
     import hiredis
 
 from .exceptions import TaskmeshConnectionError
+from .scripts import raise_if_busy
 
 DEFAULT_URL = "redis://localhost:6379/0"
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -527,7 +528,8 @@ def raises_taskmesh_connection_errors(cls: C) -> C:
 @contextlib.contextmanager
 def reraising_unreachable(url: str) -> Iterator[None]:
     """Inside, a redis-py error meaning Redis at ``url`` could not be used
-    leaves as TaskmeshConnectionError (the redis-py error as its cause)."""
+    leaves as TaskmeshConnectionError (the redis-py error as its cause), and
+    a BUSY or OOM reply as ServerBusyError."""
     try:
         yield
     except (*_UNREACHABLE, redis.exceptions.RedisClusterException) as exc:
@@ -535,6 +537,11 @@ def reraising_unreachable(url: str) -> Iterator[None]:
         if translated is None:
             raise
         raise translated from exc
+    except redis.exceptions.ResponseError as exc:
+        # A plain read (a cached setting refreshed, a metrics pipeline) meets
+        # BUSY or OOM as the scripts do: the same typed ServerBusyError.
+        raise_if_busy(exc)
+        raise
 
 
 def _translating(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -671,10 +671,8 @@ class TaskManager:
     def _min_replicas(self) -> int:
         read_at, value = self._replicas
         if time.monotonic() - read_at > REFRESH_S:
-            try:
-                raw = self._client.hget(self.keys.config, "min_replicas")
-            except redis.exceptions.ResponseError as exc:  # BUSY/OOM: typed, as for scripts
-                raise (scripts.busy_error(exc) or exc) from exc
+            # BUSY/OOM here leaves typed, at the API's edge (connection.py)
+            raw = self._client.hget(self.keys.config, "min_replicas")
             value = int(raw) if raw else 0
             self._replicas = (time.monotonic(), value)
         return value

@@ -153,6 +153,15 @@ def busy_error(exc: BaseException) -> ServerBusyError | None:
     return None
 
 
+def raise_if_busy(exc: BaseException) -> None:
+    """Raise the ServerBusyError standing for ``exc`` (its cause), if it is
+    an OOM or BUSY reply; otherwise return so the caller re-raises ``exc``
+    unchanged (not as its own cause)."""
+    busy = busy_error(exc)
+    if busy is not None and busy is not exc:
+        raise busy from exc
+
+
 def _direct(client: Any, call: "Call[T]") -> tuple[bool, Any]:
     """One EVALSHA on a connection of a plain client's pool, without the
     client's per-command layers (retry wrapper, metrics hooks): about a
@@ -174,7 +183,8 @@ def _direct(client: Any, call: "Call[T]") -> tuple[bool, Any]:
     except NoScriptError:
         return False, None
     except ResponseError as exc:
-        raise (busy_error(exc) or exc) from exc
+        raise_if_busy(exc)
+        raise
     except AuthenticationError:
         raise  # wrong or missing credentials: no retry will fix them
     except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -198,7 +208,8 @@ def run(client: Any, call: "Call[T] | Cmd[T]") -> T:
             client.script_load(call.script.source)
             raw = client.evalsha(*call.evalsha_args)
     except ResponseError as exc:
-        raise (busy_error(exc) or exc) from exc
+        raise_if_busy(exc)
+        raise
     return call.parse(raw)
 
 
@@ -212,7 +223,8 @@ async def arun(client: Any, call: "Call[T] | Cmd[T]") -> T:
             await client.script_load(call.script.source)
             raw = await client.evalsha(*call.evalsha_args)
     except ResponseError as exc:
-        raise (busy_error(exc) or exc) from exc
+        raise_if_busy(exc)
+        raise
     return call.parse(raw)
 
 
@@ -232,7 +244,8 @@ async def arun_atomic(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
     try:
         raws = await pipe.execute()
     except ResponseError as exc:
-        raise (busy_error(exc) or exc) from exc
+        raise_if_busy(exc)
+        raise
     return [cmd.parse(raw) for cmd, raw in zip(cmds, raws)]
 
 
