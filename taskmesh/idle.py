@@ -12,16 +12,26 @@ would start up to 100 ms late. When something is due soon the worker arms a
 local timer instead; when it fires, the worker pushes a token onto its own
 ``alarm:<worker id>`` list, which the same BLPOP watches. The BLPOP then
 returns at once and the claim that follows promotes the due task.
+
+That claim is sent with the BLPOP (``then``), behind it on the same
+connection: Redis runs it the moment the BLPOP returns, so a woken worker
+does not first take a round trip back to learn that it should claim. A
+BLPOP that timed out runs it too (the periodic claim an idle worker makes
+anyway). A wait with a claim behind it is not cancelled (its tasks would be
+claimed with nobody to read the reply): :meth:`IdleWaiter.ring` ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from .connection import CONNECTION_ERRORS
 from .keys import Keys
+from .scripts import Call
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +45,41 @@ class IdleWaiter:
         self.alarm_key = keys.alarm(worker_id)
         self.watched = [*(keys.wake(q) for q in queues), self.alarm_key]
 
-    async def wait(self, next_due_ms: int, max_s: float = IDLE_MAX_S) -> None:
+    async def wait(self, next_due_ms: int, max_s: float = IDLE_MAX_S,
+                   then: Call[T] | None = None) -> T | None:
         """Returns when a wake token arrives, when ``next_due_ms`` (ms until
         the earliest SCHEDULED task, -1 if none) has passed, or after about
-        ``max_s`` seconds."""
+        ``max_s`` seconds. With ``then`` (a claim), its parsed reply, or None
+        if it gave none (an error reply, NOSCRIPT: the caller claims itself,
+        under the same claim id, which replays a claim that did run)."""
         due_s = next_due_ms / 1000 if 0 <= next_due_ms < max_s * 1000 else None
-        blpop = asyncio.ensure_future(self.client.blpop(self.watched, timeout=max_s))
+        blpop = asyncio.ensure_future(self._blpop(max_s, then))
         try:
             if due_s is not None:
                 done, _ = await asyncio.wait({blpop}, timeout=due_s)
                 if not done:
-                    await self._ring()
-            await blpop
+                    await self.ring()
+            result: T | None = await blpop
+            return result
         finally:
             if not blpop.done():
                 blpop.cancel()
+
+    async def _blpop(self, max_s: float, then: Call[Any] | None) -> Any:
+        if then is None:
+            await self.client.blpop(self.watched, timeout=max_s)
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.blpop(self.watched, timeout=max_s)
+        pipe.execute_command("EVALSHA", *then.evalsha_args)
+        _, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            return None
+        return then.parse(reply)
+
+    async def ring(self) -> None:
+        """Ends a wait at once (its claim, if any, runs and is read)."""
+        await self._ring()
 
     async def _ring(self) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -31,9 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import redis.asyncio
 import redis.exceptions
 
 from . import scripts
+from .scripts import Call
 from .connection import (
     CONNECTION_ERRORS,
     async_client,
@@ -71,9 +73,10 @@ from .serialization import codec_for, safe_str
 from .replication import reports_replicated
 from .sharding import ShardSet, TaskRouter, channel_patterns
 from .shardwork import ShardedWork
-from .store import ClaimedTask, Commands
+from .store import ClaimedTask, ClaimResult, Commands
 
 log = logging.getLogger(__name__)
+STOP_RING_S = 2.0  # how long a stop waits for a rung idle BLPOP before cancelling it
 
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
@@ -211,7 +214,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0  # the thread running the worker's loop (run())
         self._slot_freed: asyncio.Event | None = None
-        self._idle_wait: asyncio.Task[Any] | None = None
+        self._idle_wait: asyncio.Future[Any] | None = None
+        self._idle_claim = False  # the idle wait has a claim behind it (idle.py)
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
 
@@ -263,7 +267,17 @@ class Worker:
             if self._slot_freed is not None:
                 self._slot_freed.set()
             if self._idle_wait is not None:
-                self._idle_wait.cancel()  # an idle worker stops at once
+                # An idle worker stops at once. A claim queued behind its
+                # BLPOP is not cancelled (its tasks would stay claimed with
+                # nobody to read the reply): the ring ends the BLPOP, the
+                # claim runs, and what it took is handed back.
+                if self._idle_claim:
+                    self._loop.create_task(self._idle.ring())  # type: ignore[union-attr]
+                    # Redis unreachable (no ring, no claim ran): stop anyway.
+                    self._loop.call_later(  # type: ignore[union-attr]
+                        STOP_RING_S, self._idle_wait.cancel)
+                else:
+                    self._idle_wait.cancel()
 
     async def run(self) -> None:
         """Works until stopped (a signal in the CLI, :meth:`request_stop`, or
@@ -341,11 +355,9 @@ class Worker:
     async def _claim_loop(self) -> None:
         delay = 0.1
         claim_id = uuid.uuid4().hex
+        ahead: ClaimResult | None = None  # the claim that ran behind the idle BLPOP
         while not self._stopping:
-            # Reports in flight beyond one round of slots hold claiming back,
-            # so a slow Redis cannot make the worker run ahead of its reports.
-            backlog = max(self._reports_in_flight - self.options.concurrency, 0)
-            free = self.options.concurrency - len(self._active) - backlog
+            free = self._free_slots()
             if free <= 0:
                 await self._wait_slot(None)
                 continue
@@ -356,7 +368,9 @@ class Worker:
             seq_slots, process_slots = lane_slots(self._active.values(),
                                                   self.options.processes or 1)
             try:
-                if self._sharded is not None:
+                if ahead is not None:
+                    res, ahead = ahead, None
+                elif self._sharded is not None:
                     res = await self._sharded.claim(want, self.lease_timeout_ms, seq_slots,
                                                     process_slots, claim_id)
                 else:
@@ -397,13 +411,31 @@ class Worker:
                 await self._wait_slot(0.2)
             else:
                 # Took what was there and the queue is empty: block on the wake
-                # list rather than claim again at once. An immediate second claim
-                # found nothing and went to Redis just ahead of the report of
-                # the task it had claimed (a round trip on a lone task's path).
-                # Every enqueue and every promotion pushes a wake token after its
-                # task is queued, so what arrives meanwhile wakes the BLPOP.
-                await self._wait_for_work(res.next_due_ms)
+                # list, the next claim queued behind it (idle.py), rather than
+                # claim again at once: an immediate second claim found nothing
+                # and reached Redis just ahead of the report of the task it had
+                # claimed. Every enqueue and every promotion pushes a wake token
+                # after its task is queued, so what arrives meanwhile wakes it.
+                ahead = await self._wait_for_work(res.next_due_ms, claim_id)
+        if ahead is not None and ahead.tasks:  # claimed as the stop began: never started
+            await self._handback([(t.id, t.token, False) for t in ahead.tasks])
 
+    def _free_slots(self) -> int:
+        # Reports in flight beyond one round of slots hold claiming back,
+        # so a slow Redis cannot make the worker run ahead of its reports.
+        backlog = max(self._reports_in_flight - self.options.concurrency, 0)
+        return self.options.concurrency - len(self._active) - backlog
+
+    def _next_claim(self, claim_id: str) -> Call[ClaimResult] | None:
+        """The claim an idle single-shard worker sends behind its BLPOP (None
+        in burst mode, whose exit test needs a claim made after the wait)."""
+        free = self._free_slots()
+        if (self._sharded is not None or self.options.burst or free <= 0
+                or type(self.client) is not redis.asyncio.Redis):  # memory://, cluster
+            return None
+        seq_slots, process_slots = lane_slots(self._active.values(), self.options.processes or 1)
+        return self.commands.claim(self.id, self.options.queues, min(free, CLAIM_BATCH),
+                                   self.lease_timeout_ms, seq_slots, process_slots, claim_id)
 
     async def _wait_slot(self, timeout: float | None) -> None:
         assert self._slot_freed is not None
@@ -416,12 +448,19 @@ class Worker:
                 pass
         self._slot_freed.clear()
 
-    async def _wait_for_work(self, next_due_ms: int) -> None:
-        waiter = self._sharded or self._idle
-        self._idle_wait = asyncio.ensure_future(
-            waiter.wait(next_due_ms, 0.2 if self.options.burst else IDLE_MAX_S))
+    async def _wait_for_work(self, next_due_ms: int, claim_id: str) -> ClaimResult | None:
+        """Waits for a wake-up; returns the claim that ran behind it, if any."""
+        max_s = 0.2 if self.options.burst else IDLE_MAX_S
+        claim = self._next_claim(claim_id)
+        if self._sharded is not None:
+            wait: Any = self._sharded.wait(next_due_ms, max_s)
+        else:
+            wait = self._idle.wait(next_due_ms, max_s, claim)
+        self._idle_wait = asyncio.ensure_future(wait)
+        self._idle_claim = claim is not None
         try:
-            await self._idle_wait
+            result: ClaimResult | None = await self._idle_wait
+            return result
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -436,6 +475,8 @@ class Worker:
             await asyncio.sleep(0.5)
         finally:
             self._idle_wait = None
+            self._idle_claim = False
+        return None
 
     def _note_busy(self, exc: ServerBusyError) -> None:
         """OOM and BUSY are transient server states: the worker backs off and
