@@ -68,6 +68,30 @@ def _data(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+# An entry's fields besides type, task_id, us (or ts) and data: the event's
+# data written flat (``emit`` in lua/prelude.lua), these as numbers.
+NUMBER_FIELDS = frozenset({"priority", "attempt", "runtime_ms"})
+ENVELOPE_FIELDS = frozenset({"type", "task_id", "us", "ts", "data"})
+
+
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _timestamp(f: dict[str, str]) -> float:
+    """Seconds, to the ms: from ``us`` (microseconds), or ``ts`` in entries
+    written before events were flat."""
+    if "us" in f and "ts" not in f:
+        return (int(f["us"]) // 1000) / 1000
+    return float(f["ts"])
+
+
 def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
     """An Event from a stream entry; None for an entry of another shape.
     Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
@@ -77,8 +101,11 @@ def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
         name = field_text(record, "<field name>", k) or ""
         f[name] = field_text(record, name, v) or ""
     try:
-        return Event(EventType(f["type"]), f["task_id"], float(f["ts"]),
-                     _data(json.loads(f.get("data") or "{}")),
+        data = _data(json.loads(f["data"])) if f.get("data") else {}
+        for name, value in f.items():
+            if name not in ENVELOPE_FIELDS:
+                data[name] = _number(value) if name in NUMBER_FIELDS else value
+        return Event(EventType(f["type"]), f["task_id"], _timestamp(f), data,
                      entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
     except (ValueError, KeyError, TypeError):
         return None

@@ -72,6 +72,8 @@ if claim_id ~= '' then
     end
   end
 end
+-- Wake tokens and counters (qcount) are written once per call (batch_end).
+batch_begin()
 local unresolved = resolve_pending()
 
 -- A queue's earliest SCHEDULED task, read once: when it is not due yet
@@ -121,6 +123,7 @@ local claimed_ids = {}
 local claim_no  -- this call's value of the claims counter, taken at its first task
 while claimed < want and park_budget > 0 do
   local parked = 0
+  flush_counts()  -- claim_order reads qcount (priority aging)
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
     local t = load(c.id, CLAIM_FIELDS)
@@ -190,6 +193,7 @@ if claim_id ~= '' and claimed > 0 then
   redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
   redis.call('PEXPIRE', k_worker(wid), lease_timeout_ms * 2)  -- like its heartbeat (renew.lua)
 end
+batch_end()
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)
 return out

@@ -140,8 +140,74 @@ local function note_queue(q)
   end
 end
 
-local function batch_begin() _wakes = {} end
+-- Counters (stats, qcount, the per-second rate buckets) and the runtime
+-- samples, the same way: inside a batch they are summed per (key, field)
+-- and written once per call (flush_counts), not once per task; outside one
+-- they are written at once. Nothing reads them inside the script that
+-- writes them, except claim_order (flow.lua), whose caller flushes first.
+-- A rate bucket gets its expiry when the field is created (its first
+-- outcome of that status), as with one HINCRBY per task.
+local _counts, _count_order, _count_expiry = nil, {}, {}
+local _runtimes = {}
+local function add_count(key, field, n, expire_s)
+  if not _counts then
+    if redis.call('HINCRBY', key, field, n) == n and expire_s then
+      redis.call('EXPIRE', key, expire_s)
+    end
+    return
+  end
+  local c = _counts[key]
+  if not c then
+    c = {order = {}, sums = {}}
+    _counts[key] = c
+    _count_order[#_count_order + 1] = key
+    _count_expiry[key] = expire_s
+  end
+  field = tostring(field)
+  if not c.sums[field] then c.order[#c.order + 1] = field end
+  c.sums[field] = (c.sums[field] or 0) + n
+end
+local function push_runtimes(samples)
+  if redis.call('LPUSH', K_RUNTIMES, unpack(samples)) > RUNTIME_SAMPLES + RUNTIME_SLACK then
+    redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
+  end
+end
+local function runtime_sample(ms)
+  if not _counts then return push_runtimes({ms}) end
+  _runtimes[#_runtimes + 1] = ms
+  if #_runtimes >= RUNTIME_SAMPLES then  -- a bounded unpack()
+    push_runtimes(_runtimes)
+    _runtimes = {}
+  end
+end
+local function flush_counts()
+  if not _counts then return end
+  for _, key in ipairs(_count_order) do
+    local c, expire_s = _counts[key], _count_expiry[key]
+    for _, field in ipairs(c.order) do
+      local n = c.sums[field]
+      if n ~= 0 and redis.call('HINCRBY', key, field, n) == n and expire_s then
+        redis.call('EXPIRE', key, expire_s)
+      end
+    end
+  end
+  _counts, _count_order, _count_expiry = {}, {}, {}
+end
+-- The runtime samples a batch kept (report_many calls it before batch_end).
+local function flush_runtimes()
+  if #_runtimes > 0 then
+    push_runtimes(_runtimes)
+    _runtimes = {}
+  end
+end
+
+local function batch_begin()
+  _wakes = {}
+  _counts = {}
+end
 local function batch_end()
+  flush_counts()
+  _counts = nil
   local owed = _wakes
   _wakes = nil
   for _, q in ipairs(_wake_order) do push_wakes(q, owed[q]) end
@@ -154,21 +220,40 @@ end
 -- readers alike (live readers block on it with XREAD from the position they
 -- subscribed at, events.py), so nothing is published and nothing is lost
 -- between a replay and the live tail.
-local _maxlen
+-- An entry's fields are flat: type, task_id, us (the script's clock in
+-- microseconds: the event's time, and what orders the events of different
+-- shards when they are merged, sharding.merge_key), the task's name, queue,
+-- priority and status, and the extras events.py knows as flat (attempt,
+-- worker, runtime_ms). Any other extra (an error, progress) goes JSON-encoded
+-- in one 'data' field, present only then: the common events cost no JSON
+-- and no per-event formatting (us is formatted once per script).
+local _maxlen, _us
+local FLAT_EXTRAS = {attempt = true, worker = true, runtime_ms = true}
 local function emit(etype, t, data)
   if not _maxlen then
     _maxlen = tonumber(redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000')
+    now_ms()
+    _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
-  data = data or {}
-  data.name = t.name
-  data.queue = t.queue
-  data.priority = tonumber(t.priority)
-  data.status = t.status
-  -- 'us' (microseconds, same clock) orders the events of different shards
-  -- when they are merged (sharding.read_events, events.py).
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', now_s(), 'data', cjson.encode(data),
-    'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
+  local f = {'type', etype, 'task_id', t.id, 'us', _us}
+  local n = 6
+  if t.name then f[n + 1], f[n + 2], n = 'name', t.name, n + 2 end
+  if t.queue then f[n + 1], f[n + 2], n = 'queue', t.queue, n + 2 end
+  if t.priority then f[n + 1], f[n + 2], n = 'priority', t.priority, n + 2 end
+  if t.status then f[n + 1], f[n + 2], n = 'status', t.status, n + 2 end
+  if data then
+    local rest
+    for key, value in pairs(data) do
+      -- (a field HMGET did not find is false: that goes in the JSON, as before)
+      if FLAT_EXTRAS[key] and value then f[n + 1], f[n + 2], n = key, value, n + 2
+      else
+        rest = rest or {}
+        rest[key] = value
+      end
+    end
+    if rest then f[n + 1], f[n + 2] = 'data', cjson.encode(rest) end
+  end
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', unpack(f))
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
@@ -194,9 +279,9 @@ local function leave(t)
     -- A QUEUED task is in its queue, or parked waiting for a rate-limit
     -- token (see flow.lua); qcount counts both.
     if redis.call('ZREM', k_queue(t.queue), t.id) == 1 then
-      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      add_count(k_qcount(t.queue), t.priority, -1)
     elseif redis.call('ZREM', k_parked(t.queue), t.id) == 1 then
-      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      add_count(k_qcount(t.queue), t.priority, -1)
       unparked(t.rate_key)
     end
   elseif s == 'scheduled' then
@@ -224,7 +309,7 @@ end
 local function enqueue(t, announce)
   leave(t)
   if redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id) == 1 then
-    redis.call('HINCRBY', k_qcount(t.queue), t.priority, 1)
+    add_count(k_qcount(t.queue), t.priority, 1)
   end
   wake(t.queue)
   -- first_queued_ms is kept from the first time (like seq): priority aging
@@ -292,12 +377,9 @@ local function mark_terminal(t, status, fields, data, quiet)
     end
   end
   redis.call('ZADD', k_done(status), string.format('%.0f', score), t.id)
-  redis.call('HINCRBY', K_STATS, status, 1)
-  local rate_key = k_rate(math.floor(now_ms() / 1000))
+  add_count(K_STATS, status, 1)
   -- The bucket's expiry is set when it is created (its first outcome).
-  if redis.call('HINCRBY', rate_key, status, 1) == 1 then
-    redis.call('EXPIRE', rate_key, RATE_WINDOW_S)
-  end
+  add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end

@@ -77,7 +77,7 @@ if t.due_ms then
   sometimes[#sometimes + 1] = string.format('%.0f', t.due_ms)
 end
 if #sometimes > 0 then redis.call('HSET', KEYS[1], unpack(sometimes)) end
-redis.call('HINCRBY', KEYS[3], 'registered', 1)
+add_count(KEYS[3], 'registered', 1)
 note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
   for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
