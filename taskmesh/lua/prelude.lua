@@ -70,6 +70,19 @@ local function now_s()  -- string.format costs ~3 us: format once per script
   if not _now_s then _now_s = string.format('%.3f', now_ms() / 1000) end
   return _now_s
 end
+-- A number given to redis.call is formatted by Redis (snprintf %.17g, ~1-2k
+-- instructions) at every call, a Lua number turned into text by Lua's own
+-- sprintf: values repeated within a script are passed as text made once.
+local _now_ms_text
+local function now_ms_text()
+  if not _now_ms_text then _now_ms_text = string.format('%.0f', now_ms()) end
+  return _now_ms_text
+end
+-- The text of attempt number n (almost always 1).
+local function attempt_text(n)
+  if n == 1 then return '1' end
+  return tostring(n)
+end
 
 -- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
 -- "highest priority first, oldest first". Exact up to 2^53. The one place
@@ -231,7 +244,7 @@ local _maxlen, _us
 local FLAT_EXTRAS = {attempt = true, worker = true, runtime_ms = true}
 local function emit(etype, t, data)
   if not _maxlen then
-    _maxlen = tonumber(redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000')
+    _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
     now_ms()
     _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
@@ -305,22 +318,28 @@ local function enter_running(t, deadline_ms)
   redis.call('ZADD', k_byseq('running'), t.seq, t.id)
 end
 
--- Puts t in its queue at its original place in line (seq never changes).
-local function enqueue(t, announce)
-  leave(t)
+-- QUEUED's home: t joins its queue at its original place in line (seq
+-- never changes). The caller writes the status (register.lua with the
+-- record itself, else enqueue()).
+local function join_queue(t)
   if redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id) == 1 then
     add_count(k_qcount(t.queue), t.priority, 1)
   end
   wake(t.queue)
+end
+
+local function enqueue(t, announce)
+  leave(t)
+  join_queue(t)
   -- first_queued_ms is kept from the first time (like seq): priority aging
   -- (flow.lua) ages a re-queued task from when it first joined the line.
   -- A task just registered (status 'new') has neither it nor a token.
   if t.status == 'new' then
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s(),
-      'first_queued_ms', now_ms())
+      'first_queued_ms', now_ms_text())
   else
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
-    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
+    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms_text())
     redis.call('HDEL', k_task(t.id), 'token')
   end
   t.status = 'queued'
@@ -349,6 +368,10 @@ local function release(t, announce)
   if due and due > now_ms() then schedule(t, due) else enqueue(t, announce) end
 end
 
+-- Where a record finishing now goes, per ttl text: its done:<status> score
+-- and its EXPIRE argument, as text (formatted once per script and ttl).
+local _done_places = {}
+
 -- Writes a terminal status: the one place a task record gets its expiry.
 -- `fields` are extra HSET pairs (result, error); `data` goes into the event.
 local function mark_terminal(t, status, fields, data, quiet)
@@ -365,18 +388,27 @@ local function mark_terminal(t, status, fields, data, quiet)
   -- Cross-shard deliveries: none matter now. Only a task with dependencies
   -- can have them; false = loaded and absent (nil: not loaded, so delete).
   if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
-  local ttl = tonumber(t.ttl or '-1')
-  local score = FOREVER_BASE + now_ms()
-  if ttl >= 0 then
-    redis.call('EXPIRE', key, math.max(ttl, 1))
-    score = now_ms() + ttl * 1000
+  local ttl_text = t.ttl or '-1'
+  local place = _done_places[ttl_text]
+  if not place then  -- once per script and ttl (see now_ms_text)
+    local ttl = tonumber(ttl_text) or -1
+    if ttl >= 0 then
+      place = {ttl = ttl, expire = string.format('%.0f', math.max(ttl, 1)),
+        score = string.format('%.0f', now_ms() + ttl * 1000)}
+    else
+      place = {ttl = ttl, score = string.format('%.0f', FOREVER_BASE + now_ms())}
+    end
+    _done_places[ttl_text] = place
+  end
+  if place.expire then
+    redis.call('EXPIRE', key, place.expire)
     -- The record will vanish with its tags: remember where its id is listed.
     if t.tags and t.tags ~= '[]' then
-      redis.call('ZADD', K_TAG_EXPIRY, now_ms() + math.max(ttl, 1) * 1000,
+      redis.call('ZADD', K_TAG_EXPIRY, now_ms() + math.max(place.ttl, 1) * 1000,
         cjson.encode({t.id, cjson.decode(t.tags)}))
     end
   end
-  redis.call('ZADD', k_done(status), string.format('%.0f', score), t.id)
+  redis.call('ZADD', k_done(status), place.score, t.id)
   add_count(K_STATS, status, 1)
   -- The bucket's expiry is set when it is created (its first outcome).
   add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)

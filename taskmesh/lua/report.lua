@@ -55,9 +55,10 @@ if waited_ms > 0 and t.started_at then
 end
 
 if outcome == 'completed' and not cancel_requested then
-  local runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)
+  -- as text: it goes to the samples and to the event (see now_ms_text)
+  local runtime_ms = tostring(now_ms() - math.floor(tonumber(t.started_at) * 1000))
   runtime_sample(runtime_ms)
-  finish(t, 'completed', {'result', ARGV[5]}, {attempt = tonumber(t.attempts),
+  finish(t, 'completed', {'result', ARGV[5]}, {attempt = t.attempts or nil,
     worker = t.worker, runtime_ms = runtime_ms})
   return 'completed'
 end
