@@ -190,7 +190,7 @@ async def live_entries(
             groups = [[s] for s in positions] if cluster else [list(positions)]
             while not stopped(stop):
                 reads = [_xread(client, [shard_keys[s].events for s in g],
-                                [positions[s] for s in g]) for g in groups]
+                                [positions[s] for s in g], cluster) for g in groups]
                 replies = (await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]])
                 batch = []
                 for group, reply in zip(groups, replies):
@@ -206,8 +206,14 @@ async def live_entries(
                     yield shard, entry_id, fields
                 if stored == 0 and not batch:
                     break  # re-read the shard count (at most once a block)
-        except (*CONNECTION_ERRORS, redis.exceptions.ResponseError) as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and busy_error(exc) is None:
+        except (*CONNECTION_ERRORS, redis.exceptions.ResponseError, AttributeError) as exc:
+            # MOVED/ASK: a failover moved a shard's slot (the slot map is
+            # updated; the next read goes to the new master). AttributeError:
+            # redis-py's asyncio cluster client, writing on a connection a
+            # failover just closed ('NoneType' has no 'writelines'); the
+            # listener must outlive that as it does any dropped connection.
+            if (isinstance(exc, redis.exceptions.ResponseError) and busy_error(exc) is None
+                    and not isinstance(exc, redis.exceptions.AskError)):
                 raise
             if stop.is_set():
                 return
@@ -216,9 +222,13 @@ async def live_entries(
             delay = min(delay * 2, 5.0)
 
 
-async def _xread(client: Any, stream_keys: list[str], ids: list[str]) -> Any:
+async def _xread(client: Any, stream_keys: list[str], ids: list[str], cluster: bool) -> Any:
+    """On a cluster the read goes straight to the node of its stream's slot:
+    left to redis-py, XREAD (a command with movable keys) costs one or two
+    ``COMMAND GETKEYS`` round trips per read."""
+    options = {"target_nodes": client.get_node_from_key(stream_keys[0])} if cluster else {}
     return await client.execute_command("XREAD", "COUNT", LIVE_BATCH, "BLOCK", LIVE_BLOCK_MS,
-                                        "STREAMS", *stream_keys, *ids)
+                                        "STREAMS", *stream_keys, *ids, **options)
 
 
 async def iterate_events(
@@ -327,9 +337,19 @@ class _Hub:
                 del _hubs[(self.url, self.keys.namespace)]
         if not self.loop.is_closed():
             try:
-                self.loop.call_soon_threadsafe(self.stop.set)
+                self.loop.call_soon_threadsafe(self._halt)
             except RuntimeError:
                 pass  # the loop closed meanwhile
+
+    def _halt(self) -> None:
+        """In the loop: stop the reader now, not after its current XREAD (up
+        to a second): a listener still in a blocking read when the
+        interpreter exits is torn down half-way, and the half-run
+        coroutines' errors surface at exit (pytest's unraisable-exception
+        hook has crashed on them)."""
+        self.stop.set()
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
