@@ -141,6 +141,8 @@ def build(s: Sizes) -> tuple[list[Case], list[Row]]:
             "worker_cpu_ms_per_task", "ms", "lower"),
         Row("redis-server CPU per task (ms, same drain)", "drain-{native}-1w",
             "redis_cpu_ms_per_task", "ms", "lower"),
+        Row("redis-server CPU per task lifecycle (ms, bulk register + same drain)",
+            "drain-{native}-1w", "redis_cpu_ms_per_lifecycle", "ms", "lower"),
     ]
     delays = f"{_k(s.delay_n)} delayed tasks due over {s.delay_span_s:g} s"
     rows += [

@@ -118,6 +118,9 @@ def worker_host() -> WorkerHost:
 # driven (one shared subscription); each waiter only borrows a connection for
 # its short status reads, so thousands of waiters queue for these few.
 LOOP_MAX_CONNECTIONS = 64
+# What a wait reads with the status (empty until the task ends): the read
+# that sees it finished is the last one.
+_OUTCOME_FIELDS = ("result", "attempts", "error", "error_exc")
 
 
 class _LoopState:
@@ -402,7 +405,7 @@ class TaskManager:
 
         # Each look at the record reads the outcome's fields with its status
         # (empty until it ends), so the read that sees it finished is the last.
-        read = commands.read_fields(task_id, "result", "attempts", "error", "error_exc")
+        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
         raw: list[Any] = []
 
         async def read_status() -> TaskStatus:
@@ -484,8 +487,42 @@ class TaskManager:
         return self._portal.call(self.execute_task(task_id, wait=wait, timeout=timeout))
 
     def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
-        """:meth:`wait_for_task` for sync code: same result, same exceptions."""
-        return self._portal.call(self.wait_for_task(task_id, timeout=timeout))
+        """:meth:`wait_for_task` for sync code: same result, same exceptions.
+        It waits on the portal loop's shared subscription but reads on this
+        thread's sync connection (waiters.py, ``wait_blocking``): no hand-off
+        to the portal and back per wait once the subscription stands."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        commands = self._cmds(task_id)
+        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
+        raw: list[Any] = []
+
+        def read_status() -> TaskStatus:
+            nonlocal raw
+            raw = self._run(read)
+            if raw[0] is TaskStatus.WAITING and self._portal.call(
+                    self._finish_cascades(commands)):
+                raw = self._run(read)
+            status: TaskStatus = raw[0]
+            return status
+
+        self._portal_waiter(timeout).wait_blocking(task_id, read_status, timeout, deadline)
+        return self._outcome(task_id, raw)
+
+    def _portal_waiter(self, timeout: float | None) -> DoneWaiter:
+        """The portal loop's waiter with its reader started: a hand-off to
+        the portal only while it is not subscribed (the first wait)."""
+        self._portal.check_outside()
+        state = self._loops.get(self._portal.loop)
+        if state is None or not state.waiter.subscribed():
+            state = self._portal.call(self._subscribed_state(timeout))
+        return state.waiter
+
+    async def _subscribed_state(self, timeout: float | None) -> _LoopState:
+        state = self._state()
+        await state.waiter.ensure_reader(timeout)
+        return state
 
     def cancel_task_sync(self, task_id: str) -> bool:
         """:meth:`cancel_task` for sync code."""

@@ -34,10 +34,18 @@ class Portal:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._ensure()
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._ensure()
+    def check_outside(self) -> None:
+        """A blocking call from the portal's own thread would wait on itself."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("blocking taskmesh call made from inside its own portal loop")
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._ensure()
+        try:
+            self.check_outside()
+        except RuntimeError:
+            coro.close()
+            raise
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def close(self) -> None:

@@ -384,7 +384,7 @@ class Worker:
                 continue
             if res.more_queued and (res.capped or res.lane_full):
                 await self._wait_slot(0.1)
-            elif res.tasks:
+            elif res.tasks and (res.more_queued or self.options.burst):
                 continue
             elif self.options.burst and not res.more_queued and res.next_due_ms < 0:
                 # A report still in flight may promote dependents: not done yet.
@@ -396,6 +396,12 @@ class Worker:
                     continue
                 await self._wait_slot(0.2)
             else:
+                # Took what was there and the queue is empty: block on the wake
+                # list rather than claim again at once. An immediate second claim
+                # found nothing and went to Redis just ahead of the report of
+                # the task it had claimed (a round trip on a lone task's path).
+                # Every enqueue and every promotion pushes a wake token after its
+                # task is queued, so what arrives meanwhile wakes the BLPOP.
                 await self._wait_for_work(res.next_due_ms)
 
 
