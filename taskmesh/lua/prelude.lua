@@ -233,40 +233,46 @@ end
 -- readers alike (live readers block on it with XREAD from the position they
 -- subscribed at, events.py), so nothing is published and nothing is lost
 -- between a replay and the live tail.
--- An entry's fields are flat: type, task_id, us (the script's clock in
+-- An entry has the same five fields whatever its type, so Redis stores
+-- their names once per stream node (XADD's "same fields" entries: an entry
+-- appends only its values): task_id; us (the script's clock in
 -- microseconds: the event's time, and what orders the events of different
--- shards when they are merged, sharding.merge_key), the task's name, queue,
--- priority and status, and the extras events.py knows as flat (attempt,
--- worker, runtime_ms). Any other extra (an error, progress) goes JSON-encoded
--- in one 'data' field, present only then: the common events cost no JSON
--- and no per-event formatting (us is formatted once per script).
+-- shards when they are merged, sharding.merge_key); e, the text
+-- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>" (a queue name
+-- has no comma; '' for what the event has not); worker; name (free text,
+-- each in its own field). Any other extra (an error, a delay, progress)
+-- goes JSON-encoded in a sixth field, data, present only then. No JSON and
+-- no number formatting for the common events (us is formatted once per
+-- script). events.decode_entry reads this and the earlier shapes.
 local _maxlen, _us
-local FLAT_EXTRAS = {attempt = true, worker = true, runtime_ms = true}
 local function emit(etype, t, data)
   if not _maxlen then
     _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
     now_ms()
     _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
-  local f = {'type', etype, 'task_id', t.id, 'us', _us}
-  local n = 6
-  if t.name then f[n + 1], f[n + 2], n = 'name', t.name, n + 2 end
-  if t.queue then f[n + 1], f[n + 2], n = 'queue', t.queue, n + 2 end
-  if t.priority then f[n + 1], f[n + 2], n = 'priority', t.priority, n + 2 end
-  if t.status then f[n + 1], f[n + 2], n = 'status', t.status, n + 2 end
+  local attempt, worker, runtime_ms, rest = '', '', '', nil
   if data then
-    local rest
     for key, value in pairs(data) do
       -- (a field HMGET did not find is false: that goes in the JSON, as before)
-      if FLAT_EXTRAS[key] and value then f[n + 1], f[n + 2], n = key, value, n + 2
+      if key == 'attempt' and value then attempt = value
+      elseif key == 'worker' and value then worker = value
+      elseif key == 'runtime_ms' and value then runtime_ms = value
       else
         rest = rest or {}
         rest[key] = value
       end
     end
-    if rest then f[n + 1], f[n + 2] = 'data', cjson.encode(rest) end
   end
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', unpack(f))
+  local e = etype .. ',' .. (t.status or '') .. ',' .. (t.priority or '') .. ',' .. (t.queue or '')
+    .. ',' .. attempt .. ',' .. runtime_ms
+  if rest then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
+      'e', e, 'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+  else
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
+      'e', e, 'worker', worker, 'name', t.name or '')
+  end
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
