@@ -59,7 +59,7 @@ t.seq = seq
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
 elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
 local pending = #unfinished + remote_unfinished
--- Where the task goes, decided before the record is written so that one
+-- Where the task goes, decided before the record is written so that its
 -- HSET stores it with its status ('new' only where mark_terminal() or
 -- schedule() writes the status itself).
 local placed = 'new'
@@ -72,18 +72,26 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
 -- and progress are not stored: every reader defaults them (fewer fields
 -- make each later read and write of the record cheaper).
-local record = {'status', placed, 'seq', seq, 'created_at', now_s()}
-local n = 6
-if placed == 'queued' then
-  -- first_queued_ms: see enqueue() in the prelude
-  record[7], record[8], record[9], record[10], n = 'queued_at', now_s(), 'first_queued_ms', now_ms_text(), 10
+-- The given fields go to HSET straight from ARGV.
+if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
+  redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+    'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, 5, first_dep - 1))
+else
+  redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+    unpack(ARGV, 5, first_dep - 1))
 end
-if pending > 0 then record[n + 1], record[n + 2], n = 'pending_dependencies', pending, n + 2 end
-if t.due_ms then
-  record[n + 1], record[n + 2], n = 'due_ms', string.format('%.0f', t.due_ms), n + 2
+if pending > 0 or t.due_ms then  -- fields only some tasks have (dependencies, a delay)
+  local sometimes = {}
+  if pending > 0 then
+    sometimes[#sometimes + 1] = 'pending_dependencies'
+    sometimes[#sometimes + 1] = pending
+  end
+  if t.due_ms then
+    sometimes[#sometimes + 1] = 'due_ms'
+    sometimes[#sometimes + 1] = string.format('%.0f', t.due_ms)
+  end
+  redis.call('HSET', KEYS[1], unpack(sometimes))
 end
-for i = 5, first_dep - 1 do record[n + i - 4] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(record))
 add_count(KEYS[3], 'registered', 1)
 note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
