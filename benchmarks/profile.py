@@ -65,8 +65,12 @@ def instructions(pid: int, out_dir: str | None) -> int:
     for line in dumps[-1].read_text(errors="replace").splitlines():
         if line.startswith(("totals:", "summary:")):
             total = int(line.split()[1])
+    keep = os.environ.get("TASKMESH_CALLGRIND_KEEP")  # a directory: keep each dump there
     for f in dumps:
-        f.unlink()
+        if keep:
+            shutil.move(str(f), os.path.join(keep, f"{time.time_ns()}.{f.name}"))
+        else:
+            f.unlink()
     return total
 
 

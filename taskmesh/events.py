@@ -68,6 +68,52 @@ def _data(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+# An entry (``emit`` in lua/prelude.lua): task_id, us, e =
+# "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>", worker, name,
+# and data (JSON) only for other extras. Earlier shapes: type, task_id, ts
+# and data (JSON of everything), or type, task_id, us and the data flat.
+E_FIELDS = ("status", "priority", "queue", "attempt", "runtime_ms")
+NUMBER_FIELDS = frozenset({"priority", "attempt", "runtime_ms"})
+ENVELOPE_FIELDS = frozenset({"type", "task_id", "us", "ts", "data", "e"})
+
+
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _timestamp(f: dict[str, str]) -> float:
+    """Seconds, to the ms: from ``us`` (microseconds), or ``ts`` in entries
+    written before it."""
+    if "us" in f and "ts" not in f:
+        return (int(f["us"]) // 1000) / 1000
+    return float(f["ts"])
+
+
+def _decode(f: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """(type, data) of an entry's fields; '' values of the compact shape
+    are what the event does not have."""
+    data = _data(json.loads(f["data"])) if f.get("data") else {}
+    if "e" not in f:
+        for name, value in f.items():
+            if name not in ENVELOPE_FIELDS:
+                data[name] = _number(value) if name in NUMBER_FIELDS else value
+        return f["type"], data
+    etype, *values = f["e"].split(",")
+    if len(values) != len(E_FIELDS):
+        raise ValueError("malformed event")
+    for name, value in (("name", f.get("name", "")), *zip(E_FIELDS, values),
+                        ("worker", f.get("worker", ""))):
+        if value:
+            data[name] = _number(value) if name in NUMBER_FIELDS else value
+    return etype, data
+
+
 def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
     """An Event from a stream entry; None for an entry of another shape.
     Bytes that are not UTF-8 are a CorruptRecordError naming the field."""
@@ -77,8 +123,8 @@ def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
         name = field_text(record, "<field name>", k) or ""
         f[name] = field_text(record, name, v) or ""
     try:
-        return Event(EventType(f["type"]), f["task_id"], float(f["ts"]),
-                     _data(json.loads(f.get("data") or "{}")),
+        etype, data = _decode(f)
+        return Event(EventType(etype), f["task_id"], _timestamp(f), data,
                      entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
     except (ValueError, KeyError, TypeError):
         return None

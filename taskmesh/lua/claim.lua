@@ -72,6 +72,8 @@ if claim_id ~= '' then
     end
   end
 end
+-- Wake tokens and counters (qcount) are written once per call (batch_end).
+batch_begin()
 local unresolved = resolve_pending()
 
 -- A queue's earliest SCHEDULED task, read once: when it is not due yet
@@ -119,8 +121,12 @@ local aging_ms = priority_aging_ms(settings[2])
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
 local claimed_ids = {}
 local claim_no  -- this call's value of the claims counter, taken at its first task
+local token_head, token_tail  -- a token is "<counter>.<n>-<ms>": its fixed parts
+-- The lease deadline of every task this call claims, as text (now_ms_text).
+local deadline = string.format('%.0f', now + lease_timeout_ms)
 while claimed < want and park_budget > 0 do
   local parked = 0
+  flush_counts()  -- claim_order reads qcount (priority aging)
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
     local t = load(c.id, CLAIM_FIELDS)
@@ -141,15 +147,19 @@ while claimed < want and park_budget > 0 do
         -- One INCR per claim call (topped up by INCRBY after the loop): its
         -- tasks are told apart by their place in it ("<counter>.<n>-<ms>");
         -- the INCRBY only skips values no later call can take.
-        claim_no = claim_no or redis.call('INCR', KEYS[3])
-        local token = claim_no .. '.' .. (claimed + 1) .. '-' .. now_ms()
+        if not claim_no then
+          claim_no = redis.call('INCR', KEYS[3])
+          token_head, token_tail = claim_no .. '.', '-' .. now_ms_text()
+        end
+        local token = token_head .. (claimed + 1) .. token_tail
         local attempt = (tonumber(t.attempts) or 0) + 1
+        local attempt_s = attempt_text(attempt)
         local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
-          'attempts', attempt, 'started_at', now_s())
-        enter_running(t, now + lease_timeout_ms)
+          'attempts', attempt_s, 'started_at', now_s())
+        enter_running(t, deadline)
         t.status, t.worker = 'running', wid
-        emit('TASK_STARTED', t, {attempt = attempt, worker = wid})
+        emit('TASK_STARTED', t, {attempt = attempt_s, worker = wid})
         t.attempts = attempt
         claimed_entry(out, t, token)
         claimed_ids[#claimed_ids + 1] = c.id
@@ -190,6 +200,7 @@ if claim_id ~= '' and claimed > 0 then
   redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
   redis.call('PEXPIRE', k_worker(wid), lease_timeout_ms * 2)  -- like its heartbeat (renew.lua)
 end
+batch_end()
 table.insert(out, 1, next_due)
 table.insert(out, 1, flags)
 return out

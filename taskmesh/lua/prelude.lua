@@ -70,6 +70,19 @@ local function now_s()  -- string.format costs ~3 us: format once per script
   if not _now_s then _now_s = string.format('%.3f', now_ms() / 1000) end
   return _now_s
 end
+-- A number given to redis.call is formatted by Redis (snprintf %.17g, ~1-2k
+-- instructions) at every call, a Lua number turned into text by Lua's own
+-- sprintf: values repeated within a script are passed as text made once.
+local _now_ms_text
+local function now_ms_text()
+  if not _now_ms_text then _now_ms_text = string.format('%.0f', now_ms()) end
+  return _now_ms_text
+end
+-- The text of attempt number n (almost always 1).
+local function attempt_text(n)
+  if n == 1 then return '1' end
+  return tostring(n)
+end
 
 -- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
 -- "highest priority first, oldest first". Exact up to 2^53. The one place
@@ -140,8 +153,74 @@ local function note_queue(q)
   end
 end
 
-local function batch_begin() _wakes = {} end
+-- Counters (stats, qcount, the per-second rate buckets) and the runtime
+-- samples, the same way: inside a batch they are summed per (key, field)
+-- and written once per call (flush_counts), not once per task; outside one
+-- they are written at once. Nothing reads them inside the script that
+-- writes them, except claim_order (flow.lua), whose caller flushes first.
+-- A rate bucket gets its expiry when the field is created (its first
+-- outcome of that status), as with one HINCRBY per task.
+local _counts, _count_order, _count_expiry = nil, {}, {}
+local _runtimes = {}
+local function add_count(key, field, n, expire_s)
+  if not _counts then
+    if redis.call('HINCRBY', key, field, n) == n and expire_s then
+      redis.call('EXPIRE', key, expire_s)
+    end
+    return
+  end
+  local c = _counts[key]
+  if not c then
+    c = {order = {}, sums = {}}
+    _counts[key] = c
+    _count_order[#_count_order + 1] = key
+    _count_expiry[key] = expire_s
+  end
+  field = tostring(field)
+  if not c.sums[field] then c.order[#c.order + 1] = field end
+  c.sums[field] = (c.sums[field] or 0) + n
+end
+local function push_runtimes(samples)
+  if redis.call('LPUSH', K_RUNTIMES, unpack(samples)) > RUNTIME_SAMPLES + RUNTIME_SLACK then
+    redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
+  end
+end
+local function runtime_sample(ms)
+  if not _counts then return push_runtimes({ms}) end
+  _runtimes[#_runtimes + 1] = ms
+  if #_runtimes >= RUNTIME_SAMPLES then  -- a bounded unpack()
+    push_runtimes(_runtimes)
+    _runtimes = {}
+  end
+end
+local function flush_counts()
+  if not _counts then return end
+  for _, key in ipairs(_count_order) do
+    local c, expire_s = _counts[key], _count_expiry[key]
+    for _, field in ipairs(c.order) do
+      local n = c.sums[field]
+      if n ~= 0 and redis.call('HINCRBY', key, field, n) == n and expire_s then
+        redis.call('EXPIRE', key, expire_s)
+      end
+    end
+  end
+  _counts, _count_order, _count_expiry = {}, {}, {}
+end
+-- The runtime samples a batch kept (report_many calls it before batch_end).
+local function flush_runtimes()
+  if #_runtimes > 0 then
+    push_runtimes(_runtimes)
+    _runtimes = {}
+  end
+end
+
+local function batch_begin()
+  _wakes = {}
+  _counts = {}
+end
 local function batch_end()
+  flush_counts()
+  _counts = nil
   local owed = _wakes
   _wakes = nil
   for _, q in ipairs(_wake_order) do push_wakes(q, owed[q]) end
@@ -154,21 +233,46 @@ end
 -- readers alike (live readers block on it with XREAD from the position they
 -- subscribed at, events.py), so nothing is published and nothing is lost
 -- between a replay and the live tail.
-local _maxlen
+-- An entry has the same five fields whatever its type, so Redis stores
+-- their names once per stream node (XADD's "same fields" entries: an entry
+-- appends only its values): task_id; us (the script's clock in
+-- microseconds: the event's time, and what orders the events of different
+-- shards when they are merged, sharding.merge_key); e, the text
+-- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>" (a queue name
+-- has no comma; '' for what the event has not); worker; name (free text,
+-- each in its own field). Any other extra (an error, a delay, progress)
+-- goes JSON-encoded in a sixth field, data, present only then. No JSON and
+-- no number formatting for the common events (us is formatted once per
+-- script). events.decode_entry reads this and the earlier shapes.
+local _maxlen, _us
 local function emit(etype, t, data)
   if not _maxlen then
-    _maxlen = tonumber(redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000')
+    _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
+    now_ms()
+    _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
-  data = data or {}
-  data.name = t.name
-  data.queue = t.queue
-  data.priority = tonumber(t.priority)
-  data.status = t.status
-  -- 'us' (microseconds, same clock) orders the events of different shards
-  -- when they are merged (sharding.read_events, events.py).
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*',
-    'type', etype, 'task_id', t.id, 'ts', now_s(), 'data', cjson.encode(data),
-    'us', _time[1] .. string.format('%06d', tonumber(_time[2])))
+  local attempt, worker, runtime_ms, rest = '', '', '', nil
+  if data then
+    for key, value in pairs(data) do
+      -- (a field HMGET did not find is false: that goes in the JSON, as before)
+      if key == 'attempt' and value then attempt = value
+      elseif key == 'worker' and value then worker = value
+      elseif key == 'runtime_ms' and value then runtime_ms = value
+      else
+        rest = rest or {}
+        rest[key] = value
+      end
+    end
+  end
+  local e = etype .. ',' .. (t.status or '') .. ',' .. (t.priority or '') .. ',' .. (t.queue or '')
+    .. ',' .. attempt .. ',' .. runtime_ms
+  if rest then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
+      'e', e, 'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+  else
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
+      'e', e, 'worker', worker, 'name', t.name or '')
+  end
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
@@ -194,9 +298,9 @@ local function leave(t)
     -- A QUEUED task is in its queue, or parked waiting for a rate-limit
     -- token (see flow.lua); qcount counts both.
     if redis.call('ZREM', k_queue(t.queue), t.id) == 1 then
-      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      add_count(k_qcount(t.queue), t.priority, -1)
     elseif redis.call('ZREM', k_parked(t.queue), t.id) == 1 then
-      redis.call('HINCRBY', k_qcount(t.queue), t.priority, -1)
+      add_count(k_qcount(t.queue), t.priority, -1)
       unparked(t.rate_key)
     end
   elseif s == 'scheduled' then
@@ -220,22 +324,28 @@ local function enter_running(t, deadline_ms)
   redis.call('ZADD', k_byseq('running'), t.seq, t.id)
 end
 
--- Puts t in its queue at its original place in line (seq never changes).
-local function enqueue(t, announce)
-  leave(t)
+-- QUEUED's home: t joins its queue at its original place in line (seq
+-- never changes). The caller writes the status (register.lua with the
+-- record itself, else enqueue()).
+local function join_queue(t)
   if redis.call('ZADD', k_queue(t.queue), queue_score(t.priority, t.seq), t.id) == 1 then
-    redis.call('HINCRBY', k_qcount(t.queue), t.priority, 1)
+    add_count(k_qcount(t.queue), t.priority, 1)
   end
   wake(t.queue)
+end
+
+local function enqueue(t, announce)
+  leave(t)
+  join_queue(t)
   -- first_queued_ms is kept from the first time (like seq): priority aging
   -- (flow.lua) ages a re-queued task from when it first joined the line.
   -- A task just registered (status 'new') has neither it nor a token.
   if t.status == 'new' then
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s(),
-      'first_queued_ms', now_ms())
+      'first_queued_ms', now_ms_text())
   else
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
-    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms())
+    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms_text())
     redis.call('HDEL', k_task(t.id), 'token')
   end
   t.status = 'queued'
@@ -264,6 +374,10 @@ local function release(t, announce)
   if due and due > now_ms() then schedule(t, due) else enqueue(t, announce) end
 end
 
+-- Where a record finishing now goes, per ttl text: its done:<status> score
+-- and its EXPIRE argument, as text (formatted once per script and ttl).
+local _done_places = {}
+
 -- Writes a terminal status: the one place a task record gets its expiry.
 -- `fields` are extra HSET pairs (result, error); `data` goes into the event.
 local function mark_terminal(t, status, fields, data, quiet)
@@ -280,24 +394,30 @@ local function mark_terminal(t, status, fields, data, quiet)
   -- Cross-shard deliveries: none matter now. Only a task with dependencies
   -- can have them; false = loaded and absent (nil: not loaded, so delete).
   if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
-  local ttl = tonumber(t.ttl or '-1')
-  local score = FOREVER_BASE + now_ms()
-  if ttl >= 0 then
-    redis.call('EXPIRE', key, math.max(ttl, 1))
-    score = now_ms() + ttl * 1000
+  local ttl_text = t.ttl or '-1'
+  local place = _done_places[ttl_text]
+  if not place then  -- once per script and ttl (see now_ms_text)
+    local ttl = tonumber(ttl_text) or -1
+    if ttl >= 0 then
+      place = {ttl = ttl, expire = string.format('%.0f', math.max(ttl, 1)),
+        score = string.format('%.0f', now_ms() + ttl * 1000)}
+    else
+      place = {ttl = ttl, score = string.format('%.0f', FOREVER_BASE + now_ms())}
+    end
+    _done_places[ttl_text] = place
+  end
+  if place.expire then
+    redis.call('EXPIRE', key, place.expire)
     -- The record will vanish with its tags: remember where its id is listed.
     if t.tags and t.tags ~= '[]' then
-      redis.call('ZADD', K_TAG_EXPIRY, now_ms() + math.max(ttl, 1) * 1000,
+      redis.call('ZADD', K_TAG_EXPIRY, now_ms() + math.max(place.ttl, 1) * 1000,
         cjson.encode({t.id, cjson.decode(t.tags)}))
     end
   end
-  redis.call('ZADD', k_done(status), string.format('%.0f', score), t.id)
-  redis.call('HINCRBY', K_STATS, status, 1)
-  local rate_key = k_rate(math.floor(now_ms() / 1000))
+  redis.call('ZADD', k_done(status), place.score, t.id)
+  add_count(K_STATS, status, 1)
   -- The bucket's expiry is set when it is created (its first outcome).
-  if redis.call('HINCRBY', rate_key, status, 1) == 1 then
-    redis.call('EXPIRE', rate_key, RATE_WINDOW_S)
-  end
+  add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end

@@ -58,26 +58,41 @@ local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
 elseif t.eta_ms then t.due_ms = tonumber(t.eta_ms) end
+local pending = #unfinished + remote_unfinished
+-- Where the task goes, decided before the record is written so that its
+-- HSET stores it with its status ('new' only where mark_terminal() or
+-- schedule() writes the status itself).
+local placed = 'new'
+if failed_dep then placed = 'new'
+elseif ARGV[3] == '1' then placed = 'pending'
+elseif pending > 0 then placed = 'waiting'
+elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- 'status' first: every load() looks it up, and HMGET scans the record's
 -- listpack from the front (the final status overwrites it in place).
 -- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
 -- and progress are not stored: every reader defaults them (fewer fields
--- make each later read and write of the record cheaper). The given fields
--- go to HSET straight from ARGV.
-redis.call('HSET', KEYS[1], 'status', 'new', 'seq', seq, 'created_at', now_s(),
-  unpack(ARGV, 5, first_dep - 1))
-local pending = #unfinished + remote_unfinished
-local sometimes = {}  -- fields only some tasks have
-if pending > 0 then
-  sometimes[#sometimes + 1] = 'pending_dependencies'
-  sometimes[#sometimes + 1] = pending
+-- make each later read and write of the record cheaper).
+-- The given fields go to HSET straight from ARGV.
+if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
+  redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+    'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, 5, first_dep - 1))
+else
+  redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+    unpack(ARGV, 5, first_dep - 1))
 end
-if t.due_ms then
-  sometimes[#sometimes + 1] = 'due_ms'
-  sometimes[#sometimes + 1] = string.format('%.0f', t.due_ms)
+if pending > 0 or t.due_ms then  -- fields only some tasks have (dependencies, a delay)
+  local sometimes = {}
+  if pending > 0 then
+    sometimes[#sometimes + 1] = 'pending_dependencies'
+    sometimes[#sometimes + 1] = pending
+  end
+  if t.due_ms then
+    sometimes[#sometimes + 1] = 'due_ms'
+    sometimes[#sometimes + 1] = string.format('%.0f', t.due_ms)
+  end
+  redis.call('HSET', KEYS[1], unpack(sometimes))
 end
-if #sometimes > 0 then redis.call('HSET', KEYS[1], unpack(sometimes)) end
-redis.call('HINCRBY', KEYS[3], 'registered', 1)
+add_count(KEYS[3], 'registered', 1)
 note_queue(t.queue)
 if t.tags and t.tags ~= '[]' then
   for _, tag in ipairs(cjson.decode(t.tags)) do redis.call('ZADD', k_tag(tag), seq, id) end
@@ -89,16 +104,11 @@ if failed_dep then
   mark_terminal(t, 'cancelled', {'error', cjson.encode(err)}, nil, true)
 else
   for _, dep in ipairs(unfinished) do redis.call('SADD', k_dependents(dep), id) end
-  if ARGV[3] == '1' then
-    enter_pending(t)
-    t.status = 'pending'
-  elseif pending > 0 then
-    enter_waiting(t)
-    t.status = 'waiting'
-  else
-    release(t, false)  -- QUEUED, or SCHEDULED until due_ms; writes the status itself
-  end
-  if t.status ~= 'queued' and t.status ~= 'scheduled' then redis.call('HSET', KEYS[1], 'status', t.status) end
+  t.status = placed
+  if placed == 'pending' then enter_pending(t)
+  elseif placed == 'waiting' then enter_waiting(t)
+  elseif placed == 'queued' then join_queue(t)
+  else schedule(t, t.due_ms) end  -- SCHEDULED until due_ms; writes the status itself
 end
 emit('TASK_CREATED', t)
 return {'created', t.status}

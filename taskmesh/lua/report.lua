@@ -55,11 +55,10 @@ if waited_ms > 0 and t.started_at then
 end
 
 if outcome == 'completed' and not cancel_requested then
-  local runtime_ms = now_ms() - math.floor(tonumber(t.started_at) * 1000)
-  if redis.call('LPUSH', K_RUNTIMES, runtime_ms) > RUNTIME_SAMPLES + RUNTIME_SLACK then
-    redis.call('LTRIM', K_RUNTIMES, 0, RUNTIME_SAMPLES - 1)
-  end
-  finish(t, 'completed', {'result', ARGV[5]}, {attempt = tonumber(t.attempts),
+  -- as text: it goes to the samples and to the event (see now_ms_text)
+  local runtime_ms = tostring(now_ms() - math.floor(tonumber(t.started_at) * 1000))
+  runtime_sample(runtime_ms)
+  finish(t, 'completed', {'result', ARGV[5]}, {attempt = t.attempts or nil,
     worker = t.worker, runtime_ms = runtime_ms})
   return 'completed'
 end
@@ -76,7 +75,7 @@ if outcome == 'failed' and not cancel_requested then
       delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
     end
     schedule(t, now_ms() + math.floor(delay * 1000))
-    redis.call('HINCRBY', KEYS[3], 'retried', 1)
+    add_count(KEYS[3], 'retried', 1)
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
     return 'scheduled'
   end

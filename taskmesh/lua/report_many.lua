@@ -18,7 +18,8 @@
 --   scheduled, stats, tag_expiry, task, waiting, wake
 local width = tonumber(ARGV[2])
 local out = {}
-batch_begin()  -- wake tokens (released dependents, retries): one push per queue
+batch_begin()  -- wake tokens (released dependents, retries): one push per queue;
+-- counters (stats, rate buckets, qcount) and runtime samples: one write each
 for i = 3, #ARGV, width do
   local argv = {ARGV[1]}
   for j = 0, width - 1 do argv[j + 2] = ARGV[i + j] end
@@ -26,5 +27,6 @@ for i = 3, #ARGV, width do
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
 end
+flush_runtimes()
 batch_end()
 return out
