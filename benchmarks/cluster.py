@@ -38,7 +38,6 @@ alone).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -50,22 +49,13 @@ from typing import Any, Sequence
 import redis
 
 from taskmesh import TaskManager
+
+from .procstat import cpu_s, write_json
 from taskmesh.server import SYNC_AT_ONCE, LocalCluster, RedisServer, replicas_streaming, wait_for
 
 FUNC = "benchmarks.tasks:anoop"
 BATCH = 500
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU nanoseconds of all of a process's threads."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that just ended
-    return total
 
 
 class Node:
@@ -122,7 +112,7 @@ class SingleSetup:
 # ---- measurement ------------------------------------------------------------------------
 
 def _snapshot(nodes: Sequence[Node]) -> dict[str, int]:
-    return {n.name: cpu_ns(n.pid) for n in nodes}
+    return {n.name: round((cpu_s(n.pid) or 0.0) * 1e9) for n in nodes}
 
 
 def _per_task_us(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
@@ -336,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
           f" finished with its events in the stream {mem['finished_with_events_bytes']} B")
     print(f"load average before {report['load_before'][0]:.2f}, after "
           f"{report['load_after'][0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    write_json(args.json, report)
     return 0
 
 

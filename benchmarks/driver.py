@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .procstat import cpu_s
 from .systems import SYSTEMS, System
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -122,23 +123,8 @@ def read_rss_kb(pid: int) -> tuple[int, int] | None:
     return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def read_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process so far (None if gone)."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
 def _cpu(pids: list[int]) -> list[float | None]:
-    return [read_cpu_s(pid) for pid in pids]
+    return [cpu_s(pid) for pid in pids]
 
 
 def watch(system: System, workers: Workers, target: int, *, poll: float, timeout: float,
@@ -221,9 +207,9 @@ def w_drain(system: System, p: dict) -> dict:
     has it), time until all are done."""
     n, kind = p["n"], p["kind"]
     system.flush()
-    redis_before = read_cpu_s(p.get("redis_pid"))
+    redis_before = cpu_s(p.get("redis_pid"))
     fill = system.prefill(kind, n, tuple(p.get("args", ())))
-    redis_fill = read_cpu_s(p.get("redis_pid"))
+    redis_fill = cpu_s(p.get("redis_pid"))
     workers = Workers(system, kind, p["workers"], p["concurrency"], burst=True,
                       logdir=p["logdir"], label=p["label"])
     try:

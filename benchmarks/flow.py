@@ -19,7 +19,6 @@ processes (``python -m taskmesh worker``):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from typing import Any
 
 from taskmesh import EventType, TaskManager
 from taskmesh.server import RedisServer
+
+from .procstat import write_json
 
 FUNC = "benchmarks.tasks:noop"
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         with RedisServer() as server:
             report[name] = case(server.url)
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report[name].items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    write_json(args.json, report)
     return 0
 
 

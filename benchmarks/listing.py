@@ -20,7 +20,6 @@ Two figures, each on its own private ``redis-server`` (see taskmesh/server.py):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,6 +27,8 @@ from typing import Any
 
 from taskmesh import TaskManager, TaskStatus, scripts
 from taskmesh.server import RedisServer
+
+from .procstat import write_json
 
 FUNC = "benchmarks.tasks:noop"
 BATCH = 5000
@@ -149,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{row['wall_ms']:>10.3f}   ")
         print("  " + label.ljust(30) + "".join(f"{c:>34s}" for c in cells))
     print("  fill time: " + ", ".join(f"N={n}: {report['pages'][n]['fill_s']} s" for n in sizes))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    write_json(args.json, report)
     return 0
 
 

@@ -39,6 +39,7 @@ is ~50 times slower, so use a small ``-n`` (1000).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import os
@@ -52,6 +53,19 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+def _load_beside(name: str) -> Any:
+    """A module of this folder, loaded by path: the child runs this file as a
+    script with the tree under test first on sys.path, whose ``benchmarks``
+    package may be older than this file."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cpu_s = _load_beside("procstat").cpu_s
 
 
 def instructions(pid: int, out_dir: str | None) -> int:
@@ -72,18 +86,6 @@ def instructions(pid: int, out_dir: str | None) -> int:
         else:
             f.unlink()
     return total
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds of all of a process's threads, to the nanosecond
-    (``/proc/<pid>/task/*/schedstat``; ``/proc/<pid>/stat`` counts 10 ms ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that just ended
-    return total / 1e9
 
 
 # ---- child: runs inside one tree ---------------------------------------------------
