@@ -19,7 +19,7 @@ class Sizes:
     drain_max_s: float = 6.0  # a slow system stops being timed after this long
     io: int = 1000
     io_sleep: float = 0.01
-    io_concurrency: int = 100
+    io_concurrency: int = 50  # issue 9: 1,000 x 10 ms at concurrency 50, ideal 0.20 s
     latency: int = 500
     latency_warmup: int = 20
     backlog: tuple[int, ...] = (10_000, 100_000)
