@@ -461,8 +461,10 @@ def test_processes_option_validation(redis_server):
 # ---- a thread task holding the GIL past its lease (issue 8 #5) ------------------------
 
 def test_gil_holding_thread_task_is_told_apart_and_process_is_the_cure(tm, worker_factory):
-    # Two workers, so one reaps while the other is frozen in the C call.
-    workers = [worker_factory("--processes", "1", lease_timeout=1.0) for _ in range(2)]
+    # Three workers, so at least one reaps while another is frozen in the C
+    # call (with two, both could be frozen at once, one in a stale attempt,
+    # and the frozen holder's late renewal then won the race under load).
+    workers = [worker_factory("--processes", "1", lease_timeout=1.0) for _ in range(3)]
     thread_id = tm.register_task(pt.hold_gil, 2.5, executor_type="thread_pool")
     with pytest.raises(TaskFailedError) as info:
         tm.wait_for_task_sync(thread_id, timeout=90)
