@@ -107,8 +107,34 @@ def memory_server() -> Any:
         if _memory_server is None:
             import fakeredis
 
+            _tolerate_closed_loops()
             _memory_server = fakeredis.FakeServer()
         return _memory_server
+
+
+def _tolerate_closed_loops() -> None:
+    """fakeredis wakes a blocked async read (BLPOP, XREAD BLOCK) through a
+    callback into that read's event loop, and drops the callback only when
+    the read ends. A loop closed while one of its reads was blocked (a
+    manager or worker closing) leaves the callback behind, and from then on
+    every write to the shared store raised "Event loop is closed" in the
+    *writer*, another manager or worker. Here a callback whose loop is
+    closed is dropped instead; memory:// only, nothing else uses fakeredis."""
+    from fakeredis._core._database import Database
+
+    if getattr(Database.wake_all, "_taskmesh", False):
+        return
+
+    def wake_all(self: Any) -> None:
+        self.condition.notify_all()
+        for callback in list(self._change_callbacks):
+            try:
+                callback()
+            except RuntimeError:  # its loop is closed: nobody waits on it any more
+                self._change_callbacks.discard(callback)
+
+    wake_all._taskmesh = True  # type: ignore[attr-defined]
+    Database.wake_all = wake_all  # type: ignore[method-assign]
 
 
 # A pooled connection that died with a Redis restart fails on first use; a
