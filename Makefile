@@ -19,9 +19,12 @@ install:
 	$(PY) -m pip install -q -e '.[test]'
 
 # mypy --strict first: the package is kept at 0 errors ([tool.mypy] in pyproject.toml).
+# The default suite (everything not marked slow, under 10 minutes) first,
+# then the long soak and failover runs: CI runs both.
 test: redis-server chromium install
 	$(PY) -m mypy --strict taskmesh
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m slow
 
 demo: redis-server install
 	$(PY) -m taskmesh demo

@@ -85,6 +85,7 @@ def test_the_cli_says_it_in_one_line(namespace):
     assert lines[0].startswith("Error: TaskmeshConnectionError: cannot reach Redis at "), lines
 
 
+@pytest.mark.slow  # ~40 s: a sentinel set-up started, then stopped
 def test_a_stopped_sentinel_set_up(namespace):
     sentinel = LocalSentinel().start()
     try:
