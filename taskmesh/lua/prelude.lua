@@ -244,14 +244,18 @@ end
 -- goes JSON-encoded in a sixth field, data, present only then. No JSON and
 -- no number formatting for the common events (us is formatted once per
 -- script). events.decode_entry reads this and the earlier shapes.
+-- The hot callers (a claim's TASK_STARTED, a completion) pass attempt,
+-- worker and runtime_ms as text arguments instead of in `data`: no table to
+-- make and walk per event.
 local _maxlen, _us
-local function emit(etype, t, data)
+local function emit(etype, t, data, attempt, worker, runtime_ms)
   if not _maxlen then
     _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
     now_ms()
     _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
-  local attempt, worker, runtime_ms, rest = '', '', '', nil
+  attempt, worker, runtime_ms = attempt or '', worker or '', runtime_ms or ''
+  local rest
   if data then
     for key, value in pairs(data) do
       -- (a field HMGET did not find is false: that goes in the JSON, as before)
@@ -380,7 +384,7 @@ local _done_places = {}
 
 -- Writes a terminal status: the one place a task record gets its expiry.
 -- `fields` are extra HSET pairs (result, error); `data` goes into the event.
-local function mark_terminal(t, status, fields, data, quiet)
+local function mark_terminal(t, status, fields, data, quiet, attempt, worker, runtime_ms)
   leave(t)
   local key = k_task(t.id)
   redis.call('HSET', key, 'status', status, 'finished_at', now_s(), unpack(fields))
@@ -420,7 +424,7 @@ local function mark_terminal(t, status, fields, data, quiet)
   add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
-  if not quiet then emit('TASK_' .. string.upper(status), t, data) end
+  if not quiet then emit('TASK_' .. string.upper(status), t, data, attempt, worker, runtime_ms) end
 end
 
 -- The ids resolve() takes off a parent's dependents sets go on the parent's
@@ -507,7 +511,22 @@ local function resolve_pending()
   return redis.call('LLEN', K_RESOLVE)
 end
 
-local function finish(t, status, fields, data)
-  mark_terminal(t, status, fields, data)
+-- Whether a failure may be retried under retry_on (report.lua): a JSON list
+-- of qualified class names; the error record lists the classes of the
+-- failing exception (its MRO, written by the worker), so a subclass of a
+-- listed class matches.
+local function listed(retry_on, err)
+  if not retry_on then return true end
+  local names = {}
+  for _, name in ipairs(cjson.decode(retry_on)) do names[name] = true end
+  for _, name in ipairs(type(err.types) == 'table' and err.types or {}) do
+    if names[name] then return true end
+  end
+  return false
+end
+
+-- attempt, worker, runtime_ms: text for the event (see emit).
+local function finish(t, status, fields, data, attempt, worker, runtime_ms)
+  mark_terminal(t, status, fields, data, false, attempt, worker, runtime_ms)
   resolve_dependents(t)
 end
