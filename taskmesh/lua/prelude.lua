@@ -214,12 +214,24 @@ local function flush_runtimes()
   end
 end
 
+-- The events stream's cap (config events_maxlen, read once per script, as
+-- text: see now_ms_text) and whether this batch added to it: XADD ... MAXLEN
+-- costs ~3k instructions an entry over a plain XADD, so a batch appends
+-- plainly and trims once at its end (the cap is approximate, '~', anyway:
+-- whole stream nodes go). Outside a batch each event trims at once.
+local _maxlen, _trim_owed
+local function trim_events()
+  _trim_owed = false
+  redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', _maxlen)
+end
+
 local function batch_begin()
   _wakes = {}
   _counts = {}
 end
 local function batch_end()
   flush_counts()
+  if _trim_owed then trim_events() end
   _counts = nil
   local owed = _wakes
   _wakes = nil
@@ -233,24 +245,25 @@ end
 -- readers alike (live readers block on it with XREAD from the position they
 -- subscribed at, events.py), so nothing is published and nothing is lost
 -- between a replay and the live tail.
--- An entry has the same five fields whatever its type, so Redis stores
+-- An entry has the same four fields whatever its type, so Redis stores
 -- their names once per stream node (XADD's "same fields" entries: an entry
--- appends only its values): task_id; us (the script's clock in
--- microseconds: the event's time, and what orders the events of different
--- shards when they are merged, sharding.merge_key); e, the text
--- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>" (a queue name
--- has no comma; '' for what the event has not); worker; name (free text,
--- each in its own field). Any other extra (an error, a delay, progress)
--- goes JSON-encoded in a sixth field, data, present only then. No JSON and
--- no number formatting for the common events (us is formatted once per
+-- appends only its values): task_id; e, the text
+-- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>,<us>" (a queue
+-- name has no comma; '' for what the event has not; us is the script's
+-- clock in microseconds: the event's time, and what orders the events of
+-- different shards when they are merged, sharding.merge_key); worker; name
+-- (free text, each in its own field). Any other extra (an error, a delay,
+-- progress) goes JSON-encoded in a fifth field, data, present only then.
+-- Each field costs its XADD ~1.5k instructions, so us lives in e. No JSON
+-- and no number formatting for the common events (us is formatted once per
 -- script). events.decode_entry reads this and the earlier shapes.
 -- The hot callers (a claim's TASK_STARTED, a completion) pass attempt,
 -- worker and runtime_ms as text arguments instead of in `data`: no table to
 -- make and walk per event.
-local _maxlen, _us
+local _us
 local function emit(etype, t, data, attempt, worker, runtime_ms)
-  if not _maxlen then
-    _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
+  if not _us then
+    _maxlen = _maxlen or redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'
     now_ms()
     _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
@@ -269,14 +282,15 @@ local function emit(etype, t, data, attempt, worker, runtime_ms)
     end
   end
   local e = etype .. ',' .. (t.status or '') .. ',' .. (t.priority or '') .. ',' .. (t.queue or '')
-    .. ',' .. attempt .. ',' .. runtime_ms
+    .. ',' .. attempt .. ',' .. runtime_ms .. ',' .. _us
   if rest then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
-      'e', e, 'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+    redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
+      'name', t.name or '', 'data', cjson.encode(rest))
   else
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
-      'e', e, 'worker', worker, 'name', t.name or '')
+    redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
+      'name', t.name or '')
   end
+  if _counts then _trim_owed = true else trim_events() end
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
@@ -424,7 +438,10 @@ local function mark_terminal(t, status, fields, data, quiet, attempt, worker, ru
   add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
   redis.call('PUBLISH', k_done_channel(t.id), status)
-  if not quiet then emit('TASK_' .. string.upper(status), t, data, attempt, worker, runtime_ms) end
+  if not quiet then
+    local etype = status == 'completed' and 'TASK_COMPLETED' or 'TASK_' .. string.upper(status)
+    emit(etype, t, data, attempt, worker, runtime_ms)
+  end
 end
 
 -- The ids resolve() takes off a parent's dependents sets go on the parent's
