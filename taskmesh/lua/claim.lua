@@ -164,7 +164,7 @@ while claimed < want and park_budget > 0 do
           claim_no = redis.call('INCR', KEYS[3])
           token_head, token_tail = claim_no .. '.', '-' .. now_ms_text()
         end
-        local token = token_head .. (claimed + 1) .. token_tail
+        local token = token_head .. small_int_text(claimed + 1) .. token_tail
         local attempt = (tonumber(t.attempts) or 0) + 1
         local attempt_s = attempt_text(attempt)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,

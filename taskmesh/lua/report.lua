@@ -33,7 +33,7 @@
 local v = redis.call('HMGET', KEYS[1], 'status', 'token', 'queue', 'priority', 'name', 'attempts',
   'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies')
 if v[1] ~= 'running' or v[2] ~= ARGV[3] then return 'stale' end
-local t = {id = ARGV[2], status = v[1], token = v[2], queue = v[3], priority = v[4], name = v[5],
+local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[2], queue = v[3], priority = v[4], name = v[5],
   attempts = v[6], worker = v[7], started_at = v[8], ttl = v[9], tags = v[10],
   cancel_requested = v[11], dependencies = v[12]}
 local outcome = ARGV[4]
