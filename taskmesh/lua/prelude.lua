@@ -231,7 +231,7 @@ end
 -- text: see now_ms_text) and whether this batch added to it: XADD ... MAXLEN
 -- costs ~3k instructions an entry over a plain XADD, so a batch appends
 -- plainly and trims once at its end (the cap is approximate, '~', anyway:
--- whole stream nodes go). Outside a batch each event trims at once.
+-- whole stream nodes go). Outside a batch each XADD trims (MAXLEN ~).
 local _maxlen, _trim_owed
 local function trim_events()
   _trim_owed = false
@@ -296,6 +296,17 @@ local function emit(etype, t, data, attempt, worker, runtime_ms)
   end
   local e = etype .. ',' .. (t.status or '') .. ',' .. (t.priority or '') .. ',' .. (t.queue or '')
     .. ',' .. attempt .. ',' .. runtime_ms .. ',' .. _us
+  if not _counts then  -- one event: trimmed as it is added
+    if rest then
+      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'e', e,
+        'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+    else
+      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'e', e,
+        'worker', worker, 'name', t.name or '')
+    end
+    return
+  end
+  _trim_owed = true  -- a batch: trimmed once, at batch_end
   if rest then
     redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
       'name', t.name or '', 'data', cjson.encode(rest))
@@ -303,7 +314,6 @@ local function emit(etype, t, data, attempt, worker, runtime_ms)
     redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
       'name', t.name or '')
   end
-  if _counts then _trim_owed = true else trim_events() end
 end
 
 -- One task of rate key `rk` left the parking lot: its bucket's count of
