@@ -68,7 +68,7 @@ from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
 from .store import Commands, Fields, decode_error, register_batches, unbatched
-from .waiters import DoneWaiter
+from .waiters import OUTCOME_FIELDS, DoneWaiter, Outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,15 +122,12 @@ def worker_host() -> WorkerHost:
 # driven (one shared subscription); each waiter only borrows a connection for
 # its short status reads, so thousands of waiters queue for these few.
 LOOP_MAX_CONNECTIONS = 64
-# What a wait reads with the status (empty until the task ends): the read
-# that sees it finished is the last one.
-_OUTCOME_FIELDS = ("result", "attempts", "error", "error_exc")
 
 
 class _LoopState:
     def __init__(self, url: str, keys: Keys):
         self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
-        self.waiter = DoneWaiter(self.client, keys)
+        self.waiter = DoneWaiter(self.client, keys, asyncio.get_running_loop())
 
     async def close(self) -> None:
         await self.waiter.close()
@@ -447,22 +444,19 @@ class TaskManager:
         commands = await self._acmds(task_id)
 
         # Each look at the record reads the outcome's fields with its status
-        # (empty until it ends), so the read that sees it finished is the last.
-        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
-        raw: list[Any] = []
+        # (empty until it ends), so the read that sees it finished is the last;
+        # a small outcome comes with the done message itself (waiters.py).
+        read = commands.read_fields(task_id, *OUTCOME_FIELDS)
 
-        async def read_status() -> TaskStatus:
-            nonlocal raw
-            raw = await scripts.arun(state.client, read)
+        async def read_outcome() -> Outcome:
+            raw: Outcome = await scripts.arun(state.client, read)
             if raw[0] is TaskStatus.WAITING and await self._finish_cascades(commands):
                 raw = await scripts.arun(state.client, read)
-            status: TaskStatus = raw[0]
-            return status
+            return raw
 
-        await state.waiter.wait(task_id, read_status, timeout)
-        return self._outcome(task_id, raw)
+        return self._outcome(task_id, await state.waiter.wait(task_id, read_outcome, timeout))
 
-    def _outcome(self, task_id: str, raw: list[Any]) -> Any:
+    def _outcome(self, task_id: str, raw: Outcome) -> Any:
         status, result, attempts, error, pickled = raw
         if status is TaskStatus.COMPLETED:
             return self._result(task_id, result, attempts)
@@ -538,20 +532,18 @@ class TaskManager:
             raise ValueError("timeout must be >= 0")
         deadline = None if timeout is None else time.monotonic() + timeout
         commands = self._cmds(task_id)
-        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
-        raw: list[Any] = []
+        read = commands.read_fields(task_id, *OUTCOME_FIELDS)
 
-        def read_status() -> TaskStatus:
-            nonlocal raw
-            raw = self._run(read)
+        def read_outcome() -> Outcome:
+            raw: Outcome = self._run(read)
             if raw[0] is TaskStatus.WAITING and self._portal.call(
                     self._finish_cascades(commands)):
                 raw = self._run(read)
-            status: TaskStatus = raw[0]
-            return status
+            return raw
 
-        self._portal_waiter(timeout).wait_blocking(task_id, read_status, timeout, deadline)
-        return self._outcome(task_id, raw)
+        waiter = self._portal_waiter(timeout)
+        return self._outcome(task_id, waiter.wait_blocking(task_id, read_outcome, timeout,
+                                                           deadline))
 
     def _portal_waiter(self, timeout: float | None) -> DoneWaiter:
         """The portal loop's waiter with its reader started: a hand-off to

@@ -374,6 +374,22 @@ local function release(t, announce)
   if due and due > now_ms() then schedule(t, due) else enqueue(t, announce) end
 end
 
+-- The done:<id> message (waiters.py, parse_done): the status alone, or,
+-- when the outcome fields the waiter would read are DONE_INLINE_BYTES or
+-- less together, "<status>|<attempts>|<#result>|<#error>|<#error_exc>|"
+-- followed by those three values (absent = empty), so the waiter needs no
+-- read of the record. `fields` are the only outcome fields the record has:
+-- result, error and error_exc are written by mark_terminal alone.
+local DONE_INLINE_BYTES = 4096
+local function done_message(t, status, fields)
+  local v = {}
+  for i = 1, #fields, 2 do v[fields[i]] = fields[i + 1] end
+  local result, err, exc = v.result or '', v.error or '', v.error_exc or ''
+  if #result + #err + #exc > DONE_INLINE_BYTES then return status end
+  return table.concat({status, t.attempts or '0', #result, #err, #exc,
+    result .. err .. exc}, '|')
+end
+
 -- Where a record finishing now goes, per ttl text: its done:<status> score
 -- and its EXPIRE argument, as text (formatted once per script and ttl).
 local _done_places = {}
@@ -419,7 +435,7 @@ local function mark_terminal(t, status, fields, data, quiet)
   -- The bucket's expiry is set when it is created (its first outcome).
   add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
-  redis.call('PUBLISH', k_done_channel(t.id), status)
+  redis.call('PUBLISH', k_done_channel(t.id), done_message(t, status, fields))
   if not quiet then emit('TASK_' .. string.upper(status), t, data) end
 end
 
