@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
 import redis.exceptions
 
@@ -34,11 +34,13 @@ from .connection import (
 from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
+    EventStream,
     EventTypes,
     Handler,
+    Hub,
     Subscription,
+    acquire_hub,
     decode_entry,
-    iterate_events,
     subscribe,
 )
 from .exceptions import SignatureError, TaskCancelledError, TaskFailedError, TaskNotFoundError
@@ -119,18 +121,20 @@ def worker_host() -> WorkerHost:
 
 
 # Connections one event loop's async API may hold at once. Waiting is pub/sub
-# driven (one shared subscription); each waiter only borrows a connection for
-# its short status reads, so thousands of waiters queue for these few.
+# driven (the process's one subscription, events.Hub); each waiter only
+# borrows a connection for its short status reads, so thousands of waiters
+# queue for these few.
 LOOP_MAX_CONNECTIONS = 64
 
 
 class _LoopState:
-    def __init__(self, url: str, keys: Keys):
+    """One event loop's client; its waits park on the process-wide ``waiter``."""
+
+    def __init__(self, url: str, waiter: DoneWaiter):
         self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
-        self.waiter = DoneWaiter(self.client, keys, asyncio.get_running_loop())
+        self.waiter = waiter
 
     async def close(self) -> None:
-        await self.waiter.close()
         await self.client.aclose()
 
 
@@ -188,6 +192,8 @@ class TaskManager:
             weakref.WeakKeyDictionary()
         )
         self._portal = Portal()
+        self._listener: Hub | None = None  # the process's listener, held once used
+        self._listener_lock = threading.Lock()
         self._workers: list[InProcessWorker] = []
         self._blueprints: dict[tuple[Any, ...], Blueprint] = {}
         if max_concurrent_tasks is not None:
@@ -292,8 +298,16 @@ class TaskManager:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = _LoopState(self.url, self.keys)
+            state = self._loops[loop] = _LoopState(self.url, self._hub().waiter)
         return state
+
+    def _hub(self) -> Hub:
+        """The process's listener for this URL and namespace (events.Hub),
+        held from the first use until :meth:`close`."""
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = acquire_hub(self.url, self.namespace)
+            return self._listener
 
     async def _arun(self, call: Call[T] | Cmd[T]) -> T:
         return await scripts.arun(self._state().client, call)
@@ -525,9 +539,9 @@ class TaskManager:
 
     def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
         """:meth:`wait_for_task` for sync code: same result, same exceptions.
-        It waits on the portal loop's shared subscription but reads on this
+        It waits on the process's shared subscription but reads on this
         thread's sync connection (waiters.py, ``wait_blocking``): no hand-off
-        to the portal and back per wait once the subscription stands."""
+        to another thread and back per wait."""
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -541,23 +555,10 @@ class TaskManager:
                 raw = self._run(read)
             return raw
 
-        waiter = self._portal_waiter(timeout)
+        waiter = self._hub().waiter
+        waiter.ensure_reader_blocking(timeout)
         return self._outcome(task_id, waiter.wait_blocking(task_id, read_outcome, timeout,
                                                            deadline))
-
-    def _portal_waiter(self, timeout: float | None) -> DoneWaiter:
-        """The portal loop's waiter with its reader started: a hand-off to
-        the portal only while it is not subscribed (the first wait)."""
-        self._portal.check_outside()
-        state = self._loops.get(self._portal.loop)
-        if state is None or not state.waiter.subscribed():
-            state = self._portal.call(self._subscribed_state(timeout))
-        return state.waiter
-
-    async def _subscribed_state(self, timeout: float | None) -> _LoopState:
-        state = self._state()
-        await state.waiter.ensure_reader(timeout)
-        return state
 
     def cancel_task_sync(self, task_id: str) -> bool:
         """:meth:`cancel_task` for sync code."""
@@ -677,10 +678,13 @@ class TaskManager:
         namespace, so handlers hear this namespace whatever $TASKMESH_URL says."""
         return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
 
-    async def events(self, types: EventTypes = None) -> AsyncIterator[Event]:
-        """Live events of this namespace as an async iterator."""
-        async for event in iterate_events(self._state().client, self.keys, types):
-            yield event
+    def events(self, types: EventTypes = None) -> EventStream:
+        """Live events of this namespace as an async iterator (``async for``),
+        fed by the process's one reader of them (events.Hub); ``await
+        stream.subscribed()`` says when every later event will be delivered."""
+        if self._setup is not None:
+            self._first_use()
+        return EventStream(self.url, self.namespace, types)
 
     def get_events(self, since: str | None = None, count: int = 100) -> list[Event]:
         """Replays recent events, oldest first: the ``count`` after event id
@@ -809,6 +813,10 @@ class TaskManager:
             if portal_state is not None:
                 self._portal.call(portal_state.close())
         self._portal.close()
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and listener.release():
+            listener.join()
         scripts.close_lane(self._sync_client)
         self._sync_client.close()
 
