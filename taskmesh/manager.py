@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
 import redis.exceptions
 
@@ -34,11 +34,13 @@ from .connection import (
 from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
+    EventStream,
     EventTypes,
     Handler,
+    Hub,
     Subscription,
+    acquire_hub,
     decode_entry,
-    iterate_events,
     subscribe,
 )
 from .exceptions import SignatureError, TaskCancelledError, TaskFailedError, TaskNotFoundError
@@ -60,7 +62,10 @@ from .sharding import (
     validate_shards,
 )
 from .portal import Portal
-from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
+from .registration import (
+    Blueprint, NewTask, TaskOptions, blueprint, build_retry, build_task, check_priority,
+    check_task_id,
+)
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
@@ -71,6 +76,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGISTER_BATCH = 1000
+BLUEPRINTS_KEPT = 256  # distinct option sets of register_task remembered per manager
 _UNSET: Any = object()
 
 
@@ -115,18 +121,20 @@ def worker_host() -> WorkerHost:
 
 
 # Connections one event loop's async API may hold at once. Waiting is pub/sub
-# driven (one shared subscription); each waiter only borrows a connection for
-# its short status reads, so thousands of waiters queue for these few.
+# driven (the process's one subscription, events.Hub); each waiter only
+# borrows a connection for its short status reads, so thousands of waiters
+# queue for these few.
 LOOP_MAX_CONNECTIONS = 64
 
 
 class _LoopState:
-    def __init__(self, url: str, keys: Keys):
+    """One event loop's client; its waits park on the process-wide ``waiter``."""
+
+    def __init__(self, url: str, waiter: DoneWaiter):
         self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
-        self.waiter = DoneWaiter(self.client, keys, asyncio.get_running_loop())
+        self.waiter = waiter
 
     async def close(self) -> None:
-        await self.waiter.close()
         await self.client.aclose()
 
 
@@ -184,7 +192,10 @@ class TaskManager:
             weakref.WeakKeyDictionary()
         )
         self._portal = Portal()
+        self._listener: Hub | None = None  # the process's listener, held once used
+        self._listener_lock = threading.Lock()
         self._workers: list[InProcessWorker] = []
+        self._blueprints: dict[tuple[Any, ...], Blueprint] = {}
         if max_concurrent_tasks is not None:
             check_concurrency_cap(max_concurrent_tasks)
         if events_maxlen is not None and (isinstance(events_maxlen, bool) or events_maxlen < 1):
@@ -287,8 +298,16 @@ class TaskManager:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = _LoopState(self.url, self.keys)
+            state = self._loops[loop] = _LoopState(self.url, self._hub().waiter)
         return state
+
+    def _hub(self) -> Hub:
+        """The process's listener for this URL and namespace (events.Hub),
+        held from the first use until :meth:`close`."""
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = acquire_hub(self.url, self.namespace)
+            return self._listener
 
     async def _arun(self, call: Call[T] | Cmd[T]) -> T:
         return await scripts.arun(self._state().client, call)
@@ -328,12 +347,39 @@ class TaskManager:
             raise TypeError("pass positional arguments as *args or as args=(...), not both")
         if args is not None and (isinstance(args, (str, bytes, dict)) or not hasattr(args, "__iter__")):
             raise TypeError("args must be a tuple or list")
+        if dependencies is None and tags is None and metadata is None and delay is None \
+                and eta is None:
+            # The options every call of a loop repeats: checked once per
+            # distinct set (the key carries the numbers' types, so True
+            # never passes for the 1 checked earlier).
+            key: tuple[Any, ...] = (func, name, priority, type(priority), max_retries, type(max_retries),
+                   retry_delay, type(retry_delay), retry_backoff, type(retry_backoff), timeout,
+                   type(timeout), description, executor_type, queue, defer, rate_key, retry_on,
+                   retry_jitter, type(retry_jitter))
+            try:
+                plan = self._blueprints.get(key)
+            except TypeError:  # an unhashable option (a list of retry_on, a func): not kept
+                plan, key = None, ()
+            if plan is None:
+                plan = blueprint(self.codec, func, TaskOptions(
+                    name=name, priority=priority, max_retries=max_retries,
+                    retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
+                    description=description, executor_type=executor_type, queue=queue,
+                    defer=defer, rate_key=rate_key, retry_on=retry_on,
+                    retry_jitter=retry_jitter), self.result_ttl, keep_encoder=False)
+                if key:
+                    if len(self._blueprints) >= BLUEPRINTS_KEPT:
+                        self._blueprints.clear()
+                    self._blueprints[key] = plan
+            check_task_id(task_id)
+            task = plan.task(positional if args is None else args, kwargs, task_id, self.codec)
+            return self._store_one(task)
         opts = TaskOptions(
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
-            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
-            rate_key=rate_key, retry_on=retry_on, retry_jitter=retry_jitter,
+            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta, rate_key=rate_key,
+            retry_on=retry_on, retry_jitter=retry_jitter,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -349,16 +395,27 @@ class TaskManager:
             if bad in options:
                 raise TypeError(f"register_many() does not take {bad}=")
         kwargs = options.pop("kwargs", None)
-        opts = TaskOptions(**options)
-        tasks = [
-            build_task(self.codec, func, item if type(item) is tuple else (item,), kwargs, opts,
-                       self.result_ttl)
-            for item in iterable
-        ]
+        # Checked and encoded once for all items: the function is pickled
+        # once per call (every task of it carries the same bytes).
+        plan = blueprint(self.codec, func, TaskOptions(**options), self.result_ttl)
+        make = plan.task
+        tasks = [make(item if type(item) is tuple else (item,), kwargs) for item in iterable]
         ids: list[str] = []
         for start in range(0, len(tasks), REGISTER_BATCH):
             ids += self._store(tasks[start:start + REGISTER_BATCH])
         return ids
+
+    def _store_one(self, task: NewTask) -> str:
+        """A lone registration without dependencies: its one script call,
+        straight (the shard count known, no WAIT); else :meth:`_store`."""
+        shardset = self._shardset
+        if shardset is None or task.dependencies or self._min_replicas():
+            return self._store([task])[0]
+        commands = self.commands if shardset.count == 1 else shardset.for_task(task.id)
+        result = scripts.run(self._client, commands.register(task.id, task.fields, (), task.defer))
+        if result[0] == "missing":  # (no dependency was given)
+            raise TaskNotFoundError(result[1] or "")
+        return task.id
 
     def _store(self, tasks: list[NewTask]) -> list[str]:
         self._refuse_unknown_dependencies_before_first_use(tasks)
@@ -482,9 +539,9 @@ class TaskManager:
 
     def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
         """:meth:`wait_for_task` for sync code: same result, same exceptions.
-        It waits on the portal loop's shared subscription but reads on this
+        It waits on the process's shared subscription but reads on this
         thread's sync connection (waiters.py, ``wait_blocking``): no hand-off
-        to the portal and back per wait once the subscription stands."""
+        to another thread and back per wait."""
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -498,23 +555,10 @@ class TaskManager:
                 raw = self._run(read)
             return raw
 
-        waiter = self._portal_waiter(timeout)
+        waiter = self._hub().waiter
+        waiter.ensure_reader_blocking(timeout)
         return self._outcome(task_id, waiter.wait_blocking(task_id, read_outcome, timeout,
                                                            deadline))
-
-    def _portal_waiter(self, timeout: float | None) -> DoneWaiter:
-        """The portal loop's waiter with its reader started: a hand-off to
-        the portal only while it is not subscribed (the first wait)."""
-        self._portal.check_outside()
-        state = self._loops.get(self._portal.loop)
-        if state is None or not state.waiter.subscribed():
-            state = self._portal.call(self._subscribed_state(timeout))
-        return state.waiter
-
-    async def _subscribed_state(self, timeout: float | None) -> _LoopState:
-        state = self._state()
-        await state.waiter.ensure_reader(timeout)
-        return state
 
     def cancel_task_sync(self, task_id: str) -> bool:
         """:meth:`cancel_task` for sync code."""
@@ -634,10 +678,13 @@ class TaskManager:
         namespace, so handlers hear this namespace whatever $TASKMESH_URL says."""
         return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
 
-    async def events(self, types: EventTypes = None) -> AsyncIterator[Event]:
-        """Live events of this namespace as an async iterator."""
-        async for event in iterate_events(self._state().client, self.keys, types):
-            yield event
+    def events(self, types: EventTypes = None) -> EventStream:
+        """Live events of this namespace as an async iterator (``async for``),
+        fed by the process's one reader of them (events.Hub); ``await
+        stream.subscribed()`` says when every later event will be delivered."""
+        if self._setup is not None:
+            self._first_use()
+        return EventStream(self.url, self.namespace, types)
 
     def get_events(self, since: str | None = None, count: int = 100) -> list[Event]:
         """Replays recent events, oldest first: the ``count`` after event id
@@ -766,6 +813,11 @@ class TaskManager:
             if portal_state is not None:
                 self._portal.call(portal_state.close())
         self._portal.close()
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and listener.release():
+            listener.join()
+        scripts.close_lane(self._sync_client)
         self._sync_client.close()
 
     def __enter__(self) -> "TaskManager":

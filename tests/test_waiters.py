@@ -5,13 +5,18 @@ read from the record; one listener per namespace serves every wait."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
-from taskmesh import SignatureError, TaskFailedError, TaskManager, TaskStatus
+from taskmesh import (
+    EventType, SignatureError, TaskCancelledError, TaskFailedError, TaskManager, TaskStatus,
+    subscribe,
+)
 from taskmesh.serialization import Codec
 from taskmesh.waiters import parse_done
 from tests import tasks
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.all_backends
 WAIT = 20.0
@@ -98,3 +103,92 @@ def test_large_and_small_outcomes_round_trip(tm, worker_factory):
     with pytest.raises(TaskFailedError) as info:
         tm.wait_for_task_sync(failing, timeout=WAIT)
     assert info.value.error.type == "ValueError" and "boom" in info.value.error.message
+
+
+# ---- one listener per (url, namespace) in a process ------------------------------------
+
+@pytest.mark.single_backend  # counts the server's clients
+def test_one_listener_serves_every_wait_handler_and_stream(redis_server, rds, namespace):
+    """Three managers, blocking waits on three threads, async waits on two
+    loops, three subscriptions and two events() streams: one pub/sub
+    connection and one XREAD reader in all, and each gets what it waits for."""
+    def pubsub_clients() -> int:
+        return len(rds.client_list(_type="pubsub"))
+
+    def xread_clients() -> int:
+        return sum(1 for c in rds.client_list() if c.get("cmd") == "xread")
+
+    base_pubsub, base_xread = pubsub_clients(), xread_clients()
+    managers = [TaskManager(redis_server.url, namespace=namespace) for _ in range(3)]
+    deferred = [[m.register_task(tasks.add, i, j, defer=True) for j in range(20)]
+                for i, m in enumerate(managers)]
+    outcomes: list[str] = []
+    created = [threading.Event() for _ in range(5)]
+
+    def blocking_wait(m: TaskManager, task_id: str) -> None:
+        try:
+            m.wait_for_task_sync(task_id, timeout=WAIT)
+        except TaskCancelledError:
+            outcomes.append("cancelled")
+
+    async def async_waits(m: TaskManager, ids: list[str]) -> None:
+        for result in await asyncio.gather(*(m.wait_for_task(t, timeout=WAIT) for t in ids),
+                                           return_exceptions=True):
+            outcomes.append("cancelled" if isinstance(result, TaskCancelledError) else "?")
+
+    async def streams(ready: threading.Event) -> None:
+        pair = [managers[0].events(EventType.TASK_CREATED), managers[1].events()]
+        for stream in pair:
+            await stream.subscribed()
+        ready.set()
+        for stream, seen in zip(pair, created[3:]):
+            while (await stream.__anext__()).task_id != probe_id[0]:
+                pass
+            seen.set()
+            await stream.aclose()
+
+    probe_id = [f"probe-{namespace}"]  # known before it is registered
+    subs = [subscribe(EventType.TASK_CREATED, _on_probe(created[0], probe_id),
+                      url=redis_server.url, namespace=namespace),
+            managers[1].subscribe(None, _on_probe(created[1], probe_id)),
+            managers[2].subscribe([EventType.TASK_CREATED], _on_probe(created[2], probe_id))]
+    streams_ready = threading.Event()
+    threads = [threading.Thread(target=blocking_wait, args=(m, ids[0]))
+               for m, ids in zip(managers, deferred)]
+    threads += [threading.Thread(target=asyncio.run, args=(async_waits(m, ids[1:]),))
+                for m, ids in zip(managers[:2], deferred[:2])]
+    threads.append(threading.Thread(target=asyncio.run, args=(streams(streams_ready),)))
+    for thread in threads:
+        thread.start()
+    try:
+        waiter = managers[0]._hub().waiter
+        expected = 3 + 2 * 19
+        wait_until(lambda: waiter.waiting() == expected and streams_ready.is_set(),
+                   timeout=WAIT, what="every wait parked and both streams subscribed")
+        assert pubsub_clients() - base_pubsub <= 1
+        assert xread_clients() - base_xread <= 1
+        managers[2].register_task(tasks.add, 0, 0, defer=True, task_id=probe_id[0])
+        for seen in created:
+            assert seen.wait(WAIT)
+        for ids in deferred:
+            for task_id in ids:
+                assert managers[0].cancel_task_sync(task_id)
+        for thread in threads:
+            thread.join(WAIT)
+        assert outcomes.count("cancelled") == expected
+    finally:
+        for sub in subs:
+            sub.close()
+        for m in managers:
+            m.close()
+    # The last user gone, the listener and its connections are too.
+    assert not [t for t in threading.enumerate() if t.name == f"taskmesh-events-{namespace}"]
+    wait_until(lambda: pubsub_clients() <= base_pubsub, timeout=WAIT,
+               what="the listener's pub/sub connection to close")
+
+
+def _on_probe(seen: threading.Event, probe_id: list[str]):
+    def handler(event) -> None:
+        if event.task_id == probe_id[0]:
+            seen.set()
+    return handler
