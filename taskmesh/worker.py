@@ -399,8 +399,13 @@ class Worker:
             # resend keeps the id, and claim.lua replays what it claimed.
             claim_id = uuid.uuid4().hex
             self._note_not_busy()
-            for claimed in res.tasks:
-                self._start(claimed)
+            try:
+                for claimed in res.tasks:
+                    self._start(claimed)
+            finally:
+                # The reports wait until the tasks claimed have started
+                # (their first steps run ahead of the reporter's).
+                self._no_claim.set()
             if len(res.tasks) >= want:
                 continue
             if res.more_queued and (res.capped or res.lane_full):
@@ -429,17 +434,20 @@ class Worker:
 
     async def _claim(self, call: Call[ClaimResult]) -> ClaimResult:
         """claim.lua on the claim loop's held connection, else through the
-        client (whose retries then apply): raises as ``scripts.arun`` does."""
+        client (whose retries then apply): raises as ``scripts.arun`` does.
+        Reports wait meanwhile (Reporter.claims_first); on success the
+        claim loop lets them go once it has started the tasks claimed."""
         self._no_claim.clear()
         try:
             raws = await self._direct.raw([call])
             if raws is None:
                 return await scripts.arun(self.client, call)
-        finally:
+            if isinstance(raws[0], Exception):
+                raise raws[0]
+            return call.parse(raws[0])
+        except BaseException:
             self._no_claim.set()
-        if isinstance(raws[0], Exception):
-            raise raws[0]
-        return call.parse(raws[0])
+            raise
 
     def _claim_size(self, free: int) -> int:
         """How many tasks one claim asks for: every free slot. (Claiming in
