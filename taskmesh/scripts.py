@@ -289,8 +289,8 @@ class _Lane:
             return run_batch(client, list(pending))
         try:
             for call in pending:
+                sent.append(call)  # before sending: a call whose send fails goes again
                 self._send(conn, call.evalsha_args)
-                sent.append(call)
                 if len(sent) - len(raws) > window:
                     raws.append(self._read(conn, reader))
             while len(raws) < len(sent):
