@@ -351,7 +351,14 @@ class TaskManager:
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
-        return self._store([task])[0]
+        # A new id without dependencies is created here, after `mark`: a wait
+        # on it may skip its first read (waiters.py, fresh tasks).
+        waiter = self._listener.waiter if self._listener is not None else None
+        mark = waiter.mark() if waiter is not None and task_id is None and not dependencies else None
+        stored = self._store([task])[0]
+        if mark is not None and waiter is not None:
+            waiter.expect(stored, mark)
+        return stored
 
     def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
                       **options: Any) -> list[str]:
