@@ -62,7 +62,10 @@ from .sharding import (
     validate_shards,
 )
 from .portal import Portal
-from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
+from .registration import (
+    Blueprint, NewTask, TaskOptions, blueprint, build_retry, build_task, check_priority,
+    check_task_id,
+)
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
@@ -73,6 +76,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGISTER_BATCH = 1000
+BLUEPRINTS_KEPT = 256  # distinct option sets of register_task remembered per manager
 _UNSET: Any = object()
 
 
@@ -191,6 +195,7 @@ class TaskManager:
         self._listener: Hub | None = None  # the process's listener, held once used
         self._listener_lock = threading.Lock()
         self._workers: list[InProcessWorker] = []
+        self._blueprints: dict[tuple[Any, ...], Blueprint] = {}
         if max_concurrent_tasks is not None:
             check_concurrency_cap(max_concurrent_tasks)
         if events_maxlen is not None and (isinstance(events_maxlen, bool) or events_maxlen < 1):
@@ -342,12 +347,39 @@ class TaskManager:
             raise TypeError("pass positional arguments as *args or as args=(...), not both")
         if args is not None and (isinstance(args, (str, bytes, dict)) or not hasattr(args, "__iter__")):
             raise TypeError("args must be a tuple or list")
+        if dependencies is None and tags is None and metadata is None and delay is None \
+                and eta is None:
+            # The options every call of a loop repeats: checked once per
+            # distinct set (the key carries the numbers' types, so True
+            # never passes for the 1 checked earlier).
+            key: tuple[Any, ...] = (func, name, priority, type(priority), max_retries, type(max_retries),
+                   retry_delay, type(retry_delay), retry_backoff, type(retry_backoff), timeout,
+                   type(timeout), description, executor_type, queue, defer, rate_key, retry_on,
+                   retry_jitter, type(retry_jitter))
+            try:
+                plan = self._blueprints.get(key)
+            except TypeError:  # an unhashable option (a list of retry_on, a func): not kept
+                plan, key = None, ()
+            if plan is None:
+                plan = blueprint(self.codec, func, TaskOptions(
+                    name=name, priority=priority, max_retries=max_retries,
+                    retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
+                    description=description, executor_type=executor_type, queue=queue,
+                    defer=defer, rate_key=rate_key, retry_on=retry_on,
+                    retry_jitter=retry_jitter), self.result_ttl, keep_encoder=False)
+                if key:
+                    if len(self._blueprints) >= BLUEPRINTS_KEPT:
+                        self._blueprints.clear()
+                    self._blueprints[key] = plan
+            check_task_id(task_id)
+            task = plan.task(positional if args is None else args, kwargs, task_id, self.codec)
+            return self._store_one(task)
         opts = TaskOptions(
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
-            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
-            rate_key=rate_key, retry_on=retry_on, retry_jitter=retry_jitter,
+            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta, rate_key=rate_key,
+            retry_on=retry_on, retry_jitter=retry_jitter,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
@@ -370,16 +402,27 @@ class TaskManager:
             if bad in options:
                 raise TypeError(f"register_many() does not take {bad}=")
         kwargs = options.pop("kwargs", None)
-        opts = TaskOptions(**options)
-        tasks = [
-            build_task(self.codec, func, item if type(item) is tuple else (item,), kwargs, opts,
-                       self.result_ttl)
-            for item in iterable
-        ]
+        # Checked and encoded once for all items: the function is pickled
+        # once per call (every task of it carries the same bytes).
+        plan = blueprint(self.codec, func, TaskOptions(**options), self.result_ttl)
+        make = plan.task
+        tasks = [make(item if type(item) is tuple else (item,), kwargs) for item in iterable]
         ids: list[str] = []
         for start in range(0, len(tasks), REGISTER_BATCH):
             ids += self._store(tasks[start:start + REGISTER_BATCH])
         return ids
+
+    def _store_one(self, task: NewTask) -> str:
+        """A lone registration without dependencies: its one script call,
+        straight (the shard count known, no WAIT); else :meth:`_store`."""
+        shardset = self._shardset
+        if shardset is None or task.dependencies or self._min_replicas():
+            return self._store([task])[0]
+        commands = self.commands if shardset.count == 1 else shardset.for_task(task.id)
+        result = scripts.run(self._client, commands.register(task.id, task.fields, (), task.defer))
+        if result[0] == "missing":  # (no dependency was given)
+            raise TaskNotFoundError(result[1] or "")
+        return task.id
 
     def _store(self, tasks: list[NewTask]) -> list[str]:
         self._refuse_unknown_dependencies_before_first_use(tasks)
@@ -781,6 +824,7 @@ class TaskManager:
             listener, self._listener = self._listener, None
         if listener is not None and listener.release():
             listener.join()
+        scripts.close_lane(self._sync_client)
         self._sync_client.close()
 
     def __enter__(self) -> "TaskManager":

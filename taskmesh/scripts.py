@@ -16,6 +16,7 @@ rule is written once and sent either way.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -29,6 +30,12 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .exceptions import ServerBusyError
+
+try:  # a dependency of taskmesh; without it _direct takes the regular path
+    import hiredis as _hiredis
+    from redis._parsers import BaseParser as _BaseParser
+except ImportError:  # pragma: no cover
+    _hiredis = None  # type: ignore[assignment]
 
 LUA_DIR = Path(__file__).with_name("lua")
 LIBRARIES = ("prelude", "flow")  # prepended to every script, in this order
@@ -163,35 +170,108 @@ def raise_if_busy(exc: BaseException) -> None:
 
 
 def _direct(client: Any, call: "Call[T]") -> tuple[bool, Any]:
-    """One EVALSHA on a connection of a plain client's pool, without the
-    client's per-command layers (retry wrapper, metrics hooks): about a
-    third of a single register_task's client CPU. (False, None) when the
-    regular path must run instead: another kind of client, a NOSCRIPT reply
-    (the regular path loads the script), or a connection that failed (the
-    regular path retries; scripts resent after a lost reply are fenced or
-    answer 'exists')."""
-    pool = getattr(client, "connection_pool", None)
-    if type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool:
+    """One EVALSHA on a plain client's own connection, without the client's
+    per-command layers (retry wrapper, metrics hooks, the pool's checkout):
+    most of a single register_task's client CPU once its Python is cheap.
+    (False, None) when the regular path must run instead: another kind of
+    client, a NOSCRIPT reply (the regular path loads the script), or a
+    connection that failed (the regular path retries; scripts resent after
+    a lost reply are fenced or answer 'exists')."""
+    lane = getattr(client, "_taskmesh_lane", None)
+    if lane is None:
+        lane = _Lane.for_client(client)
+    if not lane:  # (False: a client the lane does not serve)
         return False, None
-    # Connecting (and its retries) goes as on the regular path, whose
-    # connection errors also come straight from the pool.
-    conn: Any = pool.get_connection()
-    try:
-        conn.send_packed_command(conn.pack_command("EVALSHA", *call.evalsha_args),
-                                 check_health=False)
-        return True, conn.read_response()
-    except NoScriptError:
-        return False, None
-    except ResponseError as exc:
-        raise_if_busy(exc)
-        raise
-    except AuthenticationError:
-        raise  # wrong or missing credentials: no retry will fix them
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        conn.disconnect()
-        return False, None
-    finally:
-        pool.release(conn)
+    return lane.evalsha(call.evalsha_args)
+
+
+class _Lane:
+    """Connections of a plain client's pool kept aside for :func:`_direct`
+    (made by the pool's connection class with its options, so AUTH, TLS,
+    SELECT and the client name go as on any connection), each with its own
+    hiredis reader. An idle list rather than the pool: a pop and an append
+    (atomic under the GIL, so threads share it) instead of the pool's lock
+    and bookkeeping. After a fork the parent's connections are dropped, never
+    used (``close_lane`` closes them in their own process)."""
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self.idle: list[tuple[Any, Any]] = []
+        self.pid = os.getpid()
+
+    @classmethod
+    def for_client(cls, client: Any) -> "_Lane | False":  # type: ignore[valid-type]
+        pool = getattr(client, "connection_pool", None)
+        ok = (type(client) is redis.Redis and type(pool) is redis.ConnectionPool
+              and _hiredis is not None
+              and not pool.connection_kwargs.get("decode_responses")
+              and pool.connection_kwargs.get("protocol") in (None, 2, "2"))
+        lane: _Lane | bool = cls(pool) if ok else False
+        try:
+            client._taskmesh_lane = lane
+        except AttributeError:
+            return False
+        return lane if isinstance(lane, _Lane) else False
+
+    def evalsha(self, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if self.pid != os.getpid():
+            self.idle, self.pid = [], os.getpid()
+        try:
+            conn, reader = self.idle.pop()
+        except IndexError:
+            conn, reader = self.pool.connection_class(**self.pool.connection_kwargs), None
+        try:
+            if conn._sock is None or reader is None:
+                conn.connect()  # a refused connection raises from here, as from the pool
+                reader = _hiredis.Reader(replyError=_parse_error)
+            sock = conn._sock
+            try:
+                packed = _hiredis.pack_command(("EVALSHA", *args))
+            except TypeError:  # an argument hiredis does not take: redis-py explains it
+                packed = b"".join(conn.pack_command("EVALSHA", *args))
+            sock.sendall(packed)
+            reply = reader.gets()
+            while reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+                reply = reader.gets()
+        except AuthenticationError:
+            conn.disconnect()
+            raise  # wrong or missing credentials: no retry will fix them
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            conn.disconnect()
+            return False, None
+        except BaseException:  # a half-read reply must never be read as the next one's
+            conn.disconnect()
+            raise
+        self.idle.append((conn, reader))
+        if isinstance(reply, NoScriptError):
+            return False, None
+        if isinstance(reply, ResponseError):
+            raise_if_busy(reply)
+            raise reply
+        return True, reply
+
+    def close(self) -> None:
+        idle, self.idle = self.idle, []
+        if self.pid == os.getpid():
+            for conn, _ in idle:
+                conn.disconnect()
+
+
+def close_lane(client: Any) -> None:
+    """Closes the connections :func:`_direct` kept aside for ``client``."""
+    lane = getattr(client, "_taskmesh_lane", None)
+    if isinstance(lane, _Lane):
+        lane.close()
+
+
+def _parse_error(message: str) -> ResponseError:
+    """The redis-py exception of an error reply (NoScriptError, OOM, ...)."""
+    error: ResponseError = _BaseParser.parse_error(message)  # type: ignore[no-untyped-call]
+    return error
 
 
 def run(client: Any, call: "Call[T] | Cmd[T]") -> T:
