@@ -373,7 +373,7 @@ class TaskManager:
                     self._blueprints[key] = plan
             check_task_id(task_id)
             task = plan.task(positional if args is None else args, kwargs, task_id, self.codec)
-            return self._store_one(task)
+            return self._register_one(task, new_id=task_id is None)
         opts = TaskOptions(
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
@@ -383,14 +383,7 @@ class TaskManager:
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
-        # A new id without dependencies is created here, after `mark`: a wait
-        # on it may skip its first read (waiters.py, fresh tasks).
-        waiter = self._listener.waiter if self._listener is not None else None
-        mark = waiter.mark() if waiter is not None and task_id is None and not dependencies else None
-        stored = self._store([task])[0]
-        if mark is not None and waiter is not None:
-            waiter.expect(stored, mark)
-        return stored
+        return self._register_one(task, new_id=task_id is None)
 
     def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
                       **options: Any) -> list[str]:
@@ -411,6 +404,19 @@ class TaskManager:
         for start in range(0, len(tasks), REGISTER_BATCH):
             ids += self._store(tasks[start:start + REGISTER_BATCH])
         return ids
+
+    def _register_one(self, task: NewTask, new_id: bool) -> str:
+        """Stores one task. An id made here (``new_id``) without dependencies
+        is created after the done reader's mark, so a wait on it may skip its
+        first read (waiters.py, fresh tasks)."""
+        listener = self._listener
+        if listener is None or not new_id or task.dependencies:
+            return self._store_one(task)
+        mark = listener.waiter.mark()
+        stored = self._store_one(task)
+        if mark is not None:
+            listener.waiter.expect(stored, mark)
+        return stored
 
     def _store_one(self, task: NewTask) -> str:
         """A lone registration without dependencies: its one script call,
