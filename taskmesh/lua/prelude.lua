@@ -10,6 +10,11 @@
 -- of its commands, which is what makes every transition below all-or-nothing.
 
 local PREFIX = ARGV[1]
+local K_RESOLVE = PREFIX .. 'resolve'
+-- Whether resolutions are left on the `resolve` list (see resolve()): the
+-- guard of a claim's cold statements (COLD in taskmesh/scripts.py), so
+-- computed before any other statement.
+local _resolve_owed = redis.call('EXISTS', K_RESOLVE) == 1
 local function k_task(id) return PREFIX .. 'task:' .. id end
 local function k_dependents(id) return PREFIX .. 'dependents:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
@@ -52,7 +57,6 @@ local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
-local K_RESOLVE = PREFIX .. 'resolve'
 local K_OUTBOX = PREFIX .. 'outbox'
 local K_CAPRES = PREFIX .. 'capres'
 local K_PERIODIC = PREFIX .. 'periodic'
