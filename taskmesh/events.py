@@ -74,10 +74,11 @@ def _data(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-# An entry (``emit`` in lua/prelude.lua): task_id, us, e =
-# "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>", worker, name,
-# and data (JSON) only for other extras. Earlier shapes: type, task_id, ts
-# and data (JSON of everything), or type, task_id, us and the data flat.
+# An entry (``emit`` in lua/prelude.lua): task_id, e =
+# "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>,<us>", worker,
+# name, and data (JSON) only for other extras. Earlier shapes: the same with
+# us in a field of its own (e without it); type, task_id, ts and data (JSON
+# of everything); or type, task_id, us and the data flat.
 E_FIELDS = ("status", "priority", "queue", "attempt", "runtime_ms")
 NUMBER_FIELDS = frozenset({"priority", "attempt", "runtime_ms"})
 ENVELOPE_FIELDS = frozenset({"type", "task_id", "us", "ts", "data", "e"})
@@ -111,6 +112,8 @@ def _decode(f: dict[str, str]) -> tuple[str, dict[str, Any]]:
                 data[name] = _number(value) if name in NUMBER_FIELDS else value
         return f["type"], data
     etype, *values = f["e"].split(",")
+    if len(values) == len(E_FIELDS) + 1:  # us inside e
+        f["us"] = values.pop()
     if len(values) != len(E_FIELDS):
         raise ValueError("malformed event")
     for name, value in (("name", f.get("name", "")), *zip(E_FIELDS, values),
@@ -129,7 +132,7 @@ def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
         name = field_text(record, "<field name>", k) or ""
         f[name] = field_text(record, name, v) or ""
     try:
-        etype, data = _decode(f)
+        etype, data = _decode(f)  # first: it sets f["us"] from e, for _timestamp
         return Event(EventType(etype), f["task_id"], _timestamp(f), data,
                      entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
     except (ValueError, KeyError, TypeError):

@@ -373,7 +373,7 @@ class TaskManager:
                     self._blueprints[key] = plan
             check_task_id(task_id)
             task = plan.task(positional if args is None else args, kwargs, task_id, self.codec)
-            return self._store_one(task)
+            return self._register_one(task, new_id=task_id is None)
         opts = TaskOptions(
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
@@ -383,7 +383,7 @@ class TaskManager:
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
-        return self._store([task])[0]
+        return self._register_one(task, new_id=task_id is None)
 
     def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
                       **options: Any) -> list[str]:
@@ -439,6 +439,19 @@ class TaskManager:
         for result in unbatched(scripts.run_pipelined(self._client, calls())):
             if isinstance(result, Exception):
                 raise result
+
+    def _register_one(self, task: NewTask, new_id: bool) -> str:
+        """Stores one task. An id made here (``new_id``) without dependencies
+        is created after the done reader's mark, so a wait on it may skip its
+        first read (waiters.py, fresh tasks)."""
+        listener = self._listener
+        if listener is None or not new_id or task.dependencies:
+            return self._store_one(task)
+        mark = listener.waiter.mark()
+        stored = self._store_one(task)
+        if mark is not None:
+            listener.waiter.expect(stored, mark)
+        return stored
 
     def _store_one(self, task: NewTask) -> str:
         """A lone registration without dependencies: its one script call,

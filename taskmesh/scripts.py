@@ -68,7 +68,7 @@ def script(name: str) -> LuaScript:
                      f"local function {inner}(KEYS, ARGV)\n{body}\nend")
     body = (LUA_DIR / f"{name}.lua").read_text()
     parts.append(f"-- ===== {name}.lua =====\n{body}")
-    return LuaScript(name, "\n".join([library_for("\n".join(parts)), *parts]))
+    return LuaScript(name, "\n".join([library_for("\n".join(parts), COLD.get(name)), *parts]))
 
 
 # The libraries are sent with every script, and Redis runs them at every
@@ -104,10 +104,11 @@ def _statements() -> tuple[tuple[frozenset[str], frozenset[str], str], ...]:
     return tuple(out)
 
 
-def library_for(code: str) -> str:
-    """The libraries' statements that ``code`` reaches, in their order."""
+def _reached(wanted: set[str], blocked: frozenset[str] = frozenset()) -> list[bool]:
+    """Which library statements ``wanted`` names reach (transitively), not
+    following the names in ``blocked``."""
     statements = _statements()
-    wanted = _names(code)
+    wanted = set(wanted) - blocked
     keep = [False] * len(statements)
     changed = True
     while changed:
@@ -115,8 +116,57 @@ def library_for(code: str) -> str:
         for i, (defined, used, _) in enumerate(statements):
             if not keep[i] and defined & wanted:
                 keep[i], changed = True, True
-                wanted |= used
-    return "".join(text for (_, _, text), kept in zip(statements, keep) if kept)
+                wanted |= used - blocked
+    return keep
+
+
+# A claim continues the dependency resolutions left on the `resolve` list
+# (resolve() in the prelude), which reaches half the library (mark_terminal,
+# release, ...): ~50k instructions of closures made at every call, for a
+# list that is almost always empty. So the statements a script reaches only
+# through such a cold name are made only when a guard (a prelude local,
+# computed first) says they can run: script -> (cold name, guard).
+COLD: dict[str, tuple[str, str]] = {"claim": ("resolve", "_resolve_owed")}
+
+_LOCAL_FUNCTION = re.compile(r"^local function (\w+)\(", re.M)
+_LOCAL_ASSIGN = re.compile(r"^local ([\w\s,]+?)\s*=", re.M)
+
+
+def cold_form(text: str, guard: str) -> str:
+    """A library statement as an assignment made only when ``guard`` holds
+    (its names are declared as locals before the first such statement)."""
+    body = _LOCAL_FUNCTION.sub(r"\1 = function(", text, count=1)
+    if body == text:
+        body = _LOCAL_ASSIGN.sub(r"\1 =", text, count=1)
+    return f"if {guard} then\n{body.rstrip()}\nend\n"
+
+
+def library_for(code: str, cold: tuple[str, str] | None = None) -> str:
+    """The libraries' statements that ``code`` reaches, in their order; with
+    ``cold`` = (name, guard), those reached only through that name in
+    their cold_form."""
+    statements = _statements()
+    keep = _reached(_names(code))
+    if cold is None:
+        return "".join(text for (_, _, text), kept in zip(statements, keep) if kept)
+    name, guard = cold
+    assert name not in _names(code), cold  # the script itself calls it: not cold
+    hot = _reached(_names(code) | {guard}, frozenset({name}))
+    cold_names = set().union(*(d for (d, _, _), k, h in zip(statements, keep, hot) if k and not h))
+    guard_at = [guard in d for d, _, _ in statements].index(True)
+    # The guard's statement (the prelude's first ones) comes before every
+    # statement that makes a cold name, and the cold names are declared
+    # right after it, so every later statement sees them as locals.
+    assert not any(cold_names & d for d, _, _ in statements[:guard_at + 1]), cold
+    parts: list[str] = []
+    for i, ((_, _, text), kept, is_hot) in enumerate(zip(statements, keep, hot)):
+        if is_hot:
+            parts.append(text)
+        elif kept:
+            parts.append(cold_form(text, guard))
+        if i == guard_at and cold_names:
+            parts.append(f"local {', '.join(sorted(cold_names))}\n")
+    return "".join(parts)
 
 
 def _identity(raw: Any) -> Any:

@@ -199,6 +199,9 @@ class Commands:
         self, task_id: str, progress: float, message: str | None, token: str = "",
         force: bool = False,
     ) -> Call[bool]:
+        """Every call records and publishes: throttling is the worker's
+        (TaskContext). ``force`` is kept for callers that pass it."""
+
         def parse(raw: Any) -> bool:
             if int(raw) < 0:
                 raise TaskNotFoundError(task_id)
