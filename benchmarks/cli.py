@@ -63,10 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None,
                    help="per-worker concurrency for drain/latency/backlog (default 10)")
     p.add_argument("--redis-server", default="redis-server", help="redis-server executable")
+    p.add_argument("--baseline", metavar="TREE", default=None,
+                   help="another taskmesh checkout, run as the column 'taskmesh-before' "
+                        "(before/after in one run; its tm/ column is after/before)")
     p.add_argument("--keep-logs", action="store_true", help="keep worker logs (path printed)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.baseline and not (Path(args.baseline) / "taskmesh" / "__init__.py").is_file():
+        p.error(f"--baseline {args.baseline}: no taskmesh/ package in that directory")
     if args.only:
         only = {g.strip() for g in args.only.split(",") if g.strip()}
         bad = only - set(C.GROUPS)
@@ -134,7 +139,29 @@ def find_systems(args: argparse.Namespace) -> tuple[dict[str, dict], list[str]]:
             notes.append(f"{name}: skipped, `import {cls.module}` fails in "
                          f"{', '.join(candidates)} (its virtualenv could not be built; pip "
                          f"install {cls.module} there, or pass --peer-python)")
+    if args.baseline:
+        found["taskmesh-before"] = {**found.get("taskmesh", {}), "python": sys.executable,
+                                    "version": _tree_version(Path(args.baseline)),
+                                    "path": str(_baseline_path(Path(args.baseline)))}
     return found, notes
+
+
+def _baseline_path(tree: Path) -> Path:
+    """A directory holding only ``taskmesh`` (a link to the tree's), so the
+    baseline's driver takes ``taskmesh`` from the tree and ``benchmarks``
+    from this checkout (the adapters and the measuring code stay the same)."""
+    shim = Path(tempfile.gettempdir()) / f"taskmesh-baseline-{os.getpid()}"
+    shim.mkdir(exist_ok=True)
+    link = shim / "taskmesh"
+    if not link.exists():
+        link.symlink_to((tree / "taskmesh").resolve(), target_is_directory=True)
+    return shim
+
+
+def _tree_version(tree: Path) -> str:
+    out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return (out.stdout.strip() or "?") + " (baseline)"
 
 
 # ---- running one case -----------------------------------------------------------------
@@ -142,13 +169,18 @@ class Interrupted(Exception):
     pass
 
 
-def run_driver(python: str, spec: dict, timeout: float) -> tuple[dict | None, str]:
+def run_driver(python: str, spec: dict, timeout: float,
+               first_on_path: str | None = None) -> tuple[dict | None, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        ([first_on_path] if first_on_path else []) + [str(REPO_ROOT)]
+        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if first_on_path:  # `python -m` puts its cwd first: it must be that directory too
+        env["TASKMESH_BENCH_CODE"] = first_on_path
     proc = subprocess.Popen([python, "-m", "benchmarks.driver", json.dumps(spec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(REPO_ROOT), env=env, start_new_session=True)
+                            cwd=first_on_path or str(REPO_ROOT), env=env,
+                            start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -264,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                                "redis_pid": server.pid, "label": f"{name}-{case.id}-r{rep}"},
                 }
                 t0 = time.monotonic()
-                res, stderr = run_driver(systems[name]["python"], spec, timeout=1800)
+                res, stderr = run_driver(systems[name]["python"], spec, timeout=1800,
+                                         first_on_path=systems[name].get("path"))
                 took = time.monotonic() - t0
                 if res is None:
                     errors.setdefault(case.id, {})[name] = stderr.strip()

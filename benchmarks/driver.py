@@ -38,8 +38,12 @@ class Workers:
         argv, extra_env = system.worker_command(kind, concurrency, burst)
         env = dict(os.environ)
         env.update(extra_env)
+        # --baseline: the workers import the baseline tree's taskmesh, as the
+        # driver does (cli.run_driver); `-m` puts the cwd first on the path.
+        code = os.environ.get("TASKMESH_BENCH_CODE")
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+            ([code] if code else []) + [str(REPO_ROOT)]
+            + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         self.started = time.perf_counter()
         for i in range(count):
             path = os.path.join(logdir, f"{label}-w{i}.log")
@@ -47,7 +51,7 @@ class Workers:
             with open(path, "ab") as log:
                 self.procs.append(subprocess.Popen(
                     argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=str(REPO_ROOT), env=env, start_new_session=True))
+                    cwd=code or str(REPO_ROOT), env=env, start_new_session=True))
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
@@ -340,6 +344,9 @@ def main() -> int:
             system.close()
         except Exception:
             pass
+    module = sys.modules.get(SYSTEMS[spec["system"]].module)
+    if module is not None:  # which checkout ran (--baseline runs another one)
+        result["code"] = os.path.dirname(os.path.realpath(getattr(module, "__file__", "") or ""))
     print("BENCH_RESULT " + json.dumps(result), flush=True)
     return 0
 

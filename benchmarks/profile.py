@@ -25,6 +25,12 @@ Phases, per tree (fresh database each):
   tasks; worker and redis-server CPU per task from the first finished task
   to the last (the benchmark's rows), and the scripts it ran.
 
+* ``latency`` (with ``--latency N``): a real ``taskmesh worker`` (not
+  burst, idle between tasks) and ``N`` sequential ``register_task`` +
+  ``wait_for_task_sync`` round trips of an async no-op: p50/p99 in ms, and
+  per round trip the CPU of this process, the worker and redis-server and
+  the commands Redis ran. ``--latency-only`` skips the other phases.
+
 For each phase: redis-server CPU per task, the script calls and usec per
 task (``cmdstat_evalsha``), and the top commands run inside them.
 
@@ -119,6 +125,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         return value
 
     n = args.n
+    if args.latency:
+        out["latency"] = latency_phase(args, r, tm, stats, func)
+    if args.latency_only:
+        tm.close()
+        r.flushdb()
+        return out
     measure("register", args.n_single, lambda: [tm.register_task(func) for _ in range(args.n_single)])
     r.flushdb()
     measure("many", n, lambda: tm.register_many(func, [()] * n))
@@ -194,6 +206,40 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def latency_phase(args: argparse.Namespace, r: Any, tm: Any, stats: Any,
+                  func: str) -> dict[str, Any]:
+    """Sequential round trips through an idle worker: the benchmark's
+    latency row, with each side's CPU and the commands per round trip."""
+    r.flushdb()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.tree, str(HERE.parent)]))
+    argv = [sys.executable, "-m", "taskmesh", "worker", "--url", args.url, "--namespace",
+            tm.namespace, "--concurrency", str(args.concurrency)]
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              cwd=args.tree)
+    try:
+        for _ in range(20):  # warm-up; the first waits for the worker to start
+            tm.wait_for_task_sync(tm.register_task(func), timeout=60)
+        samples = []
+        s0, w0, c0, p0 = stats(), cpu_s(worker.pid), cpu_s(args.redis_pid), time.process_time()
+        for _ in range(args.latency):
+            t0 = time.perf_counter()
+            tm.wait_for_task_sync(tm.register_task(func), timeout=30)
+            samples.append((time.perf_counter() - t0) * 1000)
+        p1, c1, w1, s1 = time.process_time(), cpu_s(args.redis_pid), cpu_s(worker.pid), stats()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    n = len(samples)
+    calls = {k: c - s0.get(k, (0, 0))[0] for k, (c, _) in s1.items()
+             if k not in ("info", "flushdb")}
+    q = statistics.quantiles(sorted(samples), n=100, method="inclusive")
+    r.flushdb()
+    return {"p50_ms": statistics.median(samples), "p99_ms": q[98],
+            "client_us": (p1 - p0) * 1e6 / n, "worker_us": (w1 - w0) * 1e6 / n,
+            "redis_cpu_us": (c1 - c0) * 1e6 / n, "commands": sum(calls.values()) / n,
+            "by_command": {k: v / n for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}}
+
+
 def summarize(before: dict, after: dict, n: int, redis_cpu: float, wall: float,
               proc: float | None) -> dict[str, Any]:
     delta = {}
@@ -226,6 +272,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--py-spy", help="write the worker's raw py-spy stacks here (last tree)")
     p.add_argument("--json", help="write every run here")
+    p.add_argument("--latency", type=int, default=0, metavar="N",
+                   help="also measure N sequential round trips (register -> result)")
+    p.add_argument("--latency-only", action="store_true", help="only the latency phase")
     p.add_argument("--instructions", action="store_true",
                    help="run redis-server under callgrind and count its instructions per task")
     p.add_argument("--callgrind-dir", help=argparse.SUPPRESS)
@@ -262,7 +311,10 @@ def main() -> None:
             for tree in trees:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", tree,
                         "--url", server.db_url(1), "--redis-pid", str(server.pid), "-n", str(args.n),
-                        "--n-single", str(args.n_single), "--concurrency", str(args.concurrency)]
+                        "--n-single", str(args.n_single), "--concurrency", str(args.concurrency),
+                        "--latency", str(args.latency or (500 if args.latency_only else 0))]
+                if args.latency_only:
+                    argv.append("--latency-only")
                 if callgrind_dir:
                     argv += ["--callgrind-dir", callgrind_dir]
                 if args.py_spy and rep == args.repeat - 1 and tree == trees[-1]:
@@ -286,7 +338,7 @@ def main() -> None:
 
 
 def _med(runs: list[dict], phase: str, key: str) -> float | None:
-    vals = [r[phase][key] for r in runs if r[phase].get(key) is not None]
+    vals = [r[phase][key] for r in runs if r.get(phase, {}).get(key) is not None]
     return statistics.median(vals) if vals else None
 
 
@@ -315,6 +367,12 @@ def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
         ("drain: script calls/task", "drain", "script_calls"),
         ("drain: script us/task", "drain", "script_us"),
         ("drain: tasks/s", "drain", "per_s"),
+        ("round trip: p50 ms", "latency", "p50_ms"),
+        ("round trip: p99 ms", "latency", "p99_ms"),
+        ("round trip: client CPU us", "latency", "client_us"),
+        ("round trip: worker CPU us", "latency", "worker_us"),
+        ("round trip: redis CPU us", "latency", "redis_cpu_us"),
+        ("round trip: Redis commands", "latency", "commands"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'(medians of %d)' % len(next(iter(runs.values()))):<{width}}  "
@@ -324,7 +382,8 @@ def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
         vals = [_med(runs[t], phase, key) for t in trees]
         if all(v is None for v in vals):
             continue  # (instructions: only with --instructions)
-        cells = "  ".join(f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in vals)
+        cells = "  ".join(f"{'-':>12}" if v is None else f"{v:>12.3f}" if v < 10 else f"{v:>12.1f}"
+                          for v in vals)
         ratio = ""
         if len(vals) == 2 and vals[0] and vals[1] is not None:
             ratio = f"   {vals[1] / vals[0]:.2f}"
@@ -333,6 +392,8 @@ def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
         last = runs[tree][-1]
         print(f"\n{name}: commands inside the scripts, per task (calls, usec)")
         for phase in ("register", "claim", "report", "drain"):
+            if phase not in last:
+                continue
             inner = last[phase]["inner"]
             top = ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in list(inner.items())[:9])
             print(f"  {phase:<8} script {last[phase]['script_us']:.1f} us, inner "

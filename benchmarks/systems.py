@@ -231,7 +231,17 @@ class Taskmesh(System):
         self.redis.close()
 
 
+class TaskmeshBefore(Taskmesh):
+    """Another checkout of taskmesh (``--baseline TREE``), run through the same
+    adapter: its driver and its workers import that tree's ``taskmesh``
+    (cli.py puts it first on their path), so a before/after sits in the same
+    table, run by run, beside the peers."""
+
+    name = "taskmesh-before"
+
+
 from .peers import PEER_SYSTEMS  # noqa: E402  (they subclass System, defined above)
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Taskmesh, *PEER_SYSTEMS)}
-PEERS = [name for name in SYSTEMS if name != "taskmesh"]
+SYSTEMS: dict[str, type[System]] = {
+    cls.name: cls for cls in (Taskmesh, TaskmeshBefore, *PEER_SYSTEMS)}
+PEERS = [cls.name for cls in PEER_SYSTEMS]

@@ -570,6 +570,9 @@ def reraising_unreachable(url: str) -> Iterator[None]:
         raise
 
 
+_TRANSLATED: tuple[type[BaseException], ...] = (*_UNREACHABLE, redis.exceptions.RedisClusterException)
+
+
 def _translating(func: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(func):
         @functools.wraps(func)
@@ -585,8 +588,20 @@ def _translating(func: Callable[..., Any]) -> Callable[..., Any]:
                 return await func(self, *args, **kwargs)
         return coro
 
+    # A plain try (free on the success path since Python 3.11), not the
+    # context manager: a generator-based ``with`` costs ~1-2 us per call,
+    # which a single register_task notices. The same two rules as
+    # reraising_unreachable.
     @functools.wraps(func)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with reraising_unreachable(self.url):
+        try:
             return func(self, *args, **kwargs)
+        except _TRANSLATED as exc:
+            translated = unreachable(exc, self.url)
+            if translated is None:
+                raise
+            raise translated from exc
+        except redis.exceptions.ResponseError as exc:
+            raise_if_busy(exc)
+            raise
     return call

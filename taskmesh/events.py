@@ -9,15 +9,19 @@ as soon as it knows those positions, and after a dropped connection it
 resumes where it was: nothing is missed unless the stream's cap trimmed it
 meanwhile.
 
-:func:`subscribe` shares one listener per (url, namespace) in a process: a
-daemon thread running an event loop with one reader, fanning each event out
-to the matching handlers. Sync handlers run on that thread, async handlers
-on its loop; a handler that raises is logged and the listener goes on.
+:class:`Hub` is the one listener per (url, namespace) in a process: a
+daemon thread running an event loop with one client, whose one XREAD reader
+fans each event out to every :func:`subscribe` handler and ``tm.events()``
+iterator (:class:`EventStream`), and whose one pub/sub connection serves
+every result waiter of the process (waiters.py). Sync handlers run on that
+thread, async handlers on its loop; a handler that raises is logged and the
+listener goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import json
@@ -38,10 +42,12 @@ from .connection import (
 )
 from .keys import Keys, validate_namespace
 from .models import Event, EventType
-from .pubsub import stopped
+from .portal import run_loop
+from .pubsub import stop_listener, stopped
 from .scripts import busy_error
 from .sharding import ShardSet, merge_key, event_id, shards_call
 from .store import field_text
+from .waiters import DoneWaiter
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +74,11 @@ def _data(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-# An entry (``emit`` in lua/prelude.lua): task_id, us, e =
-# "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>", worker, name,
-# and data (JSON) only for other extras. Earlier shapes: type, task_id, ts
-# and data (JSON of everything), or type, task_id, us and the data flat.
+# An entry (``emit`` in lua/prelude.lua): task_id, e =
+# "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>,<us>", worker,
+# name, and data (JSON) only for other extras. Earlier shapes: the same with
+# us in a field of its own (e without it); type, task_id, ts and data (JSON
+# of everything); or type, task_id, us and the data flat.
 E_FIELDS = ("status", "priority", "queue", "attempt", "runtime_ms")
 NUMBER_FIELDS = frozenset({"priority", "attempt", "runtime_ms"})
 ENVELOPE_FIELDS = frozenset({"type", "task_id", "us", "ts", "data", "e"})
@@ -105,6 +112,8 @@ def _decode(f: dict[str, str]) -> tuple[str, dict[str, Any]]:
                 data[name] = _number(value) if name in NUMBER_FIELDS else value
         return f["type"], data
     etype, *values = f["e"].split(",")
+    if len(values) == len(E_FIELDS) + 1:  # us inside e
+        f["us"] = values.pop()
     if len(values) != len(E_FIELDS):
         raise ValueError("malformed event")
     for name, value in (("name", f.get("name", "")), *zip(E_FIELDS, values),
@@ -123,7 +132,7 @@ def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event | None:
         name = field_text(record, "<field name>", k) or ""
         f[name] = field_text(record, name, v) or ""
     try:
-        etype, data = _decode(f)
+        etype, data = _decode(f)  # first: it sets f["us"] from e, for _timestamp
         return Event(EventType(etype), f["task_id"], _timestamp(f), data,
                      entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
     except (ValueError, KeyError, TypeError):
@@ -134,6 +143,7 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+SUBSCRIBE_WAIT_S = 5.0  # how long subscribing waits for the reader before going on
 LIVE_BLOCK_MS = 1000  # one XREAD's wait: how often a live reader checks its stop event
 LIVE_BATCH = 1000  # entries per stream per read
 
@@ -266,9 +276,9 @@ async def iterate_events(
 
 
 class Subscription:
-    """A handler registered with a process-wide listener; ``close()`` stops it."""
+    """A handler registered with the process's listener; ``close()`` stops it."""
 
-    def __init__(self, hub: "_Hub", handler: Handler, types: frozenset[EventType] | None):
+    def __init__(self, hub: "Hub", handler: Handler, types: frozenset[EventType] | None):
         self._hub = hub
         self.handler = handler
         self.types = types
@@ -278,12 +288,26 @@ class Subscription:
         """Whether this handler is still open and asked for this event type."""
         return not self.closed and (self.types is None or event.type in self.types)
 
+    def deliver(self, event: Event) -> None:
+        """On the listener's loop: a sync handler runs here, an async one as a
+        task of this loop; what it raises is logged."""
+        try:
+            if inspect.iscoroutinefunction(self.handler):
+                task = asyncio.get_running_loop().create_task(self.handler(event))
+                task.add_done_callback(_log_failure)
+            else:
+                self.handler(event)
+        except Exception:
+            log.exception("event handler %r raised on %s; listener continues",
+                          self.handler, event.type)
+
     def close(self) -> None:
         """Stops delivery to this handler; the listener itself stops with the
-        last subscription of its namespace. Safe to call twice."""
+        last user of its namespace in this process. Safe to call twice."""
         if not self.closed:
             self.closed = True
-            self._hub.remove(self)
+            self._hub.unlisten(self)
+            self._hub.release()
 
     def __enter__(self) -> "Subscription":
         return self
@@ -292,83 +316,192 @@ class Subscription:
         self.close()
 
 
-class _Hub:
-    """One listener thread + pub/sub connection per (url, namespace)."""
+class EventStream:
+    """``tm.events()``: live events as an async iterator, fed by the
+    process's listener for the namespace (no connection of its own). It
+    subscribes on first use; ``await stream.subscribed()`` does so at once
+    and returns when every event appended from then on will be delivered.
+    ``aclose()`` stops it (so does garbage collection)."""
+
+    def __init__(self, url: str, namespace: str, types: EventTypes = None):
+        self._url, self._namespace = url, namespace
+        self._wanted = normalize_types(types)
+        self._hub: Hub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Event] | None = None
+        self._ready: asyncio.Future[None] | None = None
+
+    def wants(self, event: Event) -> bool:
+        return self._wanted is None or event.type in self._wanted
+
+    def deliver(self, event: Event) -> None:
+        """On the listener's loop: hands the event to the iterating loop."""
+        if self._loop is not None and self._queue is not None:
+            _call_in(self._loop, self._queue.put_nowait, event)
+
+    async def subscribed(self, timeout_s: float = SUBSCRIBE_WAIT_S) -> None:
+        """Subscribes (once) and waits until the listener reads from a
+        position taken after this call, at most ``timeout_s``; past that (Redis
+        down) the stream goes on and delivers once the reader is back."""
+        if self._hub is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue()
+            ready = self._ready = loop.create_future()
+
+            def set_ready() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            self._hub = acquire_hub(self._url, self._namespace)
+            self._hub.listen(self, lambda: _call_in(loop, set_ready))
+        assert self._ready is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._hub is None:
+            await self.subscribed()
+        assert self._queue is not None
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.unlisten(self)
+            hub.release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+Listener = Union[Subscription, EventStream]
+
+
+class _EventsReader:
+    """One XREAD reader of the hub (events), while anyone listens: its task,
+    stop event, and whether (and who waits until) it has subscribed."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.ready = False
+        self.on_ready: list[Callable[[], None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def subscribed(self) -> None:
+        self.ready = True
+        callbacks, self.on_ready = self.on_ready, []
+        for callback in callbacks:
+            callback()
+
+
+class Hub:
+    """The process's one listener for a (url, namespace): a daemon thread
+    running an event loop with one client, serving everyone in the process:
+
+    * :attr:`waiter`, the result waiters' one pub/sub connection (``done:*``
+      of every shard), for every manager and loop (waiters.py);
+    * while anyone listens to events, one XREAD reader of the events
+      streams, fanned out to every :func:`subscribe` handler and
+      ``tm.events()`` iterator.
+
+    So a process needs two connections per namespace for these, however
+    many waits, handlers and iterators it runs. Users (managers,
+    subscriptions, streams) hold it with :func:`acquire_hub` and
+    :meth:`release`; the last release stops it."""
 
     def __init__(self, url: str, namespace: str):
         self.url, self.keys = url, Keys(namespace)
-        self.subs: list[Subscription] = []
-        self.ready = threading.Event()
+        self.users = 1  # guarded by _hubs_lock
+        self.listeners: list[Listener] = []
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._main, daemon=True,
+        self._reader: _EventsReader | None = None  # touched on the loop only
+        up = threading.Event()
+        self.thread = threading.Thread(target=self._main, args=(up,), daemon=True,
                                        name=f"taskmesh-events-{namespace}")
-        self.task: asyncio.Task[None] | None = None
-        self.stop = asyncio.Event()
         self.thread.start()
+        up.wait()
 
-    def _main(self) -> None:
+    def _main(self, up: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self._listen())
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self.loop.close()
+        self.client = async_client(self.url)  # created on its loop's thread
+        self.waiter = DoneWaiter(self.client, self.keys, self.loop)
+        up.set()
+        run_loop(self.loop)  # until stopped; pending reads are ended before it closes
 
-    async def _listen(self) -> None:
-        client = async_client(self.url)
-        try:
-            # `ready` is set once subscribed, so subscribe() returns only when
-            # an event published right after it will be delivered.
-            async for event in iterate_events(client, self.keys, on_subscribed=self.ready.set,
-                                              stop=self.stop):
-                self._dispatch(event)
-        finally:
-            self.ready.set()
-            await client.aclose()
+    # ---- events (listeners from any thread; the reader on the loop) ---------------------
+    def listen(self, listener: Listener, on_ready: Callable[[], None]) -> None:
+        """Adds ``listener``; ``on_ready`` (safe from any thread) is called once
+        the reader has subscribed, at once if it has already."""
+        self.listeners.append(listener)
+        _call_in(self.loop, self._join_reader, on_ready)
 
-    def _dispatch(self, event: Event) -> None:
-        for sub in list(self.subs):
-            if not sub.wants(event):
-                continue
-            try:
-                if inspect.iscoroutinefunction(sub.handler):
-                    task = self.loop.create_task(sub.handler(event))
-                    task.add_done_callback(_log_failure)
-                else:
-                    sub.handler(event)
-            except Exception:
-                log.exception("event handler %r raised on %s; listener continues",
-                              sub.handler, event.type)
+    def _join_reader(self, on_ready: Callable[[], None]) -> None:
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = _EventsReader()
+            reader.task = self.loop.create_task(self._read_events(reader),
+                                                name="taskmesh-events-reader")
+        if reader.ready:
+            on_ready()
+        else:
+            reader.on_ready.append(on_ready)
 
-    def add(self, sub: Subscription) -> None:
-        self.subs.append(sub)
+    def unlisten(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self.listeners.remove(listener)
+        if not self.listeners:
+            _call_in(self.loop, self._leave_reader)
 
-    def remove(self, sub: Subscription) -> None:
-        """The last subscription to close stops the listener thread."""
+    def _leave_reader(self) -> None:
+        """The reader stops when nobody listens (a later listener starts a new
+        one, subscribed from its own start)."""
+        reader = self._reader
+        if reader is not None and not self.listeners:
+            self._reader = None
+            self.loop.create_task(stop_listener(reader.task, reader.stop))
+
+    async def _read_events(self, reader: _EventsReader) -> None:
+        async for event in iterate_events(self.client, self.keys, on_subscribed=reader.subscribed,
+                                          stop=reader.stop):
+            for listener in list(self.listeners):
+                if listener.wants(event):
+                    listener.deliver(event)
+
+    # ---- lifetime --------------------------------------------------------------------
+    def release(self) -> bool:
+        """One user fewer; the last one stops the listener (in the background:
+        :meth:`join` waits for it) and gets True."""
         with _hubs_lock:
-            if sub in self.subs:
-                self.subs.remove(sub)
-            if self.subs:
-                return
+            self.users -= 1
+            if self.users > 0:
+                return False
             if _hubs.get((self.url, self.keys.namespace)) is self:
                 del _hubs[(self.url, self.keys.namespace)]
-        if not self.loop.is_closed():
-            try:
-                self.loop.call_soon_threadsafe(self._halt)
-            except RuntimeError:
-                pass  # the loop closed meanwhile
+        _call_in(self.loop, lambda: self.loop.create_task(self._shutdown()))
+        return True
 
-    def _halt(self) -> None:
-        """In the loop: stop the reader now, not after its current XREAD (up
-        to a second): a listener still in a blocking read when the
-        interpreter exits is torn down half-way, and the half-run
-        coroutines' errors surface at exit (pytest's unraisable-exception
-        hook has crashed on them)."""
-        self.stop.set()
-        if self.task is not None:
-            self.task.cancel()
+    async def _shutdown(self) -> None:
+        """Stops the readers now, not after their current blocking read (up to
+        a second): a listener still in one when the interpreter exits is torn
+        down half-way, and the half-run coroutines' errors surface at exit."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await stop_listener(reader.task, reader.stop)
+        await self.waiter.close()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+        self.loop.stop()
+
+    def join(self, timeout_s: float = 5.0) -> None:
+        """Waits for a stopped listener's thread (not from that thread)."""
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout_s)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -376,8 +509,27 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("async event handler raised; listener continues", exc_info=task.exception())
 
 
+def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Runs ``callback`` on ``loop`` from any thread; a closed loop has
+    nobody left to serve."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
 _hubs_lock = threading.Lock()
-_hubs: dict[tuple[str, str], _Hub] = {}
+_hubs: dict[tuple[str, str], Hub] = {}
+
+
+def acquire_hub(url: str, namespace: str) -> Hub:
+    """The process's listener for (url, namespace), started if need be; the
+    caller owes it one :meth:`Hub.release`."""
+    with _hubs_lock:
+        hub = _hubs.get((url, namespace))
+        if hub is not None and hub.thread.is_alive():
+            hub.users += 1
+            return hub
+        hub = _hubs[(url, namespace)] = Hub(url, namespace)
+        return hub
 
 
 def _target(url: str | None, namespace: str | None) -> tuple[str, str]:
@@ -399,16 +551,14 @@ def subscribe(event_type: EventTypes, handler: Handler, *, url: str | None = Non
     """Calls ``handler(event)`` for each live event of the given type(s)
     (one type, a list, or None for all). Without ``url``: $TASKMESH_URL, else
     this process's memory:// store if it uses one, else
-    redis://localhost:6379/0."""
+    redis://localhost:6379/0. Returns once subscribed (at most 5 s)."""
     if not callable(handler):
         raise TypeError("handler must be callable")
     types = normalize_types(event_type)
     url, namespace = _target(url, namespace)
-    with _hubs_lock:
-        hub = _hubs.get((url, namespace))
-        if hub is None or not hub.thread.is_alive():
-            hub = _hubs[(url, namespace)] = _Hub(url, namespace)
-        sub = Subscription(hub, handler, types)
-        hub.add(sub)
-    hub.ready.wait(timeout=5)
+    hub = acquire_hub(url, namespace)
+    sub = Subscription(hub, handler, types)
+    ready = threading.Event()
+    hub.listen(sub, ready.set)
+    ready.wait(timeout=SUBSCRIBE_WAIT_S)
     return sub

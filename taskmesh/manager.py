@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import redis.exceptions
 
@@ -34,11 +34,13 @@ from .connection import (
 from . import flow, metrics, periodic
 from .context import validate_progress
 from .events import (
+    EventStream,
     EventTypes,
     Handler,
+    Hub,
     Subscription,
+    acquire_hub,
     decode_entry,
-    iterate_events,
     subscribe,
 )
 from .exceptions import SignatureError, TaskCancelledError, TaskFailedError, TaskNotFoundError
@@ -60,17 +62,21 @@ from .sharding import (
     validate_shards,
 )
 from .portal import Portal
-from .registration import NewTask, TaskOptions, build_retry, build_task, check_priority
+from .registration import (
+    Blueprint, NewTask, TaskOptions, blueprint, build_retry, build_task, check_priority,
+    check_task_id, new_task_ids,
+)
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
-from .store import Commands, Fields, decode_error, register_batches, unbatched
-from .waiters import DoneWaiter
+from .store import REGISTER_CHUNK, Commands, Fields, decode_error, register_batches, unbatched
+from .waiters import OUTCOME_FIELDS, DoneWaiter, Outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGISTER_BATCH = 1000
+BLUEPRINTS_KEPT = 256  # distinct option sets of register_task remembered per manager
 _UNSET: Any = object()
 
 
@@ -115,21 +121,20 @@ def worker_host() -> WorkerHost:
 
 
 # Connections one event loop's async API may hold at once. Waiting is pub/sub
-# driven (one shared subscription); each waiter only borrows a connection for
-# its short status reads, so thousands of waiters queue for these few.
+# driven (the process's one subscription, events.Hub); each waiter only
+# borrows a connection for its short status reads, so thousands of waiters
+# queue for these few.
 LOOP_MAX_CONNECTIONS = 64
-# What a wait reads with the status (empty until the task ends): the read
-# that sees it finished is the last one.
-_OUTCOME_FIELDS = ("result", "attempts", "error", "error_exc")
 
 
 class _LoopState:
-    def __init__(self, url: str, keys: Keys):
+    """One event loop's client; its waits park on the process-wide ``waiter``."""
+
+    def __init__(self, url: str, waiter: DoneWaiter):
         self.client = async_client(url, max_connections=LOOP_MAX_CONNECTIONS)
-        self.waiter = DoneWaiter(self.client, keys)
+        self.waiter = waiter
 
     async def close(self) -> None:
-        await self.waiter.close()
         await self.client.aclose()
 
 
@@ -187,7 +192,10 @@ class TaskManager:
             weakref.WeakKeyDictionary()
         )
         self._portal = Portal()
+        self._listener: Hub | None = None  # the process's listener, held once used
+        self._listener_lock = threading.Lock()
         self._workers: list[InProcessWorker] = []
+        self._blueprints: dict[tuple[Any, ...], Blueprint] = {}
         if max_concurrent_tasks is not None:
             check_concurrency_cap(max_concurrent_tasks)
         if events_maxlen is not None and (isinstance(events_maxlen, bool) or events_maxlen < 1):
@@ -290,8 +298,16 @@ class TaskManager:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = _LoopState(self.url, self.keys)
+            state = self._loops[loop] = _LoopState(self.url, self._hub().waiter)
         return state
+
+    def _hub(self) -> Hub:
+        """The process's listener for this URL and namespace (events.Hub),
+        held from the first use until :meth:`close`."""
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = acquire_hub(self.url, self.namespace)
+            return self._listener
 
     async def _arun(self, call: Call[T] | Cmd[T]) -> T:
         return await scripts.arun(self._state().client, call)
@@ -331,16 +347,43 @@ class TaskManager:
             raise TypeError("pass positional arguments as *args or as args=(...), not both")
         if args is not None and (isinstance(args, (str, bytes, dict)) or not hasattr(args, "__iter__")):
             raise TypeError("args must be a tuple or list")
+        if dependencies is None and tags is None and metadata is None and delay is None \
+                and eta is None:
+            # The options every call of a loop repeats: checked once per
+            # distinct set (the key carries the numbers' types, so True
+            # never passes for the 1 checked earlier).
+            key: tuple[Any, ...] = (func, name, priority, type(priority), max_retries, type(max_retries),
+                   retry_delay, type(retry_delay), retry_backoff, type(retry_backoff), timeout,
+                   type(timeout), description, executor_type, queue, defer, rate_key, retry_on,
+                   retry_jitter, type(retry_jitter))
+            try:
+                plan = self._blueprints.get(key)
+            except TypeError:  # an unhashable option (a list of retry_on, a func): not kept
+                plan, key = None, ()
+            if plan is None:
+                plan = blueprint(self.codec, func, TaskOptions(
+                    name=name, priority=priority, max_retries=max_retries,
+                    retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
+                    description=description, executor_type=executor_type, queue=queue,
+                    defer=defer, rate_key=rate_key, retry_on=retry_on,
+                    retry_jitter=retry_jitter), self.result_ttl, keep_encoder=False)
+                if key:
+                    if len(self._blueprints) >= BLUEPRINTS_KEPT:
+                        self._blueprints.clear()
+                    self._blueprints[key] = plan
+            check_task_id(task_id)
+            task = plan.task(positional if args is None else args, kwargs, task_id, self.codec)
+            return self._register_one(task, new_id=task_id is None)
         opts = TaskOptions(
             name=name, priority=priority, dependencies=dependencies, max_retries=max_retries,
             retry_delay=retry_delay, retry_backoff=retry_backoff, timeout=timeout,
             description=description, tags=tags, metadata=metadata, executor_type=executor_type,
-            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta,
-            rate_key=rate_key, retry_on=retry_on, retry_jitter=retry_jitter,
+            queue=queue, task_id=task_id, defer=defer, delay=delay, eta=eta, rate_key=rate_key,
+            retry_on=retry_on, retry_jitter=retry_jitter,
         )
         task = build_task(self.codec, func, tuple(args if args is not None else positional),
                           kwargs, opts, self.result_ttl)
-        return self._store([task])[0]
+        return self._register_one(task, new_id=task_id is None)
 
     def register_many(self, func: Callable[..., Any] | str, iterable: Iterable[Any],
                       **options: Any) -> list[str]:
@@ -352,16 +395,75 @@ class TaskManager:
             if bad in options:
                 raise TypeError(f"register_many() does not take {bad}=")
         kwargs = options.pop("kwargs", None)
-        opts = TaskOptions(**options)
-        tasks = [
-            build_task(self.codec, func, item if type(item) is tuple else (item,), kwargs, opts,
-                       self.result_ttl)
-            for item in iterable
-        ]
-        ids: list[str] = []
+        # Checked and encoded once for all items: the function is pickled
+        # once per call (every task of it carries the same bytes).
+        plan = blueprint(self.codec, func, TaskOptions(**options), self.result_ttl)
+        items = [item if type(item) is tuple else (item,) for item in iterable]
+        if not plan.deps:
+            ids = new_task_ids(len(items))
+            payloads = plan.payloads(ids, items, kwargs)  # every item's, before any write
+            if not self._min_replicas():
+                self._stream(plan, ids, payloads)
+                return ids
+            tasks = [plan.task_of(i, p) for i, p in zip(ids, payloads)]
+        else:
+            tasks = [plan.task(item, kwargs) for item in items]
+        ids = []
         for start in range(0, len(tasks), REGISTER_BATCH):
             ids += self._store(tasks[start:start + REGISTER_BATCH])
         return ids
+
+    def _stream(self, plan: Blueprint, ids: list[str], payloads: list[bytes]) -> None:
+        """register_many's writes without dependencies: one register_many.lua
+        call per shard and REGISTER_CHUNK tasks, each call packed and sent
+        while Redis runs the ones before it (scripts.run_pipelined), so the
+        client's packing and Redis's work overlap."""
+        shardset = self._shards(fix=True)
+        if shardset.count == 1:
+            groups = [(self.commands, ids, payloads)]
+        else:
+            by_shard: dict[int, tuple[list[str], list[bytes]]] = {}
+            for task_id, payload in zip(ids, payloads):
+                group = by_shard.setdefault(shardset.of(task_id), ([], []))
+                group[0].append(task_id)
+                group[1].append(payload)
+            groups = [(shardset.commands[i], g[0], g[1]) for i, g in by_shard.items()]
+
+        def calls() -> Iterator[Call[list[Any]]]:
+            for commands, group_ids, group_payloads in groups:
+                for start in range(0, len(group_ids), REGISTER_CHUNK):
+                    end = start + REGISTER_CHUNK
+                    yield commands.register_chunk(plan.head, plan.tail, plan.defer,
+                                                  group_ids[start:end], group_payloads[start:end])
+
+        for result in unbatched(scripts.run_pipelined(self._client, calls())):
+            if isinstance(result, Exception):
+                raise result
+
+    def _register_one(self, task: NewTask, new_id: bool) -> str:
+        """Stores one task. An id made here (``new_id``) without dependencies
+        is created after the done reader's mark, so a wait on it may skip its
+        first read (waiters.py, fresh tasks)."""
+        listener = self._listener
+        if listener is None or not new_id or task.dependencies:
+            return self._store_one(task)
+        mark = listener.waiter.mark()
+        stored = self._store_one(task)
+        if mark is not None:
+            listener.waiter.expect(stored, mark)
+        return stored
+
+    def _store_one(self, task: NewTask) -> str:
+        """A lone registration without dependencies: its one script call,
+        straight (the shard count known, no WAIT); else :meth:`_store`."""
+        shardset = self._shardset
+        if shardset is None or task.dependencies or self._min_replicas():
+            return self._store([task])[0]
+        commands = self.commands if shardset.count == 1 else shardset.for_task(task.id)
+        result = scripts.run(self._client, commands.register(task.id, task.fields, (), task.defer))
+        if result[0] == "missing":  # (no dependency was given)
+            raise TaskNotFoundError(result[1] or "")
+        return task.id
 
     def _store(self, tasks: list[NewTask]) -> list[str]:
         self._refuse_unknown_dependencies_before_first_use(tasks)
@@ -404,22 +506,19 @@ class TaskManager:
         commands = await self._acmds(task_id)
 
         # Each look at the record reads the outcome's fields with its status
-        # (empty until it ends), so the read that sees it finished is the last.
-        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
-        raw: list[Any] = []
+        # (empty until it ends), so the read that sees it finished is the last;
+        # a small outcome comes with the done message itself (waiters.py).
+        read = commands.read_fields(task_id, *OUTCOME_FIELDS)
 
-        async def read_status() -> TaskStatus:
-            nonlocal raw
-            raw = await scripts.arun(state.client, read)
+        async def read_outcome() -> Outcome:
+            raw: Outcome = await scripts.arun(state.client, read)
             if raw[0] is TaskStatus.WAITING and await self._finish_cascades(commands):
                 raw = await scripts.arun(state.client, read)
-            status: TaskStatus = raw[0]
-            return status
+            return raw
 
-        await state.waiter.wait(task_id, read_status, timeout)
-        return self._outcome(task_id, raw)
+        return self._outcome(task_id, await state.waiter.wait(task_id, read_outcome, timeout))
 
-    def _outcome(self, task_id: str, raw: list[Any]) -> Any:
+    def _outcome(self, task_id: str, raw: Outcome) -> Any:
         status, result, attempts, error, pickled = raw
         if status is TaskStatus.COMPLETED:
             return self._result(task_id, result, attempts)
@@ -488,41 +587,26 @@ class TaskManager:
 
     def wait_for_task_sync(self, task_id: str, timeout: float | None = None) -> Any:
         """:meth:`wait_for_task` for sync code: same result, same exceptions.
-        It waits on the portal loop's shared subscription but reads on this
+        It waits on the process's shared subscription but reads on this
         thread's sync connection (waiters.py, ``wait_blocking``): no hand-off
-        to the portal and back per wait once the subscription stands."""
+        to another thread and back per wait."""
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0")
         deadline = None if timeout is None else time.monotonic() + timeout
         commands = self._cmds(task_id)
-        read = commands.read_fields(task_id, *_OUTCOME_FIELDS)
-        raw: list[Any] = []
+        read = commands.read_fields(task_id, *OUTCOME_FIELDS)
 
-        def read_status() -> TaskStatus:
-            nonlocal raw
-            raw = self._run(read)
+        def read_outcome() -> Outcome:
+            raw: Outcome = self._run(read)
             if raw[0] is TaskStatus.WAITING and self._portal.call(
                     self._finish_cascades(commands)):
                 raw = self._run(read)
-            status: TaskStatus = raw[0]
-            return status
+            return raw
 
-        self._portal_waiter(timeout).wait_blocking(task_id, read_status, timeout, deadline)
-        return self._outcome(task_id, raw)
-
-    def _portal_waiter(self, timeout: float | None) -> DoneWaiter:
-        """The portal loop's waiter with its reader started: a hand-off to
-        the portal only while it is not subscribed (the first wait)."""
-        self._portal.check_outside()
-        state = self._loops.get(self._portal.loop)
-        if state is None or not state.waiter.subscribed():
-            state = self._portal.call(self._subscribed_state(timeout))
-        return state.waiter
-
-    async def _subscribed_state(self, timeout: float | None) -> _LoopState:
-        state = self._state()
-        await state.waiter.ensure_reader(timeout)
-        return state
+        waiter = self._hub().waiter
+        waiter.ensure_reader_blocking(timeout)
+        return self._outcome(task_id, waiter.wait_blocking(task_id, read_outcome, timeout,
+                                                           deadline))
 
     def cancel_task_sync(self, task_id: str) -> bool:
         """:meth:`cancel_task` for sync code."""
@@ -642,10 +726,13 @@ class TaskManager:
         namespace, so handlers hear this namespace whatever $TASKMESH_URL says."""
         return subscribe(event_type, handler, url=self.url, namespace=self.namespace)
 
-    async def events(self, types: EventTypes = None) -> AsyncIterator[Event]:
-        """Live events of this namespace as an async iterator."""
-        async for event in iterate_events(self._state().client, self.keys, types):
-            yield event
+    def events(self, types: EventTypes = None) -> EventStream:
+        """Live events of this namespace as an async iterator (``async for``),
+        fed by the process's one reader of them (events.Hub); ``await
+        stream.subscribed()`` says when every later event will be delivered."""
+        if self._setup is not None:
+            self._first_use()
+        return EventStream(self.url, self.namespace, types)
 
     def get_events(self, since: str | None = None, count: int = 100) -> list[Event]:
         """Replays recent events, oldest first: the ``count`` after event id
@@ -774,6 +861,11 @@ class TaskManager:
             if portal_state is not None:
                 self._portal.call(portal_state.close())
         self._portal.close()
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and listener.release():
+            listener.join()
+        scripts.close_lane(self._sync_client)
         self._sync_client.close()
 
     def __enter__(self) -> "TaskManager":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import msgpack
 
@@ -21,7 +22,7 @@ from .exceptions import SerializationError
 from .keys import validate_queue_name, validate_rate_key
 from .models import EXECUTOR_TYPES, ExecutorType, TaskPriority
 from .retry_policy import normalize_retry_on
-from .serialization import Codec
+from .serialization import Codec, TaskEncoder
 
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*|\.[A-Za-z_]\w*)$")
 MAX_TASK_ID = 256
@@ -60,8 +61,9 @@ RETRY_COPIED_FIELDS = ("name", "description", "queue", "priority", "executor", "
                        "rate_key", "retry_on", "retry_jitter")
 
 
-@dataclass(frozen=True)
-class NewTask:
+class NewTask(NamedTuple):
+    """One validated registration (a tuple: built for every task, so built cheaply)."""
+
     id: str
     fields: dict[str, Any]
     dependencies: list[str]
@@ -185,10 +187,14 @@ def _check_text(opts: TaskOptions, func: Callable[..., Any] | str) -> None:
     texts += [(f"dependencies[{i}]", d) for i, d in enumerate(opts.dependencies or ())]
     for part, value in texts:
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise SerializationError(part, f"{type(exc).__name__}: {exc}") from exc
+            _check_utf8(part, value)
+
+
+def _check_utf8(part: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(part, f"{type(exc).__name__}: {exc}") from exc
 
 
 def build_task(
@@ -199,20 +205,107 @@ def build_task(
     opts: TaskOptions,
     result_ttl: int | None,
 ) -> NewTask:
+    return blueprint(codec, func, opts, result_ttl).task(args, kwargs, opts.task_id)
+
+
+class Blueprint:
+    """What every task of one func and one set of options shares, checked
+    and encoded once: the record fields around the payload, and the
+    function's part of the payload. register_many builds one per call;
+    register_task keeps one per distinct set of options (manager.py), so a
+    loop of like calls validates its options once. Only the arguments, the
+    task id and the payload's envelope are made per task (:meth:`task`)."""
+
+    __slots__ = ("func", "encoder", "head", "tail", "deps", "defer")
+
+    def __init__(self, func: Callable[..., Any] | str, encoder: TaskEncoder | None,
+                 head: dict[str, Any], tail: dict[str, Any], deps: list[str], defer: bool):
+        self.func = func
+        self.encoder = encoder  # None: a callable, pickled anew per task (see task())
+        self.head = head  # the fields before the payload
+        self.tail = tail  # and after it (options left empty are not stored)
+        self.deps = deps
+        self.defer = defer
+
+    def task(self, args: Sequence[Any], kwargs: dict[str, Any] | None,
+             task_id: str | None = None, codec: Codec | None = None) -> NewTask:
+        """One task of this blueprint. ``kwargs`` is checked here (it may
+        differ per task); ``task_id`` must have been checked (check_task_id).
+        ``codec`` is needed only when the blueprint has no encoder."""
+        if kwargs:  # (an empty dict and None need no look)
+            check_kwargs(kwargs)
+        elif kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError("kwargs must be a dict")
+        task_id = task_id or uuid.uuid4().hex
+        encoder = self.encoder
+        if encoder is None:
+            assert codec is not None
+            # Pickled per task, as ever: a function pickled by value
+            # carries its globals and closure as they are now.
+            encoder = codec.task_encoder(self.func)
+        # With a secret the payload's signature is bound to this task id (and
+        # namespace): copied into another record it no longer verifies.
+        payload = encoder.encode(task_id, tuple(args), kwargs or {})
+        return NewTask(task_id, {**self.head, "payload": payload, **self.tail}, self.deps,
+                       self.defer)
+
+
+    def payloads(self, ids: Sequence[str], items: Sequence[tuple[Any, ...]],
+                 kwargs: dict[str, Any] | None) -> list[bytes]:
+        """The payloads of many tasks sharing ``kwargs`` (register_many)."""
+        if not items:
+            return []
+        if kwargs:
+            check_kwargs(kwargs)
+        elif kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError("kwargs must be a dict")
+        assert self.encoder is not None  # kept: a blueprint of one call
+        encode = self.encoder.encode
+        kw = kwargs or {}
+        return [encode(task_id, args, kw) for task_id, args in zip(ids, items)]
+
+    def task_of(self, task_id: str, payload: bytes) -> NewTask:
+        return NewTask(task_id, {**self.head, "payload": payload, **self.tail}, self.deps,
+                       self.defer)
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` ids as ``uuid.uuid4().hex`` makes them (16 random bytes with
+    the version and variant bits set), drawn in one read of os.urandom."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
+    text = raw.hex()
+    return [text[i:i + 32] for i in range(0, 32 * count, 32)]
+
+
+def check_kwargs(kwargs: Any) -> None:
+    if not isinstance(kwargs, dict):
+        raise TypeError("kwargs must be a dict")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise TypeError("kwargs keys must be strings")
+
+
+def check_task_id(task_id: Any) -> None:
+    if task_id is not None:
+        if not isinstance(task_id, str) or not task_id or task_id.isspace():
+            raise ValueError("task_id must be a non-empty string")
+        if len(task_id) > MAX_TASK_ID:
+            raise ValueError(f"task_id is longer than {MAX_TASK_ID} characters")
+        _check_utf8("task_id", task_id)
+
+
+def blueprint(codec: Codec, func: Any, opts: TaskOptions, result_ttl: int | None,
+              keep_encoder: bool = True) -> Blueprint:
+    """Checks ``func`` and ``opts`` (raising before anything is stored) and
+    encodes what their tasks share. ``keep_encoder=False`` leaves a
+    callable to be pickled per task (a blueprint reused across calls)."""
     func = check_func(func)
     check_options(opts)
     timing = check_timing(opts.delay, opts.eta)
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError("kwargs must be a dict")
-    if kwargs and not all(isinstance(k, str) for k in kwargs):
-        raise TypeError("kwargs keys must be strings")
     _check_text(opts, func)
-    task_id = opts.task_id or uuid.uuid4().hex
-    # With a secret the payload's signature is bound to this task id (and
-    # namespace): copied into another record it no longer verifies.
-    payload = codec.for_payload(task_id).encode_task(func, tuple(args), dict(kwargs or {}))
     deps = list(dict.fromkeys(opts.dependencies or ()))
-    fields: dict[str, Any] = {
+    head: dict[str, Any] = {
         "name": opts.name or default_name(func),
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
@@ -221,9 +314,8 @@ def build_task(
         "retry_delay": repr(float(opts.retry_delay)),
         "retry_backoff": repr(float(opts.retry_backoff)),
         "ttl": -1 if result_ttl is None else int(result_ttl),
-        "payload": payload,
-        **timing,
     }
+    fields: dict[str, Any] = dict(timing)
     # Options left empty are not stored: every reader defaults them (store.
     # task_info, claim.lua, the listing indexes), and a record with fewer
     # fields is cheaper to write and to read on every transition.
@@ -247,7 +339,8 @@ def build_task(
         fields["retry_on"] = json.dumps(retry_on)
     if opts.retry_jitter:
         fields["retry_jitter"] = "1"
-    return NewTask(task_id, fields, deps, bool(opts.defer))
+    encoder = codec.task_encoder(func) if keep_encoder or isinstance(func, str) else None
+    return Blueprint(func, encoder, head, fields, deps, bool(opts.defer))
 
 
 def build_retry(old_id: str, record: dict[str, Any], priority: int | None,

@@ -258,13 +258,27 @@ def _stream_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def entry_us(fields: dict[Any, Any]) -> Any:
+    """An entry's ``us`` (bytes or text), or None: the last value of its
+    ``e`` field (no free text there), or its own field in entries written
+    before it moved into ``e``."""
+    us = fields.get(b"us", fields.get("us"))
+    if us is not None:
+        return us
+    e = fields.get(b"e", fields.get("e"))
+    if e is None:
+        return None
+    values = e.split(b"," if isinstance(e, bytes) else ",")
+    return values[-1] if len(values) == 7 else None  # "<type>,...,<runtime_ms>,<us>"
+
+
 def merge_key(shard: int, stream_id: str, fields: dict[Any, Any]) -> tuple[int, int, int, int]:
     """Events of different shards merge by the microsecond their script ran
-    (field ``us``; ms * 1000 for entries written before it existed), then
-    shard, then stream position - a total order consistent with each shard's
-    own stream order."""
+    (``us``, see :func:`entry_us`; ms * 1000 for entries written before it
+    existed), then shard, then stream position - a total order consistent
+    with each shard's own stream order."""
     ms, seq = _stream_key(stream_id)
-    us = fields.get(b"us", fields.get("us"))
+    us = entry_us(fields)
     try:
         micro = int(us) if us is not None else ms * 1000
     except ValueError:

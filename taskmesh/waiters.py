@@ -1,19 +1,34 @@
 """Push-based waiting for task completion.
 
-One pattern subscription (``done:*`` of every shard of the namespace) per
-event loop is shared by every wait in it. A wait subscribes first, then reads the stored
-status, so a completion between the two is never missed; the stored state
-is re-read every few seconds as well, so a lost pub/sub message (a Redis
-restart, a dropped connection) costs latency, never correctness. The wait
-for the subscription is bounded (RECHECK_S, or the wait's own timeout):
-with Redis down the status read then raises, instead of the wait hanging.
+One pattern subscription (``done:*`` of every shard of the namespace) is
+shared by every wait on it, from any thread or event loop: its reader runs
+on one loop (the process's listener for the namespace, events.py), and a
+wait registers a wake-up callback that is safe to call from that loop's
+thread. A wait subscribes first, then reads the stored status, so a
+completion between the two is never missed; the stored state is re-read
+every few seconds as well, so a lost pub/sub message (a Redis restart, a
+dropped connection) costs latency, never correctness. The wait for the
+subscription is bounded (RECHECK_S, or the wait's own timeout): with Redis
+down the status read then raises, instead of the wait hanging.
 
-A blocking caller (``wait_for_task_sync``) waits through the same reader
-without handing its wait to the reader's loop: it registers a
-``threading.Event`` with :meth:`DoneWaiter.wait_blocking`, reads the status
-on its own (sync) connection and sleeps on the event. That saves a thread
-hand-off each way and runs both reads on the cheaper sync client: about a
-quarter of a millisecond of client CPU per round trip.
+The ``done:<id>`` message carries the outcome itself when it is small
+(``done_message`` in lua/prelude.lua): a wait woken by one returns without
+reading the record, one round trip less per result. A larger outcome, or a
+wake-up after a reconnection, reads the record as before. Either way the
+caller gets the same fields (:data:`OUTCOME_FIELDS`) and verifies a result
+the same way (its signature binds the task id and the attempt).
+
+A task this process registered while the subscription stood (a *fresh*
+task, :meth:`DoneWaiter.mark` / :meth:`DoneWaiter.expect`) needs no first
+read either: its completion cannot have been published before the
+subscription, and the reader keeps the last RECENT_DONE messages, so one
+that arrived before the wait began is found there. A reconnection in
+between (the epoch changes), or more messages since than that window holds,
+and the wait reads first as any other.
+
+A blocking caller (``wait_for_task_sync``) registers a callback that sets a
+``threading.Event``, reads the status on its own (sync) connection and
+sleeps on the event: no hand-off to another thread and back per wait.
 """
 
 from __future__ import annotations
@@ -22,7 +37,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from .keys import Keys
 from .models import TaskStatus
@@ -30,6 +46,47 @@ from .pubsub import messages, stop_listener
 from .sharding import channel_patterns
 
 RECHECK_S = 5.0
+RECENT_DONE = 1024  # done messages the reader keeps for waits that begin after them
+# What a wait reads with the status (empty until the task ends), in this
+# order after it: the read that sees the task finished is the last one, and
+# a done:<id> message that carries them spares even that read.
+OUTCOME_FIELDS = ("result", "attempts", "error", "error_exc")
+
+Outcome = list[Any]  # [status, *OUTCOME_FIELDS] as HMGET returns them
+Wake = Callable[["Outcome | None"], None]
+
+
+def parse_done(data: Any) -> Outcome | None:
+    """The outcome a ``done:<id>`` message carries:
+    ``"<status>|<attempts>|<#result>|<#error>|<#error_exc>|"`` then those
+    values (an empty one is absent). None when it carries the status alone
+    (an outcome over the script's size cap) or is malformed: read the record."""
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, bytes):
+        return None
+    parts = data.split(b"|", 5)
+    if len(parts) != 6:
+        return None
+    status_text, attempts, *sizes, body = parts
+    try:
+        status = TaskStatus(status_text.decode())
+        n_result, n_error, n_exc = (int(n) for n in sizes)
+    except ValueError:
+        return None
+    if not status.is_terminal or n_result + n_error + n_exc != len(body):
+        return None
+    error_at = n_result + n_error
+    return [status, body[:n_result] or None, attempts or None,
+            body[n_result:error_at] or None, body[error_at:] or None]
+
+
+class Mark(NamedTuple):
+    """Where the reader was when a fresh task was sent: its epoch (bumped
+    at every loss and resubscription) and how many messages it had seen."""
+
+    epoch: int
+    seen: int
 
 
 def _wait_s(task_id: str, timeout: float | None, deadline: float | None, now: float) -> float:
@@ -44,57 +101,124 @@ def _wait_s(task_id: str, timeout: float | None, deadline: float | None, now: fl
 
 
 class DoneWaiter:
-    def __init__(self, client: Any, keys: Keys):
+    """The done-channel reader of one namespace and the waits parked on it.
+    The reader runs on ``loop``; waits come from any thread or loop."""
+
+    def __init__(self, client: Any, keys: Keys, loop: asyncio.AbstractEventLoop):
         self._client = client
+        self._loop = loop
         # done:<id> of every shard (sharding.channel_patterns)
         self._patterns = channel_patterns(keys.namespace, "done:*")
-        # task id -> wake-up callbacks; blocking waits register theirs from
-        # their own threads, so the map is guarded (the reader pops it).
-        self._waiters: dict[str, list[Callable[[], None]]] = {}
+        # task id -> wake-up callbacks, registered from any thread (the map is
+        # guarded; the reader pops it).
+        self._waiters: dict[str, list[Wake]] = {}
         self._lock = threading.Lock()
-        self._ready: asyncio.Event | None = None
+        self._subscribed = threading.Event()
+        self._epoch = 0  # bumped when the subscription is lost or made again
+        self._seen = 0  # done messages read so far
+        self._recent: OrderedDict[str, Outcome | None] = OrderedDict()
+        self._fresh: OrderedDict[str, Mark] = OrderedDict()
+        self._on_subscribed: list[Callable[[], None]] = []
         self._reader: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
 
-    async def _ensure_reader(self, within_s: float) -> None:
-        """Starts the reader; waits up to ``within_s`` for it to subscribe.
-        Past that (Redis down or slow) the status read goes ahead anyway: it
-        raises the connection error, or finds the state, and the re-read
-        every RECHECK_S covers a completion the late subscription missed."""
-        if self._reader is None or self._reader.done():
-            self._ready = asyncio.Event()
-            self._stop = asyncio.Event()
-            self._reader = asyncio.create_task(self._read_forever(), name="taskmesh-done-waiter")
-        assert self._ready is not None
-        if not self._ready.is_set() and within_s > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), within_s)
+    # ---- the reader (on its loop) ------------------------------------------------
+    def start(self) -> None:
+        """Starts the reader if it is not running (from any thread)."""
+        if self._reader is not None and not self._reader.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._start()
+        else:
+            _call_in(self._loop, self._start)
+
+    def _start(self) -> None:
+        if self._closed or (self._reader is not None and not self._reader.done()):
+            return
+        self._stop = asyncio.Event()
+        self._reader = self._loop.create_task(self._read_forever(), name="taskmesh-done-waiter")
 
     async def _read_forever(self) -> None:
         stream = messages(self._client, patterns=self._patterns, label="result listener",
-                          on_subscribed=self._ready.set,  # type: ignore[union-attr]
+                          on_subscribed=self._mark_subscribed,
                           on_reconnect=self._wake_all,  # waiters re-read the stored state
                           stop=self._stop)
-        async for channel, _ in stream:
-            self._wake(channel.split("}:done:", 1)[1])
+        async for channel, data in stream:
+            self._wake(channel.split("}:done:", 1)[1], parse_done(data), keep=True)
 
-    def _wake(self, task_id: str) -> None:
+    def _mark_subscribed(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._subscribed.set()
+            callbacks, self._on_subscribed = self._on_subscribed, []
+        for callback in callbacks:
+            callback()
+
+    def _when_subscribed(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._subscribed.is_set():
+                self._on_subscribed.append(callback)
+                return
+        callback()
+
+    def _wake(self, task_id: str, outcome: Outcome | None, keep: bool = False) -> None:
+        """Wakes the waits on ``task_id``; ``keep`` (a message read) also
+        remembers it for a wait on a fresh task that begins later."""
         with self._lock:
             wakes = self._waiters.pop(task_id, [])
+            if keep:
+                self._seen += 1
+                self._recent[task_id] = outcome
+                if len(self._recent) > RECENT_DONE:
+                    self._recent.popitem(last=False)
         for wake in wakes:
-            wake()
+            wake(outcome)
 
     def _wake_all(self) -> None:
         with self._lock:
+            self._epoch += 1  # lost: messages may have been missed
             waiting = list(self._waiters)
         for task_id in waiting:
-            self._wake(task_id)
+            self._wake(task_id, None)
 
-    def _watch(self, task_id: str, wake: Callable[[], None]) -> None:
+    def _watch(self, task_id: str, wake: Wake, first: bool = False) -> tuple[bool, Outcome | None]:
+        """Registers ``wake``. For the ``first`` look of a wait on a fresh
+        task (used up by it) also whether it may skip its read, and the
+        outcome if its message came already; (False, None): read. Only a
+        fresh task's id (new, made here) is looked up among the messages
+        kept: an id chosen by a caller may name an earlier task's message."""
         with self._lock:
             self._waiters.setdefault(task_id, []).append(wake)
+            mark = self._fresh.pop(task_id, None) if first else None
+            if mark is None:
+                return False, None
+            if task_id in self._recent:
+                outcome = self._recent.pop(task_id)
+                return outcome is not None, outcome
+            fresh = (mark.epoch == self._epoch and self._seen - mark.seen < RECENT_DONE
+                     and self._subscribed.is_set())
+            return fresh, None
 
-    def _unwatch(self, task_id: str, wake: Callable[[], None]) -> None:
+    # ---- fresh tasks (the registering thread) ----------------------------------------
+    def mark(self) -> Mark | None:
+        """Taken before a registration is sent: None unless subscribed now."""
+        with self._lock:
+            return Mark(self._epoch, self._seen) if self.subscribed() else None
+
+    def expect(self, task_id: str, mark: Mark) -> None:
+        """``task_id`` was created after ``mark``: a wait on it may skip its
+        first read while nothing was lost since (see the module docstring)."""
+        with self._lock:
+            self._fresh[task_id] = mark
+            if len(self._fresh) > RECENT_DONE:
+                self._fresh.popitem(last=False)
+
+    def _unwatch(self, task_id: str, wake: Wake) -> None:
         with self._lock:
             wakes = self._waiters.get(task_id)
             if wakes and wake in wakes:
@@ -104,8 +228,8 @@ class DoneWaiter:
 
     def subscribed(self) -> bool:
         """The reader runs and has subscribed (read from any thread)."""
-        return (self._reader is not None and not self._reader.done()
-                and self._ready is not None and self._ready.is_set())
+        return (self._subscribed.is_set() and self._reader is not None
+                and not self._reader.done())
 
     @staticmethod
     def first_wait_s(timeout: float | None) -> float:
@@ -113,56 +237,104 @@ class DoneWaiter:
         return RECHECK_S if timeout is None else min(RECHECK_S, timeout)
 
     async def ensure_reader(self, timeout: float | None) -> None:
-        await self._ensure_reader(self.first_wait_s(timeout))
+        """Starts the reader; waits (on the caller's loop) until it has
+        subscribed, at most :meth:`first_wait_s`. Past that (Redis down or
+        slow) the status read goes ahead anyway: it raises the connection
+        error, or finds the state, and the re-read every RECHECK_S covers a
+        completion the late subscription missed."""
+        self.start()
+        if self._subscribed.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
 
+        def set_ready() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._when_subscribed(lambda: _call_in(loop, set_ready))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ready, self.first_wait_s(timeout))
+
+    def ensure_reader_blocking(self, timeout: float | None) -> None:
+        """:meth:`ensure_reader` for a thread outside any loop."""
+        self.start()
+        self._subscribed.wait(self.first_wait_s(timeout))
+
+    # ---- waits (any thread or loop) --------------------------------------------------
     async def wait(
         self,
         task_id: str,
-        read_status: Callable[[], Awaitable[TaskStatus]],
+        read: Callable[[], Awaitable[Outcome]],
         timeout: float | None,
-    ) -> TaskStatus:
-        """Returns the terminal status; raises TimeoutError after ``timeout`` s."""
+    ) -> Outcome:
+        """The outcome of a terminal task (from its done message, or read);
+        raises TimeoutError after ``timeout`` s."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.ensure_reader(timeout)
+        first = True  # only a first look may skip the read (a fresh task)
         while True:
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[Outcome | None] = loop.create_future()
 
-            def wake(fut: asyncio.Future[None] = fut) -> None:
+            def settle(outcome: Outcome | None, fut: asyncio.Future[Outcome | None] = fut) -> None:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(outcome)
 
-            self._watch(task_id, wake)
+            def wake(outcome: Outcome | None) -> None:
+                _call_in(loop, settle, outcome)
+
+            skip, known = self._watch(task_id, wake, first)
             try:
-                status = await read_status()
-                if status.is_terminal:
-                    return status
+                if known is not None:
+                    return known
+                if not skip:
+                    outcome = await read()
+                    if outcome[0].is_terminal:
+                        return outcome
+                first = False
                 wait_s = _wait_s(task_id, timeout, deadline, loop.time())  # may raise
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(fut, wait_s)
+                    pushed = await asyncio.wait_for(fut, wait_s)
+                    if pushed is not None:
+                        return pushed
             finally:
                 self._unwatch(task_id, wake)
 
     def wait_blocking(
         self,
         task_id: str,
-        read_status: Callable[[], TaskStatus],
+        read: Callable[[], Outcome],
         timeout: float | None,
         deadline: float | None,
-    ) -> TaskStatus:
-        """:meth:`wait` for a thread outside the reader's loop; the caller has
-        started the reader (:meth:`ensure_reader` on its loop) and gives the
-        ``time.monotonic()`` deadline. ``read_status`` runs in this thread."""
+    ) -> Outcome:
+        """:meth:`wait` for a thread outside any loop; the caller has
+        started the reader (:meth:`ensure_reader_blocking`) and gives the
+        ``time.monotonic()`` deadline. ``read`` runs in this thread."""
+        first = True  # only a first look may skip the read (a fresh task)
         while True:
             event = threading.Event()
-            self._watch(task_id, event.set)
+            pushed: list[Outcome | None] = [None]
+
+            def wake(outcome: Outcome | None, event: threading.Event = event,
+                     pushed: list[Outcome | None] = pushed) -> None:
+                pushed[0] = outcome
+                event.set()
+
+            skip, known = self._watch(task_id, wake, first)
             try:
-                status = read_status()
-                if status.is_terminal:
-                    return status
-                event.wait(_wait_s(task_id, timeout, deadline, time.monotonic()))
+                if known is not None:
+                    return known
+                if not skip:
+                    outcome = read()
+                    if outcome[0].is_terminal:
+                        return outcome
+                first = False
+                if event.wait(_wait_s(task_id, timeout, deadline, time.monotonic())):
+                    if pushed[0] is not None:
+                        return pushed[0]
             finally:
-                self._unwatch(task_id, event.set)
+                self._unwatch(task_id, wake)
 
     def waiting(self) -> int:
         """How many tasks are waited for right now (subscribed, parked on a
@@ -170,5 +342,14 @@ class DoneWaiter:
         return len(self._waiters)
 
     async def close(self) -> None:
-        if self._stop is not None:
-            await stop_listener(self._reader, self._stop)
+        """Stops the reader (on its loop): waits still parked re-read the
+        record every RECHECK_S and end with their deadlines."""
+        self._closed = True
+        await stop_listener(self._reader, self._stop)
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """Runs ``callback`` on ``loop`` (from any thread); a loop already closed
+    has nobody left waiting on it."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)

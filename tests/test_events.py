@@ -199,3 +199,25 @@ def test_progress_updates_publish_and_tight_loops_are_throttled(tm, worker_facto
     for value in (0.1, 0.2, 0.3):
         tm.update_task_progress(producer, value)
     assert [e.data["progress"] for e in tm.get_events(count=3)] == [0.1, 0.2, 0.3]
+
+
+def test_entries_of_every_shape_decode_to_the_same_event():
+    """The stream's entry shapes (prelude.lua's emit, and the earlier ones a
+    stream may still hold) decode to one Event, and merge by the same us."""
+    from taskmesh.events import decode_entry
+    from taskmesh.sharding import merge_key
+
+    us = b"1764655108123456"
+    now = {b"task_id": b"t1", b"e": b"TASK_STARTED,running,0,default,1,," + us,
+           b"worker": b"w,1", b"name": b"a, name"}
+    before = {b"task_id": b"t1", b"us": us, b"e": b"TASK_STARTED,running,0,default,1,",
+              b"worker": b"w,1", b"name": b"a, name"}
+    events = [decode_entry(b"1764655108123-0", fields) for fields in (now, before)]
+    assert events[0] == events[1]
+    assert events[0].type == EventType.TASK_STARTED and events[0].timestamp == 1764655108.123
+    assert events[0].data == {"name": "a, name", "status": "running", "priority": 0,
+                              "queue": "default", "attempt": 1, "worker": "w,1"}
+    assert merge_key(0, "1764655108123-0", now) == merge_key(0, "1764655108123-0", before)
+    assert merge_key(0, "1764655108123-0", now)[0] == int(us)
+    with_data = dict(now, data=json.dumps({"delay": 0.5}).encode())
+    assert decode_entry(b"1764655108123-1", with_data).data["delay"] == 0.5

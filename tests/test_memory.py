@@ -146,3 +146,52 @@ def test_in_process_workers_always_stop():
             assert handle.stop(timeout=10), f"worker {i} did not stop"
     finally:
         tm.close()
+
+
+def _blocked_reads(loop=None) -> list:
+    """The store's pending blocking reads (fakeredis wake-up callbacks): of
+    ``loop``, or, without it, those whose loop is already closed."""
+    from taskmesh.connection import memory_server
+
+    found = []
+    for db in memory_server().dbs.values():
+        for callback in list(db._change_callbacks):
+            loops = [c.cell_contents for c in callback.__closure__ or ()
+                     if isinstance(c.cell_contents, asyncio.AbstractEventLoop)]
+            if loops and (loops[0] is loop if loop is not None else loops[0].is_closed()):
+                found.append(callback)
+    return found
+
+
+def test_closing_a_loop_ends_its_blocked_reads_first(namespace):
+    """The portal's, the listener's and an in-process worker's loops cancel
+    and await what is still blocked on them (BLPOP, XREAD BLOCK) before they
+    close, so no read's
+    wake-up callback outlives its loop (connection._tolerate_closed_loops is
+    only the guard): checked before any write could have pruned one."""
+    from taskmesh import subscribe
+    from taskmesh.connection import async_client
+    from tests.helpers import wait_until
+
+    tm = TaskManager("memory://", namespace=namespace)
+    sub = subscribe(None, lambda event: None, url="memory://", namespace=namespace)
+    portal = tm._portal.loop
+    listener = sub._hub.loop
+
+    async def block_forever() -> None:
+        await async_client("memory://").blpop(f"{namespace}:never", 0)
+
+    portal.call_soon_threadsafe(lambda: asyncio.ensure_future(block_forever()))
+    handle = tm.start_worker(queues=f"idle-{namespace}")
+    wait_until(lambda: (_blocked_reads(portal) and _blocked_reads(listener)
+                        and handle.worker._loop is not None
+                        and _blocked_reads(handle.worker._loop)),
+               timeout=WAIT, what="blocked reads on the portal, the listener and a worker")
+    worker_loop = handle.worker._loop
+    assert handle.stop(timeout=WAIT)
+    assert worker_loop.is_closed() and not _blocked_reads()
+    sub.close()
+    tm.close()
+    assert sub._hub.thread.join(WAIT) is None and not sub._hub.thread.is_alive()
+    assert portal.is_closed() and listener.is_closed()
+    assert not _blocked_reads()

@@ -39,14 +39,26 @@ local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 
--- What a claim reads of a candidate, in one HMGET: what leave(),
--- enter_running(), emit() and the reply use (load() in the prelude).
-local CLAIM_FIELDS = {'status', 'queue', 'priority', 'seq', 'attempts', 'executor', 'rate_key',
-  'name', 'timeout', 'payload', 'metadata'}
+-- What a claim reads of a candidate (stored at `key`), in one HMGET: what
+-- leave(), enter_running(), emit() and the reply use; nil if the record is
+-- gone. The table is made by one constructor, so Lua sizes it once (filled
+-- field by field, as load() in the prelude does, it is rehashed four times).
 -- A replayed claim also checks the token (a queued task has none: a field
 -- HMGET does not find costs a scan of the whole record).
-local REPLAY_FIELDS = {unpack(CLAIM_FIELDS)}
-REPLAY_FIELDS[#REPLAY_FIELDS + 1] = 'token'
+local function load_candidate(id, key, with_token)
+  local v
+  if with_token then
+    v = redis.call('HMGET', key, 'status', 'queue', 'priority', 'seq', 'attempts', 'executor',
+      'rate_key', 'name', 'timeout', 'payload', 'metadata', 'token')
+  else
+    v = redis.call('HMGET', key, 'status', 'queue', 'priority', 'seq', 'attempts', 'executor',
+      'rate_key', 'name', 'timeout', 'payload', 'metadata')
+  end
+  if not v[1] then return nil end
+  return {id = id, status = v[1], queue = v[2], priority = v[3], seq = v[4], attempts = v[5],
+    executor = v[6], rate_key = v[7], name = v[8], timeout = v[9], payload = v[10],
+    metadata = v[11], token = v[12]}
+end
 
 -- The 8 reply entries of a claimed (RUNNING) task.
 local function claimed_entry(out, t, token)
@@ -63,7 +75,7 @@ if claim_id ~= '' then
     if record[1] == claim_id then
       local out = {'q', 0}  -- 'q', due now: the worker claims again at once
       for i = 1, #record[2], 2 do
-        local t = load(record[2][i], REPLAY_FIELDS)
+        local t = load_candidate(record[2][i], k_task(record[2][i]), true)
         if t and t.status == 'running' and t.token == record[2][i + 1] then
           claimed_entry(out, t, t.token)
         end
@@ -129,7 +141,8 @@ while claimed < want and park_budget > 0 do
   flush_counts()  -- claim_order reads qcount (priority aging)
   for c in claim_order(queues, want - claimed + 8, aging_ms) do
     if claimed >= want or park_budget <= 0 then break end
-    local t = load(c.id, CLAIM_FIELDS)
+    local key = k_task(c.id)
+    local t = load_candidate(c.id, key)
     if not t then
       redis.call('ZREM', k_queue(c.q), c.id)
     elseif lane_slots[t.executor] and lane_slots[t.executor] <= 0 then
@@ -151,15 +164,14 @@ while claimed < want and park_budget > 0 do
           claim_no = redis.call('INCR', KEYS[3])
           token_head, token_tail = claim_no .. '.', '-' .. now_ms_text()
         end
-        local token = token_head .. (claimed + 1) .. token_tail
+        local token = token_head .. small_int_text(claimed + 1) .. token_tail
         local attempt = (tonumber(t.attempts) or 0) + 1
         local attempt_s = attempt_text(attempt)
-        local key = k_task(c.id)
         redis.call('HSET', key, 'status', 'running', 'worker', wid, 'token', token,
           'attempts', attempt_s, 'started_at', now_s())
         enter_running(t, deadline)
         t.status, t.worker = 'running', wid
-        emit('TASK_STARTED', t, {attempt = attempt_s, worker = wid})
+        emit('TASK_STARTED', t, nil, attempt_s, wid)
         t.attempts = attempt
         claimed_entry(out, t, token)
         claimed_ids[#claimed_ids + 1] = c.id

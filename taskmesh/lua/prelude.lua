@@ -10,6 +10,11 @@
 -- of its commands, which is what makes every transition below all-or-nothing.
 
 local PREFIX = ARGV[1]
+local K_RESOLVE = PREFIX .. 'resolve'
+-- Whether resolutions are left on the `resolve` list (see resolve()): the
+-- guard of a claim's cold statements (COLD in taskmesh/scripts.py), so
+-- computed before any other statement.
+local _resolve_owed = redis.call('EXISTS', K_RESOLVE) == 1
 local function k_task(id) return PREFIX .. 'task:' .. id end
 local function k_dependents(id) return PREFIX .. 'dependents:' .. id end
 local function k_queue(q) return PREFIX .. 'queue:' .. q end
@@ -21,7 +26,18 @@ local function k_done(status) return PREFIX .. 'done:' .. status end
 local function k_worker(id) return PREFIX .. 'worker:' .. id end
 local function k_done_channel(id) return PREFIX .. 'done:' .. id end
 local function k_qcount(q) return PREFIX .. 'qcount:' .. q end
-local function k_rate(sec) return PREFIX .. 'rate:' .. sec end
+-- Called once per finished task with the same second: the key is made
+-- once per script (a number concatenated is formatted by sprintf, ~1.5k
+-- instructions, besides the new string).
+local _rate_keys = {}
+local function k_rate(sec)
+  local key = _rate_keys[sec]
+  if not key then
+    key = PREFIX .. 'rate:' .. sec
+    _rate_keys[sec] = key
+  end
+  return key
+end
 local function k_remote_dependents(id) return PREFIX .. 'remote_dependents:' .. id end
 local function k_applied(id) return PREFIX .. 'applied:' .. id end
 local function k_early(id) return PREFIX .. 'early:' .. id end
@@ -41,7 +57,6 @@ local K_CLAIMS = PREFIX .. 'claims'
 local K_EVENTS = PREFIX .. 'events'
 local K_CONTROL = PREFIX .. 'control'
 local K_RUNTIMES = PREFIX .. 'runtimes'
-local K_RESOLVE = PREFIX .. 'resolve'
 local K_OUTBOX = PREFIX .. 'outbox'
 local K_CAPRES = PREFIX .. 'capres'
 local K_PERIODIC = PREFIX .. 'periodic'
@@ -66,8 +81,14 @@ local function now_ms()
   return _now_ms
 end
 local _now_s
+-- Integer conversions only: '%.3f' and '%.0f' go through libc's exact
+-- floating-point printing (~5-7k instructions each), '%d' does not (a Lua
+-- number here is an integer below 2^53: exact as a C long).
 local function now_s()  -- string.format costs ~3 us: format once per script
-  if not _now_s then _now_s = string.format('%.3f', now_ms() / 1000) end
+  if not _now_s then
+    local ms = now_ms()
+    _now_s = string.format('%d.%03d', math.floor(ms / 1000), ms % 1000)
+  end
   return _now_s
 end
 -- A number given to redis.call is formatted by Redis (snprintf %.17g, ~1-2k
@@ -75,21 +96,23 @@ end
 -- sprintf: values repeated within a script are passed as text made once.
 local _now_ms_text
 local function now_ms_text()
-  if not _now_ms_text then _now_ms_text = string.format('%.0f', now_ms()) end
+  if not _now_ms_text then _now_ms_text = string.format('%d', now_ms()) end
   return _now_ms_text
 end
--- The text of attempt number n (almost always 1).
-local function attempt_text(n)
-  if n == 1 then return '1' end
+-- The text of a small count (an attempt number, a task's place in a claim)
+-- without sprintf: 1..9 are cut from a constant.
+local function small_int_text(n)
+  if n >= 1 and n <= 9 and n % 1 == 0 then return string.sub('123456789', n, n) end
   return tostring(n)
 end
+local attempt_text = small_int_text  -- the text of attempt number n (almost always 1)
 
 -- Priority dominates, then the global FIFO sequence: ZPOPMIN order is
 -- "highest priority first, oldest first". Exact up to 2^53. The one place
 -- the formula is written in Lua (taskmesh.keys.queue_band in Python).
 local PRIORITY_SPAN = 17592186044416  -- 2^44: one priority band of queue scores
 local function queue_score(priority, seq)
-  return string.format('%.0f', (255 - tonumber(priority)) * PRIORITY_SPAN + tonumber(seq))
+  return string.format('%d', (255 - tonumber(priority)) * PRIORITY_SPAN + tonumber(seq))
 end
 
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
@@ -214,12 +237,24 @@ local function flush_runtimes()
   end
 end
 
+-- The events stream's cap (config events_maxlen, read once per script, as
+-- text: see now_ms_text) and whether this batch added to it: XADD ... MAXLEN
+-- costs ~3k instructions an entry over a plain XADD, so a batch appends
+-- plainly and trims once at its end (the cap is approximate, '~', anyway:
+-- whole stream nodes go). Outside a batch each XADD trims (MAXLEN ~).
+local _maxlen, _trim_owed
+local function trim_events()
+  _trim_owed = false
+  redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', _maxlen)
+end
+
 local function batch_begin()
   _wakes = {}
   _counts = {}
 end
 local function batch_end()
   flush_counts()
+  if _trim_owed then trim_events() end
   _counts = nil
   local owed = _wakes
   _wakes = nil
@@ -233,25 +268,30 @@ end
 -- readers alike (live readers block on it with XREAD from the position they
 -- subscribed at, events.py), so nothing is published and nothing is lost
 -- between a replay and the live tail.
--- An entry has the same five fields whatever its type, so Redis stores
+-- An entry has the same four fields whatever its type, so Redis stores
 -- their names once per stream node (XADD's "same fields" entries: an entry
--- appends only its values): task_id; us (the script's clock in
--- microseconds: the event's time, and what orders the events of different
--- shards when they are merged, sharding.merge_key); e, the text
--- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>" (a queue name
--- has no comma; '' for what the event has not); worker; name (free text,
--- each in its own field). Any other extra (an error, a delay, progress)
--- goes JSON-encoded in a sixth field, data, present only then. No JSON and
--- no number formatting for the common events (us is formatted once per
+-- appends only its values): task_id; e, the text
+-- "<type>,<status>,<priority>,<queue>,<attempt>,<runtime_ms>,<us>" (a queue
+-- name has no comma; '' for what the event has not; us is the script's
+-- clock in microseconds: the event's time, and what orders the events of
+-- different shards when they are merged, sharding.merge_key); worker; name
+-- (free text, each in its own field). Any other extra (an error, a delay,
+-- progress) goes JSON-encoded in a fifth field, data, present only then.
+-- Each field costs its XADD ~1.5k instructions, so us lives in e. No JSON
+-- and no number formatting for the common events (us is formatted once per
 -- script). events.decode_entry reads this and the earlier shapes.
-local _maxlen, _us
-local function emit(etype, t, data)
-  if not _maxlen then
-    _maxlen = redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'  -- text, see now_ms_text
+-- The hot callers (a claim's TASK_STARTED, a completion) pass attempt,
+-- worker and runtime_ms as text arguments instead of in `data`: no table to
+-- make and walk per event.
+local _us
+local function emit(etype, t, data, attempt, worker, runtime_ms)
+  if not _us then
+    _maxlen = _maxlen or redis.call('HGET', K_CONFIG, 'events_maxlen') or '100000'
     now_ms()
     _us = _time[1] .. string.format('%06d', tonumber(_time[2]))
   end
-  local attempt, worker, runtime_ms, rest = '', '', '', nil
+  attempt, worker, runtime_ms = attempt or '', worker or '', runtime_ms or ''
+  local rest
   if data then
     for key, value in pairs(data) do
       -- (a field HMGET did not find is false: that goes in the JSON, as before)
@@ -265,13 +305,24 @@ local function emit(etype, t, data)
     end
   end
   local e = etype .. ',' .. (t.status or '') .. ',' .. (t.priority or '') .. ',' .. (t.queue or '')
-    .. ',' .. attempt .. ',' .. runtime_ms
+    .. ',' .. attempt .. ',' .. runtime_ms .. ',' .. _us
+  if not _counts then  -- one event: trimmed as it is added
+    if rest then
+      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'e', e,
+        'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+    else
+      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'e', e,
+        'worker', worker, 'name', t.name or '')
+    end
+    return
+  end
+  _trim_owed = true  -- a batch: trimmed once, at batch_end
   if rest then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
-      'e', e, 'worker', worker, 'name', t.name or '', 'data', cjson.encode(rest))
+    redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
+      'name', t.name or '', 'data', cjson.encode(rest))
   else
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', _maxlen, '*', 'task_id', t.id, 'us', _us,
-      'e', e, 'worker', worker, 'name', t.name or '')
+    redis.call('XADD', K_EVENTS, '*', 'task_id', t.id, 'e', e, 'worker', worker,
+      'name', t.name or '')
   end
 end
 
@@ -374,15 +425,31 @@ local function release(t, announce)
   if due and due > now_ms() then schedule(t, due) else enqueue(t, announce) end
 end
 
+-- The done:<id> message (waiters.py, parse_done): the status alone, or,
+-- when the outcome fields the waiter would read are DONE_INLINE_BYTES or
+-- less together, "<status>|<attempts>|<#result>|<#error>|<#error_exc>|"
+-- followed by those three values (absent = empty), so the waiter needs no
+-- read of the record. `fields` are the only outcome fields the record has:
+-- result, error and error_exc are written by mark_terminal alone.
+local DONE_INLINE_BYTES = 4096
+local function done_message(t, status, fields)
+  local v = {}
+  for i = 1, #fields, 2 do v[fields[i]] = fields[i + 1] end
+  local result, err, exc = v.result or '', v.error or '', v.error_exc or ''
+  if #result + #err + #exc > DONE_INLINE_BYTES then return status end
+  return table.concat({status, t.attempts or '0', #result, #err, #exc,
+    result .. err .. exc}, '|')
+end
+
 -- Where a record finishing now goes, per ttl text: its done:<status> score
 -- and its EXPIRE argument, as text (formatted once per script and ttl).
 local _done_places = {}
 
 -- Writes a terminal status: the one place a task record gets its expiry.
 -- `fields` are extra HSET pairs (result, error); `data` goes into the event.
-local function mark_terminal(t, status, fields, data, quiet)
+local function mark_terminal(t, status, fields, data, quiet, attempt, worker, runtime_ms)
   leave(t)
-  local key = k_task(t.id)
+  local key = t.key or k_task(t.id)  -- t.key: the record's key, when the caller has it
   redis.call('HSET', key, 'status', status, 'finished_at', now_s(), unpack(fields))
   -- A failed or cancelled task keeps its payload until the record expires,
   -- so retry_task can register it again.
@@ -419,8 +486,11 @@ local function mark_terminal(t, status, fields, data, quiet)
   -- The bucket's expiry is set when it is created (its first outcome).
   add_count(k_rate(math.floor(now_ms() / 1000)), status, 1, RATE_WINDOW_S)
   t.status = status
-  redis.call('PUBLISH', k_done_channel(t.id), status)
-  if not quiet then emit('TASK_' .. string.upper(status), t, data) end
+  redis.call('PUBLISH', k_done_channel(t.id), done_message(t, status, fields))
+  if not quiet then
+    local etype = status == 'completed' and 'TASK_COMPLETED' or 'TASK_' .. string.upper(status)
+    emit(etype, t, data, attempt, worker, runtime_ms)
+  end
 end
 
 -- The ids resolve() takes off a parent's dependents sets go on the parent's
@@ -507,7 +577,22 @@ local function resolve_pending()
   return redis.call('LLEN', K_RESOLVE)
 end
 
-local function finish(t, status, fields, data)
-  mark_terminal(t, status, fields, data)
+-- Whether a failure may be retried under retry_on (report.lua): a JSON list
+-- of qualified class names; the error record lists the classes of the
+-- failing exception (its MRO, written by the worker), so a subclass of a
+-- listed class matches.
+local function listed(retry_on, err)
+  if not retry_on then return true end
+  local names = {}
+  for _, name in ipairs(cjson.decode(retry_on)) do names[name] = true end
+  for _, name in ipairs(type(err.types) == 'table' and err.types or {}) do
+    if names[name] then return true end
+  end
+  return false
+end
+
+-- attempt, worker, runtime_ms: text for the event (see emit).
+local function finish(t, status, fields, data, attempt, worker, runtime_ms)
+  mark_terminal(t, status, fields, data, false, attempt, worker, runtime_ms)
   resolve_dependents(t)
 end

@@ -25,27 +25,17 @@
 --   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 
--- retry_on is a JSON list of qualified class names; the error record lists
--- the classes of the failing exception (its MRO, written by the worker), so
--- a subclass of a listed class matches.
-local function listed(retry_on, err)
-  if not retry_on then return true end
-  local names = {}
-  for _, name in ipairs(cjson.decode(retry_on)) do names[name] = true end
-  for _, name in ipairs(type(err.types) == 'table' and err.types or {}) do
-    if names[name] then return true end
-  end
-  return false
-end
-
--- What every outcome needs, in one HMGET (load() in the prelude): fencing,
--- the event, leave() and mark_terminal(); a failure reads its retry
--- settings below.
-local REPORT_FIELDS = {'status', 'token', 'queue', 'priority', 'seq', 'name', 'attempts',
-  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies'}
-
-local t = load(ARGV[2], REPORT_FIELDS)
-if not t or t.status ~= 'running' or t.token ~= ARGV[3] then return 'stale' end
+-- What every outcome needs, in one HMGET: fencing, the event, leave() and
+-- mark_terminal(); a failure reads its retry settings (and seq, for
+-- schedule()) below. The task table is made by one constructor (sized
+-- once; see load_candidate in claim.lua). A field the record lacks is
+-- false, as load() in the prelude has it.
+local v = redis.call('HMGET', KEYS[1], 'status', 'token', 'queue', 'priority', 'name', 'attempts',
+  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies')
+if v[1] ~= 'running' or v[2] ~= ARGV[3] then return 'stale' end
+local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[2], queue = v[3], priority = v[4], name = v[5],
+  attempts = v[6], worker = v[7], started_at = v[8], ttl = v[9], tags = v[10],
+  cancel_requested = v[11], dependencies = v[12]}
 local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
 local waited_ms = tonumber(ARGV[7] or '0') or 0
@@ -58,15 +48,15 @@ if outcome == 'completed' and not cancel_requested then
   -- as text: it goes to the samples and to the event (see now_ms_text)
   local runtime_ms = tostring(now_ms() - math.floor(tonumber(t.started_at) * 1000))
   runtime_sample(runtime_ms)
-  finish(t, 'completed', {'result', ARGV[5]}, {attempt = t.attempts or nil,
-    worker = t.worker, runtime_ms = runtime_ms})
+  finish(t, 'completed', {'result', ARGV[5]}, nil, t.attempts or nil, t.worker or nil, runtime_ms)
   return 'completed'
 end
 
 if outcome == 'failed' and not cancel_requested then
   local err = cjson.decode(ARGV[5])
   local policy = redis.call('HMGET', KEYS[1], 'failures', 'max_retries', 'retry_delay',
-    'retry_backoff', 'retry_on', 'retry_jitter')
+    'retry_backoff', 'retry_on', 'retry_jitter', 'seq')
+  t.seq = policy[7]
   local failures = (tonumber(policy[1]) or 0) + 1
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
   if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or 0) and listed(policy[5], err) then

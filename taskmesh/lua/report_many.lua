@@ -21,8 +21,7 @@ local out = {}
 batch_begin()  -- wake tokens (released dependents, retries): one push per queue;
 -- counters (stats, rate buckets, qcount) and runtime samples: one write each
 for i = 3, #ARGV, width do
-  local argv = {ARGV[1]}
-  for j = 0, width - 1 do argv[j + 2] = ARGV[i + j] end
+  local argv = {ARGV[1], unpack(ARGV, i, i + width - 1)}  -- one constructor: sized once
   local ok, reply = pcall(report, {k_task(ARGV[i]), KEYS[1], KEYS[2]}, argv)
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
