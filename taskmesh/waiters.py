@@ -18,6 +18,14 @@ wake-up after a reconnection, reads the record as before. Either way the
 caller gets the same fields (:data:`OUTCOME_FIELDS`) and verifies a result
 the same way (its signature binds the task id and the attempt).
 
+A task this process registered while the subscription stood (a *fresh*
+task, :meth:`DoneWaiter.mark` / :meth:`DoneWaiter.expect`) needs no first
+read either: its completion cannot have been published before the
+subscription, and the reader keeps the last RECENT_DONE messages, so one
+that arrived before the wait began is found there. A reconnection in
+between (the epoch changes), or more messages since than that window holds,
+and the wait reads first as any other.
+
 A blocking caller (``wait_for_task_sync``) registers a callback that sets a
 ``threading.Event``, reads the status on its own (sync) connection and
 sleeps on the event: no hand-off to another thread and back per wait.
@@ -29,7 +37,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from .keys import Keys
 from .models import TaskStatus
@@ -37,6 +46,7 @@ from .pubsub import messages, stop_listener
 from .sharding import channel_patterns
 
 RECHECK_S = 5.0
+RECENT_DONE = 1024  # done messages the reader keeps for waits that begin after them
 # What a wait reads with the status (empty until the task ends), in this
 # order after it: the read that sees the task finished is the last one, and
 # a done:<id> message that carries them spares even that read.
@@ -71,6 +81,14 @@ def parse_done(data: Any) -> Outcome | None:
             body[n_result:error_at] or None, body[error_at:] or None]
 
 
+class Mark(NamedTuple):
+    """Where the reader was when a fresh task was sent: its epoch (bumped
+    at every loss and resubscription) and how many messages it had seen."""
+
+    epoch: int
+    seen: int
+
+
 def _wait_s(task_id: str, timeout: float | None, deadline: float | None, now: float) -> float:
     """How long a wait that read a non-terminal status sleeps before the next
     read (the re-read covers a lost message); TimeoutError once past ``deadline``."""
@@ -96,6 +114,10 @@ class DoneWaiter:
         self._waiters: dict[str, list[Wake]] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._epoch = 0  # bumped when the subscription is lost or made again
+        self._seen = 0  # done messages read so far
+        self._recent: OrderedDict[str, Outcome | None] = OrderedDict()
+        self._fresh: OrderedDict[str, Mark] = OrderedDict()
         self._on_subscribed: list[Callable[[], None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -127,10 +149,11 @@ class DoneWaiter:
                           on_reconnect=self._wake_all,  # waiters re-read the stored state
                           stop=self._stop)
         async for channel, data in stream:
-            self._wake(channel.split("}:done:", 1)[1], parse_done(data))
+            self._wake(channel.split("}:done:", 1)[1], parse_done(data), keep=True)
 
     def _mark_subscribed(self) -> None:
         with self._lock:
+            self._epoch += 1
             self._subscribed.set()
             callbacks, self._on_subscribed = self._on_subscribed, []
         for callback in callbacks:
@@ -143,21 +166,57 @@ class DoneWaiter:
                 return
         callback()
 
-    def _wake(self, task_id: str, outcome: Outcome | None) -> None:
+    def _wake(self, task_id: str, outcome: Outcome | None, keep: bool = False) -> None:
+        """Wakes the waits on ``task_id``; ``keep`` (a message read) also
+        remembers it for a wait on a fresh task that begins later."""
         with self._lock:
             wakes = self._waiters.pop(task_id, [])
+            if keep:
+                self._seen += 1
+                self._recent[task_id] = outcome
+                if len(self._recent) > RECENT_DONE:
+                    self._recent.popitem(last=False)
         for wake in wakes:
             wake(outcome)
 
     def _wake_all(self) -> None:
         with self._lock:
+            self._epoch += 1  # lost: messages may have been missed
             waiting = list(self._waiters)
         for task_id in waiting:
             self._wake(task_id, None)
 
-    def _watch(self, task_id: str, wake: Wake) -> None:
+    def _watch(self, task_id: str, wake: Wake, first: bool = False) -> tuple[bool, Outcome | None]:
+        """Registers ``wake``. For the ``first`` look of a wait on a fresh
+        task (used up by it) also whether it may skip its read, and the
+        outcome if its message came already; (False, None): read. Only a
+        fresh task's id (new, made here) is looked up among the messages
+        kept: an id chosen by a caller may name an earlier task's message."""
         with self._lock:
             self._waiters.setdefault(task_id, []).append(wake)
+            mark = self._fresh.pop(task_id, None) if first else None
+            if mark is None:
+                return False, None
+            if task_id in self._recent:
+                outcome = self._recent.pop(task_id)
+                return outcome is not None, outcome
+            fresh = (mark.epoch == self._epoch and self._seen - mark.seen < RECENT_DONE
+                     and self._subscribed.is_set())
+            return fresh, None
+
+    # ---- fresh tasks (the registering thread) ----------------------------------------
+    def mark(self) -> Mark | None:
+        """Taken before a registration is sent: None unless subscribed now."""
+        with self._lock:
+            return Mark(self._epoch, self._seen) if self.subscribed() else None
+
+    def expect(self, task_id: str, mark: Mark) -> None:
+        """``task_id`` was created after ``mark``: a wait on it may skip its
+        first read while nothing was lost since (see the module docstring)."""
+        with self._lock:
+            self._fresh[task_id] = mark
+            if len(self._fresh) > RECENT_DONE:
+                self._fresh.popitem(last=False)
 
     def _unwatch(self, task_id: str, wake: Wake) -> None:
         with self._lock:
@@ -214,6 +273,7 @@ class DoneWaiter:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.ensure_reader(timeout)
+        first = True  # only a first look may skip the read (a fresh task)
         while True:
             fut: asyncio.Future[Outcome | None] = loop.create_future()
 
@@ -224,11 +284,15 @@ class DoneWaiter:
             def wake(outcome: Outcome | None) -> None:
                 _call_in(loop, settle, outcome)
 
-            self._watch(task_id, wake)
+            skip, known = self._watch(task_id, wake, first)
             try:
-                outcome = await read()
-                if outcome[0].is_terminal:
-                    return outcome
+                if known is not None:
+                    return known
+                if not skip:
+                    outcome = await read()
+                    if outcome[0].is_terminal:
+                        return outcome
+                first = False
                 wait_s = _wait_s(task_id, timeout, deadline, loop.time())  # may raise
                 with contextlib.suppress(asyncio.TimeoutError):
                     pushed = await asyncio.wait_for(fut, wait_s)
@@ -247,6 +311,7 @@ class DoneWaiter:
         """:meth:`wait` for a thread outside any loop; the caller has
         started the reader (:meth:`ensure_reader_blocking`) and gives the
         ``time.monotonic()`` deadline. ``read`` runs in this thread."""
+        first = True  # only a first look may skip the read (a fresh task)
         while True:
             event = threading.Event()
             pushed: list[Outcome | None] = [None]
@@ -256,11 +321,15 @@ class DoneWaiter:
                 pushed[0] = outcome
                 event.set()
 
-            self._watch(task_id, wake)
+            skip, known = self._watch(task_id, wake, first)
             try:
-                outcome = read()
-                if outcome[0].is_terminal:
-                    return outcome
+                if known is not None:
+                    return known
+                if not skip:
+                    outcome = read()
+                    if outcome[0].is_terminal:
+                        return outcome
+                first = False
                 if event.wait(_wait_s(task_id, timeout, deadline, time.monotonic())):
                     if pushed[0] is not None:
                         return pushed[0]

@@ -14,7 +14,7 @@ from taskmesh import (
     subscribe,
 )
 from taskmesh.serialization import Codec
-from taskmesh.waiters import parse_done
+from taskmesh.waiters import RECENT_DONE, parse_done
 from tests import tasks
 from tests.helpers import wait_until
 
@@ -192,3 +192,65 @@ def _on_probe(seen: threading.Event, probe_id: list[str]):
         if event.task_id == probe_id[0]:
             seen.set()
     return handler
+
+
+# ---- fresh tasks: registered while subscribed, waited on without a first read -----------
+
+def test_a_fresh_task_skips_the_first_read_only_while_nothing_can_have_been_missed(tm):
+    waiter = tm._hub().waiter
+    waiter.ensure_reader_blocking(WAIT)
+    mark = waiter.mark()
+    assert mark is not None
+    waiter.expect("fresh", mark)
+
+    def look(first: bool = True) -> tuple:
+        def wake(outcome) -> None:
+            pass
+        try:
+            return waiter._watch("fresh", wake, first)
+        finally:
+            waiter._unwatch("fresh", wake)
+
+    assert look(first=False) == (False, None)  # a later look of a wait reads
+    assert look() == (True, None)
+    assert look() == (False, None)  # used up by the first wait: another one reads
+    waiter.expect("fresh", mark)
+    waiter._seen += RECENT_DONE  # as many messages since as the reader keeps
+    assert look() == (False, None)
+    waiter._seen -= RECENT_DONE
+    waiter.expect("fresh", mark)
+    waiter._wake_all()  # a lost connection: messages may have been missed
+    assert look() == (False, None)
+
+
+def test_a_fresh_tasks_outcome_published_before_the_wait_is_kept_for_it(backend, namespace):
+    """The message lands before the wait begins (the record stays PENDING):
+    the wait returns what the reader kept, verified as any other."""
+    with backend.manager(namespace, secret=SECRET) as tm:
+        waiter = tm._hub().waiter
+        waiter.ensure_reader_blocking(WAIT)
+        task_id = tm.register_task(tasks.add, 1, 2, defer=True)
+        assert task_id in waiter._fresh
+        signed = Codec(secret=SECRET.encode(), namespace=namespace).for_result(task_id, 1)
+        tm._client.publish(tm._cmds(task_id).keys.done_channel(task_id),
+                           done_message("completed", b"1", signed.encode_result(3)))
+        wait_until(lambda: task_id in waiter._recent, timeout=WAIT, what="the message read")
+        assert tm.wait_for_task_sync(task_id, timeout=WAIT) == 3
+        assert tm.get_task_status(task_id) is TaskStatus.PENDING
+        with pytest.raises(TimeoutError):  # a fresh task with no message yet: waits on
+            tm.wait_for_task_sync(tm.register_task(tasks.add, 1, 2, defer=True), timeout=0.2)
+
+
+def test_fresh_tasks_round_trip_through_a_worker(tm, worker_factory):
+    worker_factory()
+    first = tm.register_task(tasks.add, 1, 1)
+    assert tm.wait_for_task_sync(first, timeout=WAIT) == 2  # subscribes
+    ids = [tm.register_task(tasks.add, i, i) for i in range(20)]  # fresh from here on
+    assert all(i in tm._hub().waiter._fresh or i in tm._hub().waiter._recent for i in ids)
+    assert [tm.wait_for_task_sync(i, timeout=WAIT) for i in ids] == [2 * i for i in range(20)]
+    assert asyncio.run(_wait_all(tm, [tm.register_task(tasks.add, i, 1) for i in range(5)])) == [
+        i + 1 for i in range(5)]
+
+
+async def _wait_all(tm: TaskManager, ids: list[str]) -> list:
+    return [await tm.wait_for_task(i, timeout=WAIT) for i in ids]
