@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import redis.exceptions
 
@@ -64,12 +64,12 @@ from .sharding import (
 from .portal import Portal
 from .registration import (
     Blueprint, NewTask, TaskOptions, blueprint, build_retry, build_task, check_priority,
-    check_task_id,
+    check_task_id, new_task_ids,
 )
 from .remote import bind
 from .serialization import codec_for
 from .scripts import Call, Cmd
-from .store import Commands, Fields, decode_error, register_batches, unbatched
+from .store import REGISTER_CHUNK, Commands, Fields, decode_error, register_batches, unbatched
 from .waiters import OUTCOME_FIELDS, DoneWaiter, Outcome
 
 log = logging.getLogger(__name__)
@@ -398,12 +398,47 @@ class TaskManager:
         # Checked and encoded once for all items: the function is pickled
         # once per call (every task of it carries the same bytes).
         plan = blueprint(self.codec, func, TaskOptions(**options), self.result_ttl)
-        make = plan.task
-        tasks = [make(item if type(item) is tuple else (item,), kwargs) for item in iterable]
-        ids: list[str] = []
+        items = [item if type(item) is tuple else (item,) for item in iterable]
+        if not plan.deps:
+            ids = new_task_ids(len(items))
+            payloads = plan.payloads(ids, items, kwargs)  # every item's, before any write
+            if not self._min_replicas():
+                self._stream(plan, ids, payloads)
+                return ids
+            tasks = [plan.task_of(i, p) for i, p in zip(ids, payloads)]
+        else:
+            tasks = [plan.task(item, kwargs) for item in items]
+        ids = []
         for start in range(0, len(tasks), REGISTER_BATCH):
             ids += self._store(tasks[start:start + REGISTER_BATCH])
         return ids
+
+    def _stream(self, plan: Blueprint, ids: list[str], payloads: list[bytes]) -> None:
+        """register_many's writes without dependencies: one register_many.lua
+        call per shard and REGISTER_CHUNK tasks, each call packed and sent
+        while Redis runs the ones before it (scripts.run_pipelined), so the
+        client's packing and Redis's work overlap."""
+        shardset = self._shards(fix=True)
+        if shardset.count == 1:
+            groups = [(self.commands, ids, payloads)]
+        else:
+            by_shard: dict[int, tuple[list[str], list[bytes]]] = {}
+            for task_id, payload in zip(ids, payloads):
+                group = by_shard.setdefault(shardset.of(task_id), ([], []))
+                group[0].append(task_id)
+                group[1].append(payload)
+            groups = [(shardset.commands[i], g[0], g[1]) for i, g in by_shard.items()]
+
+        def calls() -> Iterator[Call[list[Any]]]:
+            for commands, group_ids, group_payloads in groups:
+                for start in range(0, len(group_ids), REGISTER_CHUNK):
+                    end = start + REGISTER_CHUNK
+                    yield commands.register_chunk(plan.head, plan.tail, plan.defer,
+                                                  group_ids[start:end], group_payloads[start:end])
+
+        for result in unbatched(scripts.run_pipelined(self._client, calls())):
+            if isinstance(result, Exception):
+                raise result
 
     def _register_one(self, task: NewTask, new_id: bool) -> str:
         """Stores one task. An id made here (``new_id``) without dependencies

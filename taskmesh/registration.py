@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -247,6 +248,35 @@ class Blueprint:
         payload = encoder.encode(task_id, tuple(args), kwargs or {})
         return NewTask(task_id, {**self.head, "payload": payload, **self.tail}, self.deps,
                        self.defer)
+
+
+    def payloads(self, ids: Sequence[str], items: Sequence[tuple[Any, ...]],
+                 kwargs: dict[str, Any] | None) -> list[bytes]:
+        """The payloads of many tasks sharing ``kwargs`` (register_many)."""
+        if not items:
+            return []
+        if kwargs:
+            check_kwargs(kwargs)
+        elif kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError("kwargs must be a dict")
+        assert self.encoder is not None  # kept: a blueprint of one call
+        encode = self.encoder.encode
+        kw = kwargs or {}
+        return [encode(task_id, args, kw) for task_id, args in zip(ids, items)]
+
+    def task_of(self, task_id: str, payload: bytes) -> NewTask:
+        return NewTask(task_id, {**self.head, "payload": payload, **self.tail}, self.deps,
+                       self.defer)
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` ids as ``uuid.uuid4().hex`` makes them (16 random bytes with
+    the version and variant bits set), drawn in one read of os.urandom."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
+    text = raw.hex()
+    return [text[i:i + 32] for i in range(0, 32 * count, 32)]
 
 
 def check_kwargs(kwargs: Any) -> None:

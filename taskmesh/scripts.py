@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
 
 import redis
 from redis.exceptions import AuthenticationError
@@ -263,33 +263,53 @@ class _Lane:
             return False
         return lane if isinstance(lane, _Lane) else False
 
-    def evalsha(self, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    def _take(self) -> tuple[Any, Any]:
+        """A connected connection and its reader (connecting raises as the
+        pool's would: refused, or wrong credentials)."""
         if self.pid != os.getpid():
             self.idle, self.pid = [], os.getpid()
         try:
             conn, reader = self.idle.pop()
         except IndexError:
             conn, reader = self.pool.connection_class(**self.pool.connection_kwargs), None
-        try:
-            if conn._sock is None or reader is None:
-                conn.connect()  # a refused connection raises from here, as from the pool
-                reader = _hiredis.Reader(replyError=_parse_error)
-            sock = conn._sock
+        if conn._sock is None or reader is None:
             try:
-                packed = _hiredis.pack_command(("EVALSHA", *args))
-            except TypeError:  # an argument hiredis does not take: redis-py explains it
-                packed = b"".join(conn.pack_command("EVALSHA", *args))
-            sock.sendall(packed)
+                conn.connect()
+            except BaseException:
+                conn.disconnect()
+                raise
+            reader = _hiredis.Reader(replyError=_parse_error)
+        return conn, reader
+
+    @staticmethod
+    def _send(conn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            packed = _hiredis.pack_command(("EVALSHA", *args))
+        except TypeError:  # an argument hiredis does not take: redis-py explains it
+            packed = b"".join(conn.pack_command("EVALSHA", *args))
+        conn._sock.sendall(packed)
+
+    @staticmethod
+    def _read(conn: Any, reader: Any) -> Any:
+        reply = reader.gets()
+        while reply is False:
+            data = conn._sock.recv(65536)
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(data)
             reply = reader.gets()
-            while reply is False:
-                data = sock.recv(65536)
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                reader.feed(data)
-                reply = reader.gets()
+        return reply
+
+    def evalsha(self, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        try:
+            conn, reader = self._take()
         except AuthenticationError:
-            conn.disconnect()
             raise  # wrong or missing credentials: no retry will fix them
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False, None
+        try:
+            self._send(conn, args)
+            reply = self._read(conn, reader)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             conn.disconnect()
             return False, None
@@ -303,6 +323,42 @@ class _Lane:
             raise_if_busy(reply)
             raise reply
         return True, reply
+
+    def stream(self, client: Any, calls: Iterable["Call[Any]"], window: int) -> list[Any]:
+        """:func:`run_pipelined` on one connection: each call is sent as soon
+        as it is built, with up to ``window`` replies outstanding. Calls not
+        answered (a lost connection) and those that answered NOSCRIPT go
+        again through :func:`run_batch` (which reconnects, retries and loads
+        scripts); a registration sent twice answers 'exists'."""
+        pending = iter(calls)
+        sent: list[Call[Any]] = []
+        raws: list[Any] = []
+        try:
+            conn, reader = self._take()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return run_batch(client, list(pending))
+        try:
+            for call in pending:
+                sent.append(call)  # before sending: a call whose send fails goes again
+                self._send(conn, call.evalsha_args)
+                if len(sent) - len(raws) > window:
+                    raws.append(self._read(conn, reader))
+            while len(raws) < len(sent):
+                raws.append(self._read(conn, reader))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            conn.disconnect()
+            rest = sent[len(raws):] + list(pending)
+            return [_parse(c, raw) for c, raw in zip(sent, raws)] + run_batch(client, rest)
+        except BaseException:
+            conn.disconnect()
+            raise
+        self.idle.append((conn, reader))
+        missing = [i for i, raw in enumerate(raws) if isinstance(raw, NoScriptError)]
+        out = [_parse(c, raw) for c, raw in zip(sent, raws)]
+        if missing:
+            for i, result in zip(missing, run_batch(client, [sent[i] for i in missing])):
+                out[i] = result
+        return out
 
     def close(self) -> None:
         idle, self.idle = self.idle, []
@@ -377,6 +433,18 @@ async def arun_atomic(client: Any, cmds: Sequence[Cmd[Any]]) -> list[Any]:
         raise_if_busy(exc)
         raise
     return [cmd.parse(raw) for cmd, raw in zip(cmds, raws)]
+
+
+def run_pipelined(client: Any, calls: Iterable[Call[Any]], window: int = 8) -> list[Any]:
+    """:func:`run_batch`'s results for calls built lazily: on a plain Redis
+    client each is sent as soon as the iterator yields it, so building the
+    next overlaps Redis running the last (register_many)."""
+    lane = getattr(client, "_taskmesh_lane", None)
+    if lane is None:
+        lane = _Lane.for_client(client)
+    if not lane:
+        return run_batch(client, list(calls))
+    return lane.stream(client, calls, window)
 
 
 def run_batch(client: Any, calls: Sequence[Call[Any]]) -> list[Any]:

@@ -149,6 +149,30 @@ class Commands:
 
         return Call(script("register_many"), [k.seq, k.stats, k.queues], args, parse)
 
+    def register_chunk(self, head: dict[str, Any], tail: dict[str, Any], defer: bool,
+                       ids: Sequence[str], payloads: Sequence[bytes]) -> Call[list[Any]]:
+        """:meth:`register_many` of tasks that share every field but the
+        payload (register_many without dependencies), built without a Call
+        per task. Each reply entry is register.lua's raw reply, or the
+        exception its script raised."""
+        before: list[Any] = ["1" if defer else "0", len(head) + 1 + len(tail)]
+        for name, value in head.items():
+            before += [name, value]
+        before.append("payload")
+        after: list[Any] = []
+        for name, value in tail.items():
+            after += [name, value]
+        width = 1 + len(before) + 1 + len(after)
+        args: list[Any] = [self.prefix]
+        for task_id, payload in zip(ids, payloads):
+            args += [width, task_id, *before, payload, *after]
+        k = self.keys
+
+        def parse(raw: list[Any]) -> list[Any]:
+            return [(busy_error(r) or r) if isinstance(r, Exception) else r for r in raw]
+
+        return Call(script("register_many"), [k.seq, k.stats, k.queues], args, parse)
+
     def execute(self, task_id: str) -> Call[TaskStatus]:
         def parse(raw: Any) -> TaskStatus:
             if raw is None:

@@ -21,14 +21,19 @@
 -- Key families: applied, byseq, config, dependents, done, done_channel, early, events, parked,
 --   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
 --   tag_expiry, task, waiting, wake
-local id = ARGV[2]
+-- `at`: where this registration's arguments sit in ARGV (its ARGV[2] is
+-- ARGV[at + 2]) and `last` its last one: 0 and #ARGV for a call of its
+-- own; register_many.lua runs this body on the batch's ARGV with KEYS.at
+-- and KEYS.last set, so no registration's arguments are copied.
+local at, last = KEYS.at or 0, KEYS.last or #ARGV
+local id = ARGV[at + 2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-local npairs = tonumber(ARGV[4])
-local first_dep = 5 + 2 * npairs
+local npairs = tonumber(ARGV[at + 4])
+local first_dep = at + 5 + 2 * npairs
 
 local unfinished, failed_dep, failed_status = {}, nil, nil
-local remote_from, remote_unfinished = #ARGV + 1, 0
-for i = first_dep, #ARGV do
+local remote_from, remote_unfinished = last + 1, 0
+for i = first_dep, last do
   local dep = ARGV[i]
   if dep == '' then remote_from = i + 1; break end
   local status = redis.call('HGET', k_task(dep), 'status')
@@ -39,7 +44,7 @@ for i = first_dep, #ARGV do
     table.insert(unfinished, dep)
   end
 end
-for i = remote_from, #ARGV, 2 do
+for i = remote_from, last, 2 do
   local dep, status = ARGV[i], ARGV[i + 1]
   if status == 'linked' then
     status = redis.call('HGET', k_early(id), dep) or 'linked'
@@ -50,10 +55,27 @@ for i = remote_from, #ARGV, 2 do
     remote_unfinished = remote_unfinished + 1
   end
 end
-if remote_from <= #ARGV then redis.call('DEL', k_early(id)) end
+if remote_from <= last then redis.call('DEL', k_early(id)) end
 
-local t = {id = id, status = 'new'}  -- the record as load() would return it
-for i = 5, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
+-- t: the record as load() would return it, of the fields this script and
+-- the prelude read. Fields in the order registration.Blueprint writes them
+-- (name, queue, priority, executor, max_retries, retry_delay,
+-- retry_backoff, ttl, payload, then the optional ones) take a constructor
+-- sized at once (a table grown field by field rehashes three times, ~8k
+-- instructions); any other order (a retry's copy) the general loop.
+local t
+local a = at
+if ARGV[a + 5] == 'name' and ARGV[a + 7] == 'queue' and ARGV[a + 9] == 'priority'
+    and ARGV[a + 11] == 'executor' and ARGV[a + 13] == 'max_retries'
+    and ARGV[a + 15] == 'retry_delay' and ARGV[a + 17] == 'retry_backoff'
+    and ARGV[a + 19] == 'ttl' and ARGV[a + 21] == 'payload' then
+  t = {id = id, status = 'new', name = ARGV[a + 6], queue = ARGV[a + 8],
+    priority = ARGV[a + 10], ttl = ARGV[a + 20]}
+  for i = a + 23, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
+else
+  t = {id = id, status = 'new'}
+  for i = a + 5, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
+end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
 if t.delay_ms then t.due_ms = now_ms() + tonumber(t.delay_ms)
@@ -64,7 +86,7 @@ local pending = #unfinished + remote_unfinished
 -- schedule() writes the status itself).
 local placed = 'new'
 if failed_dep then placed = 'new'
-elseif ARGV[3] == '1' then placed = 'pending'
+elseif ARGV[at + 3] == '1' then placed = 'pending'
 elseif pending > 0 then placed = 'waiting'
 elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- 'status' first: every load() looks it up, and HMGET scans the record's
@@ -75,10 +97,10 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- The given fields go to HSET straight from ARGV.
 if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
   redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
-    'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, 5, first_dep - 1))
+    'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, at + 5, first_dep - 1))
 else
   redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
-    unpack(ARGV, 5, first_dep - 1))
+    unpack(ARGV, at + 5, first_dep - 1))
 end
 if pending > 0 or t.due_ms then  -- fields only some tasks have (dependencies, a delay)
   local sometimes = {}

@@ -9,8 +9,9 @@
 -- script raised.
 --
 -- Each registration runs register.lua's body unchanged (see INCLUDES in
--- taskmesh/scripts.py) with its own KEYS (task hash, seq, stats, queues) and
--- ARGV, in order: each is exactly one register.lua call. One failing
+-- taskmesh/scripts.py) with its own KEYS (task hash, seq, stats, queues;
+-- KEYS.at and KEYS.last place its arguments in this call's ARGV, read in
+-- place rather than copied), in order: each is exactly one register.lua call. One failing
 -- registration (pcall) does not stop the others, as if each had been its
 -- own call. What the batch saves: the libraries, TIME and the config read
 -- once per call, one wake-token push per queue (batch_begin/batch_end in
@@ -20,12 +21,14 @@
 --   tag_expiry, task, waiting, wake
 local out = {}
 local i = 2
+-- One KEYS table for every registration; at/last place its arguments in
+-- this call's ARGV (see register.lua), read there without a copy.
+local keys = {false, KEYS[1], KEYS[2], KEYS[3]}
 batch_begin()
 while i <= #ARGV do
   local width = tonumber(ARGV[i])
-  local argv = {ARGV[1]}
-  for j = 1, width do argv[j + 1] = ARGV[i + j] end
-  local ok, reply = pcall(register, {k_task(argv[2]), KEYS[1], KEYS[2], KEYS[3]}, argv)
+  keys[1], keys.at, keys.last = k_task(ARGV[i + 1]), i - 1, i + width
+  local ok, reply = pcall(register, keys, ARGV)
   if ok then out[#out + 1] = reply
   else out[#out + 1] = {err = tostring(type(reply) == 'table' and reply.err or reply)} end
   i = i + width + 1
