@@ -40,6 +40,7 @@ import redis.exceptions
 from . import scripts
 from .connection import CONNECTION_ERRORS
 from .exceptions import ServerBusyError, StoreError
+from .held import HeldConnection
 from .scripts import Call
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ def _is_refusal(exc: BaseException) -> bool:
 
 
 def _size(call: Call[Any]) -> int:
-    return sum([len(a) for a in call.args if type(a) is bytes or type(a) is str])
+    size = 0
+    for arg in call.args:  # a loop, not a list per report
+        if type(arg) is bytes or type(arg) is str:
+            size += len(arg)
+    return size
 
 
 def _groups(calls: list[Call[Any]], indexes: list[int]) -> list[list[int]]:
@@ -80,17 +85,40 @@ def _groups(calls: list[Call[Any]], indexes: list[int]) -> list[list[int]]:
     return groups
 
 
+def _deliver_reply(waiter: asyncio.Future[Any] | Callable[[Any], None], result: Any) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if waiter.done():
+            return
+        if isinstance(result, Exception):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(result)
+        return
+    try:
+        waiter(result)
+    except Exception:  # a bug in a callback must not stop the reporter
+        log.exception("a report's reply handler failed")
+
+
 class Reporter:
     def __init__(self, client: Any,
                  merge: Callable[[Sequence[Call[Any]]], Call[list[Any]]] | None = None,
-                 replicated: Callable[[list[Call[Any]]], Awaitable[list[Any] | None]] | None = None):
+                 replicated: Callable[[list[Call[Any]]], Awaitable[list[Any] | None]] | None = None,
+                 claims_first: asyncio.Event | None = None):
         self.client = client
+        self._held = HeldConnection(client)  # the reporter sends one batch at a time
+        # Set while the worker has no claim in flight: reports wait for it.
+        # A claim's reply is what the worker waits for, idle, while Redis
+        # runs the reports sent with it; sent after it instead, those run
+        # while the worker runs the tasks that claim brought.
+        self.claims_first = claims_first
         self.merge = merge
         # min_replicas (replication.py): sends the batch itself when the
         # namespace asks for replicas, else answers None.
         self.replicated = replicated
-        # (call, future); None for a posted call nobody waits for.
-        self._pending: list[tuple[Call[Any], asyncio.Future[Any] | None]] = []
+        # (call, what takes its reply: a future, a callback, or None for a
+        # posted call nobody waits for).
+        self._pending: list[tuple[Call[Any], asyncio.Future[Any] | Callable[[Any], None] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, from start()
@@ -107,6 +135,14 @@ class Reporter:
         self._wakeup.set()
         return await fut
 
+    def send(self, call: Call[T], on_reply: Callable[[T | Exception], None]) -> None:
+        """Queues ``call``; ``on_reply`` gets its parsed reply or the
+        exception :meth:`submit` would raise, on the loop, as soon as the
+        batch's reply is read. The worker's per-task path: no future, and
+        no coroutine resumed to read the reply (~10 us a report)."""
+        self._pending.append((call, on_reply))
+        self._wakeup.set()
+
     def post(self, call: Call[Any]) -> None:
         """Queues ``call`` (a progress update) without waiting for its reply:
         it is retried like a report, and its answer is dropped."""
@@ -119,15 +155,13 @@ class Reporter:
             self._wakeup.clear()
             self._busy = True
             while self._pending:
+                if self.claims_first is not None:
+                    await self.claims_first.wait()
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 results = await self._send([call for call, _ in batch])
-                for (_, fut), result in zip(batch, results):
-                    if fut is None or fut.done():
-                        continue
-                    if isinstance(result, Exception):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(result)
+                for (_, waiter), result in zip(batch, results):
+                    if waiter is not None:
+                        _deliver_reply(waiter, result)
             self._busy = False
 
     async def _send(self, calls: list[Call[Any]]) -> list[Any]:
@@ -192,12 +226,7 @@ class Reporter:
             if replies is not None:
                 return replies
         if len(calls) == 1:
-            # A lone report (an idle worker's one task: the round trip's
-            # path) as one command: a pipeline of one costs ~50 us more CPU.
-            try:
-                return [await scripts.arun(self.client, calls[0])]
-            except (ServerBusyError, redis.exceptions.ResponseError) as exc:
-                return [exc]  # in place, as a pipeline answers it
+            return await self._run_calls(calls)
         if not calls:
             return []
         # One merged call touches one slot: reports of different shards of a
@@ -214,8 +243,7 @@ class Reporter:
             # Progress goes first, in a pipeline of its own: a pipeline resends
             # the calls Redis answered NOSCRIPT after the others ran, which
             # would land a task's last progress after its outcome.
-            for i, reply in zip(others, await scripts.arun_batch(
-                    self.client, [calls[i] for i in others])):
+            for i, reply in zip(others, await self._run_calls([calls[i] for i in others])):
                 results[i] = reply
         if not by_prefix:
             return results
@@ -224,7 +252,7 @@ class Reporter:
                   if merge is not None else [[i] for idx in by_prefix.values() for i in idx])
         sends = [calls[g[0]] if len(g) == 1 else merge([calls[i] for i in g])  # type: ignore[misc]
                  for g in groups]
-        replies = await scripts.arun_batch(self.client, sends)
+        replies = await self._run_calls(sends)
         for group, reply in zip(groups, replies):
             if len(group) == 1:
                 results[group[0]] = reply
@@ -232,10 +260,27 @@ class Reporter:
             if isinstance(reply, ServerBusyError):  # OOM/BUSY: for every report in it
                 reply = [reply] * len(group)
             elif isinstance(reply, Exception):  # e.g. a refused result: find it one by one
-                reply = await scripts.arun_batch(self.client, [calls[i] for i in group])
+                reply = await self._run_calls([calls[i] for i in group])
             for i, result in zip(group, reply):
                 results[i] = result
         return results
+
+    async def _run_calls(self, calls: list[Call[Any]]) -> list[Any]:
+        """Parsed replies in call order, an error reply in its place (as
+        ``scripts.arun_batch`` gives them): on the reporter's held
+        connection (held.py), else through the client."""
+        raws = await self._held.raw(calls)
+        if raws is not None:
+            return [raw if isinstance(raw, Exception) else call.parse(raw)
+                    for call, raw in zip(calls, raws)]
+        if len(calls) == 1:
+            # A lone report (an idle worker's one task: the round trip's
+            # path) as one command: a pipeline of one costs ~50 us more CPU.
+            try:
+                return [await scripts.arun(self.client, calls[0])]
+            except (ServerBusyError, redis.exceptions.ResponseError) as exc:
+                return [exc]  # in place, as a pipeline answers it
+        return await scripts.arun_batch(self.client, calls)
 
     async def _reachable(self) -> bool:
         try:
@@ -260,4 +305,5 @@ class Reporter:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        await self._held.close()
         return flushed

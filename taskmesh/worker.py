@@ -61,6 +61,7 @@ from .executors import (
 )
 from .idle import IDLE_MAX_S, IdleWaiter
 from .keys import Keys, validate_namespace, validate_queue_name
+from .held import HeldConnection
 from .lease import LeaseKeeper
 from .models import TERMINAL_ORDER, ExecutorType
 from .periodic import PeriodicTicker
@@ -290,6 +291,11 @@ class Worker:
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
         self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
+        self._direct = HeldConnection(self.client)  # the claim loop's own (held.py)
+        # Set while no claim is in flight: the reporter sends only then
+        # (Reporter.claims_first).
+        self._no_claim = asyncio.Event()
+        self._no_claim.set()
         pool = ThreadPoolExecutor(
             max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
         )
@@ -297,7 +303,7 @@ class Worker:
         await self._check_credentials()
         self.reporter = Reporter(  # merged per shard (the reporter groups by prefix)
             self.client, merge=lambda calls: self.shardset.for_task(calls[0].args[1])
-            .report_many(calls), replicated=self._replicated_reports)
+            .report_many(calls), replicated=self._replicated_reports, claims_first=self._no_claim)
         self.reporter.start()
         keeper = LeaseKeeper(self.sync_client, self.commands, self.id, opts.lease_timeout,
                              self._held_snapshot, self._info, self._on_renewed,
@@ -322,6 +328,7 @@ class Worker:
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
                             "are recovered by another worker when their lease expires",
                             self.id, self.reporter.pending)
+            await self._direct.close()
             await self._unregister()
             if self._sharded is not None:
                 await self._sharded.close()
@@ -361,7 +368,7 @@ class Worker:
             if free <= 0:
                 await self._wait_slot(None)
                 continue
-            want = min(free, CLAIM_BATCH)
+            want = self._claim_size(free)
             # A report landing during the claim may have queued a retry or a
             # dependent the claim did not see: a burst worker must look again.
             busy_before = bool(self._active or self._reports_in_flight)
@@ -374,7 +381,7 @@ class Worker:
                     res = await self._sharded.claim(want, self.lease_timeout_ms, seq_slots,
                                                     process_slots, claim_id)
                 else:
-                    res = await scripts.arun(self.client, self.commands.claim(
+                    res = await self._claim(self.commands.claim(
                         self.id, self.options.queues, want, self.lease_timeout_ms,
                         seq_slots, process_slots, claim_id))
             except ServerBusyError as exc:
@@ -392,8 +399,13 @@ class Worker:
             # resend keeps the id, and claim.lua replays what it claimed.
             claim_id = uuid.uuid4().hex
             self._note_not_busy()
-            for claimed in res.tasks:
-                self._start(claimed)
+            try:
+                for claimed in res.tasks:
+                    self._start(claimed)
+            finally:
+                # The reports wait until the tasks claimed have started
+                # (their first steps run ahead of the reporter's).
+                self._no_claim.set()
             if len(res.tasks) >= want:
                 continue
             if res.more_queued and (res.capped or res.lane_full):
@@ -420,6 +432,31 @@ class Worker:
         if ahead is not None and ahead.tasks:  # claimed as the stop began: never started
             await self._handback([(t.id, t.token, False) for t in ahead.tasks])
 
+    async def _claim(self, call: Call[ClaimResult]) -> ClaimResult:
+        """claim.lua on the claim loop's held connection, else through the
+        client (whose retries then apply): raises as ``scripts.arun`` does.
+        Reports wait meanwhile (Reporter.claims_first); on success the
+        claim loop lets them go once it has started the tasks claimed."""
+        self._no_claim.clear()
+        try:
+            raws = await self._direct.raw([call])
+            if raws is None:
+                return await scripts.arun(self.client, call)
+            if isinstance(raws[0], Exception):
+                raise raws[0]
+            return call.parse(raws[0])
+        except BaseException:
+            self._no_claim.set()
+            raise
+
+    def _claim_size(self, free: int) -> int:
+        """How many tasks one claim asks for: every free slot. (Claiming in
+        halves, so that one half's claim is in flight while the other half
+        runs, was measured slower at concurrency 10: twice the script calls
+        and round trips cost Redis ~22% and the worker ~38% more CPU per
+        task, more than the overlap gave back; benchmarks/PROFILE.md.)"""
+        return min(free, CLAIM_BATCH)
+
     def _free_slots(self) -> int:
         # Reports in flight beyond one round of slots hold claiming back,
         # so a slow Redis cannot make the worker run ahead of its reports.
@@ -434,7 +471,7 @@ class Worker:
                 or type(self.client) is not redis.asyncio.Redis):  # memory://, cluster
             return None
         seq_slots, process_slots = lane_slots(self._active.values(), self.options.processes or 1)
-        return self.commands.claim(self.id, self.options.queues, min(free, CLAIM_BATCH),
+        return self.commands.claim(self.id, self.options.queues, self._claim_size(free),
                                    self.lease_timeout_ms, seq_slots, process_slots, claim_id)
 
     async def _wait_slot(self, timeout: float | None) -> None:
@@ -533,6 +570,7 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         began = time.monotonic()
+        reporting = False
         try:
             try:
                 self._prepare(job)
@@ -544,14 +582,11 @@ class Worker:
                 outcome = await self._execute(job)
                 job.context.flush_progress()  # queued ahead of the report
             # The function is done: its slot can take new work while the
-            # report travels (the lease stays held until the report lands).
+            # report travels (the lease stays held until the report lands,
+            # _report_landed). The runner ends here: nothing waits on the reply.
             self._free_slot(job)
-            self._reports_in_flight += 1
-            try:
-                await self._send_report(job, outcome, began)
-            finally:
-                self._reports_in_flight -= 1
-                self._slot_freed.set()  # type: ignore[union-attr]  # may unblock claiming
+            self._send_report(job, outcome, began)
+            reporting = True
         except asyncio.CancelledError:
             if job.cancel_reason != "shutdown":
                 raise
@@ -559,7 +594,8 @@ class Worker:
             log.exception("task %s: could not report its outcome; its lease will expire", job.id)
         finally:
             self._free_slot(job)
-            self._unhold(job)
+            if not reporting:
+                self._unhold(job)
 
     async def _execute(self, job: Job) -> tuple[str, Any, bool]:
         attempt = job.claimed.attempt
@@ -588,41 +624,63 @@ class Worker:
         except SerializationError as exc:
             return "failed", _error_json(exc, attempt), False
 
-    async def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
+    def _send_report(self, job: Job, outcome: tuple[str, Any, bool], began: float) -> None:
+        """Queues the outcome on the reporter; its reply is handled by
+        :meth:`_report_landed` (a callback, not an awaited future: the
+        per-task path resumes no coroutine for it)."""
         kind, data, retryable = outcome
-        commands = self.shardset.for_task(job.id)
-        try:
-            status = await self.reporter.submit(
-                commands.report(job.id, job.claimed.token, kind, data, retryable,
-                                job.queued_locally_ms, job.error_pickle))
-        except ReportRefusedError:
-            if kind == "cancelled":
-                raise
-            # Redis will not store this outcome (too large for it): fail the
-            # task with a small error instead of leaving it RUNNING forever.
+        call = self.shardset.for_task(job.id).report(
+            job.id, job.claimed.token, kind, data, retryable, job.queued_locally_ms,
+            job.error_pickle)
+        self._reports_in_flight += 1
+        self.reporter.send(call, lambda reply: self._report_landed(job, kind, data, began, reply))
+
+    def _report_landed(self, job: Job, kind: str, data: Any, began: float, reply: Any,
+                       resent: bool = False) -> None:
+        """A report's reply: counts the outcome, then stops renewing the
+        lease. A report Redis refused (too large for it) is replaced by a
+        small failure report instead of leaving the task RUNNING forever."""
+        if isinstance(reply, ReportRefusedError) and kind != "cancelled" and not resent:
             part = "result" if kind == "completed" else "error"
             refused = PayloadTooLargeError(len(data), None, part)
             log.warning("task %s: Redis refused its %s (%d bytes)", job.id, part, len(data))
-            kind, data = "failed", _error_json(refused, job.claimed.attempt)
-            status = await self.reporter.submit(
-                commands.report(job.id, job.claimed.token, kind, data, False,
-                                job.queued_locally_ms))
-        ms = (time.monotonic() - began) * 1000
+            error = _error_json(refused, job.claimed.attempt)
+            call = self.shardset.for_task(job.id).report(
+                job.id, job.claimed.token, "failed", error, False, job.queued_locally_ms)
+            self.reporter.send(call, lambda again: self._report_landed(
+                job, "failed", error, began, again, resent=True))
+            return  # still in flight
+        try:
+            if isinstance(reply, Exception):
+                log.error("task %s: could not report its outcome; its lease will expire",
+                          job.id, exc_info=reply)
+            else:
+                self._count_outcome(job, kind, reply, began)
+        finally:
+            self._reports_in_flight -= 1
+            self._slot_freed.set()  # type: ignore[union-attr]  # may unblock claiming
+            self._unhold(job)
+
+    def _count_outcome(self, job: Job, kind: str, status: str, began: float) -> None:
         if self._sharded is not None and status in TERMINAL_ORDER:
             self._sharded.drain_soon([self.shardset.of(job.id)])  # dependents elsewhere
         if status == "stale":
             log.warning("task %s: %s discarded, the claim is no longer ours (%.1f ms)",
-                        job.id, kind, ms)
+                        job.id, kind, (time.monotonic() - began) * 1000)
             return
         if status == "completed":
             self.processed += 1
-        elif status in ("failed", "scheduled"):
-            self.failed += 1
-        # One grep-friendly line per outcome; successes at DEBUG so a busy
-        # worker's log stays readable (and cheap), the rest at INFO.
-        log.log(logging.DEBUG if status == "completed" else logging.INFO,
-                "task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
-                status, ms, job.claimed.attempt)
+            # One grep-friendly line per outcome; successes at DEBUG so a busy
+            # worker's log stays readable (and cheap), the rest at INFO.
+            if not log.isEnabledFor(logging.DEBUG):
+                return
+            level = logging.DEBUG
+        else:
+            if status in ("failed", "scheduled"):
+                self.failed += 1
+            level = logging.INFO
+        log.log(level, "task %s %s -> %s in %.1f ms (attempt %d)", job.id, job.claimed.name,
+                status, (time.monotonic() - began) * 1000, job.claimed.attempt)
 
     def _unhold(self, job: Job) -> None:
         """Stops renewing the lease (a shut-down job keeps it until handed back)."""

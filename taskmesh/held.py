@@ -1,0 +1,111 @@
+"""A connection held by one sequential user (the worker's claim loop, its
+reporter), written to directly.
+
+A script call through redis-py's asyncio client takes a connection from the
+pool and gives it back (a lock, connection-count bookkeeping, a readiness
+check) around the command itself: on this machine about half of the
+~110 us of worker CPU a claim or report round trip cost, paid twice per
+batch of tasks. The claim loop and the reporter each send one call (or one
+pipeline) at a time, so each keeps a connection of the pool for itself and
+writes to it and reads from it directly (the pattern of ``scripts._direct``
+for sync clients): the same packing, the same reply parsing, errors in
+place.
+
+Only a plain ``redis.asyncio.Redis`` on its own ``ConnectionPool`` goes
+this way; anything else (memory://, cluster, Sentinel) and any connection
+failure go through the client as before (``None`` from :meth:`HeldConnection.raw`),
+which brings the client's own retries. A resend after a lost reply is safe
+for what goes here: claims are replayed by claim id, reports and progress
+are fenced by the claim token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .scripts import Call, busy_error
+
+
+class HeldConnection:
+    """A pool connection kept by its one user between calls (not thread-safe,
+    not for concurrent coroutines: a second caller meanwhile gets ``None``)."""
+
+    def __init__(self, client: Any):
+        pool = getattr(client, "connection_pool", None)
+        self._pool: Any = pool if (type(client) is redis.asyncio.Redis
+                                   and type(pool) is redis.asyncio.ConnectionPool) else None
+        self._conn: Any = None
+        self._in_use = False
+
+    async def raw(self, calls: Sequence[Call[Any]]) -> list[Any] | None:
+        """The calls' raw replies in order, an error reply in its place as
+        the exception (OOM/BUSY as ServerBusyError), or None when the
+        client's regular path must run them: no usable connection, or one
+        that failed (then none of the replies was read, and the caller's
+        resend is fenced or replayed as the module docstring says)."""
+        if self._pool is None or self._in_use or not calls:
+            return None
+        self._in_use = True
+        try:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = await self._pool.get_connection()
+            return await self._exchange(conn, calls)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await self._drop()
+            return None
+        except BaseException:
+            await self._drop()  # cancelled mid-exchange: its replies are unread
+            raise
+        finally:
+            self._in_use = False
+
+    async def _exchange(self, conn: Any, calls: Sequence[Call[Any]]) -> list[Any]:
+        replies = await self._send(conn, calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # first use of a script, or Redis flushed its cache: load, resend those
+            sources = list(dict.fromkeys(calls[i].script.source for i in missing))
+            await conn.send_packed_command(
+                [part for source in sources for part in conn.pack_command("SCRIPT", "LOAD", source)])
+            refused: ResponseError | None = None
+            for _ in sources:
+                try:
+                    await conn.read_response()
+                except ResponseError as exc:  # e.g. OOM: those calls fail as a NOSCRIPT would
+                    refused = exc
+            if refused is not None:
+                for i in missing:
+                    replies[i] = busy_error(refused) or refused
+                return replies
+            for i, reply in zip(missing, await self._send(conn, [calls[i] for i in missing])):
+                replies[i] = reply
+        return replies
+
+    @staticmethod
+    async def _send(conn: Any, calls: Sequence[Call[Any]]) -> list[Any]:
+        packed = [part for call in calls for part in conn.pack_command("EVALSHA", *call.evalsha_args)]
+        await conn.send_packed_command(packed)  # health-checks an idle connection first
+        replies: list[Any] = []
+        for _ in calls:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:  # an error reply: the rest still follow
+                replies.append(busy_error(exc) or exc)
+        return replies
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
+
+    async def close(self) -> None:
+        """Gives the connection back to the pool (the client closes it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)

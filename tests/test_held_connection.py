@@ -1,0 +1,100 @@
+"""The worker's held connections (held.py) answer as the client would.
+
+Claims and reports go on a connection the claim loop (or the reporter)
+keeps for itself; what it cannot do (another kind of client, a connection
+that failed) it hands back to the client's regular path, and error replies
+stay in place like a pipeline's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import fakeredis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from taskmesh.connection import async_client
+from taskmesh.held import HeldConnection
+from taskmesh.scripts import Call, LuaScript
+
+
+def _call(source: str, *args: Any) -> Call[Any]:
+    return Call(LuaScript("probe", source), [], list(args))
+
+
+def _run(redis_server, body) -> Any:
+    async def main() -> Any:
+        client = async_client(redis_server.url)
+        held = HeldConnection(client)
+        try:
+            return await body(client, held)
+        finally:
+            await held.close()
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_replies_in_order_with_an_error_reply_in_its_place(redis_server):
+    async def body(client, held):
+        return await held.raw([_call("return ARGV[1]", "a"),
+                               _call("return redis.error_reply('ERR nope')"),
+                               _call("return ARGV[1] .. ARGV[2]", "b", "c")])
+
+    first, error, last = _run(redis_server, body)
+    assert first == b"a" and last == b"bc"
+    assert isinstance(error, ResponseError) and "nope" in str(error)
+
+
+def test_scripts_redis_forgot_are_loaded_and_only_those_resent(redis_server):
+    """After SCRIPT FLUSH the calls answered NOSCRIPT are resent once
+    loaded; a call that did run is not run again."""
+    async def body(client, held):
+        counter = _call("return redis.call('INCR', ARGV[1])", "held-test:counter")
+        await client.delete("held-test:counter")
+        assert await held.raw([counter]) == [1]
+        await client.script_flush()
+        replies = await held.raw([counter, _call("return 'fresh'"), counter])
+        return replies, int(await client.get("held-test:counter"))
+
+    replies, count = _run(redis_server, body)
+    assert replies == [2, b"fresh", 3] and count == 3
+
+
+def test_a_killed_connection_goes_the_regular_way_once_then_reconnects(redis_server):
+    async def body(client, held):
+        call = _call("return 'ok'")
+        assert await held.raw([call]) == [b"ok"]
+        conn = held._conn  # the held connection itself, killed from another one
+        await conn.send_command("CLIENT", "ID")
+        await client.execute_command("CLIENT", "KILL", "ID", await conn.read_response())
+        first = await held.raw([call])
+        return first, await held.raw([call])
+
+    first, second = _run(redis_server, body)
+    assert first is None  # the caller runs it through the client (its retries apply)
+    assert second == [b"ok"]
+
+
+def test_other_clients_always_go_the_regular_way():
+    async def main() -> Any:
+        client = fakeredis.FakeAsyncRedis()
+        held = HeldConnection(client)
+        try:
+            return await held.raw([_call("return 1")])
+        finally:
+            await held.close()
+            await client.aclose()
+
+    assert asyncio.run(main()) is None
+
+    async def blocking_pool() -> Any:  # async_client(max_connections=...): not this path
+        client = redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool())
+        try:
+            return await HeldConnection(client).raw([_call("return 1")])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(blocking_pool()) is None
