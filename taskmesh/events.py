@@ -377,7 +377,8 @@ class EventStream:
             hub.release()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # (at interpreter exit, say)
+            self.close()
 
 
 Listener = Union[Subscription, EventStream]
@@ -400,15 +401,42 @@ class _EventsReader:
             callback()
 
 
+class _LoopThread:
+    """A daemon thread running one event loop, with a client of its own (a
+    client's connections belong to the loop that made them)."""
+
+    def __init__(self, url: str, name: str):
+        self.loop = asyncio.new_event_loop()
+        up = threading.Event()
+        self.thread = threading.Thread(target=self._main, args=(url, up), daemon=True, name=name)
+        self.thread.start()
+        up.wait()
+
+    def _main(self, url: str, up: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.client = async_client(url)
+        up.set()
+        run_loop(self.loop)  # until stopped; pending reads are ended before it closes
+
+    async def stop(self) -> None:
+        """On the loop: closes the client and stops the loop."""
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+        self.loop.stop()
+
+
 class Hub:
-    """The process's one listener for a (url, namespace): a daemon thread
-    running an event loop with one client, serving everyone in the process:
+    """The process's one listener for a (url, namespace), serving everyone
+    in the process:
 
     * :attr:`waiter`, the result waiters' one pub/sub connection (``done:*``
-      of every shard), for every manager and loop (waiters.py);
+      of every shard), for every manager, thread and loop (waiters.py), on
+      a thread of its own (``taskmesh-done-<ns>``), so a handler that blocks
+      never holds up a result;
     * while anyone listens to events, one XREAD reader of the events
-      streams, fanned out to every :func:`subscribe` handler and
-      ``tm.events()`` iterator.
+      streams on the ``taskmesh-events-<ns>`` thread (:attr:`loop`), fanned
+      out to every :func:`subscribe` handler (sync ones run on that thread,
+      async ones on its loop) and ``tm.events()`` iterator.
 
     So a process needs two connections per namespace for these, however
     many waits, handlers and iterators it runs. Users (managers,
@@ -419,27 +447,22 @@ class Hub:
         self.url, self.keys = url, Keys(namespace)
         self.users = 1  # guarded by _hubs_lock
         self.listeners: list[Listener] = []
-        self.loop = asyncio.new_event_loop()
-        self._reader: _EventsReader | None = None  # touched on the loop only
-        up = threading.Event()
-        self.thread = threading.Thread(target=self._main, args=(up,), daemon=True,
-                                       name=f"taskmesh-events-{namespace}")
-        self.thread.start()
-        up.wait()
-
-    def _main(self, up: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.client = async_client(self.url)  # created on its loop's thread
-        self.waiter = DoneWaiter(self.client, self.keys, self.loop)
-        up.set()
-        run_loop(self.loop)  # until stopped; pending reads are ended before it closes
+        self._reader: _EventsReader | None = None  # touched on the events loop only
+        self._events = _LoopThread(url, f"taskmesh-events-{namespace}")
+        self._done = _LoopThread(url, f"taskmesh-done-{namespace}")
+        self.loop, self.thread, self.client = (self._events.loop, self._events.thread,
+                                               self._events.client)
+        self.waiter = DoneWaiter(self._done.client, self.keys, self._done.loop)
 
     # ---- events (listeners from any thread; the reader on the loop) ---------------------
     def listen(self, listener: Listener, on_ready: Callable[[], None]) -> None:
         """Adds ``listener``; ``on_ready`` (safe from any thread) is called once
         the reader has subscribed, at once if it has already."""
         self.listeners.append(listener)
-        _call_in(self.loop, self._join_reader, on_ready)
+        if threading.current_thread() is self.thread:
+            self._join_reader(on_ready)  # from a handler
+        else:
+            _call_in(self.loop, self._join_reader, on_ready)
 
     def _join_reader(self, on_ready: Callable[[], None]) -> None:
         reader = self._reader
@@ -493,15 +516,18 @@ class Hub:
         reader, self._reader = self._reader, None
         if reader is not None:
             await stop_listener(reader.task, reader.stop)
+        _call_in(self._done.loop, lambda: self._done.loop.create_task(self._stop_done()))
+        await self._events.stop()
+
+    async def _stop_done(self) -> None:
         await self.waiter.close()
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
-        self.loop.stop()
+        await self._done.stop()
 
     def join(self, timeout_s: float = 5.0) -> None:
-        """Waits for a stopped listener's thread (not from that thread)."""
-        if threading.current_thread() is not self.thread:
-            self.thread.join(timeout_s)
+        """Waits for a stopped listener's threads (not from one of them)."""
+        for thread in (self._events.thread, self._done.thread):
+            if threading.current_thread() is not thread:
+                thread.join(timeout_s)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -560,5 +586,6 @@ def subscribe(event_type: EventTypes, handler: Handler, *, url: str | None = Non
     sub = Subscription(hub, handler, types)
     ready = threading.Event()
     hub.listen(sub, ready.set)
-    ready.wait(timeout=SUBSCRIBE_WAIT_S)
+    if threading.current_thread() is not hub.thread:  # a handler cannot wait on its own loop
+        ready.wait(timeout=SUBSCRIBE_WAIT_S)
     return sub

@@ -98,12 +98,19 @@ class ListStep:
     resume: tuple[str, str, str] | None
 
 
+def _parse_register(raw: list[Any]) -> tuple[str, str | None]:
+    return _s(raw[0]) or "", _s(raw[1]) if len(raw) > 1 else None
+
+
 class Commands:
     """Builds the Calls for one namespace. Holds no connection."""
 
     def __init__(self, keys: Keys):
         self.keys = keys
         self.prefix = keys.prefix
+        # register.lua's KEYS[2..4], made once (a Keys property formats its
+        # prefix anew at each use).
+        self._register_keys = (keys.seq, keys.stats, keys.queues)
 
     # ---- producer-side state changes ------------------------------------
     def register(
@@ -112,24 +119,17 @@ class Commands:
     ) -> Call[tuple[str, str | None]]:
         """``dependencies`` are in this shard; ``remote`` pairs a dependency
         in another shard with what link.lua answered there (sharding.py)."""
-        k = self.keys
-        pairs: list[Any] = []
-        for name, value in fields.items():
-            pairs += [name, value]
-        remote_args: list[str] = [""] if remote else []
-        for dep, status in remote:
-            remote_args += [dep, status]
-
-        def parse(raw: list[Any]) -> tuple[str, str | None]:
-            return _s(raw[0]) or "", _s(raw[1]) if len(raw) > 1 else None
-
-        return Call(
-            script("register"),
-            [k.task(task_id), k.seq, k.stats, k.queues],
-            [self.prefix, task_id, "1" if defer else "0", len(fields), *pairs, *dependencies,
-             *remote_args],
-            parse,
-        )
+        prefix = self.prefix
+        args: list[Any] = [prefix, task_id, "1" if defer else "0", len(fields)]
+        for pair in fields.items():
+            args += pair
+        args += dependencies
+        if remote:
+            args.append("")
+            for pair in remote:
+                args += pair
+        return Call(script("register"), [self.keys.task(task_id), *self._register_keys], args,
+                    _parse_register)
 
     def register_many(self, registrations: Sequence[Call[tuple[str, str | None]]]
                       ) -> Call[list[Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from taskmesh import (
     subscribe,
 )
 from taskmesh.serialization import Codec
-from taskmesh.waiters import RECENT_DONE, parse_done
+from taskmesh.waiters import RECENT_DONE, RECHECK_S, parse_done
 from tests import tasks
 from tests.helpers import wait_until
 
@@ -182,7 +183,8 @@ def test_one_listener_serves_every_wait_handler_and_stream(redis_server, rds, na
         for m in managers:
             m.close()
     # The last user gone, the listener and its connections are too.
-    assert not [t for t in threading.enumerate() if t.name == f"taskmesh-events-{namespace}"]
+    assert not [t for t in threading.enumerate()
+                if t.name in (f"taskmesh-events-{namespace}", f"taskmesh-done-{namespace}")]
     wait_until(lambda: pubsub_clients() <= base_pubsub, timeout=WAIT,
                what="the listener's pub/sub connection to close")
 
@@ -254,3 +256,30 @@ def test_fresh_tasks_round_trip_through_a_worker(tm, worker_factory):
 
 async def _wait_all(tm: TaskManager, ids: list[str]) -> list:
     return [await tm.wait_for_task(i, timeout=WAIT) for i in ids]
+
+
+def test_a_handler_that_waits_for_a_result_is_not_its_own_obstacle(tm, worker_factory):
+    """Handlers run on the listener's events thread; the done reader has its
+    own, so a sync handler blocked in wait_for_task_sync gets its result
+    pushed, before the first re-read (RECHECK_S) that would otherwise end it."""
+    later = tm.register_task(tasks.add, 20, 22, defer=True)
+    got: list = []
+    finished = threading.Event()
+
+    def handler(event) -> None:
+        if event.task_id == first and not got:
+            tm.execute_task_sync(later)
+            started = time.monotonic()
+            got.append(tm.wait_for_task_sync(later))
+            got.append(time.monotonic() - started)
+            finished.set()
+
+    first = f"first-{later}"
+    sub = tm.subscribe(EventType.TASK_COMPLETED, handler)
+    try:
+        worker_factory()
+        tm.register_task(tasks.add, 1, 1, task_id=first)
+        assert finished.wait(WAIT)
+        assert got[0] == 42 and got[1] < RECHECK_S - 1, got
+    finally:
+        sub.close()
