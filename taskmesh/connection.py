@@ -119,7 +119,10 @@ def _tolerate_closed_loops() -> None:
     manager or worker closing) leaves the callback behind, and from then on
     every write to the shared store raised "Event loop is closed" in the
     *writer*, another manager or worker. Here a callback whose loop is
-    closed is dropped instead; memory:// only, nothing else uses fakeredis."""
+    closed is dropped instead; memory:// only, nothing else uses fakeredis.
+    Our own loops no longer leave such reads behind (portal.finish_loop
+    cancels and awaits them before a loop closes; asyncio.run does for
+    workers): this stays as the guard for loops a caller closes itself."""
     from fakeredis._core._database import Database
 
     if getattr(Database.wake_all, "_taskmesh", False):
