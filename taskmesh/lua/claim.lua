@@ -135,7 +135,7 @@ local claimed_ids = {}
 local claim_no  -- this call's value of the claims counter, taken at its first task
 local token_head, token_tail  -- a token is "<counter>.<n>-<ms>": its fixed parts
 -- The lease deadline of every task this call claims, as text (now_ms_text).
-local deadline = string.format('%.0f', now + lease_timeout_ms)
+local deadline = string.format('%d', now + lease_timeout_ms)
 while claimed < want and park_budget > 0 do
   local parked = 0
   flush_counts()  -- claim_order reads qcount (priority aging)
@@ -162,7 +162,7 @@ while claimed < want and park_budget > 0 do
         -- the INCRBY only skips values no later call can take.
         if not claim_no then
           claim_no = redis.call('INCR', KEYS[3])
-          token_head, token_tail = claim_no .. '.', '-' .. now_ms_text()
+          token_head, token_tail = string.format('%d.', claim_no), '-' .. now_ms_text()
         end
         local token = token_head .. small_int_text(claimed + 1) .. token_tail
         local attempt = (tonumber(t.attempts) or 0) + 1

@@ -116,10 +116,10 @@ local BAND_CHUNK = 16  -- most band members the aged merge reads at a time
 -- maximum), so a band stays FIFO: its later members never pass its head.
 local function band_reader(q, p, aging_ms)
   local low = (255 - p) * PRIORITY_SPAN
-  local upto = '(' .. string.format('%.0f', low + PRIORITY_SPAN)
+  local upto = '(' .. string.format('%d', low + PRIORITY_SPAN)
   -- Reads resume after the last score seen, not at an offset: the claim
   -- removes members (claimed, parked) while the merge goes on.
-  local band = {from = string.format('%.0f', low), buf = {}, i = 1, chunk = 1,
+  local band = {from = string.format('%d', low), buf = {}, i = 1, chunk = 1,
     exhausted = false, floor = -math.huge}
   function band.head()
     if band.i > #band.buf and not band.exhausted then

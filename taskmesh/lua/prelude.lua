@@ -466,10 +466,10 @@ local function mark_terminal(t, status, fields, data, quiet, attempt, worker, ru
   if not place then  -- once per script and ttl (see now_ms_text)
     local ttl = tonumber(ttl_text) or -1
     if ttl >= 0 then
-      place = {ttl = ttl, expire = string.format('%.0f', math.max(ttl, 1)),
-        score = string.format('%.0f', now_ms() + ttl * 1000)}
+      place = {ttl = ttl, expire = string.format('%d', math.max(ttl, 1)),
+        score = string.format('%d', now_ms() + ttl * 1000)}
     else
-      place = {ttl = ttl, score = string.format('%.0f', FOREVER_BASE + now_ms())}
+      place = {ttl = ttl, score = string.format('%d', FOREVER_BASE + now_ms())}
     end
     _done_places[ttl_text] = place
   end

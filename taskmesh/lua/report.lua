@@ -46,7 +46,7 @@ end
 
 if outcome == 'completed' and not cancel_requested then
   -- as text: it goes to the samples and to the event (see now_ms_text)
-  local runtime_ms = tostring(now_ms() - math.floor(tonumber(t.started_at) * 1000))
+  local runtime_ms = string.format('%d', now_ms() - math.floor(tonumber(t.started_at) * 1000))
   runtime_sample(runtime_ms)
   finish(t, 'completed', {'result', ARGV[5]}, nil, t.attempts or nil, t.worker or nil, runtime_ms)
   return 'completed'
