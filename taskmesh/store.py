@@ -155,17 +155,15 @@ class Commands:
         payload (register_many without dependencies), built without a Call
         per task. Each reply entry is register.lua's raw reply, or the
         exception its script raised."""
-        before: list[Any] = ["1" if defer else "0", len(head) + 1 + len(tail)]
-        for name, value in head.items():
-            before += [name, value]
-        before.append("payload")
-        after: list[Any] = []
-        for name, value in tail.items():
-            after += [name, value]
-        width = 1 + len(before) + 1 + len(after)
-        args: list[Any] = [self.prefix]
-        for task_id, payload in zip(ids, payloads):
-            args += [width, task_id, *before, payload, *after]
+        shared: list[Any] = ["1" if defer else "0", len(head) + len(tail)]
+        for pair in head.items():
+            shared += pair
+        for pair in tail.items():
+            shared += pair
+        # register_many.lua's shared form: the fields once, then id, payload
+        args: list[Any] = [self.prefix, "shared", len(shared), *shared]
+        for pair in zip(ids, payloads):
+            args += pair
         k = self.keys
 
         def parse(raw: list[Any]) -> list[Any]:

@@ -293,7 +293,14 @@ class DoneWaiter:
                     if outcome[0].is_terminal:
                         return outcome
                 first = False
-                wait_s = _wait_s(task_id, timeout, deadline, loop.time())  # may raise
+                try:
+                    wait_s = _wait_s(task_id, timeout, deadline, loop.time())
+                except TimeoutError:
+                    if skip:  # out of time unread: one look before giving up
+                        outcome = await read()
+                        if outcome[0].is_terminal:
+                            return outcome
+                    raise
                 with contextlib.suppress(asyncio.TimeoutError):
                     pushed = await asyncio.wait_for(fut, wait_s)
                     if pushed is not None:
@@ -330,7 +337,15 @@ class DoneWaiter:
                     if outcome[0].is_terminal:
                         return outcome
                 first = False
-                if event.wait(_wait_s(task_id, timeout, deadline, time.monotonic())):
+                try:
+                    wait_s = _wait_s(task_id, timeout, deadline, time.monotonic())
+                except TimeoutError:
+                    if skip:  # out of time unread: one look before giving up
+                        outcome = read()
+                        if outcome[0].is_terminal:
+                            return outcome
+                    raise
+                if event.wait(wait_s):
                     if pushed[0] is not None:
                         return pushed[0]
             finally:

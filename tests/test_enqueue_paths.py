@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from taskmesh import SerializationError, TaskManager, TaskPriority
+from taskmesh import SerializationError, TaskManager, TaskPriority, TaskStatus
 from taskmesh.registration import new_task_ids
 from taskmesh.serialization import Codec
 from tests import tasks
@@ -126,3 +126,14 @@ def test_close_releases_the_lane(backend, namespace, rds):
     manager.register_many("tests.tasks:add", [(1, 2)] * 3)
     manager.close()
     assert len(rds.client_list()) <= before
+
+
+def test_register_many_deferred_and_tagged(tm):
+    """The shared form places like register.lua: deferred tasks PENDING,
+    tags indexed, delayed ones SCHEDULED."""
+    ids = tm.register_many("tests.tasks:add", [(1, 2)] * 120, defer=True, tags=["bulk"])
+    assert {tm.get_task_status(i) for i in ids[::17]} == {TaskStatus.PENDING}
+    page = tm.list_tasks(tag="bulk", limit=1000)
+    assert sorted(t.id for t in page.tasks) == sorted(ids)
+    later = tm.register_many("tests.tasks:add", [(1, 2)] * 3, delay=60)
+    assert {tm.get_task_status(i) for i in later} == {TaskStatus.SCHEDULED}

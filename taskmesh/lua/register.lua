@@ -21,15 +21,21 @@
 -- Key families: applied, byseq, config, dependents, done, done_channel, early, events, parked,
 --   pending, qcount, queue, queues, rate, rate_bucket, running, scheduled, seq, stats, tag,
 --   tag_expiry, task, waiting, wake
--- `at`: where this registration's arguments sit in ARGV (its ARGV[2] is
--- ARGV[at + 2]) and `last` its last one: 0 and #ARGV for a call of its
--- own; register_many.lua runs this body on the batch's ARGV with KEYS.at
--- and KEYS.last set, so no registration's arguments are copied.
+-- Where the arguments sit: register_many.lua runs this body on its own
+-- ARGV, so no registration's arguments are copied. `at`: this
+-- registration's ARGV[2] (its id) is ARGV[at + 2]; `last` its last
+-- argument; `f` where its defer flag, n and the n field pairs are. For a
+-- call of its own: 0, #ARGV and 3. With KEYS.shared_at (register_many.lua's
+-- shared form) the flag, n and the pairs (all but the payload) are shared
+-- by the call's tasks, and a task's own arguments are its id and its
+-- payload (ARGV[at + 3]).
 local at, last = KEYS.at or 0, KEYS.last or #ARGV
+local f = KEYS.shared_at or at + 3
 local id = ARGV[at + 2]
+local payload = KEYS.shared_at and ARGV[at + 3]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-local npairs = tonumber(ARGV[at + 4])
-local first_dep = at + 5 + 2 * npairs
+local npairs = tonumber(ARGV[f + 1])
+local first_dep = f + 2 + 2 * npairs
 
 local unfinished, failed_dep, failed_status = {}, nil, nil
 local remote_from, remote_unfinished = last + 1, 0
@@ -64,17 +70,18 @@ if remote_from <= last then redis.call('DEL', k_early(id)) end
 -- sized at once (a table grown field by field rehashes three times, ~8k
 -- instructions); any other order (a retry's copy) the general loop.
 local t
-local a = at
-if ARGV[a + 5] == 'name' and ARGV[a + 7] == 'queue' and ARGV[a + 9] == 'priority'
-    and ARGV[a + 11] == 'executor' and ARGV[a + 13] == 'max_retries'
-    and ARGV[a + 15] == 'retry_delay' and ARGV[a + 17] == 'retry_backoff'
-    and ARGV[a + 19] == 'ttl' and ARGV[a + 21] == 'payload' then
-  t = {id = id, status = 'new', name = ARGV[a + 6], queue = ARGV[a + 8],
-    priority = ARGV[a + 10], ttl = ARGV[a + 20]}
-  for i = a + 23, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
+if ARGV[f + 2] == 'name' and ARGV[f + 4] == 'queue' and ARGV[f + 6] == 'priority'
+    and ARGV[f + 8] == 'executor' and ARGV[f + 10] == 'max_retries'
+    and ARGV[f + 12] == 'retry_delay' and ARGV[f + 14] == 'retry_backoff'
+    and ARGV[f + 16] == 'ttl' then
+  t = {id = id, status = 'new', name = ARGV[f + 3], queue = ARGV[f + 5],
+    priority = ARGV[f + 7], ttl = ARGV[f + 17]}
+  local from = f + 18
+  if ARGV[from] == 'payload' then from = from + 2 end  -- (not read here)
+  for i = from, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
 else
   t = {id = id, status = 'new'}
-  for i = a + 5, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
+  for i = f + 2, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
 end
 local seq = redis.call('INCR', KEYS[2])
 t.seq = seq
@@ -86,7 +93,7 @@ local pending = #unfinished + remote_unfinished
 -- schedule() writes the status itself).
 local placed = 'new'
 if failed_dep then placed = 'new'
-elseif ARGV[at + 3] == '1' then placed = 'pending'
+elseif ARGV[f] == '1' then placed = 'pending'
 elseif pending > 0 then placed = 'waiting'
 elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- 'status' first: every load() looks it up, and HMGET scans the record's
@@ -94,13 +101,23 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- Counters still at 0 (attempts, failures, recoveries, pending_dependencies)
 -- and progress are not stored: every reader defaults them (fewer fields
 -- make each later read and write of the record cheaper).
--- The given fields go to HSET straight from ARGV.
+-- The given fields go to HSET straight from ARGV (a shared form's payload
+-- before them).
 if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
+  if payload then
+    redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), 'payload', payload,
+      unpack(ARGV, f + 2, first_dep - 1))
+  else
+    redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
+      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, f + 2, first_dep - 1))
+  end
+elseif payload then
   redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
-    'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, at + 5, first_dep - 1))
+    'payload', payload, unpack(ARGV, f + 2, first_dep - 1))
 else
   redis.call('HSET', KEYS[1], 'status', placed, 'seq', seq, 'created_at', now_s(),
-    unpack(ARGV, at + 5, first_dep - 1))
+    unpack(ARGV, f + 2, first_dep - 1))
 end
 if pending > 0 or t.due_ms then  -- fields only some tasks have (dependencies, a delay)
   local sometimes = {}
