@@ -56,7 +56,7 @@ local function load_candidate(id, key, with_token)
   end
   if not v[1] then return nil end
   return {id = id, status = v[1], queue = v[2], priority = v[3], seq = v[4], attempts = v[5],
-    executor = v[6], rate_key = v[7], name = v[8], timeout = v[9], payload = v[10],
+    executor = v[6] or DEFAULT_EXECUTOR, rate_key = v[7], name = v[8], timeout = v[9], payload = v[10],
     metadata = v[11], token = v[12]}
 end
 

@@ -115,10 +115,18 @@ local function queue_score(priority, seq)
   return string.format('%d', (255 - tonumber(priority)) * PRIORITY_SPAN + tonumber(seq))
 end
 
+-- Registration options not stored while at their default (registration.py;
+-- taskmesh.models.RECORD_DEFAULTS in Python, pinned equal by
+-- tests/test_keys.py): a reader of the field applies these.
+local DEFAULT_EXECUTOR = 'async'
+local DEFAULT_MAX_RETRIES = 0
+local DEFAULT_RETRY_DELAY_S = 1
+local DEFAULT_RETRY_BACKOFF = 1
+
+-- (claim.lua and report.lua read their own fields, with the defaults above.)
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
-  'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_dependencies', 'executor', 'started_at', 'due_ms',
-  'rate_key', 'tags'}
+  'recoveries', 'token', 'name', 'worker', 'cancel_requested', 'pending_dependencies',
+  'started_at', 'due_ms', 'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
 -- `fields` (default FIELDS; 'status' first) lets a hot script read only
@@ -145,8 +153,11 @@ local function is_terminal(status)
   return false
 end
 
--- One wake-up token for the idle workers of queue q. LPUSH answers the
--- length, so the list is trimmed only when it has grown past its cap.
+-- One wake-up token for the idle workers of queue q. The list holds at
+-- most WAKE_TOKENS + 1 tokens; a full list already wakes every BLPOP a
+-- push would (no idle worker is draining it), so a push to a full list
+-- is skipped: one LLEN, not an LPUSH and an LTRIM per enqueue (~18k
+-- instructions). Tokens are pushed after the task is queued (callers).
 -- Inside a batch (batch_begin .. batch_end: a script running many
 -- transitions) the tokens are counted and pushed once per queue at the
 -- end: nothing outside sees a script's writes before it ends, so the
@@ -154,11 +165,16 @@ end
 local _wakes  -- nil: push now; else queue -> tokens owed (a batch)
 local _wake_order = {}
 local function push_wakes(q, n)
-  local tokens = {}
-  for i = 1, math.min(n, WAKE_TOKENS + 1) do tokens[i] = '1' end
-  if redis.call('LPUSH', k_wake(q), unpack(tokens)) > WAKE_TOKENS + 1 then
-    redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
+  local key = k_wake(q)
+  local room = WAKE_TOKENS + 1 - redis.call('LLEN', key)
+  if room <= 0 then return end
+  if n == 1 then
+    redis.call('LPUSH', key, '1')
+    return
   end
+  local tokens = {}
+  for i = 1, math.min(n, room) do tokens[i] = '1' end
+  redis.call('LPUSH', key, unpack(tokens))
 end
 local function wake(q)
   if not _wakes then return push_wakes(q, 1) end

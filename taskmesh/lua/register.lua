@@ -65,18 +65,16 @@ if remote_from <= last then redis.call('DEL', k_early(id)) end
 
 -- t: the record as load() would return it, of the fields this script and
 -- the prelude read. Fields in the order registration.Blueprint writes them
--- (name, queue, priority, executor, max_retries, retry_delay,
--- retry_backoff, ttl, payload, then the optional ones) take a constructor
--- sized at once (a table grown field by field rehashes three times, ~8k
--- instructions); any other order (a retry's copy) the general loop.
+-- (name, queue, priority, ttl, payload, then the optional ones) take a
+-- constructor sized at once (a table grown field by field rehashes three
+-- times, ~8k instructions); any other order (a retry's copy) the general
+-- loop.
 local t
 if ARGV[f + 2] == 'name' and ARGV[f + 4] == 'queue' and ARGV[f + 6] == 'priority'
-    and ARGV[f + 8] == 'executor' and ARGV[f + 10] == 'max_retries'
-    and ARGV[f + 12] == 'retry_delay' and ARGV[f + 14] == 'retry_backoff'
-    and ARGV[f + 16] == 'ttl' then
+    and ARGV[f + 8] == 'ttl' then
   t = {id = id, status = 'new', name = ARGV[f + 3], queue = ARGV[f + 5],
-    priority = ARGV[f + 7], ttl = ARGV[f + 17]}
-  local from = f + 18
+    priority = ARGV[f + 7], ttl = ARGV[f + 9]}
+  local from = f + 10
   if ARGV[from] == 'payload' then from = from + 2 end  -- (not read here)
   for i = from, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
 else

@@ -59,8 +59,11 @@ if outcome == 'failed' and not cancel_requested then
   t.seq = policy[7]
   local failures = (tonumber(policy[1]) or 0) + 1
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
-  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or 0) and listed(policy[5], err) then
-    local delay = (tonumber(policy[3]) or 1) * (tonumber(policy[4]) or 1) ^ (failures - 1)
+  -- (options at their default are not stored: see DEFAULT_* in the prelude)
+  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or DEFAULT_MAX_RETRIES)
+      and listed(policy[5], err) then
+    local delay = (tonumber(policy[3]) or DEFAULT_RETRY_DELAY_S)
+      * (tonumber(policy[4]) or DEFAULT_RETRY_BACKOFF) ^ (failures - 1)
     if policy[6] == '1' then
       delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
     end
