@@ -290,8 +290,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
-        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
         self._direct = HeldConnection(self.client)  # the claim loop's own (held.py)
+        # Its BLPOP (with the next claim behind it) goes on that same connection.
+        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues, held=self._direct)
         # Set while no claim is in flight: the reporter sends only then
         # (Reporter.claims_first).
         self._no_claim = asyncio.Event()
