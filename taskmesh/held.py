@@ -138,25 +138,31 @@ async def _write(conn: Any, packed: list[bytes]) -> None:
     per-write ``asyncio.wait_for`` (a Task, a timer and a loop iteration:
     ~15 us of an idle worker's round trip) when the socket takes it all at
     once, as a claim or a lone report always does. A connection due for
-    its health check, closed or closing, or a write the socket did not take
-    whole goes the regular way (PING first; drain under the write timeout)."""
+    its health check goes the regular way (PING first); a write the socket
+    did not take whole drains under the write timeout.
+
+    A transport already closing (Redis dropped the connection, e.g. over a
+    refused argument) is a connection error here, before any write: uvloop
+    raises RuntimeError for a write to a closed transport (MagicStack/uvloop#506)
+    where asyncio logs and drops it, and either way the caller must resend
+    on a fresh connection."""
     writer = getattr(conn, "_writer", None)
-    interval = conn.health_check_interval
-    if (writer is None or writer.transport.is_closing()
-            or (interval and asyncio.get_running_loop().time() > conn.next_health_check)):
-        await conn.send_packed_command(packed)
+    if writer is None:
+        await conn.send_packed_command(packed)  # not connected yet: it connects
         return
+    interval = conn.health_check_interval
     try:
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if interval and asyncio.get_running_loop().time() > conn.next_health_check:
+            await conn.send_packed_command(packed)
+            return
         writer.writelines(packed)
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-    if writer.transport.get_write_buffer_size():
-        try:
+        if writer.transport.get_write_buffer_size():
             await asyncio.wait_for(writer.drain(), conn.socket_timeout)
-        except asyncio.TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise RedisTimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await conn.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+    except asyncio.TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except (OSError, RuntimeError) as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
