@@ -290,8 +290,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
-        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
         self._direct = HeldConnection(self.client)  # the claim loop's own (held.py)
+        # Its BLPOP (with the next claim behind it) goes on that same connection.
+        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues, held=self._direct)
         # Set while no claim is in flight: the reporter sends only then
         # (Reporter.claims_first).
         self._no_claim = asyncio.Event()
@@ -361,7 +362,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         delay = 0.1
-        claim_id = uuid.uuid4().hex
+        claim_id = os.urandom(16).hex()
         ahead: ClaimResult | None = None  # the claim that ran behind the idle BLPOP
         while not self._stopping:
             free = self._free_slots()
@@ -397,7 +398,7 @@ class Worker:
             delay = 0.1
             # The reply arrived: the next claim is a new request. Until then a
             # resend keeps the id, and claim.lua replays what it claimed.
-            claim_id = uuid.uuid4().hex
+            claim_id = os.urandom(16).hex()
             self._note_not_busy()
             try:
                 for claimed in res.tasks:
@@ -428,6 +429,11 @@ class Worker:
                 # and reached Redis just ahead of the report of the task it had
                 # claimed. Every enqueue and every promotion pushes a wake token
                 # after its task is queued, so what arrives meanwhile wakes it.
+                if res.tasks:
+                    # One loop turn first: the tasks just started run, and a
+                    # report they queued is written ahead of the BLPOP and its
+                    # claim (the round trip waits on that report, not on them).
+                    await asyncio.sleep(0)
                 ahead = await self._wait_for_work(res.next_due_ms, claim_id)
         if ahead is not None and ahead.tasks:  # claimed as the stop began: never started
             await self._handback([(t.id, t.token, False) for t in ahead.tasks])

@@ -98,3 +98,24 @@ def test_other_clients_always_go_the_regular_way():
             await client.aclose()
 
     assert asyncio.run(blocking_pool()) is None
+
+
+def test_a_blocking_head_runs_ahead_of_the_calls_in_one_write(redis_server):
+    """The idle worker's BLPOP goes ahead of its claim: the calls run once
+    it returns (a token, or its own timeout), and only their replies come back."""
+    async def body(client, held):
+        await client.delete("held-test:wake", "held-test:order")
+        call = _call("return redis.call('RPUSH', ARGV[1], 'claim')", "held-test:order")
+        head = ("BLPOP", "held-test:wake", 5)
+        waiting = asyncio.ensure_future(held.raw([call], head=head, head_block_s=5))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # blocked: the call behind it has not run
+        assert await client.lrange("held-test:order", 0, -1) == []
+        await client.rpush("held-test:wake", "1")
+        woken = await asyncio.wait_for(waiting, 5)
+        timed_out = await held.raw([call], head=("BLPOP", "held-test:wake", 0.05),
+                                   head_block_s=0.05)
+        return woken, timed_out, await client.llen("held-test:wake")
+
+    woken, timed_out, left = _run(redis_server, body)
+    assert woken == [1] and timed_out == [2] and left == 0
