@@ -217,6 +217,8 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Future[Any] | None = None
         self._idle_claim = False  # the idle wait has a claim behind it (idle.py)
+        self._idle_seq = 0  # counts idle waits (a late stop abort names the one it meant)
+        self._idle_aborted = False
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
 
@@ -276,9 +278,17 @@ class Worker:
                     self._loop.create_task(self._idle.ring())  # type: ignore[union-attr]
                     # Redis unreachable (no ring, no claim ran): stop anyway.
                     self._loop.call_later(  # type: ignore[union-attr]
-                        STOP_RING_S, self._idle_wait.cancel)
+                        STOP_RING_S, self._abort_idle_wait, self._idle_seq)
                 else:
                     self._idle_wait.cancel()
+
+    def _abort_idle_wait(self, seq: int) -> None:
+        """Ends an idle wait whose stop ring did not land (Redis unreachable),
+        if it is still that same wait (``seq``): it runs in the claim loop's
+        task, so a late call must not cancel whatever that task awaits by then."""
+        if self._idle_wait is not None and self._idle_claim and self._idle_seq == seq:
+            self._idle_aborted = True
+            self._idle_wait.cancel()
 
     async def run(self) -> None:
         """Works until stopped (a signal in the CLI, :meth:`request_stop`, or
@@ -499,14 +509,24 @@ class Worker:
             wait: Any = self._sharded.wait(next_due_ms, max_s)
         else:
             wait = self._idle.wait(next_due_ms, max_s, claim)
-        self._idle_wait = asyncio.ensure_future(wait)
         self._idle_claim = claim is not None
+        # A wait with a claim behind it is never cancelled but by a stop whose
+        # ring did not land (_abort_idle_wait): it runs in the claim loop's own
+        # task (no Task of its own, two loop turns fewer per lone task).
+        # Without one (sharded) a stop cancels it: a task of its own.
+        own: asyncio.Future[Any] | None = None if self._idle_claim else asyncio.ensure_future(wait)
+        self._idle_wait = own or asyncio.current_task()
+        self._idle_seq += 1
         try:
-            result: ClaimResult | None = await self._idle_wait
+            result: ClaimResult | None = await (own or wait)
             return result
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+            if own is None:
+                if not self._idle_aborted:
+                    raise  # not our abort: whoever cancelled the claim loop meant it
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
         except CONNECTION_ERRORS as exc:
             log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
             await asyncio.sleep(0.5)

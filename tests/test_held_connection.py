@@ -119,3 +119,38 @@ def test_a_blocking_head_runs_ahead_of_the_calls_in_one_write(redis_server):
 
     woken, timed_out, left = _run(redis_server, body)
     assert woken == [1] and timed_out == [2] and left == 0
+
+
+def test_an_idle_worker_whose_redis_froze_still_stops():
+    """Its BLPOP (with the next claim behind it) is on the held connection
+    and is not cancelled by a stop: the stop rings the alarm list. With
+    Redis frozen (SIGSTOP) that ring never lands, so after STOP_RING_S the
+    stop ends that wait itself, and the worker stops."""
+    import os
+    import signal
+    import time
+
+    import redis as redis_sync
+
+    from taskmesh.server import RedisServer
+    from taskmesh.worker import STOP_RING_S, Worker, WorkerHandle
+
+    server = RedisServer()
+    server.start()
+    try:
+        handle = WorkerHandle(Worker(url=server.url, namespace="held-frozen"))
+        probe = redis_sync.Redis.from_url(server.url)
+        deadline = time.monotonic() + 15
+        while not any(c.get("cmd") == "blpop" for c in probe.client_list()):  # idle, blocked
+            assert time.monotonic() < deadline, "the worker never blocked on its wake lists"
+            time.sleep(0.02)
+        probe.close()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            assert handle.stop(timeout=30), "the worker did not stop"
+            assert time.monotonic() - began >= STOP_RING_S * 0.9  # the ring had its chance
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        server.cleanup()
