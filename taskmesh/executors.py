@@ -16,16 +16,20 @@ hands it to :func:`supervise`, which applies the timeout: an async function
 is cancelled at the deadline; a thread cannot be killed, so its task is
 failed at the deadline, ``current_task().cancelled`` is set, and the future
 is left to finish (the worker keeps the slot until it does).
+
+Plain functions run on :class:`TaskThreads`, not on a ThreadPoolExecutor
+through ``run_in_executor``: see that class for why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
@@ -52,7 +56,7 @@ class Job:
     attempt's :class:`TaskContext`."""
 
     __slots__ = ("claimed", "id", "timeout", "context", "func", "args", "kwargs", "codec", "is_coroutine",
-                 "started", "inline", "runner", "execution", "cancel_reason", "slot_freed",
+                 "started", "inline", "in_thread", "runner", "execution", "cancel_reason", "slot_freed",
                  "claimed_at", "executed_at", "returned_at", "error_pickle")
 
     def __init__(self, claimed: ClaimedTask, context: TaskContext):
@@ -69,6 +73,9 @@ class Job:
         # The coroutine runs inside the runner task itself (no timeout, async
         # executor): cancelling it means cancelling the runner.
         self.inline = False
+        # The function runs on a task thread (TaskThreads): its future is
+        # never cancelled, it resolves when the function has really returned.
+        self.in_thread = False
         self.runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
         self.execution: asyncio.Future[Any] | None = None  # the function itself
         self.cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
@@ -119,7 +126,7 @@ class Job:
         if self.inline:
             if self.returned_at is None and self.runner is not None:
                 self.runner.cancel()
-        elif (self.is_coroutine or self.runs_in_child) and self.execution is not None:
+        elif not self.in_thread and self.execution is not None:
             self.execution.cancel()
 
     def timed_out(self) -> TaskTimeoutError:
@@ -185,22 +192,14 @@ async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
     try:
         result = await asyncio.wait_for(asyncio.shield(execution), job.timeout)
     except TimeoutError:
-        execution.cancel()  # effective for coroutines; a thread runs on
+        if not job.in_thread:  # a thread runs on; its future tells when it returned
+            execution.cancel()
         raise job.timed_out() from None
     # While the loop was blocked (by another task) the deadline timer could
     # not fire; a function that ran past its timeout meanwhile still failed it.
     if job.returned_at is not None and job.returned_at - started > job.timeout:
         raise job.timed_out()
     return result
-
-
-def _stamped(job: Job, call: Callable[[], Any]) -> Any:
-    """Runs ``call`` in the pool thread, stamping when it returned: the loop
-    may only see the result much later."""
-    try:
-        return call()
-    finally:
-        job.returned_at = time.monotonic()
 
 
 def run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -212,6 +211,7 @@ class EscapedExit(Exception):
 
     asyncio re-raises those two out of the event loop, which would end the
     worker; wrapped, they fail only the task (recorded under their own name).
+    Also a StopIteration from a thread task, which an asyncio future refuses.
     """
 
     def __init__(self, original: BaseException):
@@ -233,21 +233,166 @@ class Executor:
         raise NotImplementedError
 
 
+class _Work(NamedTuple):
+    """One function call queued for a task thread."""
+
+    job: Job
+    context: contextvars.Context
+    target: Callable[..., Any]
+    future: asyncio.Future[Any]
+
+
+class TaskThreads:
+    """The worker's threads for plain functions: at most ``size`` long-lived
+    threads (started as work first needs them) taking calls from one queue.
+
+    Why not a ThreadPoolExecutor through ``run_in_executor``: that costs,
+    per task, a futex wake-up of a pool thread (and a GIL hand-off to it), a
+    concurrent future with an asyncio future chained to it, and one
+    ``call_soon_threadsafe`` (a write to the loop's self-pipe and one more
+    GIL hand-off) to resolve it: ~55 µs of worker CPU per no-op task, more
+    than the whole rest of its life here. Instead:
+
+    * a thread that finishes a function takes the next queued call without
+      sleeping; a sleeping thread is woken only when no awake thread is
+      between calls (a thread that takes a call while more are queued wakes
+      the next one, so blocking functions still get a thread each, up to
+      ``size``, as before);
+    * a call's outcome is appended to one list, and the loop is woken once
+      per burst of outcomes (only when the list was empty), by one callback
+      that resolves them all.
+    """
+
+    def __init__(self, size: int, name_prefix: str):
+        self.size = size
+        self.name_prefix = name_prefix
+        self._lock = threading.Lock()  # guards everything below
+        self._queue: collections.deque[_Work] = collections.deque()
+        self._sleeping: list[threading.Lock] = []  # gates of idle threads; released to wake one
+        self._spare = 0  # threads awake and not in a function: they look at the queue next
+        self._threads: list[threading.Thread] = []
+        # Outcomes the loop has not taken yet: (future, ok, result or exception).
+        self._outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def submit(self, job: Job, target: Callable[..., Any]) -> asyncio.Future[Any]:
+        """Queues ``target(*job.args, **job.kwargs)`` in the job's context;
+        the future resolves on the loop once the function has returned."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        work = _Work(job, job.fresh_context(), target, future)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker's task threads are shut down")
+            self._loop = loop
+            self._queue.append(work)
+            if not self._spare:
+                self._wake()
+        return future
+
+    def shutdown(self) -> None:
+        """Drops the calls not started (their futures are cancelled; call
+        this on the loop) and lets every thread end once its function returns."""
+        with self._lock:
+            self._closed = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            while self._sleeping:
+                self._spare += 1
+                self._sleeping.pop().release()
+        for work in dropped:
+            work.future.cancel()
+
+    def _wake(self) -> None:
+        """Gets one more thread to look at the queue (lock held)."""
+        if self._sleeping:
+            self._spare += 1
+            self._sleeping.pop().release()
+        elif len(self._threads) < self.size:
+            self._spare += 1
+            thread = threading.Thread(target=self._serve, daemon=True,
+                                      name=f"{self.name_prefix}_{len(self._threads)}")
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self) -> None:
+        gate = threading.Lock()
+        gate.acquire()
+        lock = self._lock
+        while True:
+            with lock:
+                if self._queue:
+                    work: _Work | None = self._queue.popleft()
+                    self._spare -= 1
+                    if self._queue and not self._spare:
+                        self._wake()  # the next queued call gets a thread too
+                elif self._closed:
+                    self._spare -= 1
+                    return
+                else:
+                    self._spare -= 1
+                    self._sleeping.append(gate)
+                    work = None
+            if work is None:
+                gate.acquire()  # until a _wake (which counted this thread spare)
+                continue
+            self._finished(work, *self._call(work))
+
+    @staticmethod
+    def _call(work: _Work) -> tuple[bool, Any]:
+        job = work.job
+        try:
+            return True, work.context.run(work.target, *job.args, **job.kwargs)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt fail only the task
+            return False, exc
+        finally:
+            job.returned_at = time.monotonic()  # the loop may see the outcome much later
+
+    def _finished(self, work: _Work, ok: bool, value: Any) -> None:
+        with self._lock:
+            self._spare += 1
+            first = not self._outcomes
+            self._outcomes.append((work.future, ok, value))
+            loop = self._loop
+        if first and loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:
+                pass  # the worker's loop is closed: nobody waits for the outcome
+
+    def _deliver(self) -> None:
+        """On the loop: resolves every outcome that arrived since the last call."""
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for future, ok, value in outcomes:
+            if future.cancelled():
+                continue  # a dropped call (shutdown) or its runner gave up
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, StopIteration):  # which a future cannot carry
+                future.set_exception(EscapedExit(value))
+            else:
+                future.set_exception(value)
+
+
 class ThreadExecutor(Executor):
-    def __init__(self, pool: ThreadPoolExecutor):
-        self.pool = pool
+    def __init__(self, threads: TaskThreads):
+        self.threads = threads
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
             target = functools.partial(run_coroutine, target)
-        call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
-        return asyncio.get_running_loop().run_in_executor(
-            self.pool, functools.partial(_stamped, job, call))
+        job.in_thread = True
+        return self.threads.submit(job, target)
 
     async def run(self, job: Job) -> Any:
         return await supervise(job, self.submit(job))
+
+    def shutdown(self) -> None:
+        self.threads.shutdown()
 
 
 class AsyncExecutor(Executor):
@@ -289,8 +434,7 @@ class SequentialExecutor(Executor):
     def __init__(self, inner: AsyncExecutor):
         self.inner = inner
         self.lane = asyncio.Lock()  # FIFO: waiters acquire in arrival order
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmesh-seq")
-        self.lane_threads = ThreadExecutor(self.pool)
+        self.lane_threads = ThreadExecutor(TaskThreads(1, "taskmesh-seq"))
 
     async def run(self, job: Job) -> Any:
         await self.lane.acquire()
@@ -307,7 +451,7 @@ class SequentialExecutor(Executor):
         return await supervise(job, execution)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.lane_threads.shutdown()
 
 
 class ProcessExecutor(Executor):
@@ -321,9 +465,10 @@ class ProcessExecutor(Executor):
         return await self.pool.run(job)
 
 
-def build_executors(pool: ThreadPoolExecutor,
+def build_executors(threads_n: int,
                     processes: "ProcessPool | None" = None) -> dict[str, Executor]:
-    threads = ThreadExecutor(pool)
+    """One executor per executor_type; ``threads_n`` task threads (``--threads``)."""
+    threads = ThreadExecutor(TaskThreads(threads_n, "taskmesh-task"))
     async_ = AsyncExecutor(threads)
     executors: dict[str, Executor] = {
         ExecutorType.THREAD_POOL: threads, ExecutorType.ASYNC: async_,
