@@ -105,8 +105,11 @@ class Job:
         return self.claimed.executor == ExecutorType.PROCESS
 
     def fresh_context(self) -> contextvars.Context:
+        """A copy of the current context with current_task() set to this
+        attempt (already so when called from the job's runner: no ``set``)."""
         ctx = contextvars.copy_context()
-        ctx.run(_current.set, self.context)
+        if ctx.get(_current) is not self.context:
+            ctx.run(_current.set, self.context)
         return ctx
 
     def request_cancel(self) -> None:
@@ -183,10 +186,16 @@ class EncodedOutcome(NamedTuple):
     error_pickle: bytes | None = None
 
 
-async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
+def _begin(job: Job, execution: asyncio.Future[Any]) -> float:
+    """The function has been handed to its executor: the job says so."""
     job.execution = execution
     job.started = True
     job.executed_at = started = time.monotonic()
+    return started
+
+
+async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
+    started = _begin(job, execution)
     if job.timeout is None:
         return await execution
     try:
@@ -320,8 +329,15 @@ class TaskThreads:
         gate = threading.Lock()
         gate.acquire()
         lock = self._lock
+        done: tuple[asyncio.Future[Any], bool, Any] | None = None  # the last call's outcome
         while True:
-            with lock:
+            with lock:  # one lock hold per call: the last outcome in, the next call out
+                notify = stop = False
+                if done is not None:
+                    self._spare += 1
+                    notify = not self._outcomes
+                    self._outcomes.append(done)
+                    done = None
                 if self._queue:
                     work: _Work | None = self._queue.popleft()
                     self._spare -= 1
@@ -329,15 +345,25 @@ class TaskThreads:
                         self._wake()  # the next queued call gets a thread too
                 elif self._closed:
                     self._spare -= 1
-                    return
+                    work, stop = None, True
                 else:
                     self._spare -= 1
                     self._sleeping.append(gate)
                     work = None
-            if work is None:
+                loop = self._loop
+            if notify and loop is not None:
+                # Before the next call, which may block: the loop must not
+                # wait on it to see this outcome.
+                try:
+                    loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:
+                    pass  # the worker's loop is closed: nobody waits for the outcome
+            if work is not None:
+                done = (work.future, *self._call(work))
+            elif stop:
+                return
+            else:
                 gate.acquire()  # until a _wake (which counted this thread spare)
-                continue
-            self._finished(work, *self._call(work))
 
     @staticmethod
     def _call(work: _Work) -> tuple[bool, Any]:
@@ -348,18 +374,6 @@ class TaskThreads:
             return False, exc
         finally:
             job.returned_at = time.monotonic()  # the loop may see the outcome much later
-
-    def _finished(self, work: _Work, ok: bool, value: Any) -> None:
-        with self._lock:
-            self._spare += 1
-            first = not self._outcomes
-            self._outcomes.append((work.future, ok, value))
-            loop = self._loop
-        if first and loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:
-                pass  # the worker's loop is closed: nobody waits for the outcome
 
     def _deliver(self) -> None:
         """On the loop: resolves every outcome that arrived since the last call."""
@@ -389,7 +403,11 @@ class ThreadExecutor(Executor):
         return self.threads.submit(job, target)
 
     async def run(self, job: Job) -> Any:
-        return await supervise(job, self.submit(job))
+        execution = self.submit(job)
+        if job.timeout is None:  # nothing to supervise: one coroutine less per task
+            _begin(job, execution)
+            return await execution
+        return await supervise(job, execution)
 
     def shutdown(self) -> None:
         self.threads.shutdown()
@@ -421,7 +439,11 @@ class AsyncExecutor(Executor):
                     if runner is not None:
                         runner.uncancel()
                 raise
-        return await supervise(job, self.submit(job))
+        execution = self.submit(job)
+        if job.timeout is None:  # a plain function in a thread: nothing to supervise
+            _begin(job, execution)
+            return await execution
+        return await supervise(job, execution)
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         if not job.is_coroutine:
