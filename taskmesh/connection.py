@@ -38,7 +38,7 @@ if HIREDIS_AVAILABLE:
     import hiredis
 
 from .exceptions import TaskmeshConnectionError
-from .scripts import raise_if_busy
+from .scripts import busy_error
 
 DEFAULT_URL = "redis://localhost:6379/0"
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -554,26 +554,32 @@ def raises_taskmesh_connection_errors(cls: C) -> C:
     return cls
 
 
+_TRANSLATED: tuple[type[BaseException], ...] = (
+    *_UNREACHABLE, redis.exceptions.RedisClusterException, redis.exceptions.ResponseError)
+
+
+def _api_error(exc: BaseException, url: str) -> BaseException | None:
+    """What the public API raises for redis-py's ``exc`` (None: ``exc``
+    itself): Redis at ``url`` unusable is a TaskmeshConnectionError; a BUSY
+    or OOM reply (a plain read meets them as the scripts do) a
+    ServerBusyError."""
+    translated = unreachable(exc, url)  # first: ClusterDownError is a ResponseError too
+    if translated is None and isinstance(exc, redis.exceptions.ResponseError):
+        return busy_error(exc)
+    return translated
+
+
 @contextlib.contextmanager
 def reraising_unreachable(url: str) -> Iterator[None]:
-    """Inside, a redis-py error meaning Redis at ``url`` could not be used
-    leaves as TaskmeshConnectionError (the redis-py error as its cause), and
-    a BUSY or OOM reply as ServerBusyError."""
+    """Inside, redis-py's errors leave as the API's (:func:`_api_error`),
+    the redis-py error as their cause."""
     try:
         yield
-    except (*_UNREACHABLE, redis.exceptions.RedisClusterException) as exc:
-        translated = unreachable(exc, url)
+    except _TRANSLATED as exc:
+        translated = _api_error(exc, url)
         if translated is None:
             raise
         raise translated from exc
-    except redis.exceptions.ResponseError as exc:
-        # A plain read (a cached setting refreshed, a metrics pipeline) meets
-        # BUSY or OOM as the scripts do: the same typed ServerBusyError.
-        raise_if_busy(exc)
-        raise
-
-
-_TRANSLATED: tuple[type[BaseException], ...] = (*_UNREACHABLE, redis.exceptions.RedisClusterException)
 
 
 def _translating(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -593,18 +599,14 @@ def _translating(func: Callable[..., Any]) -> Callable[..., Any]:
 
     # A plain try (free on the success path since Python 3.11), not the
     # context manager: a generator-based ``with`` costs ~1-2 us per call,
-    # which a single register_task notices. The same two rules as
-    # reraising_unreachable.
+    # which a single register_task notices.
     @functools.wraps(func)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(self, *args, **kwargs)
         except _TRANSLATED as exc:
-            translated = unreachable(exc, self.url)
+            translated = _api_error(exc, self.url)
             if translated is None:
                 raise
             raise translated from exc
-        except redis.exceptions.ResponseError as exc:
-            raise_if_busy(exc)
-            raise
     return call

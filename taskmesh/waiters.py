@@ -38,7 +38,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, NamedTuple
+from typing import Any, Awaitable, Callable, Generator, NamedTuple
 
 from .keys import Keys
 from .models import TaskStatus
@@ -273,40 +273,17 @@ class DoneWaiter:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.ensure_reader(timeout)
-        first = True  # only a first look may skip the read (a fresh task)
-        while True:
-            fut: asyncio.Future[Outcome | None] = loop.create_future()
-
-            def settle(outcome: Outcome | None, fut: asyncio.Future[Outcome | None] = fut) -> None:
-                if not fut.done():
-                    fut.set_result(outcome)
-
-            def wake(outcome: Outcome | None) -> None:
-                _call_in(loop, settle, outcome)
-
-            skip, known = self._watch(task_id, wake, first)
-            try:
-                if known is not None:
-                    return known
-                if not skip:
-                    outcome = await read()
-                    if outcome[0].is_terminal:
-                        return outcome
-                first = False
-                try:
-                    wait_s = _wait_s(task_id, timeout, deadline, loop.time())
-                except TimeoutError:
-                    if skip:  # out of time unread: one look before giving up
-                        outcome = await read()
-                        if outcome[0].is_terminal:
-                            return outcome
-                    raise
-                with contextlib.suppress(asyncio.TimeoutError):
-                    pushed = await asyncio.wait_for(fut, wait_s)
-                    if pushed is not None:
-                        return pushed
-            finally:
-                self._unwatch(task_id, wake)
+        plan = self._plan(task_id, timeout, deadline, loop.time, lambda: _LoopWake(loop))
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                reply = (await step.parked(step.wait_s) if isinstance(step, _LoopWake)
+                         else await read())
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        finally:
+            plan.close()  # a raising read or a cancel: the finally in _plan unwatches
 
     def wait_blocking(
         self,
@@ -318,38 +295,50 @@ class DoneWaiter:
         """:meth:`wait` for a thread outside any loop; the caller has
         started the reader (:meth:`ensure_reader_blocking`) and gives the
         ``time.monotonic()`` deadline. ``read`` runs in this thread."""
-        first = True  # only a first look may skip the read (a fresh task)
+        plan = self._plan(task_id, timeout, deadline, time.monotonic, _ThreadWake)
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                reply = step.parked(step.wait_s) if isinstance(step, _ThreadWake) else read()
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        finally:
+            plan.close()
+
+    def _plan(self, task_id: str, timeout: float | None, deadline: float | None,
+              clock: Callable[[], float], parker: Callable[[], "_Parked"],
+              ) -> Generator["_Step", Any, Outcome]:
+        """The one rule of a wait, for both drivers above: yields _READ (send
+        back the outcome read) or a parked step (send back the outcome its
+        done message pushed, or None after ``wait_s``); returns the outcome.
+        Only a first look may skip the read (a fresh task, see _watch); a
+        non-terminal read parks until a message or the next re-read."""
+        first = True
         while True:
-            event = threading.Event()
-            pushed: list[Outcome | None] = [None]
-
-            def wake(outcome: Outcome | None, event: threading.Event = event,
-                     pushed: list[Outcome | None] = pushed) -> None:
-                pushed[0] = outcome
-                event.set()
-
-            skip, known = self._watch(task_id, wake, first)
+            parked = parker()
+            skip, known = self._watch(task_id, parked.wake, first)
             try:
                 if known is not None:
                     return known
                 if not skip:
-                    outcome = read()
+                    outcome = yield _READ
                     if outcome[0].is_terminal:
-                        return outcome
+                        return outcome  # type: ignore[no-any-return]
                 first = False
                 try:
-                    wait_s = _wait_s(task_id, timeout, deadline, time.monotonic())
+                    parked.wait_s = _wait_s(task_id, timeout, deadline, clock())
                 except TimeoutError:
                     if skip:  # out of time unread: one look before giving up
-                        outcome = read()
+                        outcome = yield _READ
                         if outcome[0].is_terminal:
-                            return outcome
+                            return outcome  # type: ignore[no-any-return]
                     raise
-                if event.wait(wait_s):
-                    if pushed[0] is not None:
-                        return pushed[0]
+                pushed = yield parked
+                if pushed is not None:
+                    return pushed  # type: ignore[no-any-return]
             finally:
-                self._unwatch(task_id, wake)
+                self._unwatch(task_id, parked.wake)
 
     def waiting(self) -> int:
         """How many tasks are waited for right now (subscribed, parked on a
@@ -361,6 +350,57 @@ class DoneWaiter:
         record every RECHECK_S and end with their deadlines."""
         self._closed = True
         await stop_listener(self._reader, self._stop)
+
+
+class _Read:
+    """The step of a wait that reads the record (waiters' _plan)."""
+
+
+_READ = _Read()
+
+
+class _Parked:
+    """The step of a wait parked on a done message: ``wake`` is what the
+    reader calls (from its thread), ``parked(s)`` how the driver waits for it."""
+
+    wait_s = 0.0
+
+    def wake(self, outcome: "Outcome | None") -> None:
+        raise NotImplementedError
+
+
+class _LoopWake(_Parked):
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._fut: asyncio.Future[Outcome | None] = loop.create_future()
+
+    def _settle(self, outcome: Outcome | None) -> None:
+        if not self._fut.done():
+            self._fut.set_result(outcome)
+
+    def wake(self, outcome: Outcome | None) -> None:
+        _call_in(self._loop, self._settle, outcome)
+
+    async def parked(self, wait_s: float) -> Outcome | None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            return await asyncio.wait_for(self._fut, wait_s)
+        return None
+
+
+class _ThreadWake(_Parked):
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._pushed: Outcome | None = None
+
+    def wake(self, outcome: Outcome | None) -> None:
+        self._pushed = outcome
+        self._event.set()
+
+    def parked(self, wait_s: float) -> Outcome | None:
+        return self._pushed if self._event.wait(wait_s) else None
+
+
+_Step = _Read | _Parked
 
 
 def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
