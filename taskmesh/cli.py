@@ -56,10 +56,11 @@ def loop_factory(choice: str) -> LoopFactory | None:
     """The event loop ``taskmesh worker --loop`` runs on (None: asyncio's own).
     uvloop is optional (``taskmesh[uvloop]``): auto uses it when it imports;
     asking for it by name when it does not is an error, not a silent fallback.
-    asyncio stays the default: under uvloop a write to a connection Redis has
+    asyncio stays the default. Under uvloop a write to a connection Redis has
     already closed raises RuntimeError (MagicStack/uvloop#506) where asyncio
-    drops it and the read raises ConnectionError, and the worker's connection
-    code does not map that yet (README *Workers*)."""
+    drops it and the read raises ConnectionError; the worker's held
+    connections (held.py) map a closing transport to a connection error
+    before writing (README *Workers*)."""
     if choice not in LOOPS:
         raise ValueError(f"--loop must be one of {', '.join(LOOPS)}, not {choice!r}")
     if choice == "asyncio":

@@ -21,6 +21,7 @@ are fenced by the claim token.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Sequence
 
 import redis.asyncio
@@ -42,12 +43,23 @@ class HeldConnection:
         self._conn: Any = None
         self._in_use = False
 
-    async def raw(self, calls: Sequence[Call[Any]]) -> list[Any] | None:
+    @property
+    def usable(self) -> bool:
+        """This client's calls can go here (a plain client on its own pool)."""
+        return self._pool is not None
+
+    async def raw(self, calls: Sequence[Call[Any]], head: Sequence[Any] = (),
+                  head_block_s: float = 0.0) -> list[Any] | None:
         """The calls' raw replies in order, an error reply in its place as
         the exception (OOM/BUSY as ServerBusyError), or None when the
         client's regular path must run them: no usable connection, or one
         that failed (then none of the replies was read, and the caller's
-        resend is fenced or replayed as the module docstring says)."""
+        resend is fenced or replayed as the module docstring says).
+
+        ``head`` is a command sent ahead of the calls in the same write (the
+        idle worker's BLPOP, blocking up to ``head_block_s``): Redis runs
+        the calls once it returns; its own reply is read and dropped. A wait
+        cancelled meanwhile drops the connection (its replies are unread)."""
         if self._pool is None or self._in_use or not calls:
             return None
         self._in_use = True
@@ -55,7 +67,7 @@ class HeldConnection:
             conn = self._conn
             if conn is None:
                 conn = self._conn = await self._pool.get_connection()
-            return await self._exchange(conn, calls)
+            return await self._exchange(conn, calls, head, head_block_s)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await self._drop()
             return None
@@ -65,8 +77,9 @@ class HeldConnection:
         finally:
             self._in_use = False
 
-    async def _exchange(self, conn: Any, calls: Sequence[Call[Any]]) -> list[Any]:
-        replies = await self._send(conn, calls)
+    async def _exchange(self, conn: Any, calls: Sequence[Call[Any]], head: Sequence[Any],
+                        head_block_s: float) -> list[Any]:
+        replies = await self._send(conn, calls, head, head_block_s)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # first use of a script, or Redis flushed its cache: load, resend those
             sources = list(dict.fromkeys(calls[i].script.source for i in missing))
@@ -87,9 +100,18 @@ class HeldConnection:
         return replies
 
     @staticmethod
-    async def _send(conn: Any, calls: Sequence[Call[Any]]) -> list[Any]:
+    async def _send(conn: Any, calls: Sequence[Call[Any]], head: Sequence[Any] = (),
+                    head_block_s: float = 0.0) -> list[Any]:
         packed = [part for call in calls for part in conn.pack_command("EVALSHA", *call.evalsha_args)]
-        await conn.send_packed_command(packed)  # health-checks an idle connection first
+        if head:
+            packed[:0] = conn.pack_command(*head)
+        await _write(conn, packed)
+        if head:
+            timeout = head_block_s + (conn.socket_timeout or 0) if conn.socket_timeout else None
+            try:
+                await conn.read_response(timeout=timeout)
+            except ResponseError:
+                pass  # the calls behind it still ran: their replies follow
         replies: list[Any] = []
         for _ in calls:
             try:
@@ -109,3 +131,38 @@ class HeldConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
+
+
+async def _write(conn: Any, packed: list[bytes]) -> None:
+    """Writes ``packed`` as ``send_packed_command`` does, without its
+    per-write ``asyncio.wait_for`` (a Task, a timer and a loop iteration:
+    ~15 us of an idle worker's round trip) when the socket takes it all at
+    once, as a claim or a lone report always does. A connection due for
+    its health check goes the regular way (PING first); a write the socket
+    did not take whole drains under the write timeout.
+
+    A transport already closing (Redis dropped the connection, e.g. over a
+    refused argument) is a connection error here, before any write: uvloop
+    raises RuntimeError for a write to a closed transport (MagicStack/uvloop#506)
+    where asyncio logs and drops it, and either way the caller must resend
+    on a fresh connection."""
+    writer = getattr(conn, "_writer", None)
+    if writer is None:
+        await conn.send_packed_command(packed)  # not connected yet: it connects
+        return
+    interval = conn.health_check_interval
+    try:
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if interval and asyncio.get_running_loop().time() > conn.next_health_check:
+            await conn.send_packed_command(packed)
+            return
+        writer.writelines(packed)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+    except asyncio.TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except (OSError, RuntimeError) as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc

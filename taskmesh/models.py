@@ -70,6 +70,21 @@ class ExecutorType(StrEnum):
 # The accepted values as plain strings, in the order error messages list them.
 EXECUTOR_TYPES: tuple[str, ...] = tuple(e.value for e in ExecutorType)
 
+# Registration options not stored while at their default (registration.py
+# leaves them out of the record: each field written costs every later read
+# and write of the record), as the text a record would hold. The one place
+# Python readers take them from (store.Fields); lua/prelude.lua's
+# DEFAULT_EXECUTOR / DEFAULT_MAX_RETRIES / DEFAULT_RETRY_DELAY_S /
+# DEFAULT_RETRY_BACKOFF are the same values for the scripts
+# (tests/test_keys.py pins them equal). A record written with the field
+# (an older registration, or a retry's copy) reads the same.
+RECORD_DEFAULTS: dict[str, str] = {
+    "executor": ExecutorType.ASYNC.value,
+    "max_retries": "0",
+    "retry_delay": "1.0",
+    "retry_backoff": "1.0",
+}
+
 
 @dataclass(frozen=True)
 class TaskError:

@@ -20,7 +20,7 @@ import msgpack
 
 from .exceptions import SerializationError
 from .keys import validate_queue_name, validate_rate_key
-from .models import EXECUTOR_TYPES, ExecutorType, TaskPriority
+from .models import EXECUTOR_TYPES, RECORD_DEFAULTS, ExecutorType, TaskPriority
 from .retry_policy import normalize_retry_on
 from .serialization import Codec, TaskEncoder
 
@@ -317,13 +317,18 @@ def blueprint(codec: Codec, func: Any, opts: TaskOptions, result_ttl: int | None
         "name": opts.name or default_name(func),
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
-        "executor": str(opts.executor_type),  # an ExecutorType is stored as its value
-        "max_retries": opts.max_retries,
-        "retry_delay": repr(float(opts.retry_delay)),
-        "retry_backoff": repr(float(opts.retry_backoff)),
         "ttl": -1 if result_ttl is None else int(result_ttl),
     }
     fields: dict[str, Any] = dict(timing)
+    # Options at their default are not stored either (models.RECORD_DEFAULTS,
+    # the one place readers take them from): four fields fewer in nearly
+    # every record.
+    for name, text in (("executor", str(opts.executor_type)),  # an ExecutorType: its value
+                       ("max_retries", str(opts.max_retries)),
+                       ("retry_delay", repr(float(opts.retry_delay))),
+                       ("retry_backoff", repr(float(opts.retry_backoff)))):
+        if text != RECORD_DEFAULTS[name]:
+            fields[name] = text
     # Options left empty are not stored: every reader defaults them (store.
     # task_info, claim.lua, the listing indexes), and a record with fewer
     # fields is cheaper to write and to read on every transition.

@@ -16,7 +16,7 @@ import msgpack
 
 from .exceptions import CorruptRecordError, TaskNotFoundError
 from .keys import Keys
-from .models import TaskError, TaskInfo, TaskStatus
+from .models import RECORD_DEFAULTS, TaskError, TaskInfo, TaskStatus
 from .remote import attach
 from .retry_policy import jitter_factor
 from .scripts import Call, Cmd, busy_error, script
@@ -424,7 +424,12 @@ class Fields:
         self.h = h
 
     def text(self, name: str) -> str | None:
-        return field_text(self.record, name, self.h.get(name))
+        """The field as text; an option left at its default (not stored,
+        models.RECORD_DEFAULTS) as that default."""
+        value = self.h.get(name)
+        if value is None:
+            return RECORD_DEFAULTS.get(name)
+        return field_text(self.record, name, value)
 
     def number(self, name: str, conv: Callable[[str], Any] = float) -> Any:
         text = self.text(name)
@@ -473,7 +478,7 @@ def task_info(task_id: str, h: dict[str, Any]) -> TaskInfo:
         status=status,
         priority=f.number("priority", int) or 0,
         queue=f.text("queue") or "default",
-        executor_type=f.text("executor") or "async",
+        executor_type=f.text("executor") or RECORD_DEFAULTS["executor"],
         dependencies=f.json("dependencies", "[]"),
         attempts=f.number("attempts", int) or 0,
         max_retries=f.number("max_retries", int) or 0,

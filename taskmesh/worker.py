@@ -216,6 +216,8 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._idle_wait: asyncio.Future[Any] | None = None
         self._idle_claim = False  # the idle wait has a claim behind it (idle.py)
+        self._idle_seq = 0  # counts idle waits (a late stop abort names the one it meant)
+        self._idle_aborted = False
         self._reports_in_flight = 0
         self._busy_reason: str | None = None  # set while Redis answers OOM/BUSY
 
@@ -275,9 +277,17 @@ class Worker:
                     self._loop.create_task(self._idle.ring())  # type: ignore[union-attr]
                     # Redis unreachable (no ring, no claim ran): stop anyway.
                     self._loop.call_later(  # type: ignore[union-attr]
-                        STOP_RING_S, self._idle_wait.cancel)
+                        STOP_RING_S, self._abort_idle_wait, self._idle_seq)
                 else:
                     self._idle_wait.cancel()
+
+    def _abort_idle_wait(self, seq: int) -> None:
+        """Ends an idle wait whose stop ring did not land (Redis unreachable),
+        if it is still that same wait (``seq``): it runs in the claim loop's
+        task, so a late call must not cancel whatever that task awaits by then."""
+        if self._idle_wait is not None and self._idle_claim and self._idle_seq == seq:
+            self._idle_aborted = True
+            self._idle_wait.cancel()
 
     async def run(self) -> None:
         """Works until stopped (a signal in the CLI, :meth:`request_stop`, or
@@ -289,8 +299,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.client = async_client(opts.url)  # type: ignore[arg-type]
         self.sync_client = sync_client(opts.url)  # type: ignore[arg-type]
-        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues)
         self._direct = HeldConnection(self.client)  # the claim loop's own (held.py)
+        # Its BLPOP (with the next claim behind it) goes on that same connection.
+        self._idle = IdleWaiter(self.client, self.keys, self.id, opts.queues, held=self._direct)
         # Set while no claim is in flight: the reporter sends only then
         # (Reporter.claims_first).
         self._no_claim = asyncio.Event()
@@ -357,7 +368,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         delay = 0.1
-        claim_id = uuid.uuid4().hex
+        claim_id = os.urandom(16).hex()
         ahead: ClaimResult | None = None  # the claim that ran behind the idle BLPOP
         while not self._stopping:
             free = self._free_slots()
@@ -393,7 +404,7 @@ class Worker:
             delay = 0.1
             # The reply arrived: the next claim is a new request. Until then a
             # resend keeps the id, and claim.lua replays what it claimed.
-            claim_id = uuid.uuid4().hex
+            claim_id = os.urandom(16).hex()
             self._note_not_busy()
             try:
                 for claimed in res.tasks:
@@ -424,6 +435,11 @@ class Worker:
                 # and reached Redis just ahead of the report of the task it had
                 # claimed. Every enqueue and every promotion pushes a wake token
                 # after its task is queued, so what arrives meanwhile wakes it.
+                if res.tasks:
+                    # One loop turn first: the tasks just started run, and a
+                    # report they queued is written ahead of the BLPOP and its
+                    # claim (the round trip waits on that report, not on them).
+                    await asyncio.sleep(0)
                 ahead = await self._wait_for_work(res.next_due_ms, claim_id)
         if ahead is not None and ahead.tasks:  # claimed as the stop began: never started
             await self._handback([(t.id, t.token, False) for t in ahead.tasks])
@@ -489,14 +505,24 @@ class Worker:
             wait: Any = self._sharded.wait(next_due_ms, max_s)
         else:
             wait = self._idle.wait(next_due_ms, max_s, claim)
-        self._idle_wait = asyncio.ensure_future(wait)
         self._idle_claim = claim is not None
+        # A wait with a claim behind it is never cancelled but by a stop whose
+        # ring did not land (_abort_idle_wait): it runs in the claim loop's own
+        # task (no Task of its own, two loop turns fewer per lone task).
+        # Without one (sharded) a stop cancels it: a task of its own.
+        own: asyncio.Future[Any] | None = None if self._idle_claim else asyncio.ensure_future(wait)
+        self._idle_wait = own or asyncio.current_task()
+        self._idle_seq += 1
         try:
-            result: ClaimResult | None = await self._idle_wait
+            result: ClaimResult | None = await (own or wait)
             return result
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+            if own is None:
+                if not self._idle_aborted:
+                    raise  # not our abort: whoever cancelled the claim loop meant it
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
         except CONNECTION_ERRORS as exc:
             log.warning("worker %s lost Redis while idle (%s)", self.id, exc)
             await asyncio.sleep(0.5)

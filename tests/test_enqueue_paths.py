@@ -137,3 +137,23 @@ def test_register_many_deferred_and_tagged(tm):
     assert sorted(t.id for t in page.tasks) == sorted(ids)
     later = tm.register_many("tests.tasks:add", [(1, 2)] * 3, delay=60)
     assert {tm.get_task_status(i) for i in later} == {TaskStatus.SCHEDULED}
+
+
+@pytest.mark.single_backend
+def test_a_record_at_the_defaults_stores_none_of_them_and_reads_them(tm, rds):
+    task_id = tm.register_task(tasks.add, defer=True)
+    stored = {k.decode() for k in rds.hkeys(tm.keys.task(task_id))}
+    assert not stored & {"executor", "max_retries", "retry_delay", "retry_backoff"}
+    info = tm.get_task(task_id)
+    assert (info.executor_type, info.max_retries) == ("async", 0)
+    # An older record holding the fields reads the same.
+    rds.hset(tm.keys.task(task_id), mapping={"executor": "async", "max_retries": "0",
+                                             "retry_delay": "1.0", "retry_backoff": "1.0"})
+    again = tm.get_task(task_id)
+    assert (again.executor_type, again.max_retries) == ("async", 0)
+    other = tm.register_task(tasks.add, defer=True, executor_type="thread_pool",
+                             max_retries=2, retry_delay=0.5, retry_backoff=2)
+    fields = rds.hgetall(tm.keys.task(other))
+    assert (fields[b"executor"], fields[b"max_retries"], fields[b"retry_delay"],
+            fields[b"retry_backoff"]) == (b"thread_pool", b"2", b"0.5", b"2.0")
+    assert tm.get_task(other).executor_type == "thread_pool"

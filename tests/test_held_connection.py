@@ -98,3 +98,59 @@ def test_other_clients_always_go_the_regular_way():
             await client.aclose()
 
     assert asyncio.run(blocking_pool()) is None
+
+
+def test_a_blocking_head_runs_ahead_of_the_calls_in_one_write(redis_server):
+    """The idle worker's BLPOP goes ahead of its claim: the calls run once
+    it returns (a token, or its own timeout), and only their replies come back."""
+    async def body(client, held):
+        await client.delete("held-test:wake", "held-test:order")
+        call = _call("return redis.call('RPUSH', ARGV[1], 'claim')", "held-test:order")
+        head = ("BLPOP", "held-test:wake", 5)
+        waiting = asyncio.ensure_future(held.raw([call], head=head, head_block_s=5))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # blocked: the call behind it has not run
+        assert await client.lrange("held-test:order", 0, -1) == []
+        await client.rpush("held-test:wake", "1")
+        woken = await asyncio.wait_for(waiting, 5)
+        timed_out = await held.raw([call], head=("BLPOP", "held-test:wake", 0.05),
+                                   head_block_s=0.05)
+        return woken, timed_out, await client.llen("held-test:wake")
+
+    woken, timed_out, left = _run(redis_server, body)
+    assert woken == [1] and timed_out == [2] and left == 0
+
+
+def test_an_idle_worker_whose_redis_froze_still_stops():
+    """Its BLPOP (with the next claim behind it) is on the held connection
+    and is not cancelled by a stop: the stop rings the alarm list. With
+    Redis frozen (SIGSTOP) that ring never lands, so after STOP_RING_S the
+    stop ends that wait itself, and the worker stops."""
+    import os
+    import signal
+    import time
+
+    import redis as redis_sync
+
+    from taskmesh.server import RedisServer
+    from taskmesh.worker import STOP_RING_S, Worker, WorkerHandle
+
+    server = RedisServer()
+    server.start()
+    try:
+        handle = WorkerHandle(Worker(url=server.url, namespace="held-frozen"))
+        probe = redis_sync.Redis.from_url(server.url)
+        deadline = time.monotonic() + 15
+        while not any(c.get("cmd") == "blpop" for c in probe.client_list()):  # idle, blocked
+            assert time.monotonic() < deadline, "the worker never blocked on its wake lists"
+            time.sleep(0.02)
+        probe.close()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            assert handle.stop(timeout=30), "the worker did not stop"
+            assert time.monotonic() - began >= STOP_RING_S * 0.9  # the ring had its chance
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        server.cleanup()

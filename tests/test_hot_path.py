@@ -166,3 +166,29 @@ def test_runtimes_and_wake_tokens_stay_bounded(tm, rds):
     assert tm.get_metrics()["runtime_ms"]["p50"] is not None
     buckets = list(rds.scan_iter(match=f"{tm.keys.prefix}rate:*"))
     assert buckets and all(0 < rds.ttl(b) <= 120 for b in buckets)
+
+
+def test_plain_records_and_records_without_the_flag_claim_and_finish_the_same(tm, rds):
+    """register.lua's `plain` flag lets claim.lua and report.lua skip the
+    options a record lacks; a record with options (plain '0') and one written
+    before the flag existed (no field) are read field by field."""
+    commands = Commands(tm.keys)
+    plain_id = tm.register_task("tests.tasks:add", args=(1, 2))
+    tagged_id = tm.register_task("tests.tasks:add", args=(1, 2), tags=["t"], timeout=5.0,
+                                 executor_type="thread_pool", metadata={"k": 1})
+    old_id = tm.register_task("tests.tasks:add", args=(1, 2), timeout=7.0, tags=["u"],
+                              executor_type="sequential")
+    flags = {i: rds.hget(tm.keys.task(i), "plain") for i in (plain_id, tagged_id, old_id)}
+    assert flags == {plain_id: b"1", tagged_id: b"0", old_id: b"0"}
+    rds.hdel(tm.keys.task(old_id), "plain")  # as a record written before the flag
+    claimed = {c.id: c for c in _claim(tm, rds, 3)}
+    assert (claimed[plain_id].executor, claimed[plain_id].timeout) == ("async", None)
+    assert (claimed[tagged_id].executor, claimed[tagged_id].timeout) == ("thread_pool", 5.0)
+    assert claimed[tagged_id].metadata == {"k": 1}
+    assert (claimed[old_id].executor, claimed[old_id].timeout) == ("sequential", 7.0)
+    for task_id, c in claimed.items():
+        reply = scripts.run(rds, commands.report(task_id, c.token, "completed", b"r"))
+        assert reply == "completed"
+    # The tagged records (ttl kept forever here, or expiring) still list by tag.
+    assert {t.id for t in tm.list_tasks(tag="t").tasks} == {tagged_id}
+    assert {t.id for t in tm.list_tasks(tag="u").tasks} == {old_id}

@@ -192,7 +192,31 @@ def test_terminal_statuses_are_one_list_per_language():
 
 
 def test_wake_tokens_are_pushed_by_one_function():
-    """LPUSH+LTRIM of wake:<queue> lives in prelude.lua's wake(q) only."""
-    pushes = {f.name: len(re.findall(r"'LPUSH',\s*k_wake", f.read_text()))
-              for f in LUA_DIR.glob("*.lua")}
-    assert {name: n for name, n in pushes.items() if n} == {"prelude.lua": 1}
+    """The wake:<queue> lists are written by prelude.lua's push_wakes only
+    (wake(q) and batch_end call it), which skips a push to a full list."""
+    uses = {f.name: len(re.findall(r"\bk_wake\(", f.read_text())) for f in LUA_DIR.glob("*.lua")}
+    assert {name: n for name, n in uses.items() if n} == {"prelude.lua": 2}  # defined, used once
+    body = re.search(r"^local function push_wakes.*?^end$", PRELUDE.read_text(), re.M | re.S)
+    assert body and "'LLEN', key" in body.group(0) and "'LTRIM'" not in body.group(0)
+
+
+def test_record_defaults_are_one_rule_per_language():
+    """An option at its default is not stored (registration.py): Python's
+    readers take it from models.RECORD_DEFAULTS, the scripts from the
+    prelude's DEFAULT_* constants; both say the same."""
+    from taskmesh.models import RECORD_DEFAULTS
+
+    text = PRELUDE.read_text()
+    lua = {name: re.search(rf"^local {const} = (\S+)", text, re.M).group(1).strip("'")
+           for name, const in (("executor", "DEFAULT_EXECUTOR"),
+                               ("max_retries", "DEFAULT_MAX_RETRIES"),
+                               ("retry_delay", "DEFAULT_RETRY_DELAY_S"),
+                               ("retry_backoff", "DEFAULT_RETRY_BACKOFF"))}
+    assert lua["executor"] == RECORD_DEFAULTS["executor"]
+    for name in ("max_retries", "retry_delay", "retry_backoff"):
+        assert float(lua[name]) == float(RECORD_DEFAULTS[name]), name
+    # No script writes its own copy of a default where it reads the field.
+    copies = [f.name for f in LUA_DIR.glob("*.lua")
+              if f != PRELUDE and re.search(r"or 'async'", f.read_text())]
+    assert copies == []
+

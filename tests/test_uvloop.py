@@ -103,9 +103,6 @@ def small_bulk_redis():
     server.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="under uvloop a write to a connection Redis closed raises "
-                   "RuntimeError (MagicStack/uvloop#506), which the worker does not map to a "
-                   "connection error yet: why asyncio is the default")
 def test_uvloop_worker_survives_redis_dropping_its_connection(small_bulk_redis, namespace,
                                                               worker_factory) -> None:
     """tests/test_reliability.py's refused-outcome case, on uvloop: the 2 MB

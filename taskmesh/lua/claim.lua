@@ -43,21 +43,23 @@ local now = now_ms()
 -- leave(), enter_running(), emit() and the reply use; nil if the record is
 -- gone. The table is made by one constructor, so Lua sizes it once (filled
 -- field by field, as load() in the prelude does, it is rehashed four times).
--- A replayed claim also checks the token (a queued task has none: a field
--- HMGET does not find costs a scan of the whole record).
+-- A field HMGET does not find costs a scan of the whole record, so the
+-- options most records lack (executor, rate_key, timeout, metadata) are
+-- read only when the record's `plain` flag (register.lua) is not '1'.
+-- A replayed claim also checks the token (a queued task has none).
 local function load_candidate(id, key, with_token)
-  local v
-  if with_token then
-    v = redis.call('HMGET', key, 'status', 'queue', 'priority', 'seq', 'attempts', 'executor',
-      'rate_key', 'name', 'timeout', 'payload', 'metadata', 'token')
-  else
-    v = redis.call('HMGET', key, 'status', 'queue', 'priority', 'seq', 'attempts', 'executor',
-      'rate_key', 'name', 'timeout', 'payload', 'metadata')
-  end
+  local v = redis.call('HMGET', key, 'status', 'plain', 'queue', 'priority', 'seq', 'attempts',
+    'name', 'payload')
   if not v[1] then return nil end
-  return {id = id, status = v[1], queue = v[2], priority = v[3], seq = v[4], attempts = v[5],
-    executor = v[6], rate_key = v[7], name = v[8], timeout = v[9], payload = v[10],
-    metadata = v[11], token = v[12]}
+  local t = {id = id, status = v[1], queue = v[3], priority = v[4], seq = v[5], attempts = v[6],
+    executor = DEFAULT_EXECUTOR, rate_key = false, name = v[7], timeout = false,
+    payload = v[8], metadata = false, token = false}
+  if v[2] ~= '1' then
+    local o = redis.call('HMGET', key, 'executor', 'rate_key', 'timeout', 'metadata')
+    t.executor, t.rate_key, t.timeout, t.metadata = o[1] or DEFAULT_EXECUTOR, o[2], o[3], o[4]
+  end
+  if with_token then t.token = redis.call('HGET', key, 'token') or false end
+  return t
 end
 
 -- The 8 reply entries of a claimed (RUNNING) task.

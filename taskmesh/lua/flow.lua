@@ -143,7 +143,8 @@ local function band_reader(q, p, aging_ms)
 end
 
 -- The candidates of these queues in claim order, as an iterator of
--- {id, q, score}, at most m of them. Without aging, the queue scores'
+-- {id, q, score}, at most m of them (read each before the next: the
+-- one-queue order refills one table). Without aging, the queue scores'
 -- order (priority, then seq). With aging, a lazy k-way merge of the
 -- non-empty priority bands (known from qcount) by aged key, ties to the
 -- lower score (higher priority): only what the claim looks at is read.
@@ -154,11 +155,14 @@ local function claim_order(queues, m, aging_ms)
     if #queues == 1 then
       -- One queue: its own order is the order (no scores to merge by; a
       -- score in a reply costs Redis a double formatted, Lua one parsed).
-      local q = queues[1]
-      for i, id in ipairs(redis.call('ZRANGE', k_queue(q), 0, m - 1)) do out[i] = {id = id, q = q} end
+      -- One candidate table, refilled at each step (the caller reads it
+      -- before asking for the next): no table per candidate.
+      local ids, c = redis.call('ZRANGE', k_queue(queues[1]), 0, m - 1), {q = queues[1]}
       return function()
         n = n + 1
-        return out[n]
+        if not ids[n] then return nil end
+        c.id = ids[n]
+        return c
       end
     end
     for _, q in ipairs(queues) do

@@ -99,10 +99,14 @@ local function now_ms_text()
   if not _now_ms_text then _now_ms_text = string.format('%d', now_ms()) end
   return _now_ms_text
 end
--- The text of a small count (an attempt number, a task's place in a claim)
--- without sprintf: 1..9 are cut from a constant.
+-- The text of a small count (an attempt number, a task's place in a claim,
+-- a length) without sprintf: 0..9 are cut from a constant; larger integers
+-- go through '%d' (a Lua number turned into text by tostring, table.concat
+-- or '..' is printed with '%.14g': libc's floating-point printing, ~1.4k
+-- instructions).
 local function small_int_text(n)
-  if n >= 1 and n <= 9 and n % 1 == 0 then return string.sub('123456789', n, n) end
+  if n >= 0 and n <= 9 and n % 1 == 0 then return string.sub('0123456789', n + 1, n + 1) end
+  if n % 1 == 0 and n > -2^53 and n < 2^53 then return string.format('%d', n) end
   return tostring(n)
 end
 local attempt_text = small_int_text  -- the text of attempt number n (almost always 1)
@@ -115,10 +119,18 @@ local function queue_score(priority, seq)
   return string.format('%d', (255 - tonumber(priority)) * PRIORITY_SPAN + tonumber(seq))
 end
 
+-- Registration options not stored while at their default (registration.py;
+-- taskmesh.models.RECORD_DEFAULTS in Python, pinned equal by
+-- tests/test_keys.py): a reader of the field applies these.
+local DEFAULT_EXECUTOR = 'async'
+local DEFAULT_MAX_RETRIES = 0
+local DEFAULT_RETRY_DELAY_S = 1
+local DEFAULT_RETRY_BACKOFF = 1
+
+-- (claim.lua and report.lua read their own fields, with the defaults above.)
 local FIELDS = {'status', 'queue', 'priority', 'seq', 'ttl', 'attempts', 'failures',
-  'recoveries', 'max_retries', 'retry_delay', 'retry_backoff', 'token', 'name',
-  'worker', 'cancel_requested', 'pending_dependencies', 'executor', 'started_at', 'due_ms',
-  'rate_key', 'tags'}
+  'recoveries', 'token', 'name', 'worker', 'cancel_requested', 'pending_dependencies',
+  'started_at', 'due_ms', 'rate_key', 'tags'}
 
 -- Returns the task as a table, or nil if the record does not exist.
 -- `fields` (default FIELDS; 'status' first) lets a hot script read only
@@ -145,8 +157,11 @@ local function is_terminal(status)
   return false
 end
 
--- One wake-up token for the idle workers of queue q. LPUSH answers the
--- length, so the list is trimmed only when it has grown past its cap.
+-- One wake-up token for the idle workers of queue q. The list holds at
+-- most WAKE_TOKENS + 1 tokens; a full list already wakes every BLPOP a
+-- push would (no idle worker is draining it), so a push to a full list
+-- is skipped: one LLEN, not an LPUSH and an LTRIM per enqueue (~18k
+-- instructions). Tokens are pushed after the task is queued (callers).
 -- Inside a batch (batch_begin .. batch_end: a script running many
 -- transitions) the tokens are counted and pushed once per queue at the
 -- end: nothing outside sees a script's writes before it ends, so the
@@ -154,11 +169,16 @@ end
 local _wakes  -- nil: push now; else queue -> tokens owed (a batch)
 local _wake_order = {}
 local function push_wakes(q, n)
-  local tokens = {}
-  for i = 1, math.min(n, WAKE_TOKENS + 1) do tokens[i] = '1' end
-  if redis.call('LPUSH', k_wake(q), unpack(tokens)) > WAKE_TOKENS + 1 then
-    redis.call('LTRIM', k_wake(q), 0, WAKE_TOKENS)
+  local key = k_wake(q)
+  local room = WAKE_TOKENS + 1 - redis.call('LLEN', key)
+  if room <= 0 then return end
+  if n == 1 then
+    redis.call('LPUSH', key, '1')
+    return
   end
+  local tokens = {}
+  for i = 1, math.min(n, room) do tokens[i] = '1' end
+  redis.call('LPUSH', key, unpack(tokens))
 end
 local function wake(q)
   if not _wakes then return push_wakes(q, 1) end
@@ -335,6 +355,14 @@ local function unparked(rk)
   end
 end
 
+-- byseq:running, made once per script (a claim and a report each name it
+-- per task).
+local _byseq_running
+local function byseq_running()
+  _byseq_running = _byseq_running or k_byseq('running')
+  return _byseq_running
+end
+
 -- Structures ----------------------------------------------------------------
 -- Each non-terminal status has exactly one home structure; a transition is
 -- leave(old home) + enter(new home) + HSET status, inside one script.
@@ -359,7 +387,7 @@ local function leave(t)
     redis.call('ZREM', k_byseq('scheduled'), t.id)
   elseif s == 'running' then
     redis.call('ZREM', K_RUNNING, t.id)
-    redis.call('ZREM', k_byseq('running'), t.id)
+    redis.call('ZREM', byseq_running(), t.id)
   end
 end
 
@@ -372,7 +400,7 @@ local function enter_scheduled(t, due_ms)
 end
 local function enter_running(t, deadline_ms)
   redis.call('ZADD', K_RUNNING, deadline_ms, t.id)
-  redis.call('ZADD', k_byseq('running'), t.seq, t.id)
+  redis.call('ZADD', byseq_running(), t.seq, t.id)
 end
 
 -- QUEUED's home: t joins its queue at its original place in line (seq
@@ -433,12 +461,17 @@ end
 -- result, error and error_exc are written by mark_terminal alone.
 local DONE_INLINE_BYTES = 4096
 local function done_message(t, status, fields)
-  local v = {}
-  for i = 1, #fields, 2 do v[fields[i]] = fields[i + 1] end
-  local result, err, exc = v.result or '', v.error or '', v.error_exc or ''
+  local result, err, exc = '', '', ''
+  for i = 1, #fields, 2 do  -- (no table of them: a table per outcome costs more)
+    local name = fields[i]
+    if name == 'result' then result = fields[i + 1]
+    elseif name == 'error' then err = fields[i + 1]
+    elseif name == 'error_exc' then exc = fields[i + 1] end
+  end
   if #result + #err + #exc > DONE_INLINE_BYTES then return status end
-  return table.concat({status, t.attempts or '0', #result, #err, #exc,
-    result .. err .. exc}, '|')
+  -- (the lengths as text made here: see small_int_text; one concatenation)
+  return status .. '|' .. (t.attempts or '0') .. '|' .. small_int_text(#result) .. '|'
+    .. small_int_text(#err) .. '|' .. small_int_text(#exc) .. '|' .. result .. err .. exc
 end
 
 -- Where a record finishing now goes, per ttl text: its done:<status> score

@@ -30,12 +30,19 @@
 -- schedule()) below. The task table is made by one constructor (sized
 -- once; see load_candidate in claim.lua). A field the record lacks is
 -- false, as load() in the prelude has it.
-local v = redis.call('HMGET', KEYS[1], 'status', 'token', 'queue', 'priority', 'name', 'attempts',
-  'worker', 'started_at', 'ttl', 'tags', 'cancel_requested', 'dependencies')
-if v[1] ~= 'running' or v[2] ~= ARGV[3] then return 'stale' end
-local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[2], queue = v[3], priority = v[4], name = v[5],
-  attempts = v[6], worker = v[7], started_at = v[8], ttl = v[9], tags = v[10],
-  cancel_requested = v[11], dependencies = v[12]}
+-- Tags and dependencies, which most records lack (an absent field costs
+-- HMGET a scan of the whole record), are read only when the record's
+-- `plain` flag (register.lua) is not '1'.
+local v = redis.call('HMGET', KEYS[1], 'status', 'plain', 'token', 'queue', 'priority', 'name',
+  'attempts', 'worker', 'started_at', 'ttl', 'cancel_requested')
+if v[1] ~= 'running' or v[3] ~= ARGV[3] then return 'stale' end
+local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[3], queue = v[4], priority = v[5],
+  name = v[6], attempts = v[7], worker = v[8], started_at = v[9], ttl = v[10], tags = false,
+  cancel_requested = v[11], dependencies = false}
+if v[2] ~= '1' then
+  local o = redis.call('HMGET', KEYS[1], 'tags', 'dependencies')
+  t.tags, t.dependencies = o[1], o[2]
+end
 local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
 local waited_ms = tonumber(ARGV[7] or '0') or 0
@@ -59,8 +66,11 @@ if outcome == 'failed' and not cancel_requested then
   t.seq = policy[7]
   local failures = (tonumber(policy[1]) or 0) + 1
   redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
-  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or 0) and listed(policy[5], err) then
-    local delay = (tonumber(policy[3]) or 1) * (tonumber(policy[4]) or 1) ^ (failures - 1)
+  -- (options at their default are not stored: see DEFAULT_* in the prelude)
+  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or DEFAULT_MAX_RETRIES)
+      and listed(policy[5], err) then
+    local delay = (tonumber(policy[3]) or DEFAULT_RETRY_DELAY_S)
+      * (tonumber(policy[4]) or DEFAULT_RETRY_BACKOFF) ^ (failures - 1)
     if policy[6] == '1' then
       delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
     end
