@@ -16,16 +16,20 @@ hands it to :func:`supervise`, which applies the timeout: an async function
 is cancelled at the deadline; a thread cannot be killed, so its task is
 failed at the deadline, ``current_task().cancelled`` is set, and the future
 is left to finish (the worker keeps the slot until it does).
+
+Plain functions run on :class:`TaskThreads`, not on a ThreadPoolExecutor
+through ``run_in_executor``: see that class for why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
@@ -52,7 +56,7 @@ class Job:
     attempt's :class:`TaskContext`."""
 
     __slots__ = ("claimed", "id", "timeout", "context", "func", "args", "kwargs", "codec", "is_coroutine",
-                 "started", "inline", "runner", "execution", "cancel_reason", "slot_freed",
+                 "started", "inline", "in_thread", "runner", "execution", "cancel_reason", "slot_freed",
                  "claimed_at", "executed_at", "returned_at", "error_pickle")
 
     def __init__(self, claimed: ClaimedTask, context: TaskContext):
@@ -69,6 +73,9 @@ class Job:
         # The coroutine runs inside the runner task itself (no timeout, async
         # executor): cancelling it means cancelling the runner.
         self.inline = False
+        # The function runs on a task thread (TaskThreads): its future is
+        # never cancelled, it resolves when the function has really returned.
+        self.in_thread = False
         self.runner: asyncio.Task[None] | None = None  # the worker's coroutine driving this job
         self.execution: asyncio.Future[Any] | None = None  # the function itself
         self.cancel_reason: str | None = None  # "cancel" (user) or "shutdown"
@@ -98,8 +105,11 @@ class Job:
         return self.claimed.executor == ExecutorType.PROCESS
 
     def fresh_context(self) -> contextvars.Context:
+        """A copy of the current context with current_task() set to this
+        attempt (already so when called from the job's runner: no ``set``)."""
         ctx = contextvars.copy_context()
-        ctx.run(_current.set, self.context)
+        if ctx.get(_current) is not self.context:
+            ctx.run(_current.set, self.context)
         return ctx
 
     def request_cancel(self) -> None:
@@ -119,7 +129,7 @@ class Job:
         if self.inline:
             if self.returned_at is None and self.runner is not None:
                 self.runner.cancel()
-        elif (self.is_coroutine or self.runs_in_child) and self.execution is not None:
+        elif not self.in_thread and self.execution is not None:
             self.execution.cancel()
 
     def timed_out(self) -> TaskTimeoutError:
@@ -176,31 +186,29 @@ class EncodedOutcome(NamedTuple):
     error_pickle: bytes | None = None
 
 
-async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
+def _begin(job: Job, execution: asyncio.Future[Any]) -> float:
+    """The function has been handed to its executor: the job says so."""
     job.execution = execution
     job.started = True
     job.executed_at = started = time.monotonic()
+    return started
+
+
+async def supervise(job: Job, execution: asyncio.Future[Any]) -> Any:
+    started = _begin(job, execution)
     if job.timeout is None:
         return await execution
     try:
         result = await asyncio.wait_for(asyncio.shield(execution), job.timeout)
     except TimeoutError:
-        execution.cancel()  # effective for coroutines; a thread runs on
+        if not job.in_thread:  # a thread runs on; its future tells when it returned
+            execution.cancel()
         raise job.timed_out() from None
     # While the loop was blocked (by another task) the deadline timer could
     # not fire; a function that ran past its timeout meanwhile still failed it.
     if job.returned_at is not None and job.returned_at - started > job.timeout:
         raise job.timed_out()
     return result
-
-
-def _stamped(job: Job, call: Callable[[], Any]) -> Any:
-    """Runs ``call`` in the pool thread, stamping when it returned: the loop
-    may only see the result much later."""
-    try:
-        return call()
-    finally:
-        job.returned_at = time.monotonic()
 
 
 def run_coroutine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -212,6 +220,7 @@ class EscapedExit(Exception):
 
     asyncio re-raises those two out of the event loop, which would end the
     worker; wrapped, they fail only the task (recorded under their own name).
+    Also a StopIteration from a thread task, which an asyncio future refuses.
     """
 
     def __init__(self, original: BaseException):
@@ -233,21 +242,175 @@ class Executor:
         raise NotImplementedError
 
 
+class _Work(NamedTuple):
+    """One function call queued for a task thread."""
+
+    job: Job
+    context: contextvars.Context
+    target: Callable[..., Any]
+    future: asyncio.Future[Any]
+
+
+class TaskThreads:
+    """The worker's threads for plain functions: at most ``size`` long-lived
+    threads (started as work first needs them) taking calls from one queue.
+
+    Why not a ThreadPoolExecutor through ``run_in_executor``: that costs,
+    per task, a futex wake-up of a pool thread (and a GIL hand-off to it), a
+    concurrent future with an asyncio future chained to it, and one
+    ``call_soon_threadsafe`` (a write to the loop's self-pipe and one more
+    GIL hand-off) to resolve it: ~55 µs of worker CPU per no-op task, more
+    than the whole rest of its life here. Instead:
+
+    * a thread that finishes a function takes the next queued call without
+      sleeping; a sleeping thread is woken only when no awake thread is
+      between calls (a thread that takes a call while more are queued wakes
+      the next one, so blocking functions still get a thread each, up to
+      ``size``, as before);
+    * a call's outcome is appended to one list, and the loop is woken once
+      per burst of outcomes (only when the list was empty), by one callback
+      that resolves them all.
+    """
+
+    def __init__(self, size: int, name_prefix: str):
+        self.size = size
+        self.name_prefix = name_prefix
+        self._lock = threading.Lock()  # guards everything below
+        self._queue: collections.deque[_Work] = collections.deque()
+        self._sleeping: list[threading.Lock] = []  # gates of idle threads; released to wake one
+        self._spare = 0  # threads awake and not in a function: they look at the queue next
+        self._threads: list[threading.Thread] = []
+        # Outcomes the loop has not taken yet: (future, ok, result or exception).
+        self._outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def submit(self, job: Job, target: Callable[..., Any]) -> asyncio.Future[Any]:
+        """Queues ``target(*job.args, **job.kwargs)`` in the job's context;
+        the future resolves on the loop once the function has returned."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        work = _Work(job, job.fresh_context(), target, future)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker's task threads are shut down")
+            self._loop = loop
+            self._queue.append(work)
+            if not self._spare:
+                self._wake()
+        return future
+
+    def shutdown(self) -> None:
+        """Drops the calls not started (their futures are cancelled; call
+        this on the loop) and lets every thread end once its function returns."""
+        with self._lock:
+            self._closed = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            while self._sleeping:
+                self._spare += 1
+                self._sleeping.pop().release()
+        for work in dropped:
+            work.future.cancel()
+
+    def _wake(self) -> None:
+        """Gets one more thread to look at the queue (lock held)."""
+        if self._sleeping:
+            self._spare += 1
+            self._sleeping.pop().release()
+        elif len(self._threads) < self.size:
+            self._spare += 1
+            thread = threading.Thread(target=self._serve, daemon=True,
+                                      name=f"{self.name_prefix}_{len(self._threads)}")
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self) -> None:
+        gate = threading.Lock()
+        gate.acquire()
+        lock = self._lock
+        done: tuple[asyncio.Future[Any], bool, Any] | None = None  # the last call's outcome
+        while True:
+            with lock:  # one lock hold per call: the last outcome in, the next call out
+                notify = stop = False
+                if done is not None:
+                    self._spare += 1
+                    notify = not self._outcomes
+                    self._outcomes.append(done)
+                    done = None
+                if self._queue:
+                    work: _Work | None = self._queue.popleft()
+                    self._spare -= 1
+                    if self._queue and not self._spare:
+                        self._wake()  # the next queued call gets a thread too
+                elif self._closed:
+                    self._spare -= 1
+                    work, stop = None, True
+                else:
+                    self._spare -= 1
+                    self._sleeping.append(gate)
+                    work = None
+                loop = self._loop
+            if notify and loop is not None:
+                # Before the next call, which may block: the loop must not
+                # wait on it to see this outcome.
+                try:
+                    loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:
+                    pass  # the worker's loop is closed: nobody waits for the outcome
+            if work is not None:
+                done = (work.future, *self._call(work))
+            elif stop:
+                return
+            else:
+                gate.acquire()  # until a _wake (which counted this thread spare)
+
+    @staticmethod
+    def _call(work: _Work) -> tuple[bool, Any]:
+        job = work.job
+        try:
+            return True, work.context.run(work.target, *job.args, **job.kwargs)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt fail only the task
+            return False, exc
+        finally:
+            job.returned_at = time.monotonic()  # the loop may see the outcome much later
+
+    def _deliver(self) -> None:
+        """On the loop: resolves every outcome that arrived since the last call."""
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for future, ok, value in outcomes:
+            if future.cancelled():
+                continue  # a dropped call (shutdown) or its runner gave up
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, StopIteration):  # which a future cannot carry
+                future.set_exception(EscapedExit(value))
+            else:
+                future.set_exception(value)
+
+
 class ThreadExecutor(Executor):
-    def __init__(self, pool: ThreadPoolExecutor):
-        self.pool = pool
+    def __init__(self, threads: TaskThreads):
+        self.threads = threads
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
             target = functools.partial(run_coroutine, target)
-        call = functools.partial(job.fresh_context().run, target, *job.args, **job.kwargs)
-        return asyncio.get_running_loop().run_in_executor(
-            self.pool, functools.partial(_stamped, job, call))
+        job.in_thread = True
+        return self.threads.submit(job, target)
 
     async def run(self, job: Job) -> Any:
-        return await supervise(job, self.submit(job))
+        execution = self.submit(job)
+        if job.timeout is None:  # nothing to supervise: one coroutine less per task
+            _begin(job, execution)
+            return await execution
+        return await supervise(job, execution)
+
+    def shutdown(self) -> None:
+        self.threads.shutdown()
 
 
 class AsyncExecutor(Executor):
@@ -276,7 +439,11 @@ class AsyncExecutor(Executor):
                     if runner is not None:
                         runner.uncancel()
                 raise
-        return await supervise(job, self.submit(job))
+        execution = self.submit(job)
+        if job.timeout is None:  # a plain function in a thread: nothing to supervise
+            _begin(job, execution)
+            return await execution
+        return await supervise(job, execution)
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         if not job.is_coroutine:
@@ -289,8 +456,7 @@ class SequentialExecutor(Executor):
     def __init__(self, inner: AsyncExecutor):
         self.inner = inner
         self.lane = asyncio.Lock()  # FIFO: waiters acquire in arrival order
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskmesh-seq")
-        self.lane_threads = ThreadExecutor(self.pool)
+        self.lane_threads = ThreadExecutor(TaskThreads(1, "taskmesh-seq"))
 
     async def run(self, job: Job) -> Any:
         await self.lane.acquire()
@@ -307,7 +473,7 @@ class SequentialExecutor(Executor):
         return await supervise(job, execution)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.lane_threads.shutdown()
 
 
 class ProcessExecutor(Executor):
@@ -321,9 +487,10 @@ class ProcessExecutor(Executor):
         return await self.pool.run(job)
 
 
-def build_executors(pool: ThreadPoolExecutor,
+def build_executors(threads_n: int,
                     processes: "ProcessPool | None" = None) -> dict[str, Executor]:
-    threads = ThreadExecutor(pool)
+    """One executor per executor_type; ``threads_n`` task threads (``--threads``)."""
+    threads = ThreadExecutor(TaskThreads(threads_n, "taskmesh-task"))
     async_ = AsyncExecutor(threads)
     executors: dict[str, Executor] = {
         ExecutorType.THREAD_POOL: threads, ExecutorType.ASYNC: async_,

@@ -27,7 +27,6 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -307,10 +306,7 @@ class Worker:
         # (Reporter.claims_first).
         self._no_claim = asyncio.Event()
         self._no_claim.set()
-        pool = ThreadPoolExecutor(
-            max_workers=opts.threads or opts.concurrency, thread_name_prefix="taskmesh-task"
-        )
-        self.executors = build_executors(pool, self.process_pool)
+        self.executors = build_executors(opts.threads or opts.concurrency, self.process_pool)
         await self._check_credentials()
         self.reporter = Reporter(  # merged per shard (the reporter groups by prefix)
             self.client, merge=lambda calls: self.shardset.for_task(calls[0].args[1])
@@ -344,7 +340,7 @@ class Worker:
             if self._sharded is not None:
                 await self._sharded.close()
             await self.process_pool.close()
-            pool.shutdown(wait=False, cancel_futures=True)
+            self.executors[ExecutorType.THREAD_POOL].shutdown()  # type: ignore[attr-defined]
             self.executors[ExecutorType.SEQUENTIAL].shutdown()  # type: ignore[attr-defined]
             await self.client.aclose()
             self.sync_client.close()

@@ -58,6 +58,19 @@ def cooperative(url: str, key: str, limit_s: float = 30.0) -> str:
     return "ran-out"
 
 
+def cooperative_then_hold(url: str, key: str, release_key: str) -> str:
+    """Like :func:`cooperative`, then stays in its thread until ``release_key``
+    gets an item, and records when it really returned."""
+    client = _client(url)
+    deadline = time.time() + 30
+    while not current_task().cancelled and time.time() < deadline:
+        time.sleep(0.02)
+    client.rpush(key, "saw-cancelled")
+    client.blpop([release_key], timeout=30)
+    client.rpush(key, f"returned {time.time()}")
+    return "late"
+
+
 async def async_mark_then_sleep(url: str, key: str, seconds: float) -> str:
     _client(url).rpush(key, "started")
     try:

@@ -8,6 +8,8 @@ import pytest
 
 from taskmesh import TaskFailedError, TaskStatus
 from tests import semantics_tasks as st
+from tests import tasks
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.all_backends  # single Redis and Redis Cluster (conftest BACKENDS)
 
@@ -81,3 +83,26 @@ def test_thread_timeout_fails_at_deadline_and_sets_cancelled(
     assert rds.blpop([key], timeout=5)[1] == b"saw-cancelled"
     assert tm.get_task_result(t) is None
     assert tm.get_task_status(t) is TaskStatus.FAILED
+
+
+@pytest.mark.parametrize("executor", ["thread_pool", "async", "sequential"])
+def test_timed_out_thread_keeps_its_slot_until_it_returns(
+        tm, rds, redis_server, worker_factory, namespace, executor):
+    """README *Timeouts and threads*: the slot stays taken until the function
+    really returns, even with a spare thread (--threads above --concurrency)."""
+    key, release = f"{namespace}:hold", f"{namespace}:release"
+    held = tm.register_task(st.cooperative_then_hold, redis_server.url, key, release,
+                            timeout=0.3, executor_type=executor)
+    worker_factory("--concurrency", "1", "--threads", "2")
+    assert rds.blpop([key], timeout=20)[1] == b"saw-cancelled"
+    with pytest.raises(TaskFailedError) as info:
+        tm.wait_for_task_sync(held, timeout=20)
+    assert info.value.error.type == "TaskTimeoutError"
+    nxt = tm.register_task(tasks.interval, 0, executor_type=executor)
+    # A worker that freed the slot at the deadline claims it at once.
+    with pytest.raises(AssertionError):
+        wait_until(lambda: tm.get_task_status(nxt) is not TaskStatus.QUEUED, timeout=0.5)
+    rds.rpush(release, "go")
+    started = tm.wait_for_task_sync(nxt, timeout=20)[0]
+    returned = float(rds.blpop([key], timeout=5)[1].split()[1])
+    assert started >= returned
