@@ -192,3 +192,15 @@ def test_plain_records_and_records_without_the_flag_claim_and_finish_the_same(tm
     # The tagged records (ttl kept forever here, or expiring) still list by tag.
     assert {t.id for t in tm.list_tasks(tag="t").tasks} == {tagged_id}
     assert {t.id for t in tm.list_tasks(tag="u").tasks} == {old_id}
+
+
+def test_cancelling_a_running_plain_task_is_honoured_by_its_report(tm, rds):
+    """cancel.lua clears `plain`, so report.lua reads cancel_requested."""
+    commands = Commands(tm.keys)
+    task_id = tm.register_task("tests.tasks:add", args=(1, 2))
+    (claimed,) = _claim(tm, rds, 1)
+    tm.cancel_task_sync(task_id)
+    assert rds.hget(tm.keys.task(task_id), "plain") == b"0"
+    reply = scripts.run(rds, commands.report(task_id, claimed.token, "completed", b"r"))
+    assert reply == "cancelled"
+    assert tm.get_task(task_id).status == TaskStatus.CANCELLED

@@ -11,7 +11,8 @@ local t = load(ARGV[2])
 if not t then return -1 end
 if is_terminal(t.status) then return 0 end
 if t.status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  -- (plain '0': report.lua reads cancel_requested only of a record not plain)
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'plain', '0')
   redis.call('PUBLISH', K_CONTROL, cjson.encode({action = 'cancel', task_id = t.id, worker = t.worker}))
   return 2
 end

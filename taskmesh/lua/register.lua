@@ -108,7 +108,9 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- metadata, tags, dependencies): they read this one field, second in the
 -- record, instead of scanning the whole record for each absent one (~1.5k
 -- instructions each). A record without it (written before it existed) is
--- read field by field. Only registration writes those options.
+-- read field by field. Only registration writes those options; cancel.lua,
+-- asking a running task to stop, writes '0' (report.lua then reads
+-- cancel_requested).
 local plain = (t.executor or t.rate_key or t.timeout or t.metadata or t.tags
   or t.dependencies) and '0' or '1'
 if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude

@@ -30,18 +30,18 @@
 -- schedule()) below. The task table is made by one constructor (sized
 -- once; see load_candidate in claim.lua). A field the record lacks is
 -- false, as load() in the prelude has it.
--- Tags and dependencies, which most records lack (an absent field costs
--- HMGET a scan of the whole record), are read only when the record's
--- `plain` flag (register.lua) is not '1'.
+-- Tags, dependencies and cancel_requested, which most records lack (an
+-- absent field costs HMGET a scan of the whole record), are read only when
+-- the record's `plain` flag (register.lua; cancel.lua clears it) is not '1'.
 local v = redis.call('HMGET', KEYS[1], 'status', 'plain', 'token', 'queue', 'priority', 'name',
-  'attempts', 'worker', 'started_at', 'ttl', 'cancel_requested')
+  'attempts', 'worker', 'started_at', 'ttl')
 if v[1] ~= 'running' or v[3] ~= ARGV[3] then return 'stale' end
 local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[3], queue = v[4], priority = v[5],
   name = v[6], attempts = v[7], worker = v[8], started_at = v[9], ttl = v[10], tags = false,
-  cancel_requested = v[11], dependencies = false}
+  cancel_requested = false, dependencies = false}
 if v[2] ~= '1' then
-  local o = redis.call('HMGET', KEYS[1], 'tags', 'dependencies')
-  t.tags, t.dependencies = o[1], o[2]
+  local o = redis.call('HMGET', KEYS[1], 'tags', 'dependencies', 'cancel_requested')
+  t.tags, t.dependencies, t.cancel_requested = o[1], o[2], o[3]
 end
 local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
