@@ -56,9 +56,10 @@ def loop_factory(choice: str) -> LoopFactory | None:
     """The event loop ``taskmesh worker --loop`` runs on (None: asyncio's own).
     uvloop is optional (``taskmesh[uvloop]``): auto uses it when it imports;
     asking for it by name when it does not is an error, not a silent fallback.
-    asyncio stays the default. Under uvloop a write to a connection Redis has
-    already closed raises RuntimeError (MagicStack/uvloop#506) where asyncio
-    drops it and the read raises ConnectionError; the worker's held
+    auto is the default: uvloop cuts the worker's CPU per task (PROFILE.md,
+    *uvloop*), and a plain install, without the extra, runs asyncio. Under
+    uvloop a write to a connection Redis has already closed raises
+    RuntimeError (MagicStack/uvloop#506) where asyncio drops it and the read raises ConnectionError; the worker's held
     connections (held.py) map a closing transport to a connection error
     before writing (README *Workers*)."""
     if choice not in LOOPS:
@@ -103,7 +104,7 @@ def main() -> None:
 @click.option("--no-pickle", is_flag=True, help="Refuse pickled code and values.")
 @click.option("--max-payload-bytes", default=16 * 1024 * 1024, show_default=True,
               type=click.IntRange(min=1), help="Largest serialized result a task may return.")
-@click.option("--loop", type=click.Choice(LOOPS), default="asyncio", show_default=True,
+@click.option("--loop", type=click.Choice(LOOPS), default="auto", show_default=True,
               envvar="TASKMESH_LOOP",
               help="Event loop: asyncio's own, uvloop (the taskmesh[uvloop] extra; less worker "
                    "CPU per task) or auto (uvloop when it is installed). Also $TASKMESH_LOOP.")

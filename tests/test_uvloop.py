@@ -1,6 +1,6 @@
 """``taskmesh worker --loop asyncio|uvloop|auto`` (README *Workers*): the
-loop the worker process runs on, asyncio's by default. uvloop is the optional
-``taskmesh[uvloop]`` extra; auto takes it when it imports, asking for it by
+loop the worker process runs on: auto by default, uvloop when it is
+installed (the optional ``taskmesh[uvloop]`` extra) and asyncio's otherwise; asking for it by
 name when it does not is a usage error, never a silent fallback."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_loop_option_parsing() -> None:
     out = runner.invoke(main, ["worker", "--help"])
     assert out.exit_code == 0 and "--loop" in out.output
     option = next(p for p in worker_command.params if p.name == "loop")
-    assert option.default == "asyncio" and option.envvar == "TASKMESH_LOOP"
+    assert option.default == "auto" and option.envvar == "TASKMESH_LOOP"
     bad = runner.invoke(main, ["worker", "--loop", "trio", "--url", "memory://"])
     assert bad.exit_code == 2 and "Invalid value for '--loop'" in bad.output
 
@@ -60,7 +60,7 @@ def test_loop_option_parsing() -> None:
     (("--loop", "uvloop"), "uvloop"),
     (("--loop", "asyncio"), "asyncio"),
     (("--loop", "auto"), "uvloop"),  # uvloop is installed here
-    ((), "asyncio"),  # the default
+    ((), "uvloop"),  # the default, auto: uvloop where it is installed
 ], ids=["uvloop", "asyncio", "auto", "default"])
 def test_worker_process_runs_task_on_chosen_loop(tm, worker_factory, flags, expected) -> None:
     pytest.importorskip("uvloop")
