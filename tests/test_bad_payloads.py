@@ -364,8 +364,11 @@ def test_raising_event_handler_does_not_stop_others(tm, worker):
 def test_corrupt_timeout_field_does_not_kill_worker(tm, rds, namespace, worker):
     """A record whose stored ``timeout`` is not a number (written straight to
     Redis, like the garbage payloads above) must fail that task, not crash the
-    worker's claim loop (and every worker that later recovers the task)."""
-    task_id = tm.register_task(tasks.add, 1, 2, defer=True)
+    worker's claim loop (and every worker that later recovers the task).
+    The task has a timeout, so the record holds the field that goes bad (a
+    record registered without options is marked ``plain`` and its options
+    are never read: register.lua)."""
+    task_id = tm.register_task(tasks.add, 1, 2, defer=True, timeout=30)
     rds.hset(task_key(namespace, task_id), "timeout", "not-a-number")
     expect_failed(tm, worker, task_id, ("PayloadDecodeError", "StoreError", "ValueError"),
                   execute=True)

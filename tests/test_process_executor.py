@@ -472,6 +472,20 @@ def test_gil_holding_thread_task_is_told_apart_and_process_is_the_cure(tm, worke
     assert err.type == "WorkerLostError"
     assert "was alive" in err.message and 'executor_type="process"' in err.message
     assert tm.get_task(thread_id).attempts == 4  # recovered three times, although alive
+    # A worker whose stale attempt still holds its GIL would take the next
+    # task all the same (Redis runs the claim queued behind its idle BLPOP)
+    # and could not renew it: first every worker heartbeats again, which a
+    # frozen one cannot (the workers zset's score moves with each heartbeat).
+    def heartbeats() -> dict[bytes, float]:
+        return dict(tm._sync_client.zrange(tm.keys.workers, 0, -1, withscores=True))
+
+    def all_heartbeat_since(before: dict[bytes, float]) -> bool:
+        now = heartbeats()
+        return len(now) == len(workers) and all(s > before.get(w, 0) for w, s in now.items())
+
+    at_failure = heartbeats()
+    wait_until(lambda: all_heartbeat_since(at_failure), timeout=30,
+               what="every worker heartbeating again")
     # In a child the C call holds only the child's GIL: the worker renews its
     # lease meanwhile and the task completes on its first attempt.
     proc_id = tm.register_task(pt.hold_gil, 2.5, executor_type=P)

@@ -45,7 +45,8 @@ def _used_memory(client) -> int:
 class DoneCounter(threading.Thread):
     """Counts terminal transitions per task from the per-task ``done:<id>``
     channels (one message per terminal transition, published by the same
-    script): the per-task proof of "completed once" once records expired."""
+    script, the status first): the per-task proof of "completed once" once
+    records expired."""
 
     def __init__(self, client, namespace: str):
         super().__init__(daemon=True, name="soak-done-counter")
@@ -66,7 +67,9 @@ class DoneCounter(threading.Thread):
         while not self.halt.is_set():
             msg = self.pubsub.get_message(timeout=0.5)
             if msg and msg["type"] == "pmessage":
-                self.counts[(msg["channel"][n:].decode(), msg["data"].decode())] += 1
+                # "<status>" or "<status>|<small outcome>" (waiters.py reads the rest)
+                status = msg["data"].split(b"|", 1)[0].decode()
+                self.counts[(msg["channel"][n:].decode(), status)] += 1
 
     def stop(self) -> None:
         self.halt.set()
