@@ -57,6 +57,16 @@ def child_env(drop: Sequence[str] = ()) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def small_bulk_redis() -> Iterator[RedisServer]:
+    """A Redis that refuses any argument over 1 MB (proto-max-bulk-len): it
+    drops the connection sending one (tests of outcomes Redis will not store)."""
+    server = RedisServer(extra_args=["--proto-max-bulk-len", "1mb"])
+    server.start()
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()

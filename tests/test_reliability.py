@@ -94,15 +94,6 @@ def test_result_over_max_payload_bytes_fails_that_task(tm, worker_factory):
     assert worker.wait() == 0
 
 
-@pytest.fixture
-def small_bulk_redis():
-    """A Redis that refuses any argument over 1 MB (proto-max-bulk-len)."""
-    server = RedisServer(extra_args=["--proto-max-bulk-len", "1mb"])
-    server.start()
-    yield server
-    server.cleanup()
-
-
 def test_outcome_redis_refuses_fails_that_task_and_holds_up_no_other(small_bulk_redis,
                                                                      namespace, worker_factory):
     """A 2 MB result passes the worker's limit but Redis drops the connection

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from taskmesh import TaskFailedError, TaskManager, TaskStatus
 from taskmesh.cli import LOOPS, loop_factory, main
 from taskmesh.cli import worker as worker_command
-from tests.conftest import REPO_ROOT, RedisServer, WorkerProcess, child_env
+from tests.conftest import REPO_ROOT, WorkerProcess, child_env
 
 WAIT = 20.0  # upper bound on one wait; the tests wait on states, never sleep
 DROPPED_WAIT_S = 6.0  # the xfail below: short, it is expected to run out
@@ -92,15 +92,6 @@ def test_auto_without_uvloop_runs_on_asyncio(tm, backend, namespace, tmp_path) -
         assert worker.wait(WAIT) == 0
     finally:
         worker.stop()
-
-
-@pytest.fixture
-def small_bulk_redis():
-    """A Redis that drops a connection sending any argument over 1 MB."""
-    server = RedisServer(extra_args=["--proto-max-bulk-len", "1mb"])
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def test_uvloop_worker_survives_redis_dropping_its_connection(small_bulk_redis, namespace,
