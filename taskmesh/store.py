@@ -257,11 +257,22 @@ class Commands:
         runs report.lua's body for each). The reply is one entry per report:
         its status, or the exception its script raised."""
         k = self.keys
-        width = len(reports[0].args) - 1
+        full = len(reports[0].args) - 1
+        # A completion reads only its first 4 arguments, and the 6th (the
+        # wait in the worker) when not 0: a batch of such sends no more
+        # (report.lua reads what is left out as absent; each argument costs
+        # Redis a string object and Lua a string).
+        width = 4
+        for call in reports:
+            assert len(call.args) - 1 == full and call.script.name == "report"
+            if call.args[3] != "completed":
+                width = full
+                break
+            if call.args[6] not in (0, "0"):
+                width = 6
         args: list[Any] = [self.prefix, width]
         for call in reports:
-            assert len(call.args) - 1 == width and call.script.name == "report"
-            args += call.args[1:]
+            args += call.args[1:width + 1]
 
         def parse(raw: list[Any]) -> list[Any]:
             return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)

@@ -593,7 +593,11 @@ local function resolve(stack)
 end
 
 local function resolve_dependents(t)
-  -- Most tasks have no dependents: one EXISTS instead of resolve()'s reads.
+  -- A record whose `plain` flag is '1' (t.plain, read by report.lua) has no
+  -- dependents: register.lua and link.lua write '0' on a task when they add
+  -- to its dependents sets. Otherwise most tasks still have none: one
+  -- EXISTS instead of resolve()'s reads.
+  if t.plain == '1' then return end
   if redis.call('EXISTS', k_dependents(t.id), k_remote_dependents(t.id)) == 0 then return end
   resolve({{id = t.id, status = t.status}})
 end
