@@ -227,16 +227,19 @@ class Commands:
     # ---- worker-side state changes ---------------------------------------
     def claim(
         self, worker_id: str, queues: Sequence[str], count: int, lease_timeout_ms: int, seq_slots: int,
-        process_slots: int, claim_id: str = "",
+        process_slots: int, claim_id: str = "", fresh: bool = False,
     ) -> Call[ClaimResult]:
         """``claim_id`` names one logical claim: resent after a lost reply,
-        the same id gets the same tasks back (claim.lua, "Replay")."""
+        the same id gets the same tasks back (claim.lua, "Replay").
+        ``fresh``: this id was never sent before, so there is no earlier
+        claim of it to replay and claim.lua does not look for one (a resend
+        must pass False)."""
         k = self.keys
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
             [self.prefix, worker_id, count, lease_timeout_ms, seq_slots, process_slots, claim_id,
-             *queues],
+             "1" if fresh and claim_id else "", *queues],
             _parse_claim,
         )
 

@@ -602,14 +602,16 @@ local function resolve_dependents(t)
   resolve({{id = t.id, status = t.status}})
 end
 
--- Continues resolutions left over by earlier scripts (see resolve()).
+-- Continues resolutions left over by earlier scripts (see resolve()). Its
+-- callers call it before any write: the list is as _resolve_owed found it.
 local function resolve_pending()
+  if not _resolve_owed then return 0 end  -- the usual case: no LPOP
   local stack = {}
   for _, entry in ipairs(redis.call('LPOP', K_RESOLVE, RESOLVE_BUDGET) or {}) do
     local id, status = string.match(entry, '^(.*)|(%a+)$')
     if id then table.insert(stack, 1, {id = id, status = status}) end
   end
-  if #stack == 0 then return 0 end  -- the usual case: one LPOP, nothing else
+  if #stack == 0 then return 0 end
   resolve(stack)
   return redis.call('LLEN', K_RESOLVE)
 end
