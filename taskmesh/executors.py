@@ -19,6 +19,10 @@ is left to finish (the worker keeps the slot until it does).
 
 Plain functions run on :class:`TaskThreads`, not on a ThreadPoolExecutor
 through ``run_in_executor``: see that class for why.
+
+A plain function without a timeout needs no supervision and no runner
+coroutine: :meth:`Executor.start` queues it on the threads with a callback
+(``then``) that gets its outcome on the loop.
 """
 
 from __future__ import annotations
