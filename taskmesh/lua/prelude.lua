@@ -416,15 +416,20 @@ end
 local function enqueue(t, announce)
   leave(t)
   join_queue(t)
-  -- first_queued_ms is kept from the first time (like seq): priority aging
-  -- (flow.lua) ages a re-queued task from when it first joined the line.
-  -- A task just registered (status 'new') has neither it nor a token.
+  -- When the task first joined the line is kept (like seq): priority aging
+  -- (flow.lua) ages a re-queued task from then. It is queued_at until the
+  -- task is queued again; so first_queued_ms is written only then, from
+  -- the queued_at it replaces (a record without it reads queued_at).
+  -- A task just registered (status 'new') has neither them nor a token.
   if t.status == 'new' then
-    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s(),
-      'first_queued_ms', now_ms_text())
-  else
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
-    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms_text())
+  else
+    local first = redis.call('HGET', k_task(t.id), 'queued_at')
+    if first then
+      redis.call('HSETNX', k_task(t.id), 'first_queued_ms',
+        string.format('%d', math.floor(tonumber(first) * 1000 + 0.5)))
+    end
+    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
     redis.call('HDEL', k_task(t.id), 'token')
   end
   t.status = 'queued'

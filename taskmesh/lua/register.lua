@@ -115,14 +115,14 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- outcome needs no look at its dependents sets.
 local plain = (t.executor or t.rate_key or t.timeout or t.metadata or t.tags
   or t.dependencies) and '0' or '1'
-if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
+if placed == 'queued' then  -- (no first_queued_ms: see enqueue() in the prelude)
   if payload then
     redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
-      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), 'payload', payload,
+      'queued_at', now_s(), 'payload', payload,
       unpack(ARGV, f + 2, first_dep - 1))
   else
     redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
-      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, f + 2, first_dep - 1))
+      'queued_at', now_s(), unpack(ARGV, f + 2, first_dep - 1))
   end
 elseif payload then
   redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
