@@ -22,7 +22,7 @@ Phases, per tree (fresh database each):
   without it), sent from this process, so each script's cost is measured
   alone.
 * ``drain``: a real ``taskmesh worker --burst`` drains ``-n`` async no-op
-  tasks; worker and redis-server CPU per task from the first finished task
+  tasks (``--def``: plain ``def`` no-ops, which run on the task threads); worker and redis-server CPU per task from the first finished task
   to the last (the benchmark's rows), and the scripts it ran.
 
 * ``latency`` (with ``--latency N``): a real ``taskmesh worker`` (not
@@ -107,6 +107,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     tm = TaskManager(args.url, namespace=ns)
     keys = tm.keys
     func = "benchmarks.tasks:anoop"
+    drain_func = "benchmarks.tasks:noop" if args.def_ else func
     out: dict[str, Any] = {}
 
     def stats() -> dict[str, tuple[int, int]]:
@@ -164,7 +165,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     r.flushdb()
 
     # The real worker, as the benchmark runs it.
-    tm.register_many(func, [()] * n)
+    tm.register_many(drain_func, [()] * n)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.tree, str(HERE.parent)]))
     argv = [sys.executable, "-m", "taskmesh", "worker", "--url", args.url, "--namespace", ns,
             "--concurrency", str(args.concurrency), "--burst"]
@@ -275,6 +276,8 @@ def main() -> None:
     p.add_argument("--latency", type=int, default=0, metavar="N",
                    help="also measure N sequential round trips (register -> result)")
     p.add_argument("--latency-only", action="store_true", help="only the latency phase")
+    p.add_argument("--def", dest="def_", action="store_true",
+                   help="the drain phase drains plain def no-ops (task threads), not async ones")
     p.add_argument("--instructions", action="store_true",
                    help="run redis-server under callgrind and count its instructions per task")
     p.add_argument("--callgrind-dir", help=argparse.SUPPRESS)
@@ -315,6 +318,8 @@ def main() -> None:
                         "--latency", str(args.latency or (500 if args.latency_only else 0))]
                 if args.latency_only:
                     argv.append("--latency-only")
+                if args.def_:
+                    argv.append("--def")
                 if callgrind_dir:
                     argv += ["--callgrind-dir", callgrind_dir]
                 if args.py_spy and rep == args.repeat - 1 and tree == trees[-1]:

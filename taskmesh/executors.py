@@ -19,6 +19,10 @@ is left to finish (the worker keeps the slot until it does).
 
 Plain functions run on :class:`TaskThreads`, not on a ThreadPoolExecutor
 through ``run_in_executor``: see that class for why.
+
+A plain function without a timeout needs no supervision and no runner
+coroutine: :meth:`Executor.start` queues it on the threads with a callback
+(``then``) that gets its outcome on the loop.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import collections
 import contextvars
 import functools
 import inspect
+import logging
 import threading
 import time
 import types
@@ -41,6 +46,8 @@ from .store import ClaimedTask
 
 if TYPE_CHECKING:
     from .process_pool import ProcessPool
+
+log = logging.getLogger(__name__)
 
 LANE_WAIT_REPORT_MS = 5  # shorter local waits are not worth a correction
 
@@ -237,18 +244,37 @@ async def _contained(coro: Any, job: Job) -> Any:
         job.returned_at = time.monotonic()
 
 
+# What a task thread's return is handed to, on the loop, when the job was
+# started without a runner (Executor.start): the job, whether the function
+# returned (True, its result) or raised (False, its exception).
+Returned = Callable[[Job, bool, Any], None]
+
+
 class Executor:
+    # Whether start() may take a job (the worker decodes the payload first
+    # only then): the executors that run plain functions on the task threads.
+    may_start = False
+
     async def run(self, job: Job) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def start(self, job: Job, then: Returned) -> bool:
+        """Runs a job without a runner coroutine when nothing needs one (a
+        plain function on the task threads, no timeout): ``then`` gets its
+        outcome on the loop, called straight from the threads' delivery (no
+        future awaited, no task woken). False: use :meth:`run` instead."""
+        return False
+
 
 class _Work(NamedTuple):
-    """One function call queued for a task thread."""
+    """One function call queued for a task thread; ``then`` (if any) is
+    called on the loop with its outcome once ``future`` is resolved."""
 
     job: Job
     context: contextvars.Context
     target: Callable[..., Any]
     future: asyncio.Future[Any]
+    then: Returned | None
 
 
 class TaskThreads:
@@ -269,7 +295,10 @@ class TaskThreads:
       ``size``, as before);
     * a call's outcome is appended to one list, and the loop is woken once
       per burst of outcomes (only when the list was empty), by one callback
-      that resolves them all.
+      that resolves them all;
+    * a call submitted with ``then`` (a job without a runner, Executor.start)
+      has ``then`` called right there with its outcome: no coroutine is
+      resumed per task.
     """
 
     def __init__(self, size: int, name_prefix: str):
@@ -280,17 +309,19 @@ class TaskThreads:
         self._sleeping: list[threading.Lock] = []  # gates of idle threads; released to wake one
         self._spare = 0  # threads awake and not in a function: they look at the queue next
         self._threads: list[threading.Thread] = []
-        # Outcomes the loop has not taken yet: (future, ok, result or exception).
-        self._outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        # Outcomes the loop has not taken yet: (call, ok, result or exception).
+        self._outcomes: list[tuple[_Work, bool, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def submit(self, job: Job, target: Callable[..., Any]) -> asyncio.Future[Any]:
+    def submit(self, job: Job, target: Callable[..., Any],
+               then: Returned | None = None) -> asyncio.Future[Any]:
         """Queues ``target(*job.args, **job.kwargs)`` in the job's context;
-        the future resolves on the loop once the function has returned."""
+        the future resolves on the loop once the function has returned (and
+        then ``then`` is called with the outcome)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        work = _Work(job, job.fresh_context(), target, future)
+        work = _Work(job, job.fresh_context(), target, future, then)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker's task threads are shut down")
@@ -329,7 +360,7 @@ class TaskThreads:
         gate = threading.Lock()
         gate.acquire()
         lock = self._lock
-        done: tuple[asyncio.Future[Any], bool, Any] | None = None  # the last call's outcome
+        done: tuple[_Work, bool, Any] | None = None  # the last call's outcome
         while True:
             with lock:  # one lock hold per call: the last outcome in, the next call out
                 notify = stop = False
@@ -359,7 +390,7 @@ class TaskThreads:
                 except RuntimeError:
                     pass  # the worker's loop is closed: nobody waits for the outcome
             if work is not None:
-                done = (work.future, *self._call(work))
+                done = (work, *self._call(work))
             elif stop:
                 return
             else:
@@ -379,7 +410,8 @@ class TaskThreads:
         """On the loop: resolves every outcome that arrived since the last call."""
         with self._lock:
             outcomes, self._outcomes = self._outcomes, []
-        for future, ok, value in outcomes:
+        for work, ok, value in outcomes:
+            future = work.future
             if future.cancelled():
                 continue  # a dropped call (shutdown) or its runner gave up
             if ok:
@@ -388,19 +420,32 @@ class TaskThreads:
                 future.set_exception(EscapedExit(value))
             else:
                 future.set_exception(value)
+            if work.then is not None:
+                try:
+                    work.then(work.job, ok, value)
+                except Exception:  # must not keep the other outcomes from the loop
+                    log.exception("task %s: handling its outcome failed", work.job.id)
 
 
 class ThreadExecutor(Executor):
+    may_start = True
+
     def __init__(self, threads: TaskThreads):
         self.threads = threads
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
+    def submit(self, job: Job, then: Returned | None = None) -> asyncio.Future[Any]:
         target = job.func
         assert target is not None, "job submitted before its function was resolved"
         if job.is_coroutine:  # a coroutine function sent to the pool gets a loop of its own
             target = functools.partial(run_coroutine, target)
         job.in_thread = True
-        return self.threads.submit(job, target)
+        return self.threads.submit(job, target, then)
+
+    def start(self, job: Job, then: Returned) -> bool:
+        if job.timeout is not None:  # supervised: by its runner (run)
+            return False
+        _begin(job, self.submit(job, then))
+        return True
 
     async def run(self, job: Job) -> Any:
         execution = self.submit(job)
@@ -414,8 +459,14 @@ class ThreadExecutor(Executor):
 
 
 class AsyncExecutor(Executor):
+    may_start = True  # its plain functions (on the task threads)
+
     def __init__(self, threads: ThreadExecutor):
         self.threads = threads
+
+    def start(self, job: Job, then: Returned) -> bool:
+        # A coroutine without a timeout runs inside its runner task (run).
+        return not job.is_coroutine and self.threads.start(job, then)
 
     async def run(self, job: Job) -> Any:
         if job.timeout is None and job.is_coroutine:

@@ -168,6 +168,13 @@ def _cap(text: str) -> str:
     return f"{text[:MAX_ERROR_TEXT]}... [{len(text) - MAX_ERROR_TEXT} more characters cut]"
 
 
+def _finishes(job: Job) -> asyncio.Future[Any] | None:
+    """What is done once the job is (reported or abandoned): its runner, or,
+    for a job started without one (Worker._start_direct), its function's
+    future, which is resolved just before its outcome is handled."""
+    return job.runner if job.runner is not None else job.execution
+
+
 class Worker:
     """Claims tasks of its namespace's queues from Redis and runs them, at
     most ``concurrency`` at a time, with the executor each task asks for.
@@ -557,10 +564,48 @@ class Worker:
         with self._held_lock:
             self._held[claimed.id] = claimed.token
         self._active[claimed.id] = job
+        if self._start_direct(job):
+            return
         # The runner runs in the job's context (current_task() sees it): an
         # async function without a timeout runs right inside it (executors.py).
         job.runner = self._loop.create_task(  # type: ignore[union-attr]
             self._run_job(job), name=f"taskmesh-task-{claimed.id}", context=job.fresh_context())
+
+    def _start_direct(self, job: Job) -> bool:
+        """A plain function without a timeout goes straight to the task
+        threads, with no runner task: its payload is opened here, and its
+        return is handed to :meth:`_returned` on the loop by the threads'
+        delivery callback (Executor.start). False: it needs a runner."""
+        claimed = job.claimed
+        if claimed.timeout is not None or claimed.defect or job.runs_in_child:
+            return False
+        executor = self.executors.get(claimed.executor) or self.executors[ExecutorType.ASYNC]
+        if not executor.may_start:
+            return False
+        try:
+            self._prepare(job)
+        except BaseException:
+            return False  # its runner opens it again and reports why it cannot
+        return executor.start(job, self._returned)
+
+    def _returned(self, job: Job, ok: bool, value: Any) -> None:
+        """On the loop: a job started without a runner (_start_direct) has
+        returned from its thread: what _run_job does after the function."""
+        reporting = False
+        try:
+            if job.cancel_reason == "shutdown":
+                return  # _drain hands it back: not reported
+            outcome = self._outcome(job, value) if ok else self._failed(job, value)
+            job.context.flush_progress()  # queued ahead of the report
+            self._free_slot(job)
+            self._send_report(job, outcome, job.claimed_at)
+            reporting = True
+        except Exception:
+            log.exception("task %s: could not report its outcome; its lease will expire", job.id)
+        finally:
+            self._free_slot(job)
+            if not reporting:
+                self._unhold(job)
 
     def _progress_sink(self, claimed: ClaimedTask) -> Callable[[float, str | None, bool], None]:
         """Where a task's progress goes (from its thread, its coroutine or its
@@ -588,6 +633,8 @@ class Worker:
             raise StoreError(job.claimed.defect)
         if job.runs_in_child:
             return  # a process task's payload is decoded in its child (process_child.py)
+        if job.func is not None:
+            return  # opened already (_start_direct)
         job.set_function(*open_payload(self.codec, job.id, job.claimed.payload))
 
     async def _run_job(self, job: Job) -> None:
@@ -624,17 +671,26 @@ class Worker:
         executor = self.executors.get(job.claimed.executor) or self.executors[ExecutorType.ASYNC]
         try:
             result = await executor.run(job)
-        except TaskTimeoutError as exc:
-            return "failed", _error_json(exc, attempt), True
         except asyncio.CancelledError:
             if job.cancel_reason == "cancel":
                 return "cancelled", "", False
             raise
         except BaseException as exc:  # the task's own exception, SystemExit included
+            return self._failed(job, exc)
+        return self._outcome(job, result)
+
+    def _failed(self, job: Job, exc: BaseException) -> tuple[str, Any, bool]:
+        """The outcome of a function that raised (or timed out)."""
+        attempt = job.claimed.attempt
+        if not isinstance(exc, TaskTimeoutError):
             job.error_pickle = pickle_exception(
                 (job.codec or self.codec).for_error(job.id, attempt),
                 exc.original if isinstance(exc, EscapedExit) else exc)
-            return "failed", _error_json(exc, attempt), True
+        return "failed", _error_json(exc, attempt), True
+
+    def _outcome(self, job: Job, result: Any) -> tuple[str, Any, bool]:
+        """The outcome of a function that returned ``result``."""
+        attempt = job.claimed.attempt
         if job.cancel_reason == "cancel":
             return "cancelled", "", False
         if isinstance(result, EncodedOutcome):  # encoded by a process child already
@@ -759,19 +815,21 @@ class Worker:
 
     async def _drain(self) -> None:
         """Waits up to the grace period, then hands unfinished tasks back."""
-        runners = [j.runner for j in self._active.values() if j.runner is not None]
-        if runners:
+        running = [w for j in self._active.values() if (w := _finishes(j)) is not None]
+        if running:
             log.info("worker %s: waiting up to %.0fs for %d running task(s)", self.id,
-                     self.options.grace_period, len(runners))
-            await asyncio.wait(runners, timeout=self.options.grace_period)
-        leftovers = [j for j in self._active.values() if j.runner and not j.runner.done()]
+                     self.options.grace_period, len(running))
+            await asyncio.wait(running, timeout=self.options.grace_period)
+        leftovers = [j for j in self._active.values()
+                     if (w := _finishes(j)) is not None and not w.done()]
         runners = [j.runner for j in leftovers if j.runner is not None]
         for job in leftovers:
-            job.request_shutdown()
+            job.request_shutdown()  # a job without a runner: its thread's return is not reported
         for runner in runners:
             runner.cancel()
         if leftovers:
-            await asyncio.wait(runners, timeout=1.0)
+            if runners:
+                await asyncio.wait(runners, timeout=1.0)
             held = [(j.id, j.claimed.token, j.started) for j in leftovers]
             handed = await self._handback(held)
             with self._held_lock:
