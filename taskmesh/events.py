@@ -452,7 +452,7 @@ class Hub:
         self._done = _LoopThread(url, f"taskmesh-done-{namespace}")
         self.loop, self.thread, self.client = (self._events.loop, self._events.thread,
                                                self._events.client)
-        self.waiter = DoneWaiter(self._done.client, self.keys, self._done.loop)
+        self.waiter = DoneWaiter(self._done.client, self.keys, self._done.loop, url=url)
 
     # ---- events (listeners from any thread; the reader on the loop) ---------------------
     def listen(self, listener: Listener, on_ready: Callable[[], None]) -> None:

@@ -26,27 +26,54 @@ that arrived before the wait began is found there. A reconnection in
 between (the epoch changes), or more messages since than that window holds,
 and the wait reads first as any other.
 
-A blocking caller (``wait_for_task_sync``) registers a callback that sets a
-``threading.Event``, reads the status on its own (sync) connection and
-sleeps on the event: no hand-off to another thread and back per wait.
+A blocking caller (``wait_for_task_sync``) reads the status on its own
+(sync) connection. On a plain Redis (``redis://`` or a unix socket, hiredis
+installed) the subscription is one raw socket read under a *reading role*
+(:class:`_SocketReader`): a blocking wait that finds the role free reads
+the socket itself until its own message comes (handing every other message
+to its waiter), so the thread that waits is the thread that wakes, with no
+other thread in between. A wait that finds the role taken (another thread
+reads), and every async wait, parks on its callback as before; the
+socket's own thread (``taskmesh-done-<ns>``) takes the role whenever such
+waits are parked and nobody else reads, drains the socket when nobody
+waits at all, and reconnects. One connection either way. Other clients
+(memory://, cluster, Sentinel, TLS) read on the listener's loop (asyncio)
+and a blocking wait sleeps on a ``threading.Event`` its callback sets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import threading
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Generator, NamedTuple
 
+import redis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from .connection import CONNECTION_ERRORS
 from .keys import Keys
-from .models import TaskStatus
+from .models import TERMINAL_STATUSES, TaskStatus
 from .pubsub import messages, stop_listener
+from .scripts import busy_error
 from .sharding import channel_patterns
+
+try:
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _hiredis = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0
 RECENT_DONE = 1024  # done messages the reader keeps for waits that begin after them
+SERVE_READ_S = 1.0  # longest socket read of the socket's own thread (it re-checks its work)
+DRAIN_S = 0.5  # how often the socket's own thread drains it while nobody waits
 # What a wait reads with the status (empty until the task ends), in this
 # order after it: the read that sees the task finished is the last one, and
 # a done:<id> message that carries them spares even that read.
@@ -54,6 +81,9 @@ OUTCOME_FIELDS = ("result", "attempts", "error", "error_exc")
 
 Outcome = list[Any]  # [status, *OUTCOME_FIELDS] as HMGET returns them
 Wake = Callable[["Outcome | None"], None]
+
+
+_TERMINAL_BY_TEXT = {s.value.encode(): s for s in TERMINAL_STATUSES}
 
 
 def parse_done(data: Any) -> Outcome | None:
@@ -68,13 +98,15 @@ def parse_done(data: Any) -> Outcome | None:
     parts = data.split(b"|", 5)
     if len(parts) != 6:
         return None
-    status_text, attempts, *sizes, body = parts
+    status_text, attempts, n_result_text, n_error_text, n_exc_text, body = parts
+    status = _TERMINAL_BY_TEXT.get(status_text)
+    if status is None:
+        return None
     try:
-        status = TaskStatus(status_text.decode())
-        n_result, n_error, n_exc = (int(n) for n in sizes)
+        n_result, n_error, n_exc = int(n_result_text), int(n_error_text), int(n_exc_text)
     except ValueError:
         return None
-    if not status.is_terminal or n_result + n_error + n_exc != len(body):
+    if n_result + n_error + n_exc != len(body):
         return None
     error_at = n_result + n_error
     return [status, body[:n_result] or None, attempts or None,
@@ -104,9 +136,11 @@ class DoneWaiter:
     """The done-channel reader of one namespace and the waits parked on it.
     The reader runs on ``loop``; waits come from any thread or loop."""
 
-    def __init__(self, client: Any, keys: Keys, loop: asyncio.AbstractEventLoop):
+    def __init__(self, client: Any, keys: Keys, loop: asyncio.AbstractEventLoop,
+                 url: str | None = None):
         self._client = client
         self._loop = loop
+        self._namespace = keys.namespace
         # done:<id> of every shard (sharding.channel_patterns)
         self._patterns = channel_patterns(keys.namespace, "done:*")
         # task id -> wake-up callbacks, registered from any thread (the map is
@@ -122,10 +156,16 @@ class DoneWaiter:
         self._reader: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._closed = False
+        # A plain Redis: the raw socket read under the reading role (module docstring).
+        self._socket = _SocketReader.for_client(self, client, url)
 
     # ---- the reader (on its loop) ------------------------------------------------
     def start(self) -> None:
         """Starts the reader if it is not running (from any thread)."""
+        if self._socket is not None:
+            if not self._closed:
+                self._socket.start()
+            return
         if self._reader is not None and not self._reader.done():
             return
         try:
@@ -228,6 +268,8 @@ class DoneWaiter:
 
     def subscribed(self) -> bool:
         """The reader runs and has subscribed (read from any thread)."""
+        if self._socket is not None:
+            return self._subscribed.is_set() and self._socket.running()
         return (self._subscribed.is_set() and self._reader is not None
                 and not self._reader.done())
 
@@ -273,7 +315,8 @@ class DoneWaiter:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         await self.ensure_reader(timeout)
-        plan = self._plan(task_id, timeout, deadline, loop.time, lambda: _LoopWake(loop))
+        reader = self._socket
+        plan = self._plan(task_id, timeout, deadline, loop.time, lambda: _LoopWake(loop, reader))
         reply: Any = None
         try:
             while True:
@@ -294,8 +337,12 @@ class DoneWaiter:
     ) -> Outcome:
         """:meth:`wait` for a thread outside any loop; the caller has
         started the reader (:meth:`ensure_reader_blocking`) and gives the
-        ``time.monotonic()`` deadline. ``read`` runs in this thread."""
-        plan = self._plan(task_id, timeout, deadline, time.monotonic, _ThreadWake)
+        ``time.monotonic()`` deadline. ``read`` runs in this thread, and so
+        does the socket read that wakes it when the reading role is free."""
+        reader = self._socket
+        parker: Callable[[], _Parked] = (
+            _ThreadWake if reader is None else lambda: _SocketWake(reader))
+        plan = self._plan(task_id, timeout, deadline, time.monotonic, parker)
         reply: Any = None
         try:
             while True:
@@ -349,6 +396,9 @@ class DoneWaiter:
         """Stops the reader (on its loop): waits still parked re-read the
         record every RECHECK_S and end with their deadlines."""
         self._closed = True
+        if self._socket is not None:
+            await self._socket.close()
+            return
         await stop_listener(self._reader, self._stop)
 
 
@@ -370,8 +420,9 @@ class _Parked:
 
 
 class _LoopWake(_Parked):
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: "_SocketReader | None" = None):
         self._loop = loop
+        self._reader = reader
         self._fut: asyncio.Future[Outcome | None] = loop.create_future()
 
     def _settle(self, outcome: Outcome | None) -> None:
@@ -382,9 +433,16 @@ class _LoopWake(_Parked):
         _call_in(self._loop, self._settle, outcome)
 
     async def parked(self, wait_s: float) -> Outcome | None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            return await asyncio.wait_for(self._fut, wait_s)
-        return None
+        reader = self._reader
+        if reader is not None:
+            reader.passive(1)  # the socket's own thread reads for it
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                return await asyncio.wait_for(self._fut, wait_s)
+            return None
+        finally:
+            if reader is not None:
+                reader.passive(-1)
 
 
 class _ThreadWake(_Parked):
@@ -398,6 +456,261 @@ class _ThreadWake(_Parked):
 
     def parked(self, wait_s: float) -> Outcome | None:
         return self._pushed if self._event.wait(wait_s) else None
+
+
+class _SocketWake(_ThreadWake):
+    """A blocking wait on a :class:`_SocketReader`: it reads the socket
+    itself while it holds the reading role; else it parks on its event as a
+    :class:`_ThreadWake` does, counted as passive (the thread that reads
+    wakes it)."""
+
+    def __init__(self, reader: "_SocketReader"):
+        super().__init__()
+        self._reader = reader
+
+    def parked(self, wait_s: float) -> Outcome | None:
+        reader, event = self._reader, self._event
+        deadline = time.monotonic() + wait_s
+        if not reader.serve(event, deadline):
+            reader.passive(1)
+            try:
+                event.wait(max(0.0, deadline - time.monotonic()))
+            finally:
+                reader.passive(-1)
+        return self._pushed if event.is_set() else None
+
+
+class _SocketReader:
+    """The done subscription of a plain Redis on one raw socket with a
+    hiredis reader, read by whoever holds :attr:`role` (a blocking wait for
+    its own message, or the socket's own thread; module docstring). The
+    socket's thread also connects, subscribes and reconnects; a reader that
+    finds the connection lost drops it, wakes every wait (they re-read the
+    stored state) and leaves the reconnection to that thread."""
+
+    @classmethod
+    def for_client(cls, waiter: DoneWaiter, client: Any, url: str | None) -> "_SocketReader | None":
+        """One for a plain asyncio client on its own pool (the listener's)
+        of a ``redis://`` or unix-socket URL, RESP2 bytes; else None."""
+        if (url is None or _hiredis is None or type(client) is not redis.asyncio.Redis
+                or type(getattr(client, "connection_pool", None)) is not redis.asyncio.ConnectionPool):
+            return None
+        pool = redis.ConnectionPool.from_url(url, socket_keepalive=True,
+                                             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        kwargs = pool.connection_kwargs
+        if (pool.connection_class not in (redis.Connection, redis.UnixDomainSocketConnection)
+                or kwargs.get("decode_responses") or kwargs.get("protocol") not in (None, 2, "2")):
+            return None
+        if kwargs.get("socket_connect_timeout") is None:
+            kwargs["socket_connect_timeout"] = RECHECK_S
+        return cls(waiter, pool)
+
+    def __init__(self, waiter: DoneWaiter, pool: Any):
+        self._waiter = waiter
+        self._pool = pool
+        self.role = threading.Lock()  # who reads the socket
+        self._needed = threading.Event()  # work for the socket's own thread
+        self._stop = threading.Event()
+        self._count_lock = threading.Lock()
+        self._passive = 0  # parked waits that do not read (async ones, or the role was taken)
+        self._conn: Any = None
+        self._sock: socket.socket | None = None
+        self._parser: Any = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._closed or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"taskmesh-done-{self._waiter._namespace}")
+            self._thread.start()
+
+    def running(self) -> bool:
+        thread = self._thread
+        return not self._closed and thread is not None and thread.is_alive()
+
+    def passive(self, delta: int) -> None:
+        """A wait parks (+1) or ends (-1) without reading: while any does,
+        the socket's own thread reads whenever the role is free."""
+        with self._count_lock:
+            self._passive += delta
+        if delta > 0:
+            self._needed.set()
+
+    def serve(self, event: threading.Event, deadline: float) -> bool:
+        """Reads the socket in this thread until ``event`` is set (by the
+        message it waits for, or a loss) or ``deadline`` (monotonic) passes.
+        False, having read nothing, if the role is taken or there is no
+        connection: the caller parks instead."""
+        if self._sock is None or not self.role.acquire(blocking=False):
+            return False
+        try:
+            if self._sock is None:
+                return False
+            while not event.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._read(remaining) < 0:
+                    break
+            return True
+        finally:
+            self.role.release()
+
+    def _read(self, timeout: float) -> int:
+        """Reads what arrives within ``timeout`` s (0: what is there) and
+        hands it out (under the role): the bytes read, -1 once the
+        connection is lost."""
+        sock, parser = self._sock, self._parser
+        if sock is None:
+            return -1
+        reply = parser.gets()
+        n = 0
+        if reply is False:
+            try:
+                sock.settimeout(timeout if timeout > 0 else 0.0)
+                data = sock.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                return 0
+            except OSError as exc:
+                self._lose(exc)
+                return -1
+            if not data:
+                self._lose(ConnectionResetError("Connection closed by server."))
+                return -1
+            n = len(data)
+            parser.feed(data)
+            try:
+                reply = parser.gets()
+            except _hiredis.ProtocolError as exc:
+                self._lose(exc)
+                return -1
+        while reply is not False:
+            self._deliver(reply)
+            reply = parser.gets()
+        return n
+
+    def _deliver(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
+            _, found, task_id = reply[2].partition(b"}:done:")
+            if found:
+                self._waiter._wake(task_id.decode(), parse_done(reply[3]), keep=True)
+
+    def _lose(self, exc: BaseException) -> None:
+        conn, self._conn, self._sock, self._parser = self._conn, None, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+        if not self._closed:
+            log.warning("result listener lost Redis (%s); reconnecting", exc)
+        self._waiter._wake_all()  # messages may have been missed: waits re-read
+        self._needed.set()  # the socket's own thread reconnects
+
+    def _connect(self) -> None:
+        """Connects (AUTH, SELECT as the pool's connections do) and
+        subscribes; raises as a connection would."""
+        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        try:
+            conn.connect()
+            sock: socket.socket = conn._sock
+            parser = _hiredis.Reader()
+            patterns = self._waiter._patterns
+            sock.settimeout(RECHECK_S)
+            sock.sendall(_hiredis.pack_command(("PSUBSCRIBE", *patterns)))  # type: ignore[arg-type]
+            confirmed = 0
+            early: list[Any] = []
+            while confirmed < len(patterns):
+                reply = parser.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise redis.exceptions.ConnectionError("Connection closed by server.")
+                    parser.feed(data)
+                elif isinstance(reply, _hiredis.ReplyError):
+                    raise ResponseError(str(reply))
+                elif isinstance(reply, list) and reply[0] == b"psubscribe":
+                    confirmed += 1
+                else:
+                    early.append(reply)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+            raise
+        self._conn, self._sock, self._parser = conn, sock, parser
+        self._waiter._mark_subscribed()
+        for reply in early:
+            self._deliver(reply)
+
+    def _run(self) -> None:
+        delay = 0.1
+        try:
+            while not self._closed:
+                if self._sock is None:
+                    failure: BaseException | None = None
+                    with self.role:
+                        if self._sock is None and not self._closed:
+                            try:
+                                self._connect()
+                                delay = 0.1
+                            except (*CONNECTION_ERRORS, OSError, ResponseError) as exc:
+                                # BUSY (another client's script) is transient; any
+                                # other error reply ends the reader.
+                                if isinstance(exc, ResponseError) and busy_error(exc) is None:
+                                    raise
+                                failure = exc
+                    if failure is not None:
+                        if self._closed:
+                            return
+                        log.warning("result listener lost Redis (%s); reconnecting in %.1fs",
+                                    failure, delay)
+                        self._waiter._wake_all()
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, 5.0)
+                    continue
+                self._needed.clear()
+                if self._passive > 0:  # waits parked that do not read: read for them
+                    with self.role:
+                        while (self._passive > 0 and not self._closed
+                               and self._read(SERVE_READ_S) >= 0):
+                            pass
+                    continue
+                if self._needed.wait(DRAIN_S) or self._closed:
+                    continue
+                if self.role.acquire(blocking=False):  # nobody waits: drain what came
+                    try:
+                        while self._read(0.0) > 0:
+                            pass
+                    finally:
+                        self.role.release()
+        except Exception:
+            log.exception("result listener failed; waits re-read every %.0f s", RECHECK_S)
+        finally:
+            held = self.role.acquire(timeout=RECHECK_S)  # a reader still in its read ends first
+            conn, self._conn, self._sock, self._parser = self._conn, None, None, None
+            if held:
+                self.role.release()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.disconnect()
+
+    async def close(self) -> None:
+        """Stops the socket's thread (within one read: the socket is shut
+        down under any reader); waits still parked re-read every RECHECK_S."""
+        self._closed = True
+        self._stop.set()
+        self._needed.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        for _ in range(250):
+            if not thread.is_alive():
+                return
+            await asyncio.sleep(0.01)
 
 
 _Step = _Read | _Parked

@@ -283,3 +283,67 @@ def test_a_handler_that_waits_for_a_result_is_not_its_own_obstacle(tm, worker_fa
         assert got[0] == 42 and got[1] < RECHECK_S - 1, got
     finally:
         sub.close()
+
+
+# ---- plain Redis: the socket read by the wait itself (waiters._SocketReader) -------------
+
+@pytest.mark.single_backend  # kills the server's pub/sub client
+def test_a_blocking_wait_reads_the_socket_itself_and_rides_out_a_lost_connection(
+        redis_server, rds, namespace, worker_factory):
+    """A lone blocking wait holds the reading role (nobody reads for it); a
+    dropped subscription wakes it to re-read, the socket's thread
+    resubscribes, and the result still comes pushed (before any re-read)."""
+    with TaskManager(redis_server.url, namespace=namespace) as tm:
+        waiter = tm._hub().waiter
+        reader = waiter._socket
+        assert reader is not None
+        task_id = tm.register_task(tasks.add, 2, 3, defer=True)
+        got: list = []
+        thread = threading.Thread(target=lambda: got.append(tm.wait_for_task_sync(task_id, WAIT)))
+        thread.start()
+        wait_until(lambda: waiter.waiting() == 1 and reader.role.locked(), timeout=WAIT,
+                   what="the wait parked, reading the socket")
+        assert reader._passive == 0
+        patterns = rds.pubsub_numpat()
+        epoch = waiter._epoch
+        rds.client_kill_filter(_type="pubsub")
+        wait_until(lambda: waiter._epoch >= epoch + 2 and rds.pubsub_numpat() >= patterns,
+                   timeout=WAIT, what="the reader to resubscribe")
+        wait_until(lambda: waiter.waiting() == 1, timeout=WAIT, what="the wait parked again")
+        worker_factory()
+        started = time.monotonic()
+        tm.execute_task_sync(task_id)
+        thread.join(WAIT)
+        assert got == [5] and time.monotonic() - started < RECHECK_S - 1
+
+
+@pytest.mark.single_backend
+def test_blocking_and_async_waits_together_on_the_socket(redis_server, namespace, worker_factory):
+    """Blocking waits on several threads and async waits at once: one of
+    them (or the socket's thread) reads, every one gets its own result."""
+    worker_factory()
+    with TaskManager(redis_server.url, namespace=namespace) as tm:
+        ids = [tm.register_task(tasks.add, i, 1, defer=True) for i in range(12)]
+        got: dict[str, object] = {}
+
+        def blocking(task_id: str) -> None:
+            got[task_id] = tm.wait_for_task_sync(task_id, timeout=WAIT)
+
+        async def async_waits(some: list[str]) -> None:
+            for task_id, result in zip(some, await asyncio.gather(
+                    *(tm.wait_for_task(t, timeout=WAIT) for t in some))):
+                got[task_id] = result
+
+        threads = [threading.Thread(target=blocking, args=(t,)) for t in ids[:6]]
+        threads.append(threading.Thread(target=asyncio.run, args=(async_waits(ids[6:]),)))
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: tm._hub().waiter.waiting() == len(ids), timeout=WAIT,
+                   what="every wait parked")
+        started = time.monotonic()
+        for task_id in reversed(ids):
+            tm.execute_task_sync(task_id)
+        for thread in threads:
+            thread.join(WAIT)
+        assert got == {t: i + 1 for i, t in enumerate(ids)}
+        assert time.monotonic() - started < RECHECK_S - 1
