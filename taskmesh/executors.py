@@ -390,21 +390,16 @@ class TaskThreads:
                 except RuntimeError:
                     pass  # the worker's loop is closed: nobody waits for the outcome
             if work is not None:
-                done = (work, *self._call(work))
+                job = work.job
+                try:
+                    done = (work, True, work.context.run(work.target, *job.args, **job.kwargs))
+                except BaseException as exc:  # SystemExit and KeyboardInterrupt fail only the task
+                    done = (work, False, exc)
+                job.returned_at = time.monotonic()  # the loop may see the outcome much later
             elif stop:
                 return
             else:
                 gate.acquire()  # until a _wake (which counted this thread spare)
-
-    @staticmethod
-    def _call(work: _Work) -> tuple[bool, Any]:
-        job = work.job
-        try:
-            return True, work.context.run(work.target, *job.args, **job.kwargs)
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt fail only the task
-            return False, exc
-        finally:
-            job.returned_at = time.monotonic()  # the loop may see the outcome much later
 
     def _deliver(self) -> None:
         """On the loop: resolves every outcome that arrived since the last call."""
@@ -444,7 +439,12 @@ class ThreadExecutor(Executor):
     def start(self, job: Job, then: Returned) -> bool:
         if job.timeout is not None:  # supervised: by its runner (run)
             return False
-        _begin(job, self.submit(job, then))
+        target = job.func
+        assert target is not None, "job started before its function was resolved"
+        if job.is_coroutine:
+            target = functools.partial(run_coroutine, target)
+        job.in_thread = True
+        _begin(job, self.threads.submit(job, target, then))
         return True
 
     async def run(self, job: Job) -> Any:

@@ -583,7 +583,7 @@ class Worker:
         if not executor.may_start:
             return False
         try:
-            self._prepare(job)
+            job.set_function(*open_payload(self.codec, job.id, claimed.payload))
         except BaseException:
             return False  # its runner opens it again and reports why it cannot
         return executor.start(job, self._returned)
