@@ -117,8 +117,11 @@ for _, q in ipairs(queues) do
 end
 
 local flags = ''
--- The namespace settings a claim obeys, in one read.
-local settings = redis.call('HMGET', KEYS[2], 'max_concurrent_tasks', 'priority_aging_s')
+-- The namespace settings a claim obeys, in one read (with the events
+-- stream's cap, which emit() would read on its own: see _maxlen).
+local settings = redis.call('HMGET', KEYS[2], 'max_concurrent_tasks', 'priority_aging_s',
+  'events_maxlen')
+_maxlen = _maxlen or settings[3] or '100000'
 local cap = settings[1]
 if cap then
   local room = tonumber(cap) - redis.call('ZCARD', KEYS[1])
@@ -130,8 +133,17 @@ end
 
 -- Parked tasks whose turn came rejoin their queues (only when this claim
 -- can take them: they get their token now, ahead of the tasks still parked).
-if want > 0 then
-  for _, q in ipairs(queues) do unpark_due(q) end
+-- A queue's parking lot is looked at once, by its first member: with none
+-- due, unpark_due has nothing to move, and if this call parks nothing
+-- either, the same member gives the turn at the end (parked_wait).
+local parked_first = {}
+for _, q in ipairs(queues) do
+  local first = redis.call('ZRANGE', k_parked(q), 0, 0, 'WITHSCORES')
+  if want > 0 and first[2] and tonumber(first[2]) <= now then
+    unpark_due(q)  -- (the lot changed: read again at the end)
+  else
+    parked_first[q] = first
+  end
 end
 
 -- Merge the heads of all queues: scores order by priority, then global seq
@@ -205,7 +217,12 @@ for _, q in ipairs(queues) do
     local wait = math.max(tonumber(first[2]) - now, 0)
     if next_due < 0 or wait < next_due then next_due = wait end
   end
-  local turn = parked_wait(q)
+  local turn
+  if parked_first[q] and park_budget == PARK_BUDGET then  -- (nothing parked by this call)
+    turn = parked_first[q][2] and math.max(tonumber(parked_first[q][2]) - now, 0)
+  else
+    turn = parked_wait(q)
+  end
   if turn then
     if not string.find(flags, 'q') then flags = flags .. 'q' end
     if next_due < 0 or turn < next_due then next_due = turn end
