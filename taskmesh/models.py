@@ -79,6 +79,7 @@ EXECUTOR_TYPES: tuple[str, ...] = tuple(e.value for e in ExecutorType)
 # (tests/test_keys.py pins them equal). A record written with the field
 # (an older registration, or a retry's copy) reads the same.
 RECORD_DEFAULTS: dict[str, str] = {
+    "ttl": "86400",  # TaskManager's result_ttl default
     "executor": ExecutorType.ASYNC.value,
     "max_retries": "0",
     "retry_delay": "1.0",

@@ -317,8 +317,10 @@ def blueprint(codec: Codec, func: Any, opts: TaskOptions, result_ttl: int | None
         "name": opts.name or default_name(func),
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
-        "ttl": -1 if result_ttl is None else int(result_ttl),
     }
+    ttl = str(-1 if result_ttl is None else int(result_ttl))
+    if ttl != RECORD_DEFAULTS["ttl"]:  # (at its default it is not stored: see below)
+        head["ttl"] = ttl
     fields: dict[str, Any] = dict(timing)
     # Options at their default are not stored either (models.RECORD_DEFAULTS,
     # the one place readers take them from): four fields fewer in nearly
@@ -379,7 +381,10 @@ def build_retry(old_id: str, record: dict[str, Any], priority: int | None,
         fields["priority"] = check_priority(priority)
     if queue is not None:
         fields["queue"] = validate_queue_name(queue)
-    fields["ttl"] = -1 if result_ttl is None else int(result_ttl)
+    fields.pop("ttl", None)
+    ttl = str(-1 if result_ttl is None else int(result_ttl))
+    if ttl != RECORD_DEFAULTS["ttl"]:
+        fields["ttl"] = ttl
     fields["dependencies"] = "[]"
     return NewTask(uuid.uuid4().hex, fields, [], False)
 

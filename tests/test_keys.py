@@ -211,8 +211,10 @@ def test_record_defaults_are_one_rule_per_language():
            for name, const in (("executor", "DEFAULT_EXECUTOR"),
                                ("max_retries", "DEFAULT_MAX_RETRIES"),
                                ("retry_delay", "DEFAULT_RETRY_DELAY_S"),
-                               ("retry_backoff", "DEFAULT_RETRY_BACKOFF"))}
+                               ("retry_backoff", "DEFAULT_RETRY_BACKOFF"),
+                               ("ttl", "DEFAULT_TTL_S"))}
     assert lua["executor"] == RECORD_DEFAULTS["executor"]
+    assert lua["ttl"] == RECORD_DEFAULTS["ttl"]
     for name in ("max_retries", "retry_delay", "retry_backoff"):
         assert float(lua[name]) == float(RECORD_DEFAULTS[name]), name
     # No script writes its own copy of a default where it reads the field.

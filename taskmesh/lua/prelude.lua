@@ -122,6 +122,7 @@ end
 -- Registration options not stored while at their default (registration.py;
 -- taskmesh.models.RECORD_DEFAULTS in Python, pinned equal by
 -- tests/test_keys.py): a reader of the field applies these.
+local DEFAULT_TTL_S = '86400'  -- (TaskManager's result_ttl default; text: see mark_terminal)
 local DEFAULT_EXECUTOR = 'async'
 local DEFAULT_MAX_RETRIES = 0
 local DEFAULT_RETRY_DELAY_S = 1
@@ -499,7 +500,7 @@ local function mark_terminal(t, status, fields, data, quiet, attempt, worker, ru
   -- Cross-shard deliveries: none matter now. Only a task with dependencies
   -- can have them; false = loaded and absent (nil: not loaded, so delete).
   if t.dependencies ~= false then redis.call('DEL', k_applied(t.id)) end
-  local ttl_text = t.ttl or '-1'
+  local ttl_text = t.ttl or DEFAULT_TTL_S
   local place = _done_places[ttl_text]
   if not place then  -- once per script and ttl (see now_ms_text)
     local ttl = tonumber(ttl_text) or -1

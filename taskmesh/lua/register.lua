@@ -65,16 +65,19 @@ if remote_from <= last then redis.call('DEL', k_early(id)) end
 
 -- t: the record as load() would return it, of the fields this script and
 -- the prelude read. Fields in the order registration.Blueprint writes them
--- (name, queue, priority, ttl, payload, then the optional ones) take a
--- constructor sized at once (a table grown field by field rehashes three
--- times, ~8k instructions); any other order (a retry's copy) the general
--- loop.
+-- (name, queue, priority, ttl unless at its default, payload, then the
+-- optional ones) take a constructor sized at once (a table grown field by
+-- field rehashes three times, ~8k instructions); any other order (a
+-- retry's copy) the general loop.
 local t
-if ARGV[f + 2] == 'name' and ARGV[f + 4] == 'queue' and ARGV[f + 6] == 'priority'
-    and ARGV[f + 8] == 'ttl' then
+if ARGV[f + 2] == 'name' and ARGV[f + 4] == 'queue' and ARGV[f + 6] == 'priority' then
   t = {id = id, status = 'new', name = ARGV[f + 3], queue = ARGV[f + 5],
-    priority = ARGV[f + 7], ttl = ARGV[f + 9]}
-  local from = f + 10
+    priority = ARGV[f + 7], ttl = false}
+  local from = f + 8
+  if ARGV[from] == 'ttl' then
+    t.ttl = ARGV[from + 1]
+    from = from + 2
+  end
   if ARGV[from] == 'payload' then from = from + 2 end  -- (not read here)
   for i = from, first_dep - 1, 2 do t[ARGV[i]] = ARGV[i + 1] end
 else
