@@ -31,6 +31,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .scripts import Call, busy_error
 
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _AsyncHiredisParser = None  # type: ignore[assignment,misc]
+    NOT_ENOUGH_DATA = object()
+try:
+    from hiredis import PushNotification as _Push
+except ImportError:  # pragma: no cover - hiredis < 3.2
+    class _Push(list):  # type: ignore[no-redef,type-arg]
+        pass
+
 
 class HeldConnection:
     """A pool connection kept by its one user between calls (not thread-safe,
@@ -106,6 +117,16 @@ class HeldConnection:
         if head:
             packed[:0] = conn.pack_command(*head)
         await _write(conn, packed)
+        parser = conn._parser
+        if type(parser) is _AsyncHiredisParser and parser._connected:
+            if head:
+                timeout = head_block_s + conn.socket_timeout if conn.socket_timeout else None
+            else:
+                timeout = conn.socket_timeout
+            raws = await _read_replies(conn, parser, len(calls) + bool(head), timeout)
+            # (the head's own reply, even an error one, is dropped: the calls still ran)
+            return [(busy_error(raw) or raw) if isinstance(raw, ResponseError) else raw
+                    for raw in raws[1 if head else 0:]]
         if head:
             timeout = head_block_s + (conn.socket_timeout or 0) if conn.socket_timeout else None
             try:
@@ -131,6 +152,46 @@ class HeldConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
+
+
+async def _read_replies(conn: Any, parser: Any, count: int, timeout: float | None) -> list[Any]:
+    """``count`` replies read straight from the connection's hiredis reader
+    and stream, an error reply in its place as its exception instance:
+    what ``count`` calls of ``read_response`` give, without their
+    per-reply layers (a timeout context each, the health-check and
+    push-notification bookkeeping): one timeout for the whole exchange,
+    and none when the replies are there already (a claim behind a BLPOP
+    arrives with it). A failure leaves the connection half-read: the
+    caller drops it (HeldConnection.raw)."""
+    reader, stream = parser._reader, parser._stream
+    replies: list[Any] = []
+    _take(reader, replies, count)
+    if len(replies) < count:
+        try:
+            async with asyncio.timeout(timeout):
+                while len(replies) < count:
+                    data = await stream.read(65536)
+                    if not data:
+                        raise RedisConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                    _take(reader, replies, count)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout reading from socket") from None
+    interval = conn.health_check_interval
+    if interval:  # as read_response does: the connection proved alive
+        conn.next_health_check = asyncio.get_running_loop().time() + interval
+    return replies
+
+
+def _take(reader: Any, replies: list[Any], count: int) -> None:
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            return
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        if not isinstance(reply, _Push):  # (a push notification is no reply: skipped)
+            replies.append(reply)
 
 
 async def _write(conn: Any, packed: list[bytes]) -> None:

@@ -594,9 +594,9 @@ class TaskManager:
             raise ValueError("timeout must be >= 0")
         deadline = None if timeout is None else time.monotonic() + timeout
         commands = self._cmds(task_id)
-        read = commands.read_fields(task_id, *OUTCOME_FIELDS)
 
-        def read_outcome() -> Outcome:
+        def read_outcome() -> Outcome:  # (a fresh task's wait often never reads)
+            read = commands.read_fields(task_id, *OUTCOME_FIELDS)
             raw: Outcome = self._run(read)
             if raw[0] is TaskStatus.WAITING and self._portal.call(
                     self._finish_cascades(commands)):

@@ -227,16 +227,19 @@ class Commands:
     # ---- worker-side state changes ---------------------------------------
     def claim(
         self, worker_id: str, queues: Sequence[str], count: int, lease_timeout_ms: int, seq_slots: int,
-        process_slots: int, claim_id: str = "",
+        process_slots: int, claim_id: str = "", fresh: bool = False,
     ) -> Call[ClaimResult]:
         """``claim_id`` names one logical claim: resent after a lost reply,
-        the same id gets the same tasks back (claim.lua, "Replay")."""
+        the same id gets the same tasks back (claim.lua, "Replay").
+        ``fresh``: this id was never sent before, so there is no earlier
+        claim of it to replay and claim.lua does not look for one (a resend
+        must pass False)."""
         k = self.keys
         return Call(
             script("claim"),
             [k.running, k.config, k.claims, k.workers],
             [self.prefix, worker_id, count, lease_timeout_ms, seq_slots, process_slots, claim_id,
-             *queues],
+             "1" if fresh and claim_id else "", *queues],
             _parse_claim,
         )
 
@@ -257,11 +260,22 @@ class Commands:
         runs report.lua's body for each). The reply is one entry per report:
         its status, or the exception its script raised."""
         k = self.keys
-        width = len(reports[0].args) - 1
+        full = len(reports[0].args) - 1
+        # A completion reads only its first 4 arguments, and the 6th (the
+        # wait in the worker) when not 0: a batch of such sends no more
+        # (report.lua reads what is left out as absent; each argument costs
+        # Redis a string object and Lua a string).
+        width = 4
+        for call in reports:
+            assert len(call.args) - 1 == full and call.script.name == "report"
+            if call.args[3] != "completed":
+                width = full
+                break
+            if call.args[6] not in (0, "0"):
+                width = 6
         args: list[Any] = [self.prefix, width]
         for call in reports:
-            assert len(call.args) - 1 == width and call.script.name == "report"
-            args += call.args[1:]
+            args += call.args[1:width + 1]
 
         def parse(raw: list[Any]) -> list[Any]:
             return [(busy_error(r) or r) if isinstance(r, Exception) else call.parse(r)

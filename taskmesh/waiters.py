@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -347,7 +348,7 @@ class DoneWaiter:
         try:
             while True:
                 step = plan.send(reply)
-                reply = step.parked(step.wait_s) if isinstance(step, _ThreadWake) else read()
+                reply = step.parked(step.wait_s) if isinstance(step, _Blocking) else read()
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         finally:
@@ -445,7 +446,14 @@ class _LoopWake(_Parked):
                 reader.passive(-1)
 
 
-class _ThreadWake(_Parked):
+class _Blocking(_Parked):
+    """A parked step a thread waits on (``wait_blocking``)."""
+
+    def parked(self, wait_s: float) -> Outcome | None:
+        raise NotImplementedError
+
+
+class _ThreadWake(_Blocking):
     def __init__(self) -> None:
         self._event = threading.Event()
         self._pushed: Outcome | None = None
@@ -458,26 +466,39 @@ class _ThreadWake(_Parked):
         return self._pushed if self._event.wait(wait_s) else None
 
 
-class _SocketWake(_ThreadWake):
+class _SocketWake(_Blocking):
     """A blocking wait on a :class:`_SocketReader`: it reads the socket
-    itself while it holds the reading role; else it parks on its event as a
+    itself while it holds the reading role; else it parks on an event, as a
     :class:`_ThreadWake` does, counted as passive (the thread that reads
-    wakes it)."""
+    wakes it). The event is made only then: ``wake`` sets ``woken`` before
+    it looks for one, ``parked`` makes it before it looks at ``woken``, so
+    one of the two sees the other (under the GIL)."""
 
     def __init__(self, reader: "_SocketReader"):
-        super().__init__()
         self._reader = reader
+        self._pushed: Outcome | None = None
+        self.woken = False
+        self._event: threading.Event | None = None
+
+    def wake(self, outcome: Outcome | None) -> None:
+        self._pushed = outcome
+        self.woken = True
+        event = self._event
+        if event is not None:
+            event.set()
 
     def parked(self, wait_s: float) -> Outcome | None:
-        reader, event = self._reader, self._event
+        reader = self._reader
         deadline = time.monotonic() + wait_s
-        if not reader.serve(event, deadline):
-            reader.passive(1)
-            try:
-                event.wait(max(0.0, deadline - time.monotonic()))
-            finally:
-                reader.passive(-1)
-        return self._pushed if event.is_set() else None
+        if not reader.serve(self, deadline):
+            event = self._event = threading.Event()
+            if not self.woken:
+                reader.passive(1)
+                try:
+                    event.wait(max(0.0, deadline - time.monotonic()))
+                finally:
+                    reader.passive(-1)
+        return self._pushed if self.woken else None
 
 
 class _SocketReader:
@@ -519,11 +540,17 @@ class _SocketReader:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
     def start(self) -> None:
         with self._start_lock:
             if self._closed or (self._thread is not None and self._thread.is_alive()):
                 return
+            if self._pid != os.getpid():  # a forked child: the parent's socket is not its own
+                self._pid = os.getpid()
+                self.role = threading.Lock()
+                self._conn = self._sock = self._parser = None
+                self._passive = 0
             self._thread = threading.Thread(target=self._run, daemon=True,
                                             name=f"taskmesh-done-{self._waiter._namespace}")
             self._thread.start()
@@ -540,17 +567,17 @@ class _SocketReader:
         if delta > 0:
             self._needed.set()
 
-    def serve(self, event: threading.Event, deadline: float) -> bool:
-        """Reads the socket in this thread until ``event`` is set (by the
+    def serve(self, wake: _SocketWake, deadline: float) -> bool:
+        """Reads the socket in this thread until ``wake`` is woken (by the
         message it waits for, or a loss) or ``deadline`` (monotonic) passes.
         False, having read nothing, if the role is taken or there is no
         connection: the caller parks instead."""
-        if self._sock is None or not self.role.acquire(blocking=False):
+        if self._sock is None or self._pid != os.getpid() or not self.role.acquire(blocking=False):
             return False
         try:
             if self._sock is None:
                 return False
-            while not event.is_set():
+            while not wake.woken:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._read(remaining) < 0:
                     break

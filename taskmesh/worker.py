@@ -376,6 +376,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         delay = 0.1
         claim_id = os.urandom(16).hex()
+        sent = False  # claim_id may have reached Redis: a claim with it is a resend
         ahead: ClaimResult | None = None  # the claim that ran behind the idle BLPOP
         while not self._stopping:
             free = self._free_slots()
@@ -395,9 +396,11 @@ class Worker:
                     res = await self._sharded.claim(want, self.lease_timeout_ms, seq_slots,
                                                     process_slots, claim_id)
                 else:
-                    res = await self._claim(self.commands.claim(
+                    call = self.commands.claim(
                         self.id, self.options.queues, want, self.lease_timeout_ms,
-                        seq_slots, process_slots, claim_id))
+                        seq_slots, process_slots, claim_id, fresh=not sent)
+                    sent = True
+                    res = await self._claim(call)
             except ServerBusyError as exc:
                 self._note_busy(exc)
                 await asyncio.sleep(delay)
@@ -411,7 +414,7 @@ class Worker:
             delay = 0.1
             # The reply arrived: the next claim is a new request. Until then a
             # resend keeps the id, and claim.lua replays what it claimed.
-            claim_id = os.urandom(16).hex()
+            claim_id, sent = os.urandom(16).hex(), False
             self._note_not_busy()
             try:
                 for claimed in res.tasks:
@@ -447,7 +450,8 @@ class Worker:
                     # report they queued is written ahead of the BLPOP and its
                     # claim (the round trip waits on that report, not on them).
                     await asyncio.sleep(0)
-                ahead = await self._wait_for_work(res.next_due_ms, claim_id)
+                ahead = await self._wait_for_work(res.next_due_ms, claim_id, not sent)
+                sent = True  # (the claim behind the wait may have run)
         if ahead is not None and ahead.tasks:  # claimed as the stop began: never started
             await self._handback([(t.id, t.token, False) for t in ahead.tasks])
 
@@ -482,7 +486,7 @@ class Worker:
         backlog = max(self._reports_in_flight - self.options.concurrency, 0)
         return self.options.concurrency - len(self._active) - backlog
 
-    def _next_claim(self, claim_id: str) -> Call[ClaimResult] | None:
+    def _next_claim(self, claim_id: str, fresh: bool = False) -> Call[ClaimResult] | None:
         """The claim an idle single-shard worker sends behind its BLPOP (None
         in burst mode, whose exit test needs a claim made after the wait)."""
         free = self._free_slots()
@@ -491,7 +495,8 @@ class Worker:
             return None
         seq_slots, process_slots = lane_slots(self._active.values(), self.options.processes or 1)
         return self.commands.claim(self.id, self.options.queues, self._claim_size(free),
-                                   self.lease_timeout_ms, seq_slots, process_slots, claim_id)
+                                   self.lease_timeout_ms, seq_slots, process_slots, claim_id,
+                                   fresh=fresh)
 
     async def _wait_slot(self, timeout: float | None) -> None:
         assert self._slot_freed is not None
@@ -504,10 +509,11 @@ class Worker:
                 pass
         self._slot_freed.clear()
 
-    async def _wait_for_work(self, next_due_ms: int, claim_id: str) -> ClaimResult | None:
+    async def _wait_for_work(self, next_due_ms: int, claim_id: str,
+                             fresh: bool = False) -> ClaimResult | None:
         """Waits for a wake-up; returns the claim that ran behind it, if any."""
         max_s = 0.2 if self.options.burst else IDLE_MAX_S
-        claim = self._next_claim(claim_id)
+        claim = self._next_claim(claim_id, fresh)
         if self._sharded is not None:
             wait: Any = self._sharded.wait(next_due_ms, max_s)
         else:

@@ -36,7 +36,10 @@ def _register_spread(tm, url, key, n, seed):
 
 
 def _first_queued(rds, tm, task_id):
-    return int(rds.hget(tm.keys.task(task_id), "first_queued_ms"))
+    """first_queued_ms, or queued_at in ms for a task queued once (the
+    record then has no first_queued_ms: see enqueue() in the prelude)."""
+    first, queued_at = rds.hmget(tm.keys.task(task_id), "first_queued_ms", "queued_at")
+    return int(first) if first is not None else round(float(queued_at) * 1000)
 
 
 def test_aging_orders_by_enqueue_time_minus_priority_allowance(

@@ -204,3 +204,42 @@ def test_cancelling_a_running_plain_task_is_honoured_by_its_report(tm, rds):
     reply = scripts.run(rds, commands.report(task_id, claimed.token, "completed", b"r"))
     assert reply == "cancelled"
     assert tm.get_task(task_id).status == TaskStatus.CANCELLED
+
+
+def test_a_task_gaining_dependents_is_no_longer_plain_and_releases_them(tm, rds):
+    """A record with `plain` '1' has no dependents (report.lua skips the look
+    at its dependents sets): its first dependent, here or through link.lua
+    (another shard), writes '0', and its completion still releases them."""
+    commands = Commands(tm.keys)
+    parent = tm.register_task("tests.tasks:add", args=(1, 2))
+    loner = tm.register_task("tests.tasks:add", args=(1, 2))
+    assert rds.hget(tm.keys.task(parent), "plain") == b"1"
+    child = tm.register_task("tests.tasks:add", args=(1, 2), dependencies=[parent])
+    assert rds.hget(tm.keys.task(parent), "plain") == b"0"
+    assert rds.hget(tm.keys.task(loner), "plain") == b"1"
+    linked = scripts.run(rds, scripts.Call(scripts.script("link"), [tm.keys.task(loner)],
+                                           [tm.keys.prefix, loner, "1", "remote-child"]))
+    assert linked == b"linked" and rds.hget(tm.keys.task(loner), "plain") == b"0"
+    claimed = {c.id: c for c in _claim(tm, rds, 2)}
+    calls = [commands.report(i, claimed[i].token, "completed", b"r") for i in (parent, loner)]
+    assert scripts.run(rds, commands.report_many(calls)) == ["completed", "completed"]
+    assert tm.get_task_status(child) is TaskStatus.QUEUED
+    assert rds.llen(tm.keys.outbox) == 1  # the remote dependent's delivery
+
+
+def test_report_many_sends_only_the_arguments_its_reports_need(tm, rds):
+    """Completions send 4 arguments each (6 when one waited in the worker);
+    a batch with a failure sends them all, and each report applies as alone."""
+    commands = Commands(tm.keys)
+    ids = [tm.register_task("tests.tasks:add", args=(1, 2)) for _ in range(3)]
+    c = {t.id: t for t in _claim(tm, rds, 3)}
+    plain = [commands.report(i, c[i].token, "completed", b"r") for i in ids[:2]]
+    assert commands.report_many(plain).args[1] == 4
+    waited = commands.report(ids[2], c[ids[2]].token, "completed", b"r", queued_locally_ms=1500)
+    call = commands.report_many([*plain, waited])
+    assert call.args[1] == 6 and len(call.args) == 2 + 3 * 6
+    failed = commands.report(ids[2], c[ids[2]].token, "failed", _error("x"), retryable=True)
+    assert commands.report_many([*plain, failed]).args[1] == 8
+    started = float(rds.hget(tm.keys.task(ids[2]), "started_at"))
+    assert scripts.run(rds, call) == ["completed"] * 3
+    assert float(rds.hget(tm.keys.task(ids[2]), "started_at")) == pytest.approx(started + 1.5)

@@ -533,6 +533,19 @@ def test_a_resent_claim_gets_its_tasks_back_instead_of_claiming_more(tm, rds):
     assert [t.id for t in fresh.tasks] == ids[2:]
 
 
+def test_a_claim_first_sent_as_fresh_is_replayed_when_resent(tm, rds):
+    """The worker's first send of a request id says so (claim.lua then does
+    not look for a claim to replay); its resend does not, and gets the
+    tasks of the first send back."""
+    ids = [tm.register_task(tasks.add, i, 1) for i in range(13)]
+    first = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 12, 30_000, 2, 0, "req-1",
+                                               fresh=True))
+    assert [t.id for t in first.tasks] == ids[:12]
+    again = scripts.run(rds, tm.commands.claim("worker-a", ["default"], 12, 30_000, 2, 0, "req-1"))
+    assert [(t.id, t.token) for t in again.tasks] == [(t.id, t.token) for t in first.tasks]
+    assert [tm.get_task_status(i) for i in ids[12:]] == [TaskStatus.QUEUED]
+
+
 # ---- 8 & 9: signatures bound to namespace, task id and attempt -------------------------
 
 SECRET = "reliability-secret"

@@ -2,7 +2,8 @@
 -- KEYS[1] running   KEYS[2] config   KEYS[3] claims   KEYS[4] workers
 -- ARGV[1] prefix   ARGV[2] worker id   ARGV[3] N (max to claim)
 -- ARGV[4] lease_timeout_ms   ARGV[5] free sequential slots   ARGV[6] free process slots
--- ARGV[7] claim request id ('' for none)   ARGV[8..] queue names
+-- ARGV[7] claim request id ('' for none)   ARGV[8] '1' when this request
+-- id was never sent before (no replay to look for), else ''   ARGV[9..] queue names
 -- Returns {flags, next_due_ms, task...}; each task is 8 entries:
 --   id, token, attempt, executor, timeout, payload, metadata, name
 -- flags: 'c' = cluster cap reached, 'l' = skipped sequential or process
@@ -19,6 +20,10 @@
 -- kept in the worker's hash (`last_claim`), and a resent request gets those
 -- tasks back (the ones still RUNNING under that claim) instead of claiming
 -- more, so no claimed task sits unknown to its worker until its lease expires.
+-- Only a resent request can match: a first send (ARGV[8] '1', the worker
+-- knows) does not read `last_claim`. The value is a JSON list: the request
+-- id, the claim token's two fixed parts (see the token below), then the ids
+-- claimed, in order (the n-th one's token is head .. n .. tail).
 --
 -- Flow control (flow.lua): due parked tasks go back to their queues first;
 -- a candidate whose rate key has no token is parked (at most PARK_BUDGET per
@@ -36,7 +41,7 @@ local wid, want, lease_timeout_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]
 local lane_slots = {sequential = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local claim_id = ARGV[7]
 local queues = {}
-for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 9, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 
 -- What a claim reads of a candidate (stored at `key`), in one HMGET: what
@@ -70,16 +75,17 @@ local function claimed_entry(out, t, token)
     t.metadata or '', t.name or ''
 end
 
-if claim_id ~= '' then
+if claim_id ~= '' and ARGV[8] ~= '1' then
   local last = redis.call('HGET', k_worker(wid), 'last_claim')
   if last then
     local record = cjson.decode(last)
     if record[1] == claim_id then
       local out = {'q', 0}  -- 'q', due now: the worker claims again at once
-      for i = 1, #record[2], 2 do
-        local t = load_candidate(record[2][i], k_task(record[2][i]), true)
-        if t and t.status == 'running' and t.token == record[2][i + 1] then
-          claimed_entry(out, t, t.token)
+      for i = 4, #record do
+        local token = record[2] .. small_int_text(i - 3) .. record[3]
+        local t = load_candidate(record[i], k_task(record[i]), true)
+        if t and t.status == 'running' and t.token == token then
+          claimed_entry(out, t, token)
         end
       end
       return out
@@ -133,7 +139,7 @@ end
 -- the heads behind them.
 local aging_ms = priority_aging_ms(settings[2])
 local out, claimed, park_budget = {}, 0, PARK_BUDGET
-local claimed_ids = {}
+local claimed_ids = {claim_id, false, false}  -- last_claim (see Replay above)
 local claim_no  -- this call's value of the claims counter, taken at its first task
 local token_head, token_tail  -- a token is "<counter>.<n>-<ms>": its fixed parts
 -- The lease deadline of every task this call claims, as text (now_ms_text).
@@ -176,9 +182,8 @@ while claimed < want and park_budget > 0 do
         emit('TASK_STARTED', t, nil, attempt_s, wid)
         t.attempts = attempt
         claimed_entry(out, t, token)
-        claimed_ids[#claimed_ids + 1] = c.id
-        claimed_ids[#claimed_ids + 1] = token
         claimed = claimed + 1
+        claimed_ids[claimed + 3] = c.id
       end
     end
   end
@@ -211,7 +216,8 @@ end
 
 if unresolved > 0 and not string.find(flags, 'q') then flags = flags .. 'q' end
 if claim_id ~= '' and claimed > 0 then
-  redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode({claim_id, claimed_ids}))
+  claimed_ids[2], claimed_ids[3] = token_head, token_tail
+  redis.call('HSET', k_worker(wid), 'last_claim', cjson.encode(claimed_ids))
   redis.call('PEXPIRE', k_worker(wid), lease_timeout_ms * 2)  -- like its heartbeat (renew.lua)
 end
 batch_end()

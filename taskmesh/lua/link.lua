@@ -8,10 +8,13 @@
 -- Atomic against the dependency finishing: either it is already terminal
 -- (the caller registers the dependent knowing that), or the dependent is in
 -- remote_dependents:<dep> before it can finish, and its outcome goes to the outbox with
--- the finishing script (see resolve() in the prelude).
+-- the finishing script (see resolve() in the prelude). The dependency's
+-- `plain` flag goes to '0' (it has dependents).
 -- Key families: remote_dependents, task
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if is_terminal(status) then return status end
 redis.call('SADD', k_remote_dependents(ARGV[2]), ARGV[3] .. '|' .. ARGV[4])
+-- It has dependents now: not `plain` (see resolve_dependents in the prelude).
+redis.call('HSET', KEYS[1], 'plain', '0')
 return 'linked'

@@ -416,15 +416,20 @@ end
 local function enqueue(t, announce)
   leave(t)
   join_queue(t)
-  -- first_queued_ms is kept from the first time (like seq): priority aging
-  -- (flow.lua) ages a re-queued task from when it first joined the line.
-  -- A task just registered (status 'new') has neither it nor a token.
+  -- When the task first joined the line is kept (like seq): priority aging
+  -- (flow.lua) ages a re-queued task from then. It is queued_at until the
+  -- task is queued again; so first_queued_ms is written only then, from
+  -- the queued_at it replaces (a record without it reads queued_at).
+  -- A task just registered (status 'new') has neither them nor a token.
   if t.status == 'new' then
-    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s(),
-      'first_queued_ms', now_ms_text())
-  else
     redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
-    redis.call('HSETNX', k_task(t.id), 'first_queued_ms', now_ms_text())
+  else
+    local first = redis.call('HGET', k_task(t.id), 'queued_at')
+    if first then
+      redis.call('HSETNX', k_task(t.id), 'first_queued_ms',
+        string.format('%d', math.floor(tonumber(first) * 1000 + 0.5)))
+    end
+    redis.call('HSET', k_task(t.id), 'status', 'queued', 'queued_at', now_s())
     redis.call('HDEL', k_task(t.id), 'token')
   end
   t.status = 'queued'
@@ -593,19 +598,25 @@ local function resolve(stack)
 end
 
 local function resolve_dependents(t)
-  -- Most tasks have no dependents: one EXISTS instead of resolve()'s reads.
+  -- A record whose `plain` flag is '1' (t.plain, read by report.lua) has no
+  -- dependents: register.lua and link.lua write '0' on a task when they add
+  -- to its dependents sets. Otherwise most tasks still have none: one
+  -- EXISTS instead of resolve()'s reads.
+  if t.plain == '1' then return end
   if redis.call('EXISTS', k_dependents(t.id), k_remote_dependents(t.id)) == 0 then return end
   resolve({{id = t.id, status = t.status}})
 end
 
--- Continues resolutions left over by earlier scripts (see resolve()).
+-- Continues resolutions left over by earlier scripts (see resolve()). Its
+-- callers call it before any write: the list is as _resolve_owed found it.
 local function resolve_pending()
+  if not _resolve_owed then return 0 end  -- the usual case: no LPOP
   local stack = {}
   for _, entry in ipairs(redis.call('LPOP', K_RESOLVE, RESOLVE_BUDGET) or {}) do
     local id, status = string.match(entry, '^(.*)|(%a+)$')
     if id then table.insert(stack, 1, {id = id, status = status}) end
   end
-  if #stack == 0 then return 0 end  -- the usual case: one LPOP, nothing else
+  if #stack == 0 then return 0 end
   resolve(stack)
   return redis.call('LLEN', K_RESOLVE)
 end

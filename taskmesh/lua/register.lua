@@ -110,17 +110,19 @@ elseif not (t.due_ms and t.due_ms > now_ms()) then placed = 'queued' end
 -- instructions each). A record without it (written before it existed) is
 -- read field by field. Only registration writes those options; cancel.lua,
 -- asking a running task to stop, writes '0' (report.lua then reads
--- cancel_requested).
+-- cancel_requested), and so does a task's first dependent (registered
+-- here or by link.lua): a record with '1' has no dependents, so its
+-- outcome needs no look at its dependents sets.
 local plain = (t.executor or t.rate_key or t.timeout or t.metadata or t.tags
   or t.dependencies) and '0' or '1'
-if placed == 'queued' then  -- first_queued_ms: see enqueue() in the prelude
+if placed == 'queued' then  -- (no first_queued_ms: see enqueue() in the prelude)
   if payload then
     redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
-      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), 'payload', payload,
+      'queued_at', now_s(), 'payload', payload,
       unpack(ARGV, f + 2, first_dep - 1))
   else
     redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
-      'queued_at', now_s(), 'first_queued_ms', now_ms_text(), unpack(ARGV, f + 2, first_dep - 1))
+      'queued_at', now_s(), unpack(ARGV, f + 2, first_dep - 1))
   end
 elseif payload then
   redis.call('HSET', KEYS[1], 'status', placed, 'plain', plain, 'seq', seq, 'created_at', now_s(),
@@ -152,7 +154,12 @@ if failed_dep then
     message = 'dependency ' .. failed_dep .. ' ended ' .. string.upper(failed_status)}
   mark_terminal(t, 'cancelled', {'error', cjson.encode(err)}, nil, true)
 else
-  for _, dep in ipairs(unfinished) do redis.call('SADD', k_dependents(dep), id) end
+  -- (the dependency's `plain` flag goes to '0': it now has dependents, see
+  -- resolve_dependents in the prelude)
+  for _, dep in ipairs(unfinished) do
+    redis.call('SADD', k_dependents(dep), id)
+    redis.call('HSET', k_task(dep), 'plain', '0')
+  end
   t.status = placed
   if placed == 'pending' then enter_pending(t)
   elseif placed == 'waiting' then enter_waiting(t)

@@ -25,6 +25,14 @@
 --   pending, qcount, queue, queues, rate, rate_bucket, remote_dependents, resolve, running, runtimes,
 --   scheduled, stats, tag_expiry, task, waiting, wake
 
+-- Where the arguments sit: report_many.lua runs this body on its own ARGV,
+-- so no report's arguments are copied: this report's ARGV[2] (its id) is
+-- ARGV[at + 2] and `last` its last argument (report_many sends the
+-- arguments a batch needs: those past `last` read as absent, i.e. '0', ''
+-- and 1, which is what a completion sends). For a call of its own: 0, #ARGV.
+local at, last = KEYS.at or 0, KEYS.last or #ARGV
+local id, token, outcome, data, retryable, waited, exc, jitter = unpack(ARGV, at + 2, last)
+
 -- What every outcome needs, in one HMGET: fencing, the event, leave() and
 -- mark_terminal(); a failure reads its retry settings (and seq, for
 -- schedule()) below. The task table is made by one constructor (sized
@@ -32,20 +40,20 @@
 -- false, as load() in the prelude has it.
 -- Tags, dependencies and cancel_requested, which most records lack (an
 -- absent field costs HMGET a scan of the whole record), are read only when
--- the record's `plain` flag (register.lua; cancel.lua clears it) is not '1'.
+-- the record's `plain` flag (register.lua; cancel.lua clears it) is not '1';
+-- with '1' the task has no dependents either (resolve_dependents).
 local v = redis.call('HMGET', KEYS[1], 'status', 'plain', 'token', 'queue', 'priority', 'name',
   'attempts', 'worker', 'started_at', 'ttl')
-if v[1] ~= 'running' or v[3] ~= ARGV[3] then return 'stale' end
-local t = {id = ARGV[2], key = KEYS[1], status = v[1], token = v[3], queue = v[4], priority = v[5],
-  name = v[6], attempts = v[7], worker = v[8], started_at = v[9], ttl = v[10], tags = false,
-  cancel_requested = false, dependencies = false}
+if v[1] ~= 'running' or v[3] ~= token then return 'stale' end
+local t = {id = id, key = KEYS[1], status = v[1], plain = v[2], token = v[3], queue = v[4],
+  priority = v[5], name = v[6], attempts = v[7], worker = v[8], started_at = v[9], ttl = v[10],
+  tags = false, cancel_requested = false, dependencies = false}
 if v[2] ~= '1' then
   local o = redis.call('HMGET', KEYS[1], 'tags', 'dependencies', 'cancel_requested')
   t.tags, t.dependencies, t.cancel_requested = o[1], o[2], o[3]
 end
-local outcome = ARGV[4]
 local cancel_requested = t.cancel_requested == '1'
-local waited_ms = tonumber(ARGV[7] or '0') or 0
+local waited_ms = tonumber(waited or '0') or 0
 if waited_ms > 0 and t.started_at then
   t.started_at = string.format('%.3f', tonumber(t.started_at) + waited_ms / 1000)
   redis.call('HSET', KEYS[1], 'started_at', t.started_at)
@@ -55,32 +63,32 @@ if outcome == 'completed' and not cancel_requested then
   -- as text: it goes to the samples and to the event (see now_ms_text)
   local runtime_ms = string.format('%d', now_ms() - math.floor(tonumber(t.started_at) * 1000))
   runtime_sample(runtime_ms)
-  finish(t, 'completed', {'result', ARGV[5]}, nil, t.attempts or nil, t.worker or nil, runtime_ms)
+  finish(t, 'completed', {'result', data}, nil, t.attempts or nil, t.worker or nil, runtime_ms)
   return 'completed'
 end
 
 if outcome == 'failed' and not cancel_requested then
-  local err = cjson.decode(ARGV[5])
+  local err = cjson.decode(data)
   local policy = redis.call('HMGET', KEYS[1], 'failures', 'max_retries', 'retry_delay',
     'retry_backoff', 'retry_on', 'retry_jitter', 'seq')
   t.seq = policy[7]
   local failures = (tonumber(policy[1]) or 0) + 1
-  redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', ARGV[5])
+  redis.call('HSET', KEYS[1], 'failures', failures, 'last_error', data)
   -- (options at their default are not stored: see DEFAULT_* in the prelude)
-  if ARGV[6] == '1' and failures <= (tonumber(policy[2]) or DEFAULT_MAX_RETRIES)
+  if retryable == '1' and failures <= (tonumber(policy[2]) or DEFAULT_MAX_RETRIES)
       and listed(policy[5], err) then
     local delay = (tonumber(policy[3]) or DEFAULT_RETRY_DELAY_S)
       * (tonumber(policy[4]) or DEFAULT_RETRY_BACKOFF) ^ (failures - 1)
     if policy[6] == '1' then
-      delay = delay * math.min(math.max(tonumber(ARGV[9] or '') or 1, 0.5), 1.5)
+      delay = delay * math.min(math.max(tonumber(jitter or '') or 1, 0.5), 1.5)
     end
     schedule(t, now_ms() + math.floor(delay * 1000))
     add_count(KEYS[3], 'retried', 1)
     emit('TASK_RETRYING', t, {attempt = tonumber(t.attempts), delay = delay, error = err, worker = t.worker})
     return 'scheduled'
   end
-  local fields = {'error', ARGV[5]}
-  if ARGV[8] and ARGV[8] ~= '' then fields[3], fields[4] = 'error_exc', ARGV[8] end
+  local fields = {'error', data}
+  if exc and exc ~= '' then fields[3], fields[4] = 'error_exc', exc end
   finish(t, 'failed', fields, {attempt = tonumber(t.attempts), error = err, worker = t.worker})
   return 'failed'
 end
