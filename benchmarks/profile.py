@@ -22,8 +22,10 @@ Phases, per tree (fresh database each):
   without it), sent from this process, so each script's cost is measured
   alone.
 * ``drain``: a real ``taskmesh worker --burst`` drains ``-n`` async no-op
-  tasks (``--def``: plain ``def`` no-ops, which run on the task threads); worker and redis-server CPU per task from the first finished task
-  to the last (the benchmark's rows), and the scripts it ran.
+  tasks (``--def``: plain ``def`` no-ops, which run on the task threads);
+  worker and redis-server CPU per task from the first finished task to the
+  last (the benchmark's rows), the worker's context switches per task (its
+  threads' schedstat), and the scripts it ran.
 
 * ``latency`` (with ``--latency N``): a real ``taskmesh worker`` (not
   burst, idle between tasks) and ``N`` sequential ``register_task`` +
@@ -72,6 +74,18 @@ def _load_beside(name: str) -> Any:
 
 
 cpu_s = _load_beside("procstat").cpu_s
+
+
+def switches(pid: int) -> int:
+    """Times any thread of ``pid`` was switched in so far (the third field of
+    ``/proc/<pid>/task/*/schedstat``): each one a wake-up or a preemption."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(task.read_text().split()[2])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
 
 
 def instructions(pid: int, out_dir: str | None) -> int:
@@ -184,6 +198,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                                     "--format", "raw", "-o", args.py_spy, "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         d0, w0, c0, s0, t0 = done, cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
+        x0 = switches(worker.pid)
         instructions(args.redis_pid, args.callgrind_dir)
         poll_s = 0.2 if args.callgrind_dir else 0.005  # polls are counted instructions too
         while done < n:
@@ -191,9 +206,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             done = int(r.hget(keys.stats, "completed") or 0)
         ins = instructions(args.redis_pid, args.callgrind_dir)
         w1, c1, s1, t1 = cpu_s(worker.pid), cpu_s(args.redis_pid), stats(), time.perf_counter()
+        x1 = switches(worker.pid)
         tasks = done - d0
         out["drain"] = summarize(s0, s1, tasks, c1 - c0, t1 - t0, None)
         out["drain"]["worker_us"] = (w1 - w0) * 1e6 / tasks
+        out["drain"]["worker_switches"] = (x1 - x0) / tasks
         out["drain"]["redis_kinstr"] = ins / tasks / 1000 if ins else None
         worker.wait(30)
     finally:
@@ -368,6 +385,7 @@ def report(trees: list[str], runs: dict[str, list[dict]]) -> None:
         ("report (10 per pipeline): redis CPU us/task", "report", "redis_cpu_us"),
         ("report: script us/task", "report", "script_us"),
         ("drain: worker CPU us/task", "drain", "worker_us"),
+        ("drain: worker context switches/task", "drain", "worker_switches"),
         ("drain: redis CPU us/task", "drain", "redis_cpu_us"),
         ("drain: script calls/task", "drain", "script_calls"),
         ("drain: script us/task", "drain", "script_us"),

@@ -10,6 +10,7 @@ import pytest
 
 from taskmesh import TaskStatus, current_task
 from tests import tasks
+from tests.helpers import wait_until
 
 WAIT = 30.0
 
@@ -122,3 +123,17 @@ def test_sequential_started_at_is_when_the_function_started(tm, worker_factory):
     runtimes = [e.data["runtime_ms"] for e in tm.get_events(count=100)
                 if e.task_id == second and e.type == "TASK_COMPLETED"]
     assert runtimes and runtimes[0] < 400  # 0.1 s of work, not the 0.5 s wait
+
+
+@pytest.mark.parametrize("executor_type", ["async", "thread_pool"])
+def test_sigterm_hands_a_running_thread_task_back(tm, worker_factory, executor_type):
+    """A plain function without a timeout has no runner task on the worker
+    (Worker._start_direct): stopping past the grace period still hands it
+    back, and its thread's late return is not reported."""
+    worker = worker_factory("--concurrency", "2", grace_period=0.3)
+    task_id = tm.register_task(tasks.interval, 1.5, executor_type=executor_type)
+    wait_until(lambda: tm.get_task_status(task_id) is TaskStatus.RUNNING, timeout=WAIT,
+               what="the task to start")
+    worker.terminate()
+    assert worker.wait(WAIT) == 0
+    assert tm.get_task_status(task_id) is TaskStatus.QUEUED  # handed back, not completed
