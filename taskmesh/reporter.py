@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import redis.exceptions
@@ -119,6 +120,11 @@ class Reporter:
         # (call, what takes its reply: a future, a callback, or None for a
         # posted call nobody waits for).
         self._pending: list[tuple[Call[Any], asyncio.Future[Any] | Callable[[Any], None] | None]] = []
+        # Calls posted from other threads (a task thread's progress), in the
+        # order they were made; moved onto _pending ahead of any later call
+        # queued on the loop (see post_threadsafe).
+        self._from_threads: list[Call[Any]] = []
+        self._from_threads_lock = threading.Lock()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, from start()
@@ -131,6 +137,7 @@ class Reporter:
 
     async def submit(self, call: Call[T]) -> T:
         fut: asyncio.Future[T] = (self._loop or asyncio.get_running_loop()).create_future()
+        self._take_from_threads()
         self._pending.append((call, fut))
         self._wakeup.set()
         return await fut
@@ -140,13 +147,40 @@ class Reporter:
         exception :meth:`submit` would raise, on the loop, as soon as the
         batch's reply is read. The worker's per-task path: no future, and
         no coroutine resumed to read the reply (~10 us a report)."""
+        self._take_from_threads()
         self._pending.append((call, on_reply))
         self._wakeup.set()
 
     def post(self, call: Call[Any]) -> None:
         """Queues ``call`` (a progress update) without waiting for its reply:
         it is retried like a report, and its answer is dropped."""
+        self._take_from_threads()
         self._pending.append((call, None))
+        self._wakeup.set()
+
+    def post_threadsafe(self, call: Call[Any]) -> None:
+        """:meth:`post` from another thread. Order matters: a task thread's
+        progress must reach Redis before the task's last value and its
+        report, which the loop queues after the function has returned. A
+        ``call_soon_threadsafe`` per update does not promise that (the loop
+        may take the task's outcome in a delivery scheduled earlier, ahead of
+        the callbacks), so these calls wait here and every loop-side queueing
+        takes them first; one callback per burst moves them otherwise."""
+        with self._from_threads_lock:
+            first = not self._from_threads
+            self._from_threads.append(call)
+        if first and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._take_from_threads)
+            except RuntimeError:
+                pass  # the worker's loop is closed: progress is telemetry
+
+    def _take_from_threads(self) -> None:
+        if not self._from_threads:  # (unlocked peek: an append schedules a take anyway)
+            return
+        with self._from_threads_lock:
+            calls, self._from_threads = self._from_threads, []
+        self._pending.extend((call, None) for call in calls)
         self._wakeup.set()
 
     async def _run(self) -> None:

@@ -618,19 +618,13 @@ class Worker:
         child's reader thread): progress.lua through the asynchronous reporter,
         fenced by the claim token. The context's token bucket is the one
         throttle, so every update sent is also published (force)."""
-        loop = self._loop
-        assert loop is not None
-
         def send(progress: float, message: str | None, final: bool) -> None:
             call = self.shardset.for_task(claimed.id).progress(
                 claimed.id, progress, message, claimed.token, True)
             if threading.get_ident() == self._loop_thread:
                 self.reporter.post(call)
-                return
-            try:
-                loop.call_soon_threadsafe(self.reporter.post, call)
-            except RuntimeError:
-                pass  # the worker's loop is closed: progress is telemetry
+            else:
+                self.reporter.post_threadsafe(call)
 
         return send
 
