@@ -29,7 +29,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
-from zoneinfo import ZoneInfo
 
 import msgpack
 
@@ -86,7 +85,9 @@ class Schedule:
         return int(self._cron(math.floor(t) + 1).get_prev(float))
 
     def _cron(self, start: int) -> Any:
-        from croniter import croniter  # imported on first use: workers start faster
+        from zoneinfo import ZoneInfo  # (both on first use: workers start faster, smaller)
+
+        from croniter import croniter
 
         if self.cron is None:  # an `every` schedule never gets here (see the callers)
             raise ValueError("not a cron schedule")
@@ -109,6 +110,8 @@ def check_schedule(cron: Any, every: Any, tz: Any) -> Schedule:
         raise ValueError("add_periodic needs exactly one of cron= or every=")
     if not isinstance(tz, str) or not tz:
         raise ValueError(f"tz must be a time zone name like 'Europe/Paris', got {tz!r}")
+    from zoneinfo import ZoneInfo  # on first use (see Schedule._cron)
+
     try:
         ZoneInfo(tz)
     except (ValueError, KeyError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
