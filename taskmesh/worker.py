@@ -597,15 +597,32 @@ class Worker:
     def _returned(self, job: Job, ok: bool, value: Any) -> None:
         """On the loop: a job started without a runner (_start_direct) has
         returned from its thread: what _run_job does after the function."""
+        if job.cancel_reason == "shutdown":
+            self._conclude(job, None, job.claimed_at)  # _drain hands it back: not reported
+        else:
+            self._conclude(job, lambda: self._outcome(job, value) if ok else self._failed(job, value),
+                           job.claimed_at)
+
+    def _conclude(self, job: Job,
+                  outcome: tuple[str, Any, bool] | Callable[[], tuple[str, Any, bool]] | None,
+                  began: float) -> None:
+        """The one end of an attempt on this worker, with a runner or
+        without: its last progress and its report queued, its slot freed
+        either way. Without an outcome (a shutdown hand-back, a runner
+        cancelled or broken), or when the report cannot be queued, the lease
+        is let go of here."""
         reporting = False
         try:
-            if job.cancel_reason == "shutdown":
-                return  # _drain hands it back: not reported
-            outcome = self._outcome(job, value) if ok else self._failed(job, value)
-            job.context.flush_progress()  # queued ahead of the report
-            self._free_slot(job)
-            self._send_report(job, outcome, job.claimed_at)
-            reporting = True
+            if outcome is not None:
+                if callable(outcome):
+                    outcome = outcome()
+                job.context.flush_progress()  # queued ahead of the report
+                # The function is done: its slot can take new work while the
+                # report travels (the lease stays held until the report
+                # lands, _report_landed). Nothing waits on the reply.
+                self._free_slot(job)
+                self._send_report(job, outcome, began)
+                reporting = True
         except Exception:
             log.exception("task %s: could not report its outcome; its lease will expire", job.id)
         finally:
@@ -639,7 +656,7 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         began = time.monotonic()
-        reporting = False
+        outcome: tuple[str, Any, bool] | None = None
         try:
             try:
                 self._prepare(job)
@@ -649,22 +666,13 @@ class Worker:
                 outcome = ("failed", _error_json(exc, job.claimed.attempt), False)
             else:
                 outcome = await self._execute(job)
-                job.context.flush_progress()  # queued ahead of the report
-            # The function is done: its slot can take new work while the
-            # report travels (the lease stays held until the report lands,
-            # _report_landed). The runner ends here: nothing waits on the reply.
-            self._free_slot(job)
-            self._send_report(job, outcome, began)
-            reporting = True
         except asyncio.CancelledError:
             if job.cancel_reason != "shutdown":
                 raise
         except Exception:
-            log.exception("task %s: could not report its outcome; its lease will expire", job.id)
+            log.exception("task %s: could not run to its outcome; its lease will expire", job.id)
         finally:
-            self._free_slot(job)
-            if not reporting:
-                self._unhold(job)
+            self._conclude(job, outcome, began)  # the runner ends here
 
     async def _execute(self, job: Job) -> tuple[str, Any, bool]:
         attempt = job.claimed.attempt
