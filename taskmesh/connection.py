@@ -147,13 +147,21 @@ def _tolerate_closed_loops() -> None:
 _RETRIES = 3
 
 
-def _retry_options(retry_class: type) -> dict[str, Any]:
-    return {
+def _retry_options(retry_class: type, url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
         "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        "socket_keepalive": True,
         "health_check_interval": 30,
     }
+    if tcp_keepalive_applies(url):
+        options["socket_keepalive"] = True
+    return options
+
+
+def tcp_keepalive_applies(url: str) -> bool:
+    """TCP keepalive for every URL but a unix socket's, whose connection
+    class refuses the option (redis-py's UnixDomainSocketConnection)."""
+    return not url.lower().startswith("unix:")
 
 
 # Query parameters of cluster/sentinel URLs that are not connection-pool
@@ -344,7 +352,7 @@ def sync_client(url: str, **options: Any) -> Any:
         return fakeredis.FakeRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        single = redis.Redis.from_url(url, **{**_retry_options(Retry), **options})
+        single = redis.Redis.from_url(url, **{**_retry_options(Retry, url), **options})
         _pack_with_hiredis(single.connection_pool)
         return single
     if target.kind == "cluster":
@@ -361,7 +369,7 @@ def sync_client(url: str, **options: Any) -> Any:
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.hosts), sentinel_kwargs=sentinel_kwargs,
         min_other_sentinels=target.options.get("min_other_sentinels", 0),
-        **{**_retry_options(Retry), **conn})
+        **{**_retry_options(Retry, url), **conn})
     assert target.service is not None  # parse_multi_host requires one
     client = sentinel.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
     client._taskmesh_target = target
@@ -426,7 +434,7 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
         return fakeredis.FakeAsyncRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        options = {**_retry_options(AsyncRetry), **options}
+        options = {**_retry_options(AsyncRetry, url), **options}
         if max_connections is None:
             pool = redis.asyncio.ConnectionPool.from_url(url, **options)
         else:
@@ -443,7 +451,7 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts), sentinel_kwargs=sentinel_kwargs,
             min_other_sentinels=target.options.get("min_other_sentinels", 0),
-            **{**_retry_options(AsyncRetry), **conn})
+            **{**_retry_options(AsyncRetry, url), **conn})
         assert target.service is not None
         client = sentinel.master_for(target.service, db=target.db)
     client._taskmesh_target = target

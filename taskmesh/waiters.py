@@ -57,7 +57,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from .connection import CONNECTION_ERRORS
+from .connection import CONNECTION_ERRORS, tcp_keepalive_applies
 from .keys import Keys
 from .models import TERMINAL_STATUSES, TaskStatus
 from .pubsub import messages, stop_listener
@@ -516,7 +516,8 @@ class _SocketReader:
         if (url is None or _hiredis is None or type(client) is not redis.asyncio.Redis
                 or type(getattr(client, "connection_pool", None)) is not redis.asyncio.ConnectionPool):
             return None
-        pool = redis.ConnectionPool.from_url(url, socket_keepalive=True,
+        keepalive = {"socket_keepalive": True} if tcp_keepalive_applies(url) else {}
+        pool = redis.ConnectionPool.from_url(url, **keepalive,
                                              retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
         kwargs = pool.connection_kwargs
         if (pool.connection_class not in (redis.Connection, redis.UnixDomainSocketConnection)
