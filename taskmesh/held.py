@@ -117,20 +117,18 @@ class HeldConnection:
         if head:
             packed[:0] = conn.pack_command(*head)
         await _write(conn, packed)
+        # A head (the idle BLPOP) blocks on the server for head_block_s first.
+        head_timeout = head_block_s + conn.socket_timeout if conn.socket_timeout else None
         parser = conn._parser
         if type(parser) is _AsyncHiredisParser and parser._connected:
-            if head:
-                timeout = head_block_s + conn.socket_timeout if conn.socket_timeout else None
-            else:
-                timeout = conn.socket_timeout
+            timeout = head_timeout if head else conn.socket_timeout
             raws = await _read_replies(conn, parser, len(calls) + bool(head), timeout)
             # (the head's own reply, even an error one, is dropped: the calls still ran)
             return [(busy_error(raw) or raw) if isinstance(raw, ResponseError) else raw
                     for raw in raws[1 if head else 0:]]
         if head:
-            timeout = head_block_s + (conn.socket_timeout or 0) if conn.socket_timeout else None
             try:
-                await conn.read_response(timeout=timeout)
+                await conn.read_response(timeout=head_timeout)
             except ResponseError:
                 pass  # the calls behind it still ran: their replies follow
         replies: list[Any] = []

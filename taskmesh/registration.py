@@ -303,6 +303,13 @@ def check_task_id(task_id: Any) -> None:
         _check_utf8("task_id", task_id)
 
 
+def _stored_ttl(result_ttl: int | None) -> str | None:
+    """The record's ``ttl`` field (-1: kept forever), or None at its
+    default, which is not stored (models.RECORD_DEFAULTS)."""
+    ttl = str(-1 if result_ttl is None else int(result_ttl))
+    return None if ttl == RECORD_DEFAULTS["ttl"] else ttl
+
+
 def blueprint(codec: Codec, func: Any, opts: TaskOptions, result_ttl: int | None,
               keep_encoder: bool = True) -> Blueprint:
     """Checks ``func`` and ``opts`` (raising before anything is stored) and
@@ -318,8 +325,8 @@ def blueprint(codec: Codec, func: Any, opts: TaskOptions, result_ttl: int | None
         "queue": opts.queue,
         "priority": check_priority(opts.priority),
     }
-    ttl = str(-1 if result_ttl is None else int(result_ttl))
-    if ttl != RECORD_DEFAULTS["ttl"]:  # (at its default it is not stored: see below)
+    ttl = _stored_ttl(result_ttl)
+    if ttl is not None:
         head["ttl"] = ttl
     fields: dict[str, Any] = dict(timing)
     # Options at their default are not stored either (models.RECORD_DEFAULTS,
@@ -382,8 +389,8 @@ def build_retry(old_id: str, record: dict[str, Any], priority: int | None,
     if queue is not None:
         fields["queue"] = validate_queue_name(queue)
     fields.pop("ttl", None)
-    ttl = str(-1 if result_ttl is None else int(result_ttl))
-    if ttl != RECORD_DEFAULTS["ttl"]:
+    ttl = _stored_ttl(result_ttl)
+    if ttl is not None:
         fields["ttl"] = ttl
     fields["dependencies"] = "[]"
     return NewTask(uuid.uuid4().hex, fields, [], False)

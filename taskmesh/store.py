@@ -265,9 +265,9 @@ class Commands:
         # wait in the worker) when not 0: a batch of such sends no more
         # (report.lua reads what is left out as absent; each argument costs
         # Redis a string object and Lua a string).
+        assert all(len(call.args) - 1 == full and call.script.name == "report" for call in reports)
         width = 4
         for call in reports:
-            assert len(call.args) - 1 == full and call.script.name == "report"
             if call.args[3] != "completed":
                 width = full
                 break

@@ -15,12 +15,8 @@ from tests.helpers import wait_until
 @pytest.fixture(scope="module")
 def unix_url(tmp_path_factory):
     path = tmp_path_factory.mktemp("unix") / "redis.sock"
-    server = RedisServer(extra_args=["--unixsocket", str(path), "--unixsocketperm", "700"])
-    server.start()
-    try:
+    with RedisServer(extra_args=["--unixsocket", str(path), "--unixsocketperm", "700"]):
         yield f"unix://{path}?db=0"
-    finally:
-        server.cleanup()
 
 
 def test_unix_socket_round_trip_with_worker_waits_and_events(unix_url, worker_factory):
