@@ -26,6 +26,7 @@ import redis.cluster
 import redis.exceptions
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
+from .connection import CONNECTION_ERRORS
 from .exceptions import ReplicationError
 from .scripts import Call
 
@@ -60,9 +61,15 @@ def run_replicated(client: Any, calls: Sequence[Call[Any]], replicas: int) -> li
             # A failover moved the slot (the node we chose is a replica now):
             # refresh the slot map and let the caller retry, as it does any
             # connection error during a failover.
-            if isinstance(client, redis.cluster.RedisCluster):
-                client.nodes_manager.initialize()
+            _refresh_slots(client)
             raise redis.exceptions.ConnectionError(f"slot moved during a failover: {exc}")
+        except CONNECTION_ERRORS:
+            # The node is gone (killed, its replica being promoted): the node
+            # was picked from the slot map by hand, so the client's own
+            # refresh-on-error never runs; the caller's retry must see the
+            # new master.
+            _refresh_slots(client)
+            raise
         for i, raw in zip(indexes, raws):
             out[i] = raw if isinstance(raw, Exception) else calls[i].parse(raw)
     return out
@@ -95,6 +102,14 @@ async def reports_replicated(client: Any, calls: list[Call[Any]], replicas: Call
         if first is None:
             return replies
         return [old if new == "stale" else new for old, new in zip(first, replies)]
+
+
+def _refresh_slots(client: Any) -> None:
+    if isinstance(client, redis.cluster.RedisCluster):
+        try:
+            client.nodes_manager.initialize()
+        except CONNECTION_ERRORS:
+            pass  # no node answers yet: the caller's next try refreshes again
 
 
 def _node_client(client: Any, call: Call[Any]) -> Any:

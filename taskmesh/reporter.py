@@ -23,10 +23,14 @@ fenced by the claim token like reports, so a resend is harmless too.
 
 A report Redis refuses outright (a result over its ``proto-max-bulk-len``:
 Redis answers a protocol error and drops the connection) must not hold up
-the reports batched with it. A batch that loses its connection while Redis
-still answers PING is resent one report at a time; the one still dropped
-gets :class:`ReportRefusedError` (the worker then fails that task with a
-small error report), the others go through.
+the reports batched with it. A batch that holds a report large enough to
+be refused (REFUSABLE_BYTES) and loses its connection while Redis still
+answers PING is resent one report at a time; that large report, if still
+dropped, gets :class:`ReportRefusedError` (the worker then fails that task
+with a small error report), the others go through. A smaller report is
+never taken for refused, however often its connection drops: during a
+cluster failover the node owning its slot is gone while the others answer
+PING, and such a report must wait for the new master, not fail its task.
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ T = TypeVar("T")
 
 MAX_BATCH = 256
 REPORTS_PER_CALL = 64  # bounds how long one report_many call holds Redis
-MERGE_MAX_BYTES = 1 << 20  # and how much of Redis's query buffer it fills
+# The least Redis accepts for proto-max-bulk-len and client-query-buffer-limit
+# (both 1mb at their minimum): a call with fewer bytes than this is never refused.
+REFUSABLE_BYTES = 1 << 20
+MERGE_MAX_BYTES = REFUSABLE_BYTES // 2  # so a merged call is never refused either
 PING_TIMEOUT_S = 2.0
 
 
@@ -235,11 +242,11 @@ class Reporter:
             except ServerBusyError as exc:
                 return [exc] * len(calls)
             except CONNECTION_ERRORS as exc:
-                if await self._reachable():
-                    # Redis is up, yet dropped this batch: a report in it may
-                    # be refused. Find it by sending them one at a time; one
-                    # dropped twice while Redis answers is refused (a single
-                    # drop may just have been a restart).
+                if any(_size(c) >= REFUSABLE_BYTES for c in calls) and await self._reachable():
+                    # Redis is up, yet dropped this batch: its large report
+                    # may be refused. Find it by sending them one at a time;
+                    # one dropped twice while Redis answers is refused (a
+                    # single drop may just have been a restart).
                     if len(calls) > 1:
                         return [r for call in calls for r in await self._send_once([call])]
                     strikes += 1

@@ -118,6 +118,46 @@ def test_outcome_redis_refuses_fails_that_task_and_holds_up_no_other(small_bulk_
         assert worker.returncode is None
 
 
+def test_a_small_report_whose_node_is_gone_waits_and_is_not_taken_for_refused(tm, rds):
+    """A cluster failover: the node owning a report's slot refuses
+    connections while the others answer PING. Found by the slow cluster
+    failover test: the reporter took the second drop for a refusal and
+    replaced the task's result by a PayloadTooLargeError, which the new
+    master then stored. Only a report large enough to be refused may be;
+    this one waits for its node and completes the task."""
+    import redis.asyncio
+    from taskmesh.reporter import Reporter
+    from taskmesh.store import Commands
+
+    commands = Commands(tm.keys)
+    task_id = tm.register_task(tasks.add, 1, 2)
+    claimed = scripts.run(rds, commands.claim("w-test", ["default"], 1, 30_000, 2, 2)).tasks[0]
+    drops = []
+
+    async def node_gone_for_a_while(calls):
+        if len(drops) < 3:
+            drops.append(len(calls))
+            raise redis.exceptions.ConnectionError(
+                "Error 111 connecting to 127.0.0.1:1. Connection refused.")
+        return None  # the node is back: the plain path sends it
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(tm.url)
+        reporter = Reporter(client, replicated=node_gone_for_a_while)
+        reporter.start()
+        try:
+            return await reporter.submit(commands.report(
+                claimed.id, claimed.token, "completed", tm.codec.encode_result(3)))
+        finally:
+            await reporter.close(timeout=5)
+            await client.aclose()
+
+    assert asyncio.run(main()) == "completed"
+    assert drops == [1, 1, 1]
+    assert tm.get_task_status(task_id) is TaskStatus.COMPLETED
+    assert tm.get_task_result(task_id) == 3
+
+
 # ---- 3: OOM (maxmemory + noeviction) and BUSY are transient ---------------------------
 
 @pytest.fixture
