@@ -118,18 +118,26 @@ class ShardedWork:
                 room -= 1
         if target is not None and room > 0:
             wants[target] = wants.get(target, 0) + room
+        # A shard this claim id went to in an attempt whose replies did not
+        # all arrive (_unconfirmed) gets it again as a resend: it replays what
+        # it claimed then. Every other shard never saw the id: a first send,
+        # which claim.lua need not look up (its `last_claim`).
+        unconfirmed = self._unconfirmed
         calls = [self.shardset.commands[s].claim(
             w.id, queues, n, lease_timeout_ms, seq_slots if s == target else 0,
-            process_slots if s == target else 0, claim_id) for s, n in wants.items()]
+            process_slots if s == target else 0, claim_id, fresh=s not in unconfirmed)
+            for s, n in wants.items()]
         called = list(wants)
-        # Shards asked in an attempt whose replies did not all arrive are asked
-        # again with the same claim id: they replay what they claimed then.
-        for s in maintenance + parked + sorted(self._unconfirmed):
+        for s in maintenance + parked + sorted(unconfirmed):
             if s not in called:
-                calls.append(self.shardset.commands[s].claim(w.id, queues, 0, lease_timeout_ms, 0, 0,
-                                                             claim_id))
+                calls.append(self.shardset.commands[s].claim(
+                    w.id, queues, 0, lease_timeout_ms, 0, 0, claim_id, fresh=s not in unconfirmed))
                 called.append(s)
-        results = await scripts.arun_batch(w.client, calls) if calls else []
+        try:
+            results = await scripts.arun_batch(w.client, calls) if calls else []
+        except BaseException:
+            self._unconfirmed = set(called)  # any of them may have run its claim
+            raise
         for res in results:
             if isinstance(res, Exception):
                 self._unconfirmed = set(called)

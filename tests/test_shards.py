@@ -237,3 +237,51 @@ def test_a_rate_limit_is_split_over_the_shards(url, namespace, rds, redis_server
     starts = sorted(float(m.split()[3]) for m in rds.lrange(marks, 0, -1))
     # 15 starts at 6/s with a bucket of 3 (1 per shard) take at least 2 s.
     assert len(starts) == 15 and starts[-1] - starts[0] >= 1.8
+
+
+def test_a_sharded_claim_whose_replies_are_lost_is_replayed(url, namespace, monkeypatch):
+    """The claim calls of a sharded claim ran on their shards, and the
+    batch's reply was lost (the connection dropped while reading it). The
+    worker asks again with the same claim id, as a resend: each shard hands
+    back what it claimed instead of claiming more, so nothing sits RUNNING
+    unknown to its worker until the lease runs out."""
+    import asyncio
+
+    from taskmesh.connection import async_client
+    from taskmesh.shardwork import ShardedWork
+    from taskmesh.worker import Worker
+
+    with TaskManager(url, namespace=namespace, shards=3) as tm:
+        ids = tm.register_many(tasks.add, [(i, 1) for i in range(30)])
+        sent = []
+        real_batch = scripts.arun_batch
+
+        async def lose_the_first_reply(client, calls):
+            replies = await real_batch(client, calls)
+            sent.append([c.args[-2] for c in calls])  # ARGV[8]: '1' for a first send
+            if len(sent) == 1:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return replies
+
+        monkeypatch.setattr(scripts, "arun_batch", lose_the_first_reply)
+
+        async def main():
+            worker = Worker(url=url, namespace=namespace, name="w-replay")
+            worker.client = async_client(url)  # what Worker.run sets up first
+            work = ShardedWork(worker, ShardSet(namespace, 3))
+            try:
+                with pytest.raises(redis.exceptions.ConnectionError):
+                    await work.claim(5, 30_000, 0, 0, "claim-1")
+                return await work.claim(5, 30_000, 0, 0, "claim-1")
+            finally:
+                await worker.client.aclose()
+
+        again = asyncio.run(main())
+        running = {i for i in ids if tm.get_task_status(i) is TaskStatus.RUNNING}
+        # Every task RUNNING is in the second reply: the lost first claim's,
+        # replayed, and what the second claimed (the rotation moved on).
+        assert {t.id for t in again.tasks} == running
+        assert 5 <= len(running) <= 10
+        assert all(flag == "1" for flag in sent[0])  # the first attempt: first sends
+        # The second: a resend to each shard of the first, which replays.
+        assert sent[1].count("") == len(sent[0])
