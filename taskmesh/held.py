@@ -119,10 +119,10 @@ class HeldConnection:
         await _write(conn, packed)
         # A head (the idle BLPOP) blocks on the server for head_block_s first.
         head_timeout = head_block_s + conn.socket_timeout if conn.socket_timeout else None
-        parser = conn._parser
-        if type(parser) is _AsyncHiredisParser and parser._connected:
+        fast = _hiredis_parts(conn)
+        if fast is not None:
             timeout = head_timeout if head else conn.socket_timeout
-            raws = await _read_replies(conn, parser, len(calls) + bool(head), timeout)
+            raws = await _read_replies(conn, *fast, len(calls) + bool(head), timeout)
             # (the head's own reply, even an error one, is dropped: the calls still ran)
             return [(busy_error(raw) or raw) if isinstance(raw, ResponseError) else raw
                     for raw in raws[1 if head else 0:]]
@@ -152,7 +152,20 @@ class HeldConnection:
             await self._pool.release(conn)
 
 
-async def _read_replies(conn: Any, parser: Any, count: int, timeout: float | None) -> list[Any]:
+def _hiredis_parts(conn: Any) -> tuple[Any, Any] | None:
+    """The connected hiredis reader and stream of ``conn``, or None: these
+    are redis-py internals (its ``_AsyncHiredisParser``), so a redis-py
+    that names them otherwise takes the regular ``read_response`` path
+    instead of failing."""
+    parser = getattr(conn, "_parser", None)
+    if type(parser) is not _AsyncHiredisParser or not getattr(parser, "_connected", False):
+        return None
+    reader, stream = getattr(parser, "_reader", None), getattr(parser, "_stream", None)
+    return None if reader is None or stream is None else (reader, stream)
+
+
+async def _read_replies(conn: Any, reader: Any, stream: Any, count: int,
+                        timeout: float | None) -> list[Any]:
     """``count`` replies read straight from the connection's hiredis reader
     and stream, an error reply in its place as its exception instance:
     what ``count`` calls of ``read_response`` give, without their
@@ -161,7 +174,6 @@ async def _read_replies(conn: Any, parser: Any, count: int, timeout: float | Non
     and none when the replies are there already (a claim behind a BLPOP
     arrives with it). A failure leaves the connection half-read: the
     caller drops it (HeldConnection.raw)."""
-    reader, stream = parser._reader, parser._stream
     replies: list[Any] = []
     _take(reader, replies, count)
     if len(replies) < count:

@@ -523,6 +523,8 @@ class _SocketReader:
         if (pool.connection_class not in (redis.Connection, redis.UnixDomainSocketConnection)
                 or kwargs.get("decode_responses") or kwargs.get("protocol") not in (None, 2, "2")):
             return None
+        if not hasattr(pool.connection_class(**kwargs), "_sock"):
+            return None  # a redis-py whose connection keeps its socket elsewhere (_connect)
         if kwargs.get("socket_connect_timeout") is None:
             kwargs["socket_connect_timeout"] = RECHECK_S
         return cls(waiter, pool)

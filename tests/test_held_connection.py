@@ -12,10 +12,12 @@ import asyncio
 from typing import Any
 
 import fakeredis
+import pytest
 import redis.asyncio
 from redis.exceptions import ResponseError
 
 from taskmesh.connection import async_client
+from taskmesh import held as held_module
 from taskmesh.held import HeldConnection
 from taskmesh.scripts import Call, LuaScript
 
@@ -37,7 +39,17 @@ def _run(redis_server, body) -> Any:
     return asyncio.run(main())
 
 
-def test_replies_in_order_with_an_error_reply_in_its_place(redis_server):
+@pytest.fixture(params=["hiredis-read", "read_response"])
+def read_path(request, monkeypatch):
+    """Both ways a held connection reads replies: straight from redis-py's
+    hiredis reader, and (when those internals are not what held.py knows,
+    e.g. another redis-py) through ``read_response``."""
+    if request.param == "read_response":
+        monkeypatch.setattr(held_module, "_AsyncHiredisParser", type("Unknown", (), {}))
+    return request.param
+
+
+def test_replies_in_order_with_an_error_reply_in_its_place(redis_server, read_path):
     async def body(client, held):
         return await held.raw([_call("return ARGV[1]", "a"),
                                _call("return redis.error_reply('ERR nope')"),
@@ -48,7 +60,7 @@ def test_replies_in_order_with_an_error_reply_in_its_place(redis_server):
     assert isinstance(error, ResponseError) and "nope" in str(error)
 
 
-def test_scripts_redis_forgot_are_loaded_and_only_those_resent(redis_server):
+def test_scripts_redis_forgot_are_loaded_and_only_those_resent(redis_server, read_path):
     """After SCRIPT FLUSH the calls answered NOSCRIPT are resent once
     loaded; a call that did run is not run again."""
     async def body(client, held):
@@ -100,7 +112,7 @@ def test_other_clients_always_go_the_regular_way():
     assert asyncio.run(blocking_pool()) is None
 
 
-def test_a_blocking_head_runs_ahead_of_the_calls_in_one_write(redis_server):
+def test_a_blocking_head_runs_ahead_of_the_calls_in_one_write(redis_server, read_path):
     """The idle worker's BLPOP goes ahead of its claim: the calls run once
     it returns (a token, or its own timeout), and only their replies come back."""
     async def body(client, held):
