@@ -40,6 +40,7 @@ import logging
 import threading
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
+import redis.asyncio
 import redis.exceptions
 
 from . import scripts
@@ -242,7 +243,8 @@ class Reporter:
             except ServerBusyError as exc:
                 return [exc] * len(calls)
             except CONNECTION_ERRORS as exc:
-                if any(_size(c) >= REFUSABLE_BYTES for c in calls) and await self._reachable():
+                large = [c for c in calls if _size(c) >= REFUSABLE_BYTES]
+                if large and await self._reachable(large[0]):
                     # Redis is up, yet dropped this batch: its large report
                     # may be refused. Find it by sending them one at a time;
                     # one dropped twice while Redis answers is refused (a
@@ -323,9 +325,18 @@ class Reporter:
                 return [exc]  # in place, as a pipeline answers it
         return await scripts.arun_batch(self.client, calls)
 
-    async def _reachable(self) -> bool:
+    async def _reachable(self, call: Call[Any]) -> bool:
+        """Whether the Redis that dropped ``call`` answers PING: in a
+        cluster the node that owns its slot (another node answering says
+        nothing of one being failed over)."""
+        client = self.client
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), PING_TIMEOUT_S))
+            if isinstance(client, redis.asyncio.RedisCluster) and call.keys:
+                ping = client.execute_command(
+                    "PING", target_nodes=client.get_node_from_key(call.keys[0]))
+            else:
+                ping = client.ping()
+            return bool(await asyncio.wait_for(ping, PING_TIMEOUT_S))
         except (TimeoutError, redis.exceptions.ResponseError, *CONNECTION_ERRORS):
             return False  # a BUSY reply is no sign of a refused report either
 

@@ -491,3 +491,48 @@ def test_workers_follow_min_replicas_and_retry_reports_until_replicated(
         assert tm.wait_for_task_sync(late, timeout=WAIT) == "slept"
         # The reporter is free again: later reports go through.
         assert tm.wait_for_task_sync(tm.register_task(tasks.add, 2, 2), timeout=WAIT) == 4
+
+
+@pytest.mark.slow
+def test_a_large_report_whose_master_fails_over_still_completes_its_task(namespace):
+    """A result over 1 MiB (large enough that a dropped connection could be
+    Redis refusing it) is being reported when the master that owns its slot
+    is killed -9. The other masters answer PING, the owner does not: the
+    report waits for the promoted replica and the task completes with its
+    result. (With any node's PING taken as "Redis is up", the reporter took
+    the drops for a refusal and failed the task with PayloadTooLargeError.)"""
+    import asyncio
+
+    from redis.crc import key_slot
+
+    from taskmesh import TaskStatus, scripts
+    from taskmesh.connection import async_client, sync_client
+    from taskmesh.reporter import REFUSABLE_BYTES, Reporter
+
+    cluster = LocalCluster().start()
+    try:
+        with TaskManager(cluster.url, namespace=namespace) as tm:
+            task_id = tm.register_task(tasks.add, 1, 2)
+            claimer = sync_client(cluster.url)
+            claimed = scripts.run(claimer, tm.commands.claim(
+                "w-test", ["default"], 1, 60_000, 2, 2)).tasks[0]
+            claimer.close()
+            result = tm.codec.encode_result(b"r" * (REFUSABLE_BYTES + 4096))
+            report = tm.commands.report(claimed.id, claimed.token, "completed", result)
+            cluster.node_for_slot(key_slot(report.keys[0].encode())).kill()
+
+            async def main():
+                client = async_client(cluster.url)
+                reporter = Reporter(client)
+                reporter.start()
+                try:
+                    return await asyncio.wait_for(reporter.submit(report), 60)
+                finally:
+                    await reporter.close(timeout=5)
+                    await client.aclose()
+
+            assert asyncio.run(main()) == "completed"
+            assert tm.get_task_status(task_id) is TaskStatus.COMPLETED
+            assert tm.get_task_result(task_id) == b"r" * (REFUSABLE_BYTES + 4096)
+    finally:
+        cluster.cleanup()
