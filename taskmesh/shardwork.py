@@ -133,14 +133,12 @@ class ShardedWork:
                 calls.append(self.shardset.commands[s].claim(
                     w.id, queues, 0, lease_timeout_ms, 0, 0, claim_id, fresh=s not in unconfirmed))
                 called.append(s)
-        try:
-            results = await scripts.arun_batch(w.client, calls) if calls else []
-        except BaseException:
-            self._unconfirmed = set(called)  # any of them may have run its claim
-            raise
+        # Unconfirmed until every reply has arrived: a batch that raises (its
+        # reply lost) or answers an error for one call may have run the others.
+        self._unconfirmed = set(called)
+        results = await scripts.arun_batch(w.client, calls) if calls else []
         for res in results:
             if isinstance(res, Exception):
-                self._unconfirmed = set(called)
                 raise res
         self._unconfirmed = set()
         tasks = [t for res in results for t in res.tasks]
