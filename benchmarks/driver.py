@@ -54,7 +54,10 @@ class Workers:
                     cwd=code or str(REPO_ROOT), env=env, start_new_session=True))
 
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """The launched processes and every process below them: some peers'
+        commands (dramatiq) fork the process that really runs the tasks, so
+        the launched pid alone would show a supervisor's CPU and memory."""
+        return process_tree([p.pid for p in self.procs])
 
     def crashed(self) -> str | None:
         for p, log in zip(self.procs, self.logs):
@@ -127,6 +130,29 @@ def read_rss_kb(pid: int) -> tuple[int, int] | None:
     return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
 
 
+def process_tree(roots: list[int]) -> list[int]:
+    """``roots`` and all their descendants (from each process's ppid in
+    /proc/<pid>/stat; this kernel has no /proc/<pid>/task/*/children)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        # The command name, in parentheses, may itself hold spaces.
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], list(roots)
+    while todo:
+        pid = todo.pop(0)
+        tree.append(pid)
+        todo.extend(sorted(children.get(pid, ())))
+    return tree
+
+
 def _cpu(pids: list[int]) -> list[float | None]:
     return [cpu_s(pid) for pid in pids]
 
@@ -141,6 +167,10 @@ def watch(system: System, workers: Workers, target: int, *, poll: float, timeout
     t_spawn = workers.started
     t_first = d_first = t_end = d_end = None
     cpu_first: list[float | None] = []
+    # The workers' process trees, walked once (at the first finished task,
+    # when any forked child is up): walking /proc every poll would load the
+    # cores the workers share.
+    tree = [p.pid for p in workers.procs]
     rss: dict[int, tuple[int, int]] = {}
     next_rss = 0.0
     deadline = t_spawn + timeout
@@ -149,20 +179,22 @@ def watch(system: System, workers: Workers, target: int, *, poll: float, timeout
         now = time.perf_counter()
         if t_first is None and done >= first_at:
             t_first, d_first = now, done
-            cpu_first = _cpu(workers.pids() + [redis_pid])
+            tree = workers.pids()
+            measured = tree + [redis_pid]  # the same processes at both ends
+            cpu_first = _cpu(measured)
         finished = done >= target
         if t_first is not None and not finished:
             finished = (window is not None and done - d_first >= window) or (
                 max_window_s is not None and now - t_first >= max_window_s)
         if finished or now >= next_rss:
-            for pid in workers.pids():
+            for pid in tree:
                 sample = read_rss_kb(pid)
                 if sample:
                     rss[pid] = sample
             next_rss = now + 0.1
         if finished:
             t_end, d_end = now, done
-            cpu_end = _cpu(workers.pids() + [redis_pid])
+            cpu_end = _cpu(measured)
             break
         problem = workers.crashed()
         if problem:
