@@ -54,10 +54,14 @@ class Workers:
                     cwd=code or str(REPO_ROOT), env=env, start_new_session=True))
 
     def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def tree(self) -> list[int]:
         """The launched processes and every process below them: some peers'
-        commands (dramatiq) fork the process that really runs the tasks, so
-        the launched pid alone would show a supervisor's CPU and memory."""
-        return process_tree([p.pid for p in self.procs])
+        commands (dramatiq, taskiq) fork the process that really runs the
+        tasks, so the launched pid alone would show a supervisor's CPU and
+        memory."""
+        return process_tree(self.pids())
 
     def crashed(self) -> str | None:
         for p, log in zip(self.procs, self.logs):
@@ -170,7 +174,7 @@ def watch(system: System, workers: Workers, target: int, *, poll: float, timeout
     # The workers' process trees, walked once (at the first finished task,
     # when any forked child is up): walking /proc every poll would load the
     # cores the workers share.
-    tree = [p.pid for p in workers.procs]
+    tree = workers.pids()
     rss: dict[int, tuple[int, int]] = {}
     next_rss = 0.0
     deadline = t_spawn + timeout
@@ -179,9 +183,8 @@ def watch(system: System, workers: Workers, target: int, *, poll: float, timeout
         now = time.perf_counter()
         if t_first is None and done >= first_at:
             t_first, d_first = now, done
-            tree = workers.pids()
-            measured = tree + [redis_pid]  # the same processes at both ends
-            cpu_first = _cpu(measured)
+            tree = workers.tree()  # not walked again: the same processes at both ends
+            cpu_first = _cpu(tree + [redis_pid])
         finished = done >= target
         if t_first is not None and not finished:
             finished = (window is not None and done - d_first >= window) or (
@@ -194,7 +197,7 @@ def watch(system: System, workers: Workers, target: int, *, poll: float, timeout
             next_rss = now + 0.1
         if finished:
             t_end, d_end = now, done
-            cpu_end = _cpu(measured)
+            cpu_end = _cpu(tree + [redis_pid])
             break
         problem = workers.crashed()
         if problem:
