@@ -80,6 +80,10 @@ STOP_RING_S = 2.0  # how long a stop waits for a rung idle BLPOP before cancelli
 
 CLAIM_BATCH = 100
 FLUSH_ON_STOP_S = 5.0  # how long a stopping worker keeps retrying reports
+# How long a stopping worker tries to remove its own registration. Without a
+# bound, a frozen Redis holds the stop for the client's retries (4 x the 5 s
+# socket timeout); the entry expires with its heartbeat anyway.
+UNREGISTER_ON_STOP_S = 2.0
 
 
 @dataclass
@@ -900,10 +904,16 @@ class Worker:
         return None
 
     async def _unregister(self) -> None:
+        """Best effort, bounded: a worker that could not say goodbye is
+        dropped when its heartbeat lapses, as after a kill -9. (A MULTI cut
+        short by the bound has run whole or not at all.)"""
         try:
-            await scripts.arun_atomic(self.client, self.commands.unregister_worker(self.id))
-        except (*CONNECTION_ERRORS, ServerBusyError):
-            pass  # our heartbeat entry expires by itself
+            await asyncio.wait_for(
+                scripts.arun_atomic(self.client, self.commands.unregister_worker(self.id)),
+                UNREGISTER_ON_STOP_S)
+        except (*CONNECTION_ERRORS, ServerBusyError, asyncio.TimeoutError):
+            log.info("worker %s: could not unregister (Redis unreachable); its entry "
+                     "expires with its heartbeat", self.id)
 
 
 class WorkerHandle:

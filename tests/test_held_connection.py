@@ -137,7 +137,8 @@ def test_an_idle_worker_whose_redis_froze_still_stops():
     """Its BLPOP (with the next claim behind it) is on the held connection
     and is not cancelled by a stop: the stop rings the alarm list. With
     Redis frozen (SIGSTOP) that ring never lands, so after STOP_RING_S the
-    stop ends that wait itself, and the worker stops."""
+    stop ends that wait itself, and the worker stops, without waiting out
+    the client's retries on the way (its goodbye to Redis is bounded)."""
     import os
     import signal
     import time
@@ -145,7 +146,7 @@ def test_an_idle_worker_whose_redis_froze_still_stops():
     import redis as redis_sync
 
     from taskmesh.server import RedisServer
-    from taskmesh.worker import STOP_RING_S, Worker, WorkerHandle
+    from taskmesh.worker import STOP_RING_S, UNREGISTER_ON_STOP_S, Worker, WorkerHandle
 
     server = RedisServer()
     server.start()
@@ -161,7 +162,11 @@ def test_an_idle_worker_whose_redis_froze_still_stops():
         try:
             began = time.monotonic()
             assert handle.stop(timeout=30), "the worker did not stop"
-            assert time.monotonic() - began >= STOP_RING_S * 0.9  # the ring had its chance
+            took_s = time.monotonic() - began
+            assert took_s >= STOP_RING_S * 0.9  # the ring had its chance
+            # The ring, the bounded unregister and the periodic ticker's 2 s
+            # join, plus slack; not the 4 x 5 s of the client's retries.
+            assert took_s < STOP_RING_S + UNREGISTER_ON_STOP_S + 2.0 + 4.0, took_s
         finally:
             os.kill(server.pid, signal.SIGCONT)
     finally:
