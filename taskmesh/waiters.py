@@ -8,8 +8,10 @@ thread. A wait subscribes first, then reads the stored status, so a
 completion between the two is never missed; the stored state is re-read
 every few seconds as well, so a lost pub/sub message (a Redis restart, a
 dropped connection) costs latency, never correctness. The wait for the
-subscription is bounded (RECHECK_S, or the wait's own timeout): with Redis
-down the status read then raises, instead of the wait hanging.
+subscription lasts until the reader's first attempt ends, at most RECHECK_S
+(or the wait's own timeout): with Redis down the reader's failed connect
+lets the status read go ahead at once, and it raises, instead of the wait
+hanging or sitting out the bound.
 
 The ``done:<id>`` message carries the outcome itself when it is small
 (``done_message`` in lua/prelude.lua): a wait woken by one returns without
@@ -149,11 +151,15 @@ class DoneWaiter:
         self._waiters: dict[str, list[Wake]] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        # Set once the reader has subscribed or failed to: a wait for the
+        # first subscription ends there (a failure means Redis is down, and
+        # the wait's own read says so at once).
+        self._first_attempt = threading.Event()
         self._epoch = 0  # bumped when the subscription is lost or made again
         self._seen = 0  # done messages read so far
         self._recent: OrderedDict[str, Outcome | None] = OrderedDict()
         self._fresh: OrderedDict[str, Mark] = OrderedDict()
-        self._on_subscribed: list[Callable[[], None]] = []
+        self._on_first_attempt: list[Callable[[], None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._closed = False
@@ -196,14 +202,21 @@ class DoneWaiter:
         with self._lock:
             self._epoch += 1
             self._subscribed.set()
-            callbacks, self._on_subscribed = self._on_subscribed, []
+            callbacks = self._end_first_attempt()
         for callback in callbacks:
             callback()
 
-    def _when_subscribed(self, callback: Callable[[], None]) -> None:
+    def _end_first_attempt(self) -> list[Callable[[], None]]:
+        """(Under the lock.) The callbacks of waits held for the first
+        attempt, which has ended."""
+        self._first_attempt.set()
+        callbacks, self._on_first_attempt = self._on_first_attempt, []
+        return callbacks
+
+    def _after_first_attempt(self, callback: Callable[[], None]) -> None:
         with self._lock:
-            if not self._subscribed.is_set():
-                self._on_subscribed.append(callback)
+            if not self._first_attempt.is_set():
+                self._on_first_attempt.append(callback)
                 return
         callback()
 
@@ -221,9 +234,13 @@ class DoneWaiter:
             wake(outcome)
 
     def _wake_all(self) -> None:
+        """The subscription was lost, or could not be made: every wait re-reads."""
         with self._lock:
             self._epoch += 1  # lost: messages may have been missed
             waiting = list(self._waiters)
+            callbacks = self._end_first_attempt()
+        for callback in callbacks:
+            callback()
         for task_id in waiting:
             self._wake(task_id, None)
 
@@ -281,12 +298,12 @@ class DoneWaiter:
 
     async def ensure_reader(self, timeout: float | None) -> None:
         """Starts the reader; waits (on the caller's loop) until it has
-        subscribed, at most :meth:`first_wait_s`. Past that (Redis down or
-        slow) the status read goes ahead anyway: it raises the connection
-        error, or finds the state, and the re-read every RECHECK_S covers a
-        completion the late subscription missed."""
+        subscribed or failed to, at most :meth:`first_wait_s`. Past that
+        (Redis down or slow) the status read goes ahead anyway: it raises the
+        connection error, or finds the state, and the re-read every RECHECK_S
+        covers a completion the late subscription missed."""
         self.start()
-        if self._subscribed.is_set():
+        if self._first_attempt.is_set():
             return
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
@@ -295,14 +312,14 @@ class DoneWaiter:
             if not ready.done():
                 ready.set_result(None)
 
-        self._when_subscribed(lambda: _call_in(loop, set_ready))
+        self._after_first_attempt(lambda: _call_in(loop, set_ready))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(ready, self.first_wait_s(timeout))
 
     def ensure_reader_blocking(self, timeout: float | None) -> None:
         """:meth:`ensure_reader` for a thread outside any loop."""
         self.start()
-        self._subscribed.wait(self.first_wait_s(timeout))
+        self._first_attempt.wait(self.first_wait_s(timeout))
 
     # ---- waits (any thread or loop) --------------------------------------------------
     async def wait(

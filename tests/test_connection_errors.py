@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
 
 from taskmesh import TaskManager, TaskmeshConnectionError, TaskmeshError
+from taskmesh.waiters import RECHECK_S
 from tests.cluster import LocalCluster, LocalSentinel
 from tests.conftest import REPO_ROOT, RedisServer
 
@@ -31,24 +33,32 @@ def _calls_fail(tm: TaskManager, task_id: str, every_call: bool = True) -> None:
     """Sync reads, writes, listing, metrics and waits, then the async ones,
     on a manager opened while Redis was up (one of each unless
     ``every_call``: behind Sentinel each call takes seconds of redis-py's
-    own retries before it gives up)."""
+    own retries before it gives up). With ``every_call``, a wait fails as
+    soon as its result listener fails to connect, not after the RECHECK_S
+    it would give a slow subscription."""
     calls = [lambda: tm.get_task_status(task_id),
              lambda: tm.register_task("tests.tasks:return_none"),
              tm.get_metrics, tm.list_tasks, tm.get_events,
              lambda: tm.wait_for_task_sync(task_id, timeout=30)]
     for call in calls if every_call else calls[:1]:
+        began = time.monotonic()
         with pytest.raises(TaskmeshConnectionError) as info:
             call()
         _check(info.value)
+        if every_call:
+            assert time.monotonic() - began < RECHECK_S
 
     async def async_calls() -> None:
         calls = [lambda: tm.wait_for_task(task_id, timeout=30),
                  lambda: tm.execute_task(task_id),
                  lambda: tm.cancel_task(task_id)]
         for call in calls if every_call else calls[:1]:
+            began = time.monotonic()
             with pytest.raises(TaskmeshConnectionError) as info:
                 await call()
             _check(info.value)
+            if every_call:
+                assert time.monotonic() - began < RECHECK_S
 
     asyncio.run(async_calls())
 
