@@ -147,6 +147,40 @@ def _tolerate_closed_loops() -> None:
 _RETRIES = 3
 
 
+def _fails_for_good(error: Exception) -> bool:
+    """Wrong or missing credentials: redis-py's AuthenticationError is a
+    ConnectionError, so its retry would try again (3.5 s of a connection's
+    nested retries for a missing password), and no retry can fix it."""
+    return isinstance(error, redis.exceptions.AuthenticationError)
+
+
+class _Retry(Retry):
+    """redis-py's retry, letting an error no retry can fix through at once:
+    its ``fail`` handler (the disconnect) still runs first."""
+
+    def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        def fail_then_stop(error: Exception, *count: int) -> Any:
+            handled = fail(error, *count)
+            if _fails_for_good(error):
+                raise error
+            return handled
+
+        return super().call_with_retry(do, fail_then_stop, *args, **kwargs)
+
+
+class _AsyncRetry(AsyncRetry):
+    """:class:`_Retry` for redis-py's asyncio client."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def fail_then_stop(error: Exception, *count: int) -> Any:
+            handled = await fail(error, *count)
+            if _fails_for_good(error):
+                raise error
+            return handled
+
+        return await super().call_with_retry(do, fail_then_stop, *args, **kwargs)
+
+
 def _retry_options(retry_class: type, url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
@@ -352,7 +386,7 @@ def sync_client(url: str, **options: Any) -> Any:
         return fakeredis.FakeRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        single = redis.Redis.from_url(url, **{**_retry_options(Retry, url), **options})
+        single = redis.Redis.from_url(url, **{**_retry_options(_Retry, url), **options})
         _pack_with_hiredis(single.connection_pool)
         return single
     if target.kind == "cluster":
@@ -369,7 +403,7 @@ def sync_client(url: str, **options: Any) -> Any:
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.hosts), sentinel_kwargs=sentinel_kwargs,
         min_other_sentinels=target.options.get("min_other_sentinels", 0),
-        **{**_retry_options(Retry, url), **conn})
+        **{**_retry_options(_Retry, url), **conn})
     assert target.service is not None  # parse_multi_host requires one
     client = sentinel.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
     client._taskmesh_target = target
@@ -434,7 +468,7 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
         return fakeredis.FakeAsyncRedis(server=memory_server())
     target = _multi(url)
     if target is None:
-        options = {**_retry_options(AsyncRetry, url), **options}
+        options = {**_retry_options(_AsyncRetry, url), **options}
         if max_connections is None:
             pool = redis.asyncio.ConnectionPool.from_url(url, **options)
         else:
@@ -451,7 +485,7 @@ def async_client(url: str, *, max_connections: int | None = None, **options: Any
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts), sentinel_kwargs=sentinel_kwargs,
             min_other_sentinels=target.options.get("min_other_sentinels", 0),
-            **{**_retry_options(AsyncRetry, url), **conn})
+            **{**_retry_options(_AsyncRetry, url), **conn})
         assert target.service is not None
         client = sentinel.master_for(target.service, db=target.db)
     client._taskmesh_target = target
