@@ -199,12 +199,11 @@ class DoneWaiter:
             self._wake(channel.split("}:done:", 1)[1], parse_done(data), keep=True)
 
     def _mark_subscribed(self) -> None:
-        with self._lock:
-            self._epoch += 1
-            self._subscribed.set()
-            callbacks = self._end_first_attempt()
-        for callback in callbacks:
-            callback()
+        """Subscribed, first or again. A wait parked while there was no
+        subscription (begun during a failed first attempt, or woken by the
+        loss) read before it stood: one more read each closes that gap
+        (subscribe, then read), instead of leaving it to the RECHECK_S re-read."""
+        self._reread_all(subscribed=True)
 
     def _end_first_attempt(self) -> list[Callable[[], None]]:
         """(Under the lock.) The callbacks of waits held for the first
@@ -235,8 +234,13 @@ class DoneWaiter:
 
     def _wake_all(self) -> None:
         """The subscription was lost, or could not be made: every wait re-reads."""
+        self._reread_all(subscribed=False)
+
+    def _reread_all(self, subscribed: bool) -> None:
         with self._lock:
-            self._epoch += 1  # lost: messages may have been missed
+            self._epoch += 1  # messages may have been missed
+            if subscribed:
+                self._subscribed.set()
             waiting = list(self._waiters)
             callbacks = self._end_first_attempt()
         for callback in callbacks:

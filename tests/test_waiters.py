@@ -225,6 +225,22 @@ def test_a_fresh_task_skips_the_first_read_only_while_nothing_can_have_been_miss
     assert look() == (False, None)
 
 
+def test_a_wait_parked_without_the_subscription_reads_again_when_it_stands(tm):
+    """A wait that read while the listener was not subscribed (it began
+    during a failed first attempt, or a loss woke it) may have read just
+    before its task's message went out unheard: the (re)subscription wakes
+    it to read once more, rather than leaving it to the RECHECK_S re-read."""
+    waiter = tm._hub().waiter
+    waiter.ensure_reader_blocking(WAIT)
+    woken: list = []
+    waiter._watch("parked", woken.append)
+    try:
+        waiter._mark_subscribed()  # what the reader calls once it has (re)subscribed
+        assert woken == [None]  # None: no outcome given, read the record
+    finally:
+        waiter._unwatch("parked", woken.append)
+
+
 def test_a_fresh_tasks_outcome_published_before_the_wait_is_kept_for_it(backend, namespace):
     """The message lands before the wait begins (the record stays PENDING):
     the wait returns what the reader kept, verified as any other."""
