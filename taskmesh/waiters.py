@@ -6,8 +6,9 @@ on one loop (the process's listener for the namespace, events.py), and a
 wait registers a wake-up callback that is safe to call from that loop's
 thread. A wait subscribes first, then reads the stored status, so a
 completion between the two is never missed; the stored state is re-read
-every few seconds as well, so a lost pub/sub message (a Redis restart, a
-dropped connection) costs latency, never correctness. The wait for the
+when the subscription is lost, again once it is made again, and every few
+seconds as well, so a lost pub/sub message (a Redis restart, a dropped
+connection) costs latency, never correctness. The wait for the
 subscription lasts until the reader's first attempt ends, at most RECHECK_S
 (or the wait's own timeout): with Redis down the reader's failed connect
 lets the status read go ahead at once, and it raises, instead of the wait
