@@ -206,13 +206,6 @@ class DoneWaiter:
         (subscribe, then read), instead of leaving it to the RECHECK_S re-read."""
         self._reread_all(subscribed=True)
 
-    def _end_first_attempt(self) -> list[Callable[[], None]]:
-        """(Under the lock.) The callbacks of waits held for the first
-        attempt, which has ended."""
-        self._first_attempt.set()
-        callbacks, self._on_first_attempt = self._on_first_attempt, []
-        return callbacks
-
     def _after_first_attempt(self, callback: Callable[[], None]) -> None:
         with self._lock:
             if not self._first_attempt.is_set():
@@ -243,7 +236,8 @@ class DoneWaiter:
             if subscribed:
                 self._subscribed.set()
             waiting = list(self._waiters)
-            callbacks = self._end_first_attempt()
+            self._first_attempt.set()  # the first attempt, at least, has ended
+            callbacks, self._on_first_attempt = self._on_first_attempt, []
         for callback in callbacks:
             callback()
         for task_id in waiting:
