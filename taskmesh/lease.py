@@ -14,11 +14,11 @@ the reaper; the script is atomic, so two passes never recover a task twice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Callable
 
 from . import scripts
+from .background import BackgroundThread
 from .connection import CONNECTION_ERRORS
 from .exceptions import ServerBusyError
 from .sharding import ShardSet, shards_call
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MAX_S = 2.0
 
 
-class LeaseKeeper(threading.Thread):
+class LeaseKeeper(BackgroundThread):
     def __init__(
         self,
         client: Any,
@@ -42,7 +42,7 @@ class LeaseKeeper(threading.Thread):
         shards: Callable[[], ShardSet] | None = None,
         on_shards: Callable[[int], None] | None = None,
     ):
-        super().__init__(name=f"taskmesh-lease-{worker_id}", daemon=True)
+        super().__init__(name=f"taskmesh-lease-{worker_id}")
         self.client = client
         self.commands = commands
         self.worker_id = worker_id
@@ -55,7 +55,6 @@ class LeaseKeeper(threading.Thread):
         self.on_renewed = on_renewed
         self.shards = shards
         self.on_shards = on_shards
-        self.stopped = threading.Event()
         self._redis_down = False
         self._reap_after = 0.0  # monotonic time before which this keeper does not reap
 
@@ -122,6 +121,3 @@ class LeaseKeeper(threading.Thread):
                 self.beat()
             except Exception:
                 log.exception("lease keeper pass failed; retrying next beat")
-
-    def stop(self) -> None:
-        self.stopped.set()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -33,6 +32,7 @@ from typing import Any, Callable, Mapping
 import msgpack
 
 from . import scripts
+from .background import BackgroundThread
 from .connection import CONNECTION_ERRORS
 from .keys import Keys
 from .registration import TaskOptions, build_task
@@ -232,16 +232,15 @@ def advance_call(keys: Keys, name: str, expected: str, next_run_at: int, tick: i
                 int)
 
 
-class PeriodicTicker(threading.Thread):
+class PeriodicTicker(BackgroundThread):
     """Fires due ticks from a worker, on its own thread (like the lease
     keeper) so a task that blocks the event loop does not delay them."""
 
     def __init__(self, client: Any, keys: Keys, commands: Commands, worker_id: str):
-        super().__init__(name=f"taskmesh-periodic-{worker_id}", daemon=True)
+        super().__init__(name=f"taskmesh-periodic-{worker_id}")
         self.client = client
         self.keys = keys
         self.commands = commands
-        self.stopped = threading.Event()
         self._redis_down = False
 
     def run(self) -> None:
@@ -262,13 +261,6 @@ class PeriodicTicker(threading.Thread):
                 self._redis_down, wait = busy is not None, 1.0
             if wait > 0:
                 self.stopped.wait(wait)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stops the thread and waits for a pass in progress (so the worker
-        does not close the client under it)."""
-        self.stopped.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
 
     def check(self) -> float:
         """Fires what is due; returns how long to sleep before looking again.

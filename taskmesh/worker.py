@@ -35,6 +35,7 @@ import redis.exceptions
 
 from . import scripts
 from .scripts import Call
+from .background import stop_all
 from .connection import (
     CONNECTION_ERRORS,
     async_client,
@@ -340,8 +341,8 @@ class Worker:
             await self._drain()
         finally:
             await stop_listener(control, self._control_stop)
-            keeper.stop()
-            ticker.stop()
+            # Off the loop: the reporter may still be flushing meanwhile.
+            await asyncio.to_thread(stop_all, (keeper, ticker))
             if not await self.reporter.close(timeout=FLUSH_ON_STOP_S):
                 log.warning("worker %s: Redis unreachable, %d report(s) abandoned; those tasks "
                             "are recovered by another worker when their lease expires",

@@ -145,6 +145,7 @@ def test_an_idle_worker_whose_redis_froze_still_stops():
 
     import redis as redis_sync
 
+    from taskmesh.background import STOP_JOIN_S
     from taskmesh.server import RedisServer
     from taskmesh.worker import STOP_RING_S, UNREGISTER_ON_STOP_S, Worker, WorkerHandle
 
@@ -164,9 +165,9 @@ def test_an_idle_worker_whose_redis_froze_still_stops():
             assert handle.stop(timeout=30), "the worker did not stop"
             took_s = time.monotonic() - began
             assert took_s >= STOP_RING_S * 0.9  # the ring had its chance
-            # The ring, the bounded unregister and the periodic ticker's 2 s
-            # join, plus slack; not the 4 x 5 s of the client's retries.
-            assert took_s < STOP_RING_S + UNREGISTER_ON_STOP_S + 2.0 + 4.0, took_s
+            # The ring, the bounded unregister and the background threads'
+            # joint wait, plus slack; not the 4 x 5 s of the client's retries.
+            assert took_s < STOP_RING_S + UNREGISTER_ON_STOP_S + STOP_JOIN_S + 4.0, took_s
         finally:
             os.kill(server.pid, signal.SIGCONT)
     finally:
