@@ -21,10 +21,7 @@ STOP_JOIN_S = 2.0  # how long a stop waits, in all, for the passes in progress
 class BackgroundThread(threading.Thread):
     def __init__(self, name: str):
         super().__init__(name=name, daemon=True)
-        self.stopped = threading.Event()
-
-    def stop(self, timeout_s: float = STOP_JOIN_S) -> None:
-        stop_all([self], timeout_s)
+        self.stopped = threading.Event()  # set by stop_all; the thread's loop ends on it
 
 
 def stop_all(threads: Iterable[BackgroundThread], timeout_s: float = STOP_JOIN_S) -> None:
