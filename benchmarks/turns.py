@@ -8,8 +8,9 @@ Issue 9 asks two worker processes for 1.3x one worker's drain on this
 worker leaves idle. This drains ``-n`` prefilled no-ops with one and then
 two real ``taskmesh worker --burst`` processes (interleaved, ``--repeat``
 times) against one private redis-server, and between 20% and 90% done
-(start-up and the tail left out) reports the rate and, per process, the
-share of a core it used (CPU seconds / wall seconds) and its CPU µs per task.
+(start-up and the tail left out) reports the rate and, for the workers
+together and for redis-server, the share of a core used (CPU seconds / wall
+seconds) and the CPU µs per task.
 
 ``--pin`` puts redis-server on core 0 and the workers on core 1, to tell the
 design's turn-taking from the scheduler's placement.
@@ -21,24 +22,20 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from typing import Any
 
 from taskmesh.server import RedisServer
 
-from .driver import Workers
-from .procstat import cpu_s
+from .driver import Workers, watch
 from .systems import Taskmesh
 
 FROM, TO = 0.2, 0.9  # of the drain: the window measured
 
 
-def _sample(pids: list[int]) -> list[float]:
-    return [cpu_s(pid) or 0.0 for pid in pids]
-
-
 def drain(system: Taskmesh, kind: str, n: int, workers: int, concurrency: int,
           redis_pid: int, pin: bool) -> dict[str, Any]:
+    """One drain, timed over FROM-TO of it by the benchmark's own poller
+    (driver.watch: rate, and the workers' and redis-server's CPU per task)."""
     system.flush()
     system.prefill(kind, n)
     with tempfile.TemporaryDirectory() as logdir:
@@ -48,27 +45,15 @@ def drain(system: Taskmesh, kind: str, n: int, workers: int, concurrency: int,
             if pin:
                 for pid in procs.pids():
                     os.sched_setaffinity(pid, {1})
-            pids = procs.pids() + [redis_pid]
-            start = end = None
-            while end is None:
-                done, now = system.done_count(), time.perf_counter()
-                if start is None and done >= n * FROM:
-                    start = (now, done, _sample(pids))
-                elif start is not None and done >= n * TO:
-                    end = (now, done, _sample(pids))
-                problem = procs.crashed()
-                if problem:
-                    raise SystemExit(problem)
-                time.sleep(0.005)
+            res = watch(system, procs, n, poll=0.005, timeout=600, first_at=int(n * FROM),
+                        window=int(n * (TO - FROM)), redis_pid=redis_pid)
             procs.wait(30)
         finally:
             procs.stop()
-    assert start is not None
-    (t0, d0, cpu0), (t1, d1, cpu1) = start, end
-    spent = [b - a for a, b in zip(cpu0, cpu1)]
-    return {"rate": (d1 - d0) / (t1 - t0),
-            "share": [s / (t1 - t0) for s in spent],
-            "us_per_task": [s * 1e6 / (d1 - d0) for s in spent]}
+    rate = res["per_s"]
+    us_per_task = [res["worker_cpu_ms_per_task"] * 1000, res["redis_cpu_ms_per_task"] * 1000]
+    return {"rate": rate, "us_per_task": us_per_task,
+            "share": [us * rate / 1e6 for us in us_per_task]}
 
 
 def _medians(runs: list[dict[str, Any]], key: str) -> list[float]:
@@ -105,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
           f"each drain, medians of {args.repeat}{', pinned' if args.pin else ''}")
     for workers, label in ((1, "1 worker "), (2, "2 workers")):
         rate = statistics.median(run["rate"] for run in runs[workers])
-        names = [f"worker {i + 1}" for i in range(workers)] + ["redis-server"]
         shares = ", ".join(f"{name} {share:.2f}" for name, share
-                           in zip(names, _medians(runs[workers], "share")))
+                           in zip(("workers", "redis-server"), _medians(runs[workers], "share")))
         costs = ", ".join(f"{cost:.1f}" for cost in _medians(runs[workers], "us_per_task"))
         total = sum(_medians(runs[workers], "share"))
         print(f"{label}: {rate:9,.0f} tasks/s; cores used: {shares} (sum {total:.2f} of 2); "
